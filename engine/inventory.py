@@ -1,0 +1,84 @@
+"""Live stock in Redis: read levels, set or adjust them (operators), hold units at one warehouse."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+from engine import keys, scripts
+from engine.errors import NegativeStock, OutOfStock, UnknownProduct
+from engine.ids import new_id
+from stores.redis import RedisClient
+
+HOLD_TTL_S: Final = 15 * 60
+VERSION_FIELD: Final = "_v"  # the stock hash's version counter, bumped by every change
+
+StockChange = Literal["set", "adjust"]
+
+
+@dataclass(frozen=True, slots=True)
+class StockLevel:
+    warehouse_id: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    hold_id: str
+    available: int
+    expires_at: datetime
+
+
+class Inventory:
+    def __init__(self, redis: RedisClient) -> None:
+        self._redis = redis
+
+    async def levels(self, product_id: str) -> list[StockLevel]:
+        """Available units per warehouse, read live from the decision point."""
+        raw = await self._redis.hgetall(keys.stock(keys.partition_of_product(product_id), product_id))
+        if not raw:
+            raise UnknownProduct(product_id)
+        return sorted(
+            (StockLevel(w, int(q)) for w, q in raw.items() if w != VERSION_FIELD),
+            key=lambda level: level.warehouse_id,
+        )
+
+    async def change(
+        self, product_id: str, warehouse_id: str, mode: StockChange, units: int, reason: str
+    ) -> int:
+        """Set (`units` >= 0) or adjust (by +/- `units`) one level; returns the new level."""
+        partition = keys.partition_of_product(product_id)
+        reply = await scripts.call(
+            self._redis,
+            scripts.SET_STOCK,
+            [keys.stream(partition), keys.stock(partition, product_id)],
+            [product_id, warehouse_id, mode, units, reason],
+        )
+        if reply[0] == "negative":
+            raise NegativeStock(product_id, warehouse_id, int(reply[1]))
+        return int(reply[1])
+
+    async def hold(self, product_id: str, warehouse_id: str, units: int) -> Hold:
+        partition = keys.partition_of_product(product_id)
+        hold_id = new_id(partition)
+        reply = await scripts.call(
+            self._redis,
+            scripts.HOLD,
+            [
+                keys.stream(partition),
+                keys.stock(partition, product_id),
+                keys.hold(partition, hold_id),
+                keys.hold_expiries(partition),
+            ],
+            [hold_id, product_id, warehouse_id, units, int(time.time() * 1000), HOLD_TTL_S * 1000],
+        )
+        match reply[0]:
+            case "ok":
+                expires = datetime.fromtimestamp(int(reply[2]) / 1000, UTC)
+                return Hold(hold_id, int(reply[1]), expires)
+            case "unknown_product":
+                raise UnknownProduct(product_id)
+            case _:
+                raise OutOfStock(product_id, units, warehouse_id)

@@ -1,0 +1,57 @@
+"""Redis key names, designed for Redis Cluster.
+
+A Lua script may only touch keys of one hash slot. Every key a reservation needs (the product's
+stock, the order, the idempotency key and the event stream) therefore carries the hash tag of the
+product's *partition*: products are spread over PARTITIONS partitions, each with its own stream.
+Partition tags are chosen so partition i hashes into the i-th of PARTITIONS equal slot ranges;
+a cluster whose masters own contiguous, equal slot ranges then gets an equal share of partitions.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Final
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+PARTITIONS: Final = 64
+WAREHOUSES_VERSION_KEY: Final = "warehouses:version"
+
+
+def _tag_for(partition: int) -> str:
+    width = REDIS_CLUSTER_HASH_SLOTS // PARTITIONS
+    salt = 0
+    while key_slot(f"p{partition}.{salt}".encode()) // width != partition:
+        salt += 1
+    return f"{{p{partition}.{salt}}}"
+
+
+TAGS: Final[tuple[str, ...]] = tuple(_tag_for(p) for p in range(PARTITIONS))
+
+
+def partition_of_product(product_id: str) -> int:
+    return zlib.crc32(product_id.encode()) % PARTITIONS
+
+
+def stream(partition: int) -> str:
+    return f"events:{TAGS[partition]}"
+
+
+def stock(partition: int, product_id: str) -> str:
+    return f"stock:{TAGS[partition]}:{product_id}"
+
+
+def order(partition: int, order_id: str) -> str:
+    return f"order:{TAGS[partition]}:{order_id}"
+
+
+def idempotency(partition: int, idempotency_key: str) -> str:
+    return f"idem:{TAGS[partition]}:{idempotency_key}"
+
+
+def hold(partition: int, hold_id: str) -> str:
+    return f"hold:{TAGS[partition]}:{hold_id}"
+
+
+def hold_expiries(partition: int) -> str:
+    return f"holds:{TAGS[partition]}"

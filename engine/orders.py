@@ -1,0 +1,47 @@
+"""What an order is: the request to place one, the confirmation, and an order as it stands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Final, Literal
+
+from geo.rings import Point
+
+MAX_ORDER_QUANTITY: Final = 1_000
+IDEMPOTENCY_TTL_S: Final = 24 * 3600
+
+OrderStatus = Literal["confirmed", "picking", "packed", "shipped", "delivered", "cancelled", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    product_id: str
+    quantity: int
+    customer: Point
+    idempotency_key: str | None = None
+
+    def fingerprint(self) -> str:
+        """What must match for a retry under the same idempotency key to be the same request."""
+        return f"{self.product_id}|{self.quantity}|{self.customer.lat:.6f}|{self.customer.lon:.6f}"
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    order_id: str
+    warehouse_id: str
+    estimated_delivery: date
+    created_at: datetime
+    replayed: bool  # True when an idempotent retry got the stored answer
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    order_id: str
+    product_id: str
+    warehouse_id: str
+    quantity: int
+    status: str
+    customer: Point
+    estimated_delivery: date
+    created_at: datetime

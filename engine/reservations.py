@@ -1,0 +1,182 @@
+"""Placing an order: rank the warehouses, then let `lua/reserve.lua` decide atomically in Redis.
+
+Concurrent orders are micro-batched: one EVALSHA per partition carries every order of that
+partition, and one pipeline carries every partition, so a batch costs one round trip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from engine import keys, scripts
+from engine.batching import MicroBatcher
+from engine.delivery import delivery_days, estimated_delivery
+from engine.errors import DomainError, IdempotencyKeyReused, OutOfStock, UnknownProduct
+from engine.ids import new_id
+from engine.orders import IDEMPOTENCY_TTL_S, Confirmation, OrderRequest
+from engine.warehouses import WarehouseDirectory
+from geo.rings import RankedSite
+from stores.redis import RedisClient
+
+ORDERS_PER_SCRIPT_CALL: Final = 64
+ORDERS_PER_BATCH: Final = 1024
+BATCHES_IN_FLIGHT: Final = 4
+# A 'far' answer lists warehouses past the rings that had stock; by the next call another order
+# may have taken it, so ask again a bounded number of times before calling it out of stock.
+FAR_ATTEMPTS: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    order_id: str
+    partition: int
+    request: OrderRequest
+    candidates: tuple[tuple[str, int], ...]  # (warehouse_id, delivery_days), nearest first
+
+
+@dataclass(frozen=True, slots=True)
+class _StockBeyondRings:
+    warehouse_ids: list[str]
+
+
+_Outcome = Confirmation | _StockBeyondRings
+DirectoryReloader = Callable[[], Awaitable[WarehouseDirectory]]
+
+
+class ReservationEngine:
+    """Places orders. `batched=False` sends one EVALSHA per order (the baseline it is measured
+    against); the decision and every reply are the same either way."""
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        directory: WarehouseDirectory,
+        reload_directory: DirectoryReloader,
+        *,
+        batched: bool = True,
+    ) -> None:
+        self._redis = redis
+        self.directory = directory
+        self._reload_directory = reload_directory
+        self._batcher: MicroBatcher[_Attempt, _Outcome] | None = (
+            MicroBatcher(self._send, ORDERS_PER_BATCH, BATCHES_IN_FLIGHT) if batched else None
+        )
+
+    async def place(self, request: OrderRequest) -> Confirmation:
+        partition = keys.partition_of_product(request.product_id)
+        order_id = new_id(partition)
+        ranked = self.directory.nearest_first(request.customer)
+        outcome = await self._attempt(_Attempt(order_id, partition, request, _with_days(ranked)))
+        for _ in range(FAR_ATTEMPTS):
+            if isinstance(outcome, Confirmation):
+                return outcome
+            far = await self._rank_beyond_rings(request, outcome.warehouse_ids)
+            outcome = await self._attempt(_Attempt(order_id, partition, request, _with_days(far)))
+        if isinstance(outcome, Confirmation):
+            return outcome
+        raise OutOfStock(request.product_id, request.quantity)
+
+    async def _rank_beyond_rings(
+        self, request: OrderRequest, warehouse_ids: list[str]
+    ) -> list[RankedSite]:
+        if any(w not in self.directory for w in warehouse_ids):
+            # Stock at a warehouse this worker has not heard of yet: it was just created.
+            self.directory = await self._reload_directory()
+        return self.directory.by_distance(request.customer, warehouse_ids)
+
+    async def _attempt(self, attempt: _Attempt) -> _Outcome:
+        if self._batcher is not None:
+            return await self._batcher.submit(attempt)
+        now_ms = int(time.time() * 1000)
+        reply = await scripts.call(self._redis, scripts.RESERVE, *_script_call(now_ms, [attempt]))
+        outcome = _outcome(attempt, reply[0])
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
+
+    async def _send(self, attempts: list[_Attempt]) -> list[_Outcome | BaseException]:
+        by_partition: defaultdict[int, list[int]] = defaultdict(list)
+        for i, attempt in enumerate(attempts):
+            by_partition[attempt.partition].append(i)
+        groups = [
+            idx[start : start + ORDERS_PER_SCRIPT_CALL]
+            for idx in by_partition.values()
+            for start in range(0, len(idx), ORDERS_PER_SCRIPT_CALL)
+        ]
+        now_ms = int(time.time() * 1000)
+        calls = [
+            (scripts.RESERVE, *_script_call(now_ms, [attempts[i] for i in group])) for group in groups
+        ]
+        replies = await scripts.call_pipelined(self._redis, calls)
+        results: list[_Outcome | BaseException] = [RuntimeError("no reply")] * len(attempts)
+        for group, reply in zip(groups, replies, strict=True):
+            for i, one in zip(group, _split(reply, len(group)), strict=True):
+                results[i] = one if isinstance(one, BaseException) else _outcome(attempts[i], one)
+        return results
+
+
+def _with_days(ranked: Sequence[RankedSite]) -> tuple[tuple[str, int], ...]:
+    return tuple((site.site_id, delivery_days(site.distance_km)) for site in ranked)
+
+
+def _script_call(now_ms: int, attempts: Sequence[_Attempt]) -> tuple[list[str], list[scripts.Arg]]:
+    partition = attempts[0].partition
+    script_keys = [keys.stream(partition)]
+    args: list[scripts.Arg] = [now_ms, IDEMPOTENCY_TTL_S, len(attempts)]
+    for attempt in attempts:
+        request = attempt.request
+        order_key = keys.order(partition, attempt.order_id)
+        idem = request.idempotency_key
+        script_keys += [
+            keys.stock(partition, request.product_id),
+            order_key,
+            keys.idempotency(partition, idem) if idem else order_key,
+        ]
+        args += [
+            attempt.order_id,
+            request.product_id,
+            request.quantity,
+            idem or "",
+            request.fingerprint(),
+            repr(request.customer.lat),
+            repr(request.customer.lon),
+            len(attempt.candidates),
+        ]
+        for warehouse_id, days in attempt.candidates:
+            args += [warehouse_id, days]
+    return script_keys, args
+
+
+def _split(reply: Any, count: int) -> list[Any]:
+    if isinstance(reply, BaseException):
+        return [reply] * count
+    return list(reply)
+
+
+def _outcome(attempt: _Attempt, reply: list[Any]) -> _Outcome | DomainError:
+    """The reply of one order as a result, or as the domain error to raise to its caller."""
+    request = attempt.request
+    match reply[0]:
+        case "ok":
+            created_ms = int(reply[4])
+            return Confirmation(
+                order_id=reply[1],
+                warehouse_id=reply[2],
+                estimated_delivery=estimated_delivery(created_ms, int(reply[3])),
+                created_at=datetime.fromtimestamp(created_ms / 1000, UTC),
+                replayed=bool(int(reply[5])),
+            )
+        case "far":
+            return _StockBeyondRings(list(reply[1:]))
+        case "out_of_stock":
+            return OutOfStock(request.product_id, request.quantity)
+        case "unknown_product":
+            return UnknownProduct(request.product_id)
+        case "key_conflict":
+            return IdempotencyKeyReused(request.idempotency_key or "")
+    raise RuntimeError(f"unexpected reply from reserve.lua: {reply!r}")

@@ -1,0 +1,47 @@
+"""Warehouses and the directory that ranks them by distance from a customer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from geo.rings import Point, RankedSite, RingIndex
+
+
+@dataclass(frozen=True, slots=True)
+class Warehouse:
+    warehouse_id: str
+    name: str
+    location: Point
+
+
+class WarehouseDirectory:
+    """The warehouses this process knows, indexed by H3 cell; replaced whole on change."""
+
+    def __init__(self, warehouses: Iterable[Warehouse] = (), version: int = 0) -> None:
+        self.version = version
+        self._by_id = {w.warehouse_id: w for w in warehouses}
+        self._index = RingIndex({w.warehouse_id: w.location for w in self._by_id.values()})
+
+    def __contains__(self, warehouse_id: object) -> bool:
+        return warehouse_id in self._by_id
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, warehouse_id: str) -> Warehouse | None:
+        return self._by_id.get(warehouse_id)
+
+    def all(self) -> list[Warehouse]:
+        return sorted(self._by_id.values(), key=lambda w: w.warehouse_id)
+
+    def nearest_first(self, customer: Point) -> list[RankedSite]:
+        """Warehouses within the ring walk: nearest ring first, exact distance inside a ring."""
+        return self._index.ranked(customer)
+
+    def by_distance(self, customer: Point, warehouse_ids: Iterable[str]) -> list[RankedSite]:
+        """Known warehouses among `warehouse_ids`, by exact distance (for those past the rings)."""
+        return self._index.beyond(customer, warehouse_ids)
+
+    def distance_km(self, customer: Point, warehouse_id: str) -> float:
+        return self._index.distance_km(customer, warehouse_id)

@@ -1,0 +1,1 @@
+"""Geography: H3 cells and rings around a customer, great-circle distances."""

@@ -1,0 +1,30 @@
+-- Orders and their status history: PostgreSQL is the system of record for orders.
+-- Idempotent on purpose: ops/stack.sh applies it on every `up`, and docker-compose
+-- runs it once at first start. Applied to both `fulfillment` and `fulfillment_test`.
+
+CREATE TABLE IF NOT EXISTS orders (
+    order_id            uuid PRIMARY KEY,
+    product_id          text NOT NULL,
+    warehouse_id        text NOT NULL,
+    quantity            integer NOT NULL CHECK (quantity > 0),
+    status              text NOT NULL,
+    customer_lat        double precision NOT NULL,
+    customer_lon        double precision NOT NULL,
+    estimated_delivery  date NOT NULL,
+    idempotency_key     text,
+    created_at          timestamptz NOT NULL,
+    updated_at          timestamptz NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS orders_product_id_idx ON orders (product_id);
+CREATE INDEX IF NOT EXISTS orders_status_updated_at_idx ON orders (status, updated_at);
+
+-- One row per status change; the (order_id, event_id) key lets a writer replay the same
+-- event safely (INSERT ... ON CONFLICT DO NOTHING).
+CREATE TABLE IF NOT EXISTS order_status_history (
+    order_id  uuid NOT NULL,
+    status    text NOT NULL,
+    at        timestamptz NOT NULL,
+    event_id  text NOT NULL,
+    PRIMARY KEY (order_id, event_id)
+);

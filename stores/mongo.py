@@ -1,0 +1,28 @@
+"""The MongoDB connection (PyMongo's async API) and the collections the system owns.
+
+`warehouses`: one document per warehouse, `_id` = warehouseId, with name, lat, lon.
+`inventory`: one document per product, `_id` = productId, with `stockLevels`
+([{warehouseId, quantity}]) and `version`, the Redis stock version it mirrors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from stores.settings import Settings
+
+WAREHOUSES: Final = "warehouses"
+INVENTORY: Final = "inventory"
+SERVER_SELECTION_TIMEOUT_MS: Final = 5_000
+
+MongoDatabase = AsyncDatabase[dict[str, Any]]
+
+
+def connect_mongo(settings: Settings) -> tuple[AsyncMongoClient[dict[str, Any]], MongoDatabase]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongo_url, serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS
+    )
+    return client, client[settings.mongo_db]

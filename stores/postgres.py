@@ -1,0 +1,24 @@
+"""The PostgreSQL connection pool (asyncpg) and the schema it expects (`ops/schema.sql`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import asyncpg
+
+from stores.settings import Settings
+
+SCHEMA_SQL: Final = Path(__file__).resolve().parent.parent / "ops" / "schema.sql"
+
+
+async def connect_postgres(settings: Settings, *, max_size: int = 8) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=max_size)
+    assert pool is not None
+    return pool
+
+
+async def apply_schema(pool: asyncpg.Pool) -> None:
+    """Idempotent: every statement is CREATE ... IF NOT EXISTS."""
+    async with pool.acquire() as conn:
+        await conn.execute(SCHEMA_SQL.read_text())

@@ -1,0 +1,32 @@
+"""Where the stores are, read once from the environment (defaults match `ops/stack.sh`)."""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+import msgspec
+
+
+class Settings(msgspec.Struct, frozen=True):
+    redis_url: str
+    redis_cluster: bool
+    postgres_dsn: str
+    mongo_url: str
+    mongo_db: str
+
+
+DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+DEFAULT_POSTGRES_DSN: Final = "postgresql://fulfillment:fulfillment@127.0.0.1:5432/fulfillment"
+DEFAULT_MONGO_URL: Final = "mongodb://127.0.0.1:27017/"
+DEFAULT_MONGO_DB: Final = "fulfillment"
+
+
+def load_settings() -> Settings:
+    return Settings(
+        redis_url=os.environ.get("REDIS_URL", DEFAULT_REDIS_URL),
+        redis_cluster=os.environ.get("REDIS_CLUSTER", "0") == "1",
+        postgres_dsn=os.environ.get("POSTGRES_DSN", DEFAULT_POSTGRES_DSN),
+        mongo_url=os.environ.get("MONGO_URL", DEFAULT_MONGO_URL),
+        mongo_db=os.environ.get("MONGO_DB", DEFAULT_MONGO_DB),
+    )

@@ -1,0 +1,63 @@
+"""Fixtures on the real stores started by `ops/stack.sh up`; each test starts from empty stores.
+
+Tests use their own Redis database (15), PostgreSQL database (`fulfillment_test`) and MongoDB
+database (`fulfillment_test`), so a running demo is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from engine import scripts
+from stores.mongo import MongoDatabase, connect_mongo
+from stores.postgres import apply_schema, connect_postgres
+from stores.redis import RedisClient, connect_redis
+from stores.settings import Settings
+
+TEST_SETTINGS = Settings(
+    redis_url=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+    redis_cluster=os.environ.get("TEST_REDIS_CLUSTER", "0") == "1",
+    postgres_dsn=os.environ.get(
+        "POSTGRES_TEST_DSN",
+        "postgresql://fulfillment:fulfillment@127.0.0.1:5432/fulfillment_test",
+    ),
+    mongo_url=os.environ.get("MONGO_URL", "mongodb://127.0.0.1:27017/"),
+    mongo_db=os.environ.get("TEST_MONGO_DB", "fulfillment_test"),
+)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return TEST_SETTINGS
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[RedisClient]:
+    client = connect_redis(settings)
+    await client.flushdb()
+    await scripts.load_all(client)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def pg(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await connect_postgres(settings)
+    await apply_schema(pool)
+    await pool.execute("TRUNCATE orders, order_status_history")
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def mongo(settings: Settings) -> AsyncIterator[MongoDatabase]:
+    client, db = connect_mongo(settings)
+    for name in await db.list_collection_names():
+        await db[name].delete_many({})
+    yield db
+    await client.close()
+
