@@ -37,7 +37,9 @@ class Inventory:
 
     async def levels(self, product_id: str) -> list[StockLevel]:
         """Available units per warehouse, read live from the decision point."""
-        raw = await self._redis.hgetall(keys.stock(keys.partition_of_product(product_id), product_id))
+        raw = await self._redis.hgetall(
+            keys.stock(keys.partition_of_product(product_id), product_id)
+        )
         if not raw:
             raise UnknownProduct(product_id)
         return sorted(

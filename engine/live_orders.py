@@ -61,4 +61,3 @@ class LiveOrders:
                 raise InvalidTransition(order_id, reply[1], "cancelled")
             case _:
                 raise OrderNotFound(order_id)
-

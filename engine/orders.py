@@ -11,7 +11,9 @@ from geo.rings import Point
 MAX_ORDER_QUANTITY: Final = 1_000
 IDEMPOTENCY_TTL_S: Final = 24 * 3600
 
-OrderStatus = Literal["confirmed", "picking", "packed", "shipped", "delivered", "cancelled", "failed"]
+OrderStatus = Literal[
+    "confirmed", "picking", "packed", "shipped", "delivered", "cancelled", "failed"
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,7 +110,8 @@ class ReservationEngine:
         ]
         now_ms = int(time.time() * 1000)
         calls = [
-            (scripts.RESERVE, *_script_call(now_ms, [attempts[i] for i in group])) for group in groups
+            (scripts.RESERVE, *_script_call(now_ms, [attempts[i] for i in group]))
+            for group in groups
         ]
         replies = await scripts.call_pipelined(self._redis, calls)
         results: list[_Outcome | BaseException] = [RuntimeError("no reply")] * len(attempts)

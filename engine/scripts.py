@@ -45,7 +45,9 @@ async def load_all(redis: RedisClient) -> None:
         await redis.script_load(script.source)
 
 
-async def call(redis: RedisClient, script: LuaScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+async def call(
+    redis: RedisClient, script: LuaScript, keys: Sequence[str], args: Sequence[Arg]
+) -> Any:
     try:
         return await redis.evalsha(script.sha, len(keys), *keys, *args)
     except NoScriptError:

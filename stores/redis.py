@@ -17,4 +17,6 @@ def connect_redis(settings: Settings) -> RedisClient:
         return RedisCluster.from_url(
             settings.redis_url, decode_responses=True, max_connections=MAX_CONNECTIONS
         )
-    return Redis.from_url(settings.redis_url, decode_responses=True, max_connections=MAX_CONNECTIONS)
+    return Redis.from_url(
+        settings.redis_url, decode_responses=True, max_connections=MAX_CONNECTIONS
+    )

@@ -60,4 +60,3 @@ async def mongo(settings: Settings) -> AsyncIterator[MongoDatabase]:
         await db[name].delete_many({})
     yield db
     await client.close()
-

@@ -1,0 +1,1 @@
+"""The HTTP API (Litestar, msgspec): one module per service area."""

@@ -1,0 +1,46 @@
+"""The Litestar application: routes of every service area, one error shape, store lifecycle."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Final
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+
+from api.errors import EXCEPTION_HANDLERS
+from api.health import healthz, readyz
+from api.inventory import InventoryController
+from api.orders import OrderController
+from api.state import open_services
+from api.warehouses import WarehouseController
+from stores.settings import Settings, load_settings
+
+MAX_BODY_BYTES: Final = 16 * 1024  # the largest legitimate body is well under 1 KiB
+
+
+def create_app(settings: Settings | None = None, *, batched: bool = True) -> Litestar:
+    resolved = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_services(resolved, batched=batched) as services:
+            app.state.services = services
+            yield
+
+    return Litestar(
+        route_handlers=[OrderController, InventoryController, WarehouseController, healthz, readyz],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="Order fulfillment API", version="0.1.0", path="/schema"
+        ),
+        logging_config=None,
+    )
+
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+app = create_app()

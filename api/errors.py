@@ -1,0 +1,98 @@
+"""Every error leaves the API in one JSON shape: {"error": {"code", "message", "details"?}}.
+
+Domain errors map to a status here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
+
+from engine.errors import (
+    DomainError,
+    IdempotencyKeyReused,
+    InvalidTransition,
+    NegativeStock,
+    OrderNotFound,
+    OutOfStock,
+    UnknownProduct,
+    UnknownWarehouse,
+    WarehouseExists,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ErrorDetail(msgspec.Struct, omit_defaults=True):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+DOMAIN_STATUS: Final[dict[type[DomainError], tuple[int, str]]] = {
+    UnknownProduct: (404, "unknown_product"),
+    UnknownWarehouse: (404, "unknown_warehouse"),
+    OrderNotFound: (404, "order_not_found"),
+    OutOfStock: (409, "out_of_stock"),
+    InvalidTransition: (409, "invalid_transition"),
+    WarehouseExists: (409, "warehouse_exists"),
+    NegativeStock: (409, "negative_stock"),
+    IdempotencyKeyReused: (422, "idempotency_key_reused"),
+}
+
+HTTP_CODES: Final = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None
+) -> Response[ErrorBody]:
+    return Response(ErrorBody(ErrorDetail(code, message, details)), status_code=status)
+
+
+def on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[ErrorBody]:
+    status, code = DOMAIN_STATUS[type(exc)]
+    return error_response(status, code, str(exc))
+
+
+def on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
+    details = exc.extra if isinstance(exc.extra, list) else None
+    return error_response(400, "validation_error", exc.detail, details)
+
+
+def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    if isinstance(exc.__cause__, SerializationException):  # Litestar's wrap of a decode error
+        return error_response(
+            400, "malformed_json", f"request body is not valid JSON: {exc.detail}"
+        )
+    code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    return error_response(exc.status_code, code, exc.detail)
+
+
+def on_unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "the server failed to handle this request")
+
+
+EXCEPTION_HANDLERS: Final = {
+    DomainError: on_domain_error,
+    ValidationException: on_validation_error,
+    HTTPException: on_http_error,
+    Exception: on_unexpected_error,
+}

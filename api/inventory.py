@@ -1,0 +1,119 @@
+"""Inventory service: live stock levels, holds at a named warehouse, operator restock/adjust."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Final
+
+import msgspec
+from litestar import Controller, get, post, put
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from api.state import Services
+from api.types import ProductId, ProductIdPath, WarehouseId, WarehouseIdPath
+from engine.errors import UnknownWarehouse
+
+MAX_STOCK_UNITS: Final = 1_000_000_000
+Units = Annotated[int, msgspec.Meta(ge=1, le=MAX_STOCK_UNITS)]
+StockUnits = Annotated[int, msgspec.Meta(ge=0, le=MAX_STOCK_UNITS)]
+Delta = Annotated[int, msgspec.Meta(ge=-MAX_STOCK_UNITS, le=MAX_STOCK_UNITS)]
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class StockLevelOut(msgspec.Struct, rename="camel"):
+    warehouse_id: str
+    quantity: int
+
+
+class ProductStock(msgspec.Struct, rename="camel"):
+    product_id: str
+    stock_levels: list[StockLevelOut]
+
+
+class ReserveStock(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    product_id: ProductId
+    warehouse_id: WarehouseId
+    quantity: Units
+
+
+class StockReserved(msgspec.Struct, rename="camel"):
+    status: str
+    message: str
+    reservation_id: str
+    expires_at: datetime
+
+
+class SetStock(msgspec.Struct, forbid_unknown_fields=True):
+    quantity: StockUnits
+    reason: Reason = "restock"
+
+
+class AdjustStock(msgspec.Struct, forbid_unknown_fields=True):
+    delta: Delta
+    reason: Reason = "adjustment"
+
+
+class StockLevelChanged(msgspec.Struct, rename="camel"):
+    product_id: str
+    warehouse_id: str
+    quantity: int
+
+
+class InventoryController(Controller):
+    path = "/inventory"
+    tags: Final = ["inventory"]
+
+    @get("/")
+    async def levels(
+        self, state: State, product_id: Annotated[ProductId, Parameter(query="productId")]
+    ) -> ProductStock:
+        levels = await state.services.inventory.levels(product_id)
+        return ProductStock(
+            product_id, [StockLevelOut(lv.warehouse_id, lv.quantity) for lv in levels]
+        )
+
+    @post("/reserve", status_code=200)
+    async def reserve(self, state: State, data: ReserveStock) -> StockReserved:
+        """Hold units at one named warehouse; the hold expires unless an order takes it."""
+        await _require_warehouse(state.services, data.warehouse_id)
+        held = await state.services.inventory.hold(
+            data.product_id, data.warehouse_id, data.quantity
+        )
+        return StockReserved(
+            "success", "Stock reserved successfully", held.hold_id, held.expires_at
+        )
+
+    @put("/{product_id:str}/stock/{warehouse_id:str}", tags=["operators"])
+    async def set_level(
+        self, state: State, product_id: ProductIdPath, warehouse_id: WarehouseIdPath, data: SetStock
+    ) -> StockLevelChanged:
+        """Set a level outright (restock or count); creates the product on first use."""
+        await _require_warehouse(state.services, warehouse_id)
+        level = await state.services.inventory.change(
+            product_id, warehouse_id, "set", data.quantity, data.reason
+        )
+        return StockLevelChanged(product_id, warehouse_id, level)
+
+    @post("/{product_id:str}/stock/{warehouse_id:str}/adjust", status_code=200, tags=["operators"])
+    async def adjust_level(
+        self,
+        state: State,
+        product_id: ProductIdPath,
+        warehouse_id: WarehouseIdPath,
+        data: AdjustStock,
+    ) -> StockLevelChanged:
+        """Add (delta > 0) or remove (delta < 0) units; never takes a level below zero."""
+        await _require_warehouse(state.services, warehouse_id)
+        level = await state.services.inventory.change(
+            product_id, warehouse_id, "adjust", data.delta, data.reason
+        )
+        return StockLevelChanged(product_id, warehouse_id, level)
+
+
+async def _require_warehouse(services: Services, warehouse_id: str) -> None:
+    if warehouse_id in services.engine.directory:
+        return
+    # Created moments ago through another worker? Look again before refusing.
+    if warehouse_id not in await services.reload_directory():
+        raise UnknownWarehouse(warehouse_id)

@@ -1,0 +1,122 @@
+"""Order service: place an order (nearest warehouse with stock), read it, cancel it."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Final
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from api.types import Location, ProductId
+from engine.errors import OrderNotFound
+from engine.ids import partition_of_id
+from engine.orders import MAX_ORDER_QUANTITY, Order, OrderRequest
+from geo.rings import Point
+
+IDEMPOTENCY_KEY_MAX_LENGTH: Final = 128
+Quantity = Annotated[int, msgspec.Meta(ge=1, le=MAX_ORDER_QUANTITY)]
+
+
+class PlaceOrder(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    product_id: ProductId
+    quantity: Quantity
+    customer_location: Location
+
+
+class OrderPlaced(msgspec.Struct, rename="camel"):
+    order_id: str
+    status: str
+    estimated_delivery: date
+
+
+class OrderView(msgspec.Struct, rename="camel"):
+    order_id: str
+    status: str
+    product_id: str
+    quantity: int
+    warehouse_id: str
+    customer_location: Location
+    estimated_delivery: date
+    created_at: datetime
+
+    @classmethod
+    def of(cls, order: Order) -> OrderView:
+        return cls(
+            order_id=order.order_id,
+            status=order.status,
+            product_id=order.product_id,
+            quantity=order.quantity,
+            warehouse_id=order.warehouse_id,
+            customer_location=Location(order.customer.lat, order.customer.lon),
+            estimated_delivery=order.estimated_delivery,
+            created_at=order.created_at,
+        )
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Parameter(
+        header="Idempotency-Key",
+        required=False,
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        description="Retries with the same key get the same answer and create one order.",
+    ),
+]
+
+
+class OrderController(Controller):
+    path = "/orders"
+    tags: Final = ["orders"]
+
+    @post("/", status_code=201)
+    async def place(
+        self, state: State, data: PlaceOrder, idempotency_key: IdempotencyKey = None
+    ) -> Response[OrderPlaced]:
+        request = OrderRequest(
+            product_id=data.product_id,
+            quantity=data.quantity,
+            customer=Point(data.customer_location.lat, data.customer_location.lon),
+            idempotency_key=idempotency_key,
+        )
+        confirmation = await state.services.engine.place(request)
+        headers = {"Idempotent-Replayed": "true"} if confirmation.replayed else None
+        body = OrderPlaced(confirmation.order_id, "confirmed", confirmation.estimated_delivery)
+        return Response(body, status_code=201, headers=headers)
+
+    @get("/{order_id:str}")
+    async def read(self, state: State, order_id: str) -> OrderView:
+        order = await state.services.live_orders.get(order_id)
+        if order is None:
+            order = await _persisted_order(state, order_id)
+        return OrderView.of(order)
+
+    @post("/{order_id:str}/cancel", status_code=200)
+    async def cancel(self, state: State, order_id: str) -> OrderView:
+        return OrderView.of(await state.services.live_orders.cancel(order_id))
+
+
+async def _persisted_order(state: State, order_id: str) -> Order:
+    """An order no longer live in Redis, from the system of record."""
+    if partition_of_id(order_id) is None:  # not an ID this system minted
+        raise OrderNotFound(order_id)
+    row: Any = await state.services.postgres.fetchrow(
+        "SELECT order_id::text, product_id, warehouse_id, quantity, status, customer_lat, "
+        "customer_lon, estimated_delivery, created_at FROM orders WHERE order_id = $1::uuid",
+        order_id,
+    )
+    if row is None:
+        raise OrderNotFound(order_id)
+    return Order(
+        order_id=row["order_id"],
+        product_id=row["product_id"],
+        warehouse_id=row["warehouse_id"],
+        quantity=row["quantity"],
+        status=row["status"],
+        customer=Point(row["customer_lat"], row["customer_lon"]),
+        estimated_delivery=row["estimated_delivery"],
+        created_at=row["created_at"],
+    )

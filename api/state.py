@@ -1,0 +1,107 @@
+"""What one API worker holds for its lifetime: store clients, the engine, the warehouse directory.
+
+Warehouses live in MongoDB; each worker keeps them in memory to rank them per order. A change
+bumps a Redis counter, which every worker polls, so all workers see a new warehouse within
+DIRECTORY_POLL_S (and at once when the engine meets stock at a warehouse it does not know).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import asyncpg
+from pymongo import AsyncMongoClient
+
+from engine import keys, scripts
+from engine.inventory import Inventory
+from engine.live_orders import LiveOrders
+from engine.reservations import ReservationEngine
+from engine.warehouses import Warehouse, WarehouseDirectory
+from geo.rings import Point
+from stores.mongo import WAREHOUSES, MongoDatabase, connect_mongo
+from stores.postgres import connect_postgres
+from stores.redis import RedisClient, connect_redis
+from stores.settings import Settings
+
+DIRECTORY_POLL_S: Final = 1.0
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: RedisClient
+    mongo_client: AsyncMongoClient[dict[str, Any]]
+    mongo: MongoDatabase
+    postgres: asyncpg.Pool
+    engine: ReservationEngine
+    inventory: Inventory
+    live_orders: LiveOrders
+
+    async def reload_directory(self) -> WarehouseDirectory:
+        self.engine.directory = await load_directory(self.redis, self.mongo)
+        return self.engine.directory
+
+    async def warehouses_changed(self) -> None:
+        """Tell every worker (this one at once) that the warehouse set changed."""
+        await self.redis.incr(keys.WAREHOUSES_VERSION_KEY)
+        await self.reload_directory()
+
+
+async def load_directory(redis: RedisClient, mongo: MongoDatabase) -> WarehouseDirectory:
+    # Read the version first: a change landing during the read bumps it again, so the poller
+    # reloads once more rather than keeping a stale set.
+    version = int(await redis.get(keys.WAREHOUSES_VERSION_KEY) or 0)
+    warehouses = [
+        Warehouse(doc["_id"], doc["name"], Point(doc["lat"], doc["lon"]))
+        async for doc in mongo[WAREHOUSES].find({})
+    ]
+    return WarehouseDirectory(warehouses, version)
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIterator[Services]:
+    redis = connect_redis(settings)
+    mongo_client, mongo = connect_mongo(settings)
+    postgres = await connect_postgres(settings)
+    try:
+        await scripts.load_all(redis)
+        reload = functools.partial(load_directory, redis, mongo)
+        services = Services(
+            settings=settings,
+            redis=redis,
+            mongo_client=mongo_client,
+            mongo=mongo,
+            postgres=postgres,
+            engine=ReservationEngine(redis, await reload(), reload, batched=batched),
+            inventory=Inventory(redis),
+            live_orders=LiveOrders(redis),
+        )
+        poller = asyncio.create_task(_poll_directory(services))
+        try:
+            yield services
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+    finally:
+        await postgres.close()
+        await mongo_client.close()
+        await redis.aclose()
+
+
+async def _poll_directory(services: Services) -> None:
+    while True:
+        await asyncio.sleep(DIRECTORY_POLL_S)
+        try:
+            version = int(await services.redis.get(keys.WAREHOUSES_VERSION_KEY) or 0)
+            if version != services.engine.directory.version:
+                await services.reload_directory()
+        except Exception:  # a store blip must not kill the poller; the next tick retries
+            log.warning("warehouse directory refresh failed", exc_info=True)

@@ -1,0 +1,25 @@
+"""Field types shared by several service areas, with their limits declared once."""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+import msgspec
+from litestar.params import Parameter
+
+ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"  # no braces: they would break hash tags
+
+ProductId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=ID_PATTERN)]
+WarehouseId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=ID_PATTERN)]
+Latitude = Annotated[float, msgspec.Meta(ge=-90.0, le=90.0)]
+Longitude = Annotated[float, msgspec.Meta(ge=-180.0, le=180.0)]
+
+
+class Location(msgspec.Struct, forbid_unknown_fields=True):
+    lat: Latitude
+    lon: Longitude
+
+
+# Path segments: the same limits, declared the way Litestar validates path parameters.
+ProductIdPath = Annotated[str, Parameter(min_length=1, max_length=64, pattern=ID_PATTERN)]
+WarehouseIdPath = Annotated[str, Parameter(min_length=1, max_length=64, pattern=ID_PATTERN)]

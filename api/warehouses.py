@@ -1,0 +1,67 @@
+"""Warehouse service: manage warehouses (id, name, location); MongoDB is their system of record."""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from pymongo.errors import DuplicateKeyError
+
+from api.types import Location, WarehouseId
+from engine.errors import UnknownWarehouse, WarehouseExists
+from engine.warehouses import Warehouse
+from stores.mongo import WAREHOUSES
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class NewWarehouse(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    warehouse_id: WarehouseId
+    name: Name
+    location: Location
+
+
+class WarehouseOut(msgspec.Struct, rename="camel"):
+    warehouse_id: str
+    name: str
+    location: Location
+
+    @classmethod
+    def of(cls, warehouse: Warehouse) -> WarehouseOut:
+        lat, lon = warehouse.location
+        return cls(warehouse.warehouse_id, warehouse.name, Location(lat, lon))
+
+
+class WarehouseController(Controller):
+    path = "/warehouses"
+    tags: Final = ["warehouses"]
+
+    @post("/", status_code=201)
+    async def create(self, state: State, data: NewWarehouse) -> WarehouseOut:
+        doc = {
+            "_id": data.warehouse_id,
+            "name": data.name,
+            "lat": data.location.lat,
+            "lon": data.location.lon,
+        }
+        try:
+            await state.services.mongo[WAREHOUSES].insert_one(doc)
+        except DuplicateKeyError as exc:
+            raise WarehouseExists(data.warehouse_id) from exc
+        await state.services.warehouses_changed()
+        return WarehouseOut(data.warehouse_id, data.name, data.location)
+
+    @get("/")
+    async def list_all(self, state: State) -> list[WarehouseOut]:
+        return [WarehouseOut.of(w) for w in state.services.engine.directory.all()]
+
+    @get("/{warehouse_id:str}")
+    async def read(self, state: State, warehouse_id: str) -> WarehouseOut:
+        warehouse = state.services.engine.directory.get(warehouse_id)
+        if warehouse is None:
+            warehouse = (await state.services.reload_directory()).get(warehouse_id)
+        if warehouse is None:
+            raise UnknownWarehouse(warehouse_id)
+        return WarehouseOut.of(warehouse)
