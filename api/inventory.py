@@ -8,10 +8,10 @@ from typing import Annotated, Final
 import msgspec
 from litestar import Controller, get, post, put
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import JSONBody
 
 from api.state import Services
-from api.types import ProductId, ProductIdPath, WarehouseId, WarehouseIdPath
+from api.types import ProductId, ProductIdPath, ProductIdQuery, WarehouseId, WarehouseIdPath
 from engine.errors import UnknownWarehouse
 
 MAX_STOCK_UNITS: Final = 1_000_000_000
@@ -65,16 +65,14 @@ class InventoryController(Controller):
     tags: Final = ["inventory"]
 
     @get("/")
-    async def levels(
-        self, state: State, product_id: Annotated[ProductId, Parameter(query="productId")]
-    ) -> ProductStock:
+    async def levels(self, state: State, product_id: ProductIdQuery) -> ProductStock:
         levels = await state.services.inventory.levels(product_id)
         return ProductStock(
             product_id, [StockLevelOut(lv.warehouse_id, lv.quantity) for lv in levels]
         )
 
     @post("/reserve", status_code=200)
-    async def reserve(self, state: State, data: ReserveStock) -> StockReserved:
+    async def reserve(self, state: State, data: JSONBody[ReserveStock]) -> StockReserved:
         """Hold units at one named warehouse; the hold expires unless an order takes it."""
         await _require_warehouse(state.services, data.warehouse_id)
         held = await state.services.inventory.hold(
@@ -86,7 +84,11 @@ class InventoryController(Controller):
 
     @put("/{product_id:str}/stock/{warehouse_id:str}", tags=["operators"])
     async def set_level(
-        self, state: State, product_id: ProductIdPath, warehouse_id: WarehouseIdPath, data: SetStock
+        self,
+        state: State,
+        product_id: ProductIdPath,
+        warehouse_id: WarehouseIdPath,
+        data: JSONBody[SetStock],
     ) -> StockLevelChanged:
         """Set a level outright (restock or count); creates the product on first use."""
         await _require_warehouse(state.services, warehouse_id)
@@ -101,7 +103,7 @@ class InventoryController(Controller):
         state: State,
         product_id: ProductIdPath,
         warehouse_id: WarehouseIdPath,
-        data: AdjustStock,
+        data: JSONBody[AdjustStock],
     ) -> StockLevelChanged:
         """Add (delta > 0) or remove (delta < 0) units; never takes a level below zero."""
         await _require_warehouse(state.services, warehouse_id)

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Final
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, JSONBody
 
-from api.types import Location, ProductId
+from api.types import AnyIdPath, Location, ProductId
 from engine.errors import OrderNotFound
 from engine.ids import partition_of_id
 from engine.orders import MAX_ORDER_QUANTITY, Order, OrderRequest
@@ -58,8 +58,8 @@ class OrderView(msgspec.Struct, rename="camel"):
 
 IdempotencyKey = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         required=False,
         min_length=1,
         max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
@@ -74,7 +74,7 @@ class OrderController(Controller):
 
     @post("/", status_code=201)
     async def place(
-        self, state: State, data: PlaceOrder, idempotency_key: IdempotencyKey = None
+        self, state: State, data: JSONBody[PlaceOrder], idempotency_key: IdempotencyKey = None
     ) -> Response[OrderPlaced]:
         request = OrderRequest(
             product_id=data.product_id,
@@ -88,14 +88,14 @@ class OrderController(Controller):
         return Response(body, status_code=201, headers=headers)
 
     @get("/{order_id:str}")
-    async def read(self, state: State, order_id: str) -> OrderView:
+    async def read(self, state: State, order_id: AnyIdPath) -> OrderView:
         order = await state.services.live_orders.get(order_id)
         if order is None:
             order = await _persisted_order(state, order_id)
         return OrderView.of(order)
 
     @post("/{order_id:str}/cancel", status_code=200)
-    async def cancel(self, state: State, order_id: str) -> OrderView:
+    async def cancel(self, state: State, order_id: AnyIdPath) -> OrderView:
         return OrderView.of(await state.services.live_orders.cancel(order_id))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Final
 
 import msgspec
-from litestar.params import Parameter
+from litestar.params import PathParameter, QueryParameter
 
 ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"  # no braces: they would break hash tags
 
@@ -20,6 +20,10 @@ class Location(msgspec.Struct, forbid_unknown_fields=True):
     lon: Longitude
 
 
-# Path segments: the same limits, declared the way Litestar validates path parameters.
-ProductIdPath = Annotated[str, Parameter(min_length=1, max_length=64, pattern=ID_PATTERN)]
-WarehouseIdPath = Annotated[str, Parameter(min_length=1, max_length=64, pattern=ID_PATTERN)]
+# Path and query parameters: the same limits, declared the way Litestar validates them.
+ProductIdPath = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=ID_PATTERN)]
+WarehouseIdPath = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=ID_PATTERN)]
+AnyIdPath = Annotated[str, PathParameter(min_length=1, max_length=64)]
+ProductIdQuery = Annotated[
+    str, QueryParameter(name="productId", min_length=1, max_length=64, pattern=ID_PATTERN)
+]

@@ -7,9 +7,10 @@ from typing import Annotated, Final
 import msgspec
 from litestar import Controller, get, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 from pymongo.errors import DuplicateKeyError
 
-from api.types import Location, WarehouseId
+from api.types import AnyIdPath, Location, WarehouseId
 from engine.errors import UnknownWarehouse, WarehouseExists
 from engine.warehouses import Warehouse
 from stores.mongo import WAREHOUSES
@@ -39,7 +40,7 @@ class WarehouseController(Controller):
     tags: Final = ["warehouses"]
 
     @post("/", status_code=201)
-    async def create(self, state: State, data: NewWarehouse) -> WarehouseOut:
+    async def create(self, state: State, data: JSONBody[NewWarehouse]) -> WarehouseOut:
         doc = {
             "_id": data.warehouse_id,
             "name": data.name,
@@ -58,7 +59,7 @@ class WarehouseController(Controller):
         return [WarehouseOut.of(w) for w in state.services.engine.directory.all()]
 
     @get("/{warehouse_id:str}")
-    async def read(self, state: State, warehouse_id: str) -> WarehouseOut:
+    async def read(self, state: State, warehouse_id: AnyIdPath) -> WarehouseOut:
         warehouse = state.services.engine.directory.get(warehouse_id)
         if warehouse is None:
             warehouse = (await state.services.reload_directory()).get(warehouse_id)
