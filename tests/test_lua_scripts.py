@@ -26,7 +26,16 @@ def order_args(
 ) -> tuple[list[str], list[Any]]:
     order_key = keys.order(P, order_id)
     idem_key = keys.idempotency(P, idem) if idem else order_key
-    args: list[Any] = [order_id, product, quantity, idem, fingerprint, "48.85", "2.35", len(candidates)]
+    args: list[Any] = [
+        order_id,
+        product,
+        quantity,
+        idem,
+        fingerprint,
+        "48.85",
+        "2.35",
+        len(candidates),
+    ]
     for warehouse, days in candidates:
         args += [warehouse, days]
     return [keys.stock(P, product), order_key, idem_key], args
@@ -139,7 +148,7 @@ async def test_confirmation_records_the_order_and_appends_one_event(redis: Redis
         "lon": "2.35",
         "idem": "k",
     }
-    (_, event), = await redis.xrevrange(STREAM, count=1)
+    ((_, event),) = await redis.xrevrange(STREAM, count=1)
     assert event["type"] == "order.confirmed" and event["order"] == "o1"
     assert event["available"] == "3" and event["version"] == "2"  # set_stock was version 1
 

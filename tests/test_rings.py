@@ -22,7 +22,9 @@ PARIS = Point(48.8566, 2.3522)
         (10.0, 10.0, 10.0, 10.0, 0.0),
     ],
 )
-def test_great_circle_distance(lat1: float, lon1: float, lat2: float, lon2: float, km: float) -> None:
+def test_great_circle_distance(
+    lat1: float, lon1: float, lat2: float, lon2: float, km: float
+) -> None:
     assert great_circle_km(lat1, lon1, lat2, lon2) == pytest.approx(km, rel=0.003, abs=0.01)
 
 
