@@ -62,6 +62,22 @@ class Inventory:
             raise NegativeStock(product_id, warehouse_id, int(reply[1]))
         return int(reply[1])
 
+    async def set_many(self, levels: list[tuple[str, str, int]], reason: str) -> None:
+        """Set many (product, warehouse, units) levels in one pipeline (bulk restock, seeding)."""
+        calls: list[scripts.Call] = []
+        for product_id, warehouse_id, units in levels:
+            partition = keys.partition_of_product(product_id)
+            calls.append(
+                (
+                    scripts.SET_STOCK,
+                    [keys.stream(partition), keys.stock(partition, product_id)],
+                    [product_id, warehouse_id, "set", units, reason],
+                )
+            )
+        for reply in await scripts.call_pipelined(self._redis, calls):
+            if isinstance(reply, BaseException):
+                raise reply
+
     async def hold(self, product_id: str, warehouse_id: str, units: int) -> Hold:
         partition = keys.partition_of_product(product_id)
         hold_id = new_id(partition)
