@@ -1,0 +1,46 @@
+# Entry points for humans and CI. `make test` is THE test command (CI runs it via .ci/run).
+# The local stack (PostgreSQL, Redis, FerretDB on 127.0.0.1) is managed by ops/stack.sh.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help setup up down status test run bench lint
+
+help:
+	@echo "make setup   install OS packages, FerretDB, .venv (ops/stack.sh install)"
+	@echo "make up      start PostgreSQL, Redis, FerretDB and wait until they answer"
+	@echo "make down    stop them"
+	@echo "make status  show what is running"
+	@echo "make test    up + pytest (extra args: make test PYTEST_ARGS='-k foo -x')"
+	@echo "make run     up + API + writers + demo (ops/run.sh)"
+	@echo "make bench   up + load benchmark (loadtest.bench)"
+	@echo "make lint    ruff check"
+
+setup:
+	bash ops/stack.sh install
+
+up:
+	bash ops/stack.sh up
+
+down:
+	bash ops/stack.sh down
+
+status:
+	bash ops/stack.sh status
+
+# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
+test: up
+	@. ops/env.sh; rc=0; $(PY) -m pytest -q tests $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests -> failing"; fi; \
+	exit $$rc
+
+run:
+	bash ops/run.sh
+
+bench: up
+	. ops/env.sh; $(PY) -m loadtest.bench
+
+lint: setup
+	.venv/bin/ruff check .

@@ -1,0 +1,3 @@
+module fulfillment/loadtest/ratedriver
+
+go 1.21

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Run the whole system locally: stack up, then the API (granian) and the writers in the
+# background, then the demo (ops/demo.py) against the API.
+#
+#   ops/run.sh          start (what is already running is left alone) and run the demo
+#   ops/run.sh stop     stop the API and the writers (the stack stays up: ops/stack.sh down)
+#
+# Logs and pid files: .stack/api.log, .stack/api.pid, .stack/writers.log, .stack/writers.pid.
+# API_WORKERS (default 1) sets granian's worker count; API_PORT (default 8000) its port.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+STACK="$ROOT/.stack"
+API_PORT="${API_PORT:-8000}"
+
+log() { printf '[run] %s\n' "$*" >&2; }
+die() { printf '[run] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# pid from a pid file, only if that process is still alive
+alive_pid() {
+    local pid
+    pid="$(cat "$1" 2>/dev/null)" || return 1
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+# start NAME CMD...: run CMD in the background (own process group, so stop takes its children
+# too), output to .stack/NAME.log, pid to .stack/NAME.pid.
+start() {
+    local name="$1"; shift
+    local pid
+    if pid="$(alive_pid "$STACK/$name.pid")"; then
+        log "$name already running (pid $pid)"
+        return 0
+    fi
+    log "starting $name: $*"
+    setsid nohup "$@" </dev/null >>"$STACK/$name.log" 2>&1 &
+    echo $! >"$STACK/$name.pid"
+}
+
+stop() {
+    local name="$1" pid
+    if pid="$(alive_pid "$STACK/$name.pid")"; then
+        log "stopping $name (pid $pid)"
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+        local deadline=$((SECONDS + 15))
+        while kill -0 "$pid" 2>/dev/null; do
+            if [ "$SECONDS" -ge "$deadline" ]; then
+                log "$name ignored SIGTERM for 15s; sending SIGKILL"
+                kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+                break
+            fi
+            sleep 0.2
+        done
+    fi
+    rm -f "$STACK/$name.pid"
+}
+
+healthz() {
+    "$ROOT/.venv/bin/python" - "$API_PORT" <<'PY' 2>/dev/null
+import sys
+import urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/healthz", timeout=2) as r:
+    sys.exit(0 if r.status == 200 else 1)
+PY
+}
+
+case "${1:-start}" in
+    stop)
+        stop api
+        stop writers
+        exit 0
+        ;;
+    start) ;;
+    *) die "usage: ops/run.sh [stop]" ;;
+esac
+
+bash "$ROOT/ops/stack.sh" up
+# shellcheck source=ops/env.sh
+. "$ROOT/ops/env.sh"
+
+start api "$ROOT/.venv/bin/granian" --interface asgi --host 127.0.0.1 --port "$API_PORT" \
+    --workers "${API_WORKERS:-1}" --loop uvloop api.app:app
+start writers "$ROOT/.venv/bin/python" -m writers
+
+log "waiting for http://127.0.0.1:$API_PORT/healthz"
+deadline=$((SECONDS + 60))
+until healthz; do
+    if ! alive_pid "$STACK/api.pid" >/dev/null; then
+        tail -n 40 "$STACK/api.log" >&2 || true
+        die "the API exited (log above: .stack/api.log)"
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+        tail -n 40 "$STACK/api.log" >&2 || true
+        die "the API did not answer /healthz within 60s"
+    fi
+    sleep 0.3
+done
+alive_pid "$STACK/writers.pid" >/dev/null || { tail -n 40 "$STACK/writers.log" >&2 || true; die "the writers exited (.stack/writers.log)"; }
+log "API up on http://127.0.0.1:$API_PORT (log .stack/api.log), writers running (log .stack/writers.log)"
+
+if [ -f "$ROOT/ops/demo.py" ]; then
+    "$ROOT/.venv/bin/python" -m ops.demo
+else
+    log "ops/demo.py does not exist yet: nothing to demo"
+fi
+log "API and writers keep running; stop them with: ops/run.sh stop"

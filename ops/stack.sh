@@ -1,0 +1,629 @@
+#!/usr/bin/env bash
+# Local stack for development and CI, without Docker: PostgreSQL, Redis and FerretDB
+# (MongoDB wire protocol on PostgreSQL), all on 127.0.0.1, all data under .stack/.
+#
+#   ops/stack.sh install     OS packages, FerretDB binary, .venv, data dirs and configs
+#   ops/stack.sh up          install + start all three + roles/databases/schema, wait until they answer
+#   ops/stack.sh down        stop all three cleanly
+#   ops/stack.sh status      one line per service; exit 0 only if all three answer
+#   ops/stack.sh reset-test  truncate the tables of the fulfillment_test database
+#
+# Every step checks before it acts, so a repeat `up` on a running stack takes a second or two.
+# Ports: PG_PORT (5432), REDIS_PORT (6379), MONGO_PORT (27017), FERRETDB_DEBUG_ADDR (127.0.0.1:8088).
+set -euo pipefail
+
+SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE[0]}")"
+ROOT="$(cd "$(dirname "$SELF")/.." && pwd -P)"
+STACK="$ROOT/.stack"
+VENV="$ROOT/.venv"
+
+PG_PORT="${PG_PORT:-5432}"
+REDIS_PORT="${REDIS_PORT:-6379}"
+MONGO_PORT="${MONGO_PORT:-27017}"
+FERRETDB_DEBUG_ADDR="${FERRETDB_DEBUG_ADDR:-127.0.0.1:8088}"
+FERRETDB_MODULE="github.com/FerretDB/FerretDB"
+FERRETDB_VERSION="v1.24.2"
+
+PG_DIR="$STACK/pg"          # may become a symlink, see pg_prepare_dir
+REDIS_DIR="$STACK/redis"
+FDB_DIR="$STACK/ferretdb"
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+is_root() { [ "$(id -u)" = 0 ]; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# Print the end of a log file, to make a failed start explain itself.
+show_log() {
+    if [ -s "$1" ]; then
+        printf -- '----- last lines of %s -----\n' "$1" >&2
+        tail -n 40 "$1" >&2
+        printf -- '-----\n' >&2
+    else
+        log "(log $1 is empty or missing)"
+    fi
+}
+
+# True if something accepts TCP connections on 127.0.0.1:$1 (bash's /dev/tcp: no extra tool).
+port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# For error messages: which process listens on port $1 (needs ss from iproute2; best effort).
+who_listens() {
+    have ss || return 0
+    ss -Hltnp "sport = :$1" 2>/dev/null | sed -n 's/.*users:((\("[^"]*",pid=[0-9]*\).*/\1/p' | head -n 1
+}
+
+# wait_until NAME SECONDS LOGFILE CMD...: poll CMD (which must be quiet) every 0.2 s; on timeout
+# print the log and fail.
+wait_until() {
+    local name="$1" secs="$2" logfile="$3"; shift 3
+    local deadline=$((SECONDS + secs))
+    until "$@"; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            show_log "$logfile"
+            die "$name did not answer within ${secs}s"
+        fi
+        sleep 0.2
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# OS packages
+# ---------------------------------------------------------------------------------------------
+APT_UPDATED=0
+apt_install() {
+    is_root || die "need root to install: $* (apt-get install $*)"
+    have apt-get || die "apt-get not found; install $* by hand"
+    if [ "$APT_UPDATED" = 0 ]; then
+        log "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq || die "apt-get update failed"
+        APT_UPDATED=1
+    fi
+    # Debian's maintainer scripts would start a system-wide postgres/redis on 5432/6379, the
+    # very ports we use; a policy-rc.d that says "no" (exit 101) stops that (Docker images
+    # usually have one already).
+    local policy=/usr/sbin/policy-rc.d added=0 rc=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && added=1
+    fi
+    mkdir -p "$STACK"
+    log "apt-get install $* (output in .stack/apt.log)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
+        >>"$STACK/apt.log" 2>&1 || rc=$?
+    [ "$added" = 1 ] && rm -f "$policy"
+    [ "$rc" = 0 ] || { show_log "$STACK/apt.log"; die "apt-get install $* failed"; }
+}
+
+PGBIN=""
+find_pgbin() {
+    PGBIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    [ -n "$PGBIN" ] && [ -x "$PGBIN/initdb" ] && [ -x "$PGBIN/pg_isready" ] && [ -x "$PGBIN/psql" ]
+}
+
+ensure_os_packages() {
+    local pkgs=()
+    find_pgbin || pkgs+=(postgresql postgresql-client)
+    have redis-server || pkgs+=(redis-server)
+    have redis-cli || pkgs+=(redis-tools)
+    # runuser/flock (util-linux), sha256sum/timeout (coreutils) are in every Debian base image.
+    if [ "${#pkgs[@]}" -gt 0 ]; then
+        apt_install "${pkgs[@]}"
+    fi
+    find_pgbin || die "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin"
+    is_root && ! id postgres >/dev/null 2>&1 && die "OS user 'postgres' is missing (it comes with the postgresql package)"
+    return 0
+}
+
+# ---------------------------------------------------------------------------------------------
+# FerretDB binary
+# ---------------------------------------------------------------------------------------------
+GO=""
+find_go() {
+    if have go; then GO="$(command -v go)"
+    elif [ -x /usr/local/go/bin/go ]; then GO=/usr/local/go/bin/go
+    else return 1
+    fi
+}
+
+ferretdb_bin() {
+    if [ -n "${FERRETDB_BIN:-}" ]; then echo "$FERRETDB_BIN"; return; fi
+    local gopath=""
+    find_go && gopath="$("$GO" env GOPATH 2>/dev/null || true)"
+    echo "${gopath:-$HOME/go}/bin/ferretdb"
+}
+
+ensure_ferretdb() {
+    FDB_BIN="$(ferretdb_bin)"
+    # A working binary prints "version: v1.24.2"; a plain `go install ...@v1.24.2` build does not
+    # (it panics at start-up, see below), so it is rebuilt, as is another version.
+    if [ -x "$FDB_BIN" ] && [[ "$("$FDB_BIN" --version 2>/dev/null || true)" == "version: $FERRETDB_VERSION"* ]]; then
+        return 0
+    fi
+    find_go || die "Go is needed to build FerretDB (not found in PATH or /usr/local/go/bin)"
+    # Why not just `go install $FERRETDB_MODULE/cmd/ferretdb@$FERRETDB_VERSION`: the module zip
+    # lacks the generated build/version/version.txt, and such a binary panics at start-up with
+    # "Invalid build/version/version.txt file content". So: fetch the same module through the Go
+    # module proxy, write version.txt into a copy, and build that.
+    log "building FerretDB $FERRETDB_VERSION into $FDB_BIN (first time only; takes a few minutes)"
+    local src tmp
+    src="$("$GO" mod download -json "$FERRETDB_MODULE@$FERRETDB_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    [ -n "$src" ] && [ -d "$src" ] || die "go mod download $FERRETDB_MODULE@$FERRETDB_VERSION failed"
+    tmp="$(mktemp -d)"
+    cp -r "$src/." "$tmp/src"
+    chmod -R u+w "$tmp/src"     # the module cache is read-only
+    echo "$FERRETDB_VERSION" >"$tmp/src/build/version/version.txt"
+    mkdir -p "$(dirname "$FDB_BIN")"
+    if ! (cd "$tmp/src" && "$GO" build -buildvcs=false -trimpath -o "$FDB_BIN.new" ./cmd/ferretdb); then
+        rm -rf "$tmp"
+        die "building FerretDB failed"
+    fi
+    rm -rf "$tmp"
+    mv -f "$FDB_BIN.new" "$FDB_BIN"
+    [[ "$("$FDB_BIN" --version 2>/dev/null || true)" == "version: $FERRETDB_VERSION"* ]] \
+        || die "built FerretDB does not report $FERRETDB_VERSION"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Python virtualenv (.venv): reinstalled only when pyproject.toml changes
+# ---------------------------------------------------------------------------------------------
+pick_python() {
+    local c
+    for c in python3.11 python3.12 python3.13 python3; do
+        if have "$c" && "$c" -c 'import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] < (3, 14)))' 2>/dev/null; then
+            command -v "$c"; return 0
+        fi
+    done
+    return 1
+}
+
+ensure_venv() {
+    local want stamp="$VENV/.pyproject.sha256"
+    want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+    if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        return 0
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        local py
+        py="$(pick_python)" || die "no Python 3.11-3.13 found"
+        log "creating .venv with $py"
+        if ! "$py" -m venv "$VENV" 2>/dev/null; then
+            # Debian's own python3 ships venv/ensurepip separately.
+            rm -rf "$VENV"
+            apt_install python3-venv
+            "$py" -m venv "$VENV" || die "python -m venv failed"
+        fi
+    fi
+    log "pip install -e '.[dev]' (pyproject.toml changed or first install)"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    (cd "$ROOT" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]') \
+        || die "pip install -e '.[dev]' failed"
+    echo "$want" >"$stamp"
+}
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL: own cluster in .stack/pg, run as OS user postgres (postgres refuses to run as root)
+# ---------------------------------------------------------------------------------------------
+as_pg() {
+    if is_root; then
+        (cd / && runuser -u postgres -- "$@")   # cd /: postgres may not be allowed into $PWD
+    else
+        "$@"
+    fi
+}
+
+pg_prepare_dir() {
+    # A link whose target is gone (e.g. /var/lib wiped): start over with a fresh cluster.
+    if [ -L "$PG_DIR" ] && [ ! -e "$PG_DIR" ]; then
+        log "$PG_DIR pointed to $(readlink "$PG_DIR"), which is gone; creating a new cluster"
+        rm -f "$PG_DIR"
+    fi
+    if [ ! -e "$PG_DIR" ]; then
+        mkdir -p "$PG_DIR"
+        chmod 700 "$PG_DIR"
+        if is_root; then
+            chown postgres:postgres "$PG_DIR"
+            if ! as_pg test -w "$PG_DIR"; then
+                # A parent directory is closed to the postgres user (a clone under /root, mode
+                # 700, say). Keep the cluster where postgres can reach it and link it into .stack.
+                rmdir "$PG_DIR"
+                local alt
+                alt="/var/lib/fulfillment-stack/$(printf %s "$ROOT" | sha256sum | cut -c1-12)/pg"
+                mkdir -p "$alt"
+                chmod 755 "$(dirname "$alt")" "$(dirname "$(dirname "$alt")")"
+                chown postgres:postgres "$alt"
+                chmod 700 "$alt"
+                ln -s "$alt" "$PG_DIR"
+                log "postgres cannot reach $ROOT; cluster lives in $alt (linked as .stack/pg)"
+            fi
+        fi
+    fi
+    # Always address the cluster by its real path: postgres may not traverse the symlink's parent.
+    PG_REAL="$(readlink -f "$PG_DIR")"
+    PG_DATA="$PG_REAL/data"
+    PG_LOG="$PG_REAL/postgres.log"
+    PG_SOCK="$PG_REAL/run"
+    # Unix socket paths are limited to 107 bytes; fall back to /tmp for a very deep checkout.
+    if [ "${#PG_SOCK}" -gt 90 ]; then
+        PG_SOCK="/tmp/fulfillment-pg-$(printf %s "$ROOT" | sha256sum | cut -c1-12)"
+    fi
+    if [ ! -d "$PG_SOCK" ]; then
+        mkdir -p "$PG_SOCK"
+        chmod 700 "$PG_SOCK"
+        is_root && chown postgres:postgres "$PG_SOCK"
+    fi
+    return 0
+}
+
+pg_config_text() {
+    cat <<EOF
+# Written by ops/stack.sh on every install/up: change the script, not this file.
+# Included at the end of postgresql.conf, so these settings win.
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PG_SOCK'
+max_connections = 200
+
+# Light tuning for a dev box / 2-core CI machine.
+shared_buffers = 256MB
+effective_cache_size = 1GB
+work_mem = 8MB
+maintenance_work_mem = 128MB
+max_wal_size = 2GB                  # fewer forced checkpoints during load tests
+checkpoint_completion_target = 0.9
+
+# Orders are the system of record: keep full durability even locally, so that what the
+# benchmarks measure is what production would pay.
+fsync = on
+synchronous_commit = on
+full_page_writes = on
+
+timezone = 'UTC'
+log_timezone = 'UTC'
+EOF
+}
+
+pg_install() {
+    pg_prepare_dir
+    if [ ! -s "$PG_DATA/PG_VERSION" ]; then
+        log "initdb $PG_DATA"
+        # Local (socket) connections trust: the socket dir is 0700, so only postgres/root get in.
+        # TCP connections need a password (scram-sha-256).
+        if ! as_pg "$PGBIN/initdb" -D "$PG_DATA" -U postgres -E UTF8 --no-locale \
+                --auth-local=trust --auth-host=scram-sha-256 >"$PG_REAL/initdb.log" 2>&1; then
+            show_log "$PG_REAL/initdb.log"
+            die "initdb failed"
+        fi
+        echo "include_if_exists = 'fulfillment.conf'" >>"$PG_DATA/postgresql.conf"
+    fi
+    local conf="$PG_DATA/fulfillment.conf" new
+    new="$(pg_config_text)"
+    if [ "$(cat "$conf" 2>/dev/null)" != "$new" ]; then
+        printf '%s\n' "$new" >"$conf"
+        is_root && chown postgres:postgres "$conf"
+        pg_running && log "note: $conf changed; run 'ops/stack.sh down && ops/stack.sh up' to apply it"
+    fi
+    return 0
+}
+
+pg_running() { as_pg "$PGBIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
+pg_ready() { "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
+# client_min_messages=warning hides the "already exists, skipping" notices of the idempotent DDL.
+psql_super() { PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U postgres "$@"; }
+psql_app() { PGOPTIONS='-c client_min_messages=warning' PGPASSWORD=fulfillment "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U fulfillment "$@"; }
+
+pg_up() {
+    if pg_running; then
+        # postmaster.pid line 4 is the port it listens on; PG_PORT may have changed since.
+        local running_port
+        running_port="$(sed -n 4p "$PG_DATA/postmaster.pid" 2>/dev/null || true)"
+        [ "$running_port" = "$PG_PORT" ] || die "our PostgreSQL is running on port $running_port, not $PG_PORT: run 'ops/stack.sh down' first"
+    else
+        if port_open "$PG_PORT"; then
+            die "something else already listens on 127.0.0.1:$PG_PORT [$(who_listens "$PG_PORT")] (a system PostgreSQL?). Stop it
+       (e.g. 'pg_ctlcluster <version> main stop'; see pg_lsclusters) or use another port: PG_PORT=5433 ops/stack.sh up"
+        fi
+        log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+        if ! as_pg "$PGBIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 start >/dev/null; then
+            show_log "$PG_LOG"
+            die "PostgreSQL did not start"
+        fi
+    fi
+    wait_until "PostgreSQL" 30 "$PG_LOG" pg_ready
+
+    # Role and databases (FerretDB keeps its data in the `ferretdb` database).
+    psql_super -d postgres <<'SQL'
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fulfillment') THEN
+        CREATE ROLE fulfillment LOGIN SUPERUSER PASSWORD 'fulfillment';
+    END IF;
+END
+$$;
+SELECT format('CREATE DATABASE %I OWNER fulfillment', d)
+FROM unnest(ARRAY['fulfillment', 'fulfillment_test', 'ferretdb']) AS d
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = d)
+\gexec
+SQL
+    # Schema through TCP + password, i.e. exactly the way the app connects.
+    local db
+    for db in fulfillment fulfillment_test; do
+        psql_app -d "$db" -f "$ROOT/ops/schema.sql" || die "applying ops/schema.sql to $db failed"
+    done
+}
+
+pg_down() {
+    if pg_running; then
+        log "stopping PostgreSQL"
+        as_pg "$PGBIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Redis
+# ---------------------------------------------------------------------------------------------
+redis_config_text() {
+    cat <<EOF
+# Written by ops/stack.sh on every install/up: change the script, not this file.
+bind 127.0.0.1
+protected-mode yes
+port $REDIS_PORT
+daemonize yes
+pidfile $REDIS_DIR/redis.pid
+logfile $REDIS_DIR/redis.log
+loglevel notice
+dir $REDIS_DIR
+
+# Persistence. Redis is where every reservation is decided, so an accepted order must survive a
+# restart: the append-only file is on.
+appendonly yes
+# Why everysec: Redis write()s each command to the AOF before it replies, and a background
+# thread fsyncs the file once a second. So:
+#  - Redis process crash / kill / restart: nothing acknowledged is lost, the write already
+#    reached the kernel (only when the disk stalls an fsync for over a second may Redis hold
+#    up to ~2 s of writes in its own memory before writing them).
+#  - OS crash or power loss: at most ~1 s of acknowledged writes is lost.
+# 'appendfsync always' (fsync before every reply) is the choice for zero loss even on power
+# loss, at a large throughput cost; 'no' leaves flushing to the OS (~30 s at risk).
+appendfsync everysec
+# AOF rewrites start with an RDB image: fast restarts, AOF-level durability.
+aof-use-rdb-preamble yes
+# RDB snapshots stay on too (no 'save ""' here, so Redis's default save points apply):
+# a second, compact copy for backups.
+
+# Never evict keys to make room: stock, reservations and idempotency keys must not silently
+# disappear. When memory is full, writes fail loudly instead.
+maxmemory-policy noeviction
+EOF
+}
+
+redis_install() {
+    mkdir -p "$REDIS_DIR"
+    local conf="$REDIS_DIR/redis.conf" new
+    new="$(redis_config_text)"
+    if [ "$(cat "$conf" 2>/dev/null)" != "$new" ]; then
+        printf '%s\n' "$new" >"$conf"
+        redis_ours && log "note: $conf changed; run 'ops/stack.sh down && ops/stack.sh up' to apply it"
+    fi
+    return 0
+}
+
+redis_cli() { timeout 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+redis_ping() { [ "$(redis_cli ping 2>/dev/null)" = "PONG" ]; }
+# Ours = the Redis on the port works in our data dir (not a system redis-server).
+redis_ours() { [ "$(redis_cli config get dir 2>/dev/null | sed -n 2p)" = "$REDIS_DIR" ]; }
+
+redis_up() {
+    if redis_ping || port_open "$REDIS_PORT"; then
+        redis_ours || die "something else already listens on 127.0.0.1:$REDIS_PORT [$(who_listens "$REDIS_PORT")] (a system redis-server?).
+       Stop it (e.g. 'redis-cli -p $REDIS_PORT shutdown') or use another port: REDIS_PORT=6380"
+    else
+        log "starting Redis on 127.0.0.1:$REDIS_PORT"
+        (cd "$REDIS_DIR" && redis-server "$REDIS_DIR/redis.conf") >/dev/null || { show_log "$REDIS_DIR/redis.log"; die "redis-server failed to start"; }
+    fi
+    wait_until "Redis" 30 "$REDIS_DIR/redis.log" redis_ping
+}
+
+redis_down() {
+    if redis_ours; then
+        log "stopping Redis (SHUTDOWN: final fsync of the AOF and an RDB save)"
+        redis_cli shutdown >/dev/null 2>&1 || true
+        local deadline=$((SECONDS + 30))
+        while redis_ping; do
+            [ "$SECONDS" -ge "$deadline" ] && die "Redis did not stop within 30s"
+            sleep 0.2
+        done
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# FerretDB (MongoDB wire protocol, data in the `ferretdb` PostgreSQL database)
+# ---------------------------------------------------------------------------------------------
+fdb_pid() {
+    local pid
+    pid="$(cat "$FDB_DIR/ferretdb.pid" 2>/dev/null)" || return 1
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -qa ferretdb "/proc/$pid/cmdline" 2>/dev/null \
+        && echo "$pid"
+}
+
+# MongoDB-level ping with pymongo from .venv. Every timeout is bounded (socketTimeoutMS too: a
+# wedged FerretDB accepts connections but may never reply), and `timeout` caps the whole thing.
+mongo_ping() {
+    [ -x "$VENV/bin/python" ] || return 1
+    timeout 10 "$VENV/bin/python" - "$MONGO_PORT" 2>/dev/null <<'PY'
+import sys
+import pymongo
+client = pymongo.MongoClient(
+    f"mongodb://127.0.0.1:{sys.argv[1]}/",
+    serverSelectionTimeoutMS=2000, connectTimeoutMS=2000, socketTimeoutMS=3000,
+)
+client.admin.command("ping")
+PY
+}
+
+fdb_alive_and_listening() {
+    fdb_pid >/dev/null || { show_log "$FDB_DIR/ferretdb.log"; die "FerretDB exited during start-up"; }
+    port_open "$MONGO_PORT"
+}
+
+fdb_start() {
+    port_open "$MONGO_PORT" && die "something else already listens on 127.0.0.1:$MONGO_PORT [$(who_listens "$MONGO_PORT")] (a mongod?).
+       Stop it or use another port: MONGO_PORT=27018"
+    log "starting FerretDB on 127.0.0.1:$MONGO_PORT"
+    # nohup + all fds redirected: it outlives this script and does not hold a caller's pipe.
+    nohup "$FDB_BIN" \
+        --handler=postgresql \
+        --postgresql-url="postgres://fulfillment:fulfillment@127.0.0.1:$PG_PORT/ferretdb" \
+        --listen-addr="127.0.0.1:$MONGO_PORT" \
+        --debug-addr="$FERRETDB_DEBUG_ADDR" \
+        --telemetry=disable \
+        --state-dir="$FDB_DIR" \
+        --log-level=warn \
+        </dev/null >>"$FDB_DIR/ferretdb.log" 2>&1 &
+    echo $! >"$FDB_DIR/ferretdb.pid"
+    wait_until "FerretDB (TCP)" 30 "$FDB_DIR/ferretdb.log" fdb_alive_and_listening
+    wait_until "FerretDB (MongoDB ping)" 30 "$FDB_DIR/ferretdb.log" mongo_ping
+}
+
+fdb_up() {
+    mkdir -p "$FDB_DIR"
+    local pid
+    if pid="$(fdb_pid)"; then
+        # Already running: it must also answer. FerretDB keeps no state of its own (all is in
+        # PostgreSQL), so one that is wedged (seen: its 50-connection PostgreSQL pool exhausted
+        # by open cursors, after which even ping blocks) is simply restarted.
+        local deadline=$((SECONDS + 15))
+        until mongo_ping; do
+            if [ "$SECONDS" -ge "$deadline" ]; then
+                log "FerretDB (pid $pid) runs but has not answered a ping for 15s; restarting it"
+                fdb_down
+                fdb_start
+                return
+            fi
+            sleep 0.5
+        done
+    else
+        fdb_start
+    fi
+}
+
+fdb_down() {
+    local pid
+    if pid="$(fdb_pid)"; then
+        log "stopping FerretDB (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        local deadline=$((SECONDS + 15))
+        while kill -0 "$pid" 2>/dev/null; do
+            if [ "$SECONDS" -ge "$deadline" ]; then
+                log "FerretDB ignored SIGTERM for 15s; sending SIGKILL"
+                kill -KILL "$pid" 2>/dev/null || true
+                break
+            fi
+            sleep 0.2
+        done
+    fi
+    rm -f "$FDB_DIR/ferretdb.pid"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Subcommands
+# ---------------------------------------------------------------------------------------------
+cmd_install() {
+    ensure_os_packages
+    ensure_ferretdb
+    ensure_venv
+    pg_install
+    redis_install
+    mkdir -p "$FDB_DIR"
+}
+
+cmd_up() {
+    local t0=$SECONDS
+    cmd_install
+    pg_up
+    redis_up
+    fdb_up
+    log "up in $((SECONDS - t0))s: postgres 127.0.0.1:$PG_PORT, redis 127.0.0.1:$REDIS_PORT, ferretdb 127.0.0.1:$MONGO_PORT"
+}
+
+cmd_down() {
+    find_pgbin || true
+    fdb_down                      # first: it is a client of PostgreSQL
+    have redis-cli && redis_down
+    if [ -n "$PGBIN" ] && [ -e "$PG_DIR" ]; then
+        pg_prepare_dir
+        pg_down
+    fi
+    log "down"
+}
+
+cmd_status() {
+    local ok=0 pid
+    find_pgbin || true
+    if [ -n "$PGBIN" ] && [ -e "$PG_DIR" ] && pg_prepare_dir && pg_ready; then
+        pid="$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null || echo '?')"
+        printf '%-9s up    127.0.0.1:%-6s pid %-8s data %s\n' postgres "$PG_PORT" "$pid" "$PG_DATA"
+    else
+        printf '%-9s DOWN  127.0.0.1:%s\n' postgres "$PG_PORT"; ok=1
+    fi
+    if have redis-cli && redis_ping; then
+        local aof fsync who=ours
+        aof="$(redis_cli config get appendonly | sed -n 2p)"
+        fsync="$(redis_cli config get appendfsync | sed -n 2p)"
+        pid="$(redis_cli info server | tr -d '\r' | sed -n 's/^process_id://p')"
+        redis_ours || { who="NOT OURS (dir is not $REDIS_DIR)"; ok=1; }
+        printf '%-9s up    127.0.0.1:%-6s pid %-8s appendonly=%s appendfsync=%s %s\n' \
+            redis "$REDIS_PORT" "$pid" "$aof" "$fsync" "$who"
+    else
+        printf '%-9s DOWN  127.0.0.1:%s\n' redis "$REDIS_PORT"; ok=1
+    fi
+    if pid="$(fdb_pid)"; then
+        if mongo_ping; then
+            printf '%-9s up    127.0.0.1:%-6s pid %-8s backend postgres db ferretdb\n' ferretdb "$MONGO_PORT" "$pid"
+        else
+            printf '%-9s STUCK 127.0.0.1:%-6s pid %-8s runs but does not answer a ping (ops/stack.sh up restarts it)\n' \
+                ferretdb "$MONGO_PORT" "$pid"
+            ok=1
+        fi
+    else
+        printf '%-9s DOWN  127.0.0.1:%s\n' ferretdb "$MONGO_PORT"; ok=1
+    fi
+    return "$ok"
+}
+
+cmd_reset_test() {
+    find_pgbin || die "PostgreSQL is not installed; run ops/stack.sh up"
+    pg_prepare_dir
+    pg_ready || die "PostgreSQL is not running; run ops/stack.sh up"
+    psql_app -d fulfillment_test -c 'TRUNCATE orders, order_status_history'
+    log "fulfillment_test: orders and order_status_history truncated"
+}
+
+usage() {
+    sed -n '2,13p' "$SELF" | sed 's/^# \{0,1\}//'
+    exit 2
+}
+
+main() {
+    local cmd="${1:-}"
+    case "$cmd" in
+        install|up|down|reset-test)
+            # One stack operation at a time (make test in two shells, say). `flock -o` keeps the
+            # lock out of the servers we start, so it is released when this script ends.
+            if [ -z "${_STACK_LOCKED:-}" ] && have flock; then
+                mkdir -p "$STACK"
+                export _STACK_LOCKED=1
+                exec flock -o "$STACK/.lock" bash "$SELF" "$@"
+            fi
+            ;;
+    esac
+    case "$cmd" in
+        install) cmd_install ;;
+        up) cmd_up ;;
+        down) cmd_down ;;
+        status) cmd_status ;;
+        reset-test) cmd_reset_test ;;
+        *) usage ;;
+    esac
+}
+
+main "$@"
