@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from math import asin, cos, radians, sin, sqrt
 from typing import Final, NamedTuple
 
 import h3
 
-from geo.distance import great_circle_km
+from geo.distance import EARTH_RADIUS_KM
 
 RESOLUTION: Final = 4
 RING_MAX_K: Final = 10
@@ -43,14 +44,24 @@ def _ring_cells(origin: str, k: int) -> Iterable[str]:
         return set(h3.grid_disk(origin, k)) - set(h3.grid_disk(origin, k - 1)) if k else [origin]
 
 
+class _Site(NamedTuple):
+    site_id: str
+    lat_rad: float
+    lon_rad: float
+    cos_lat: float
+
+
 class RingIndex:
     """Immutable index of sites by H3 cell; build a new one when the sites change."""
 
     def __init__(self, sites: Mapping[str, Point]) -> None:
-        self._sites = dict(sites)
-        self._by_cell: dict[str, list[str]] = {}
-        for site_id, point in sorted(self._sites.items()):
-            self._by_cell.setdefault(cell_of(point), []).append(site_id)
+        self._sites = {
+            site_id: _Site(site_id, radians(p.lat), radians(p.lon), cos(radians(p.lat)))
+            for site_id, p in sites.items()
+        }
+        self._by_cell: dict[str, list[_Site]] = {}
+        for site_id, point in sorted(sites.items()):
+            self._by_cell.setdefault(cell_of(point), []).append(self._sites[site_id])
         # Walking rings costs ~20 us per ring in h3; customers cluster in few cells, so cache.
         self._rings_of_cell = lru_cache(maxsize=RING_CACHE_CELLS)(self._walk_rings)
 
@@ -60,31 +71,46 @@ class RingIndex:
     def __len__(self) -> int:
         return len(self._sites)
 
-    def _walk_rings(self, origin: str) -> tuple[tuple[str, ...], ...]:
-        rings: list[tuple[str, ...]] = []
+    def _walk_rings(self, origin: str) -> tuple[tuple[int, tuple[_Site, ...]], ...]:
+        """The non-empty rings around `origin` as (k, sites), nearest first."""
+        rings = []
         for k in range(RING_MAX_K + 1):
-            found = [s for cell in _ring_cells(origin, k) for s in self._by_cell.get(cell, ())]
-            rings.append(tuple(found))
+            found = tuple(s for cell in _ring_cells(origin, k) for s in self._by_cell.get(cell, ()))
+            if found:
+                rings.append((k, found))
         return tuple(rings)
 
     def ranked(self, customer: Point) -> list[RankedSite]:
         """Sites within RING_MAX_K rings, nearest ring first, exact distance inside a ring."""
+        here = _radians_of(customer)
         ranked: list[RankedSite] = []
-        for k, site_ids in enumerate(self._rings_of_cell(cell_of(customer))):
-            ring = [RankedSite(s, k, self._distance(customer, s)) for s in site_ids]
-            ring.sort(key=lambda r: (r.distance_km, r.site_id))
-            ranked.extend(ring)
+        for k, sites in self._rings_of_cell(cell_of(customer)):
+            if len(sites) == 1:
+                ranked.append(RankedSite(sites[0].site_id, k, _km(here, sites[0])))
+                continue
+            ring = sorted((_km(here, s), s.site_id) for s in sites)
+            ranked.extend(RankedSite(site_id, k, km) for km, site_id in ring)
         return ranked
 
     def beyond(self, customer: Point, site_ids: Iterable[str]) -> list[RankedSite]:
         """The given known sites ranked by exact distance alone (for sites past the last ring)."""
-        far = [RankedSite(s, -1, self._distance(customer, s)) for s in site_ids if s in self]
-        far.sort(key=lambda r: (r.distance_km, r.site_id))
-        return far
+        here = _radians_of(customer)
+        far = sorted((_km(here, self._sites[s]), s) for s in site_ids if s in self._sites)
+        return [RankedSite(site_id, -1, km) for km, site_id in far]
 
     def distance_km(self, customer: Point, site_id: str) -> float:
-        return self._distance(customer, site_id)
+        return _km(_radians_of(customer), self._sites[site_id])
 
-    def _distance(self, customer: Point, site_id: str) -> float:
-        site = self._sites[site_id]
-        return great_circle_km(customer.lat, customer.lon, site.lat, site.lon)
+
+def _radians_of(point: Point) -> _Site:
+    lat = radians(point.lat)
+    return _Site("", lat, radians(point.lon), cos(lat))
+
+
+def _km(a: _Site, b: _Site) -> float:
+    """Haversine with the cosines precomputed: this runs for every candidate of every order."""
+    h = (
+        sin((b.lat_rad - a.lat_rad) / 2) ** 2
+        + a.cos_lat * b.cos_lat * sin((b.lon_rad - a.lon_rad) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(h)))
