@@ -14,7 +14,7 @@ from typing import Final
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-PARTITIONS: Final = 64
+PARTITIONS: Final = 16
 WAREHOUSES_VERSION_KEY: Final = "warehouses:version"
 
 
