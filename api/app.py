@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -43,4 +44,5 @@ def create_app(settings: Settings | None = None, *, batched: bool = True) -> Lit
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-app = create_app()
+# API_BATCHING=0 sends one EVALSHA per order: the baseline the benchmark measures batching against.
+app = create_app(batched=os.environ.get("API_BATCHING", "1") != "0")

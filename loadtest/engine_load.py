@@ -1,0 +1,90 @@
+"""Drive `lua/reserve.lua` straight over the Redis protocol, as fast as one client can pipeline.
+
+The calls are built exactly as the engine builds them (ranked candidates, delivery days, keys)
+and packed before the clock starts, so the figure is Redis's, not the Python client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import hiredis
+
+from engine import scripts
+from engine.orders import OrderRequest
+from engine.reservations import Attempt, ReservationEngine, reserve_call
+from engine.warehouses import WarehouseDirectory
+from geo.rings import Point
+from loadtest.catalog import Traffic
+
+TINY_DECREMENT = "return redis.call('DECRBY', KEYS[1], 1)"
+
+
+@dataclass(frozen=True)
+class PackedLoad:
+    commands: list[bytes]
+    orders_per_command: float
+
+
+def reservation_load(
+    directory: WarehouseDirectory, traffic: Traffic, orders: int, orders_per_call: int
+) -> PackedLoad:
+    """EVALSHA commands of `orders_per_call` orders of one partition each, as a batch would be."""
+    engine = ReservationEngine(None, directory, _no_reload, batched=False)  # type: ignore[arg-type]
+    by_partition: defaultdict[int, list[Attempt]] = defaultdict(list)
+    commands: list[bytes] = []
+    now_ms = int(time.time() * 1000)
+    for _ in range(orders):
+        body: Any = traffic.order_body()
+        location = body["customerLocation"]
+        request = OrderRequest(body["productId"], 1, Point(location["lat"], location["lon"]))
+        attempt = engine.first_attempt(request)
+        pending = by_partition[attempt.partition]
+        pending.append(attempt)
+        if len(pending) == orders_per_call:
+            commands.append(_pack(now_ms, pending))
+            pending.clear()
+    commands += [_pack(now_ms, rest) for rest in by_partition.values() if rest]
+    return PackedLoad(commands, orders / len(commands))
+
+
+def tiny_decrement_load(count: int, keys: int = 1000) -> PackedLoad:
+    sha = hashlib.sha1(TINY_DECREMENT.encode()).hexdigest()
+    return PackedLoad(
+        [hiredis.pack_command(("EVALSHA", sha, 1, f"tiny:{i % keys}")) for i in range(count)], 1.0
+    )
+
+
+async def _no_reload() -> WarehouseDirectory:
+    raise RuntimeError("the benchmark's directory is fixed")
+
+
+def _pack(now_ms: int, attempts: list[Attempt]) -> bytes:
+    keys, args = reserve_call(now_ms, attempts)
+    return bytes(hiredis.pack_command(("EVALSHA", scripts.RESERVE.sha, len(keys), *keys, *args)))
+
+
+async def send_pipelined(port: int, load: PackedLoad, depth: int) -> tuple[float, int]:
+    """Send every command, `depth` in flight; returns (orders per second, error replies)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    parser = hiredis.Reader()
+    errors = 0
+    started = time.perf_counter()
+    for start in range(0, len(load.commands), depth):
+        chunk = load.commands[start : start + depth]
+        writer.write(b"".join(chunk))
+        replies = 0
+        while replies < len(chunk):
+            parser.feed(await reader.read(1 << 20))
+            while (reply := parser.gets()) is not False:
+                replies += 1
+                errors += isinstance(reply, hiredis.ReplyError)
+    elapsed = time.perf_counter() - started
+    writer.close()
+    await writer.wait_closed()
+    return len(load.commands) * load.orders_per_command / elapsed, errors
