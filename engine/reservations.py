@@ -32,7 +32,9 @@ FAR_ATTEMPTS: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
-class _Attempt:
+class Attempt:
+    """One order on its way to `lua/reserve.lua`: its ID and the warehouses to try, in order."""
+
     order_id: str
     partition: int
     request: OrderRequest
@@ -63,20 +65,25 @@ class ReservationEngine:
         self._redis = redis
         self.directory = directory
         self._reload_directory = reload_directory
-        self._batcher: MicroBatcher[_Attempt, _Outcome] | None = (
+        self._batcher: MicroBatcher[Attempt, _Outcome] | None = (
             MicroBatcher(self._send, ORDERS_PER_BATCH, BATCHES_IN_FLIGHT) if batched else None
         )
 
-    async def place(self, request: OrderRequest) -> Confirmation:
+    def first_attempt(self, request: OrderRequest) -> Attempt:
+        """A new order ID and the warehouses within the ring walk, nearest first."""
         partition = keys.partition_of_product(request.product_id)
-        order_id = new_id(partition)
         ranked = self.directory.nearest_first(request.customer)
-        outcome = await self._attempt(_Attempt(order_id, partition, request, _with_days(ranked)))
+        return Attempt(new_id(partition), partition, request, _with_days(ranked))
+
+    async def place(self, request: OrderRequest) -> Confirmation:
+        attempt = self.first_attempt(request)
+        order_id, partition = attempt.order_id, attempt.partition
+        outcome = await self._attempt(attempt)
         for _ in range(FAR_ATTEMPTS):
             if isinstance(outcome, Confirmation):
                 return outcome
             far = await self._rank_beyond_rings(request, outcome.warehouse_ids)
-            outcome = await self._attempt(_Attempt(order_id, partition, request, _with_days(far)))
+            outcome = await self._attempt(Attempt(order_id, partition, request, _with_days(far)))
         if isinstance(outcome, Confirmation):
             return outcome
         raise OutOfStock(request.product_id, request.quantity)
@@ -89,17 +96,17 @@ class ReservationEngine:
             self.directory = await self._reload_directory()
         return self.directory.by_distance(request.customer, warehouse_ids)
 
-    async def _attempt(self, attempt: _Attempt) -> _Outcome:
+    async def _attempt(self, attempt: Attempt) -> _Outcome:
         if self._batcher is not None:
             return await self._batcher.submit(attempt)
         now_ms = int(time.time() * 1000)
-        reply = await scripts.call(self._redis, scripts.RESERVE, *_script_call(now_ms, [attempt]))
+        reply = await scripts.call(self._redis, scripts.RESERVE, *reserve_call(now_ms, [attempt]))
         outcome = _outcome(attempt, reply[0])
         if isinstance(outcome, DomainError):
             raise outcome
         return outcome
 
-    async def _send(self, attempts: list[_Attempt]) -> list[_Outcome | BaseException]:
+    async def _send(self, attempts: list[Attempt]) -> list[_Outcome | BaseException]:
         by_partition: defaultdict[int, list[int]] = defaultdict(list)
         for i, attempt in enumerate(attempts):
             by_partition[attempt.partition].append(i)
@@ -110,7 +117,7 @@ class ReservationEngine:
         ]
         now_ms = int(time.time() * 1000)
         calls = [
-            (scripts.RESERVE, *_script_call(now_ms, [attempts[i] for i in group]))
+            (scripts.RESERVE, *reserve_call(now_ms, [attempts[i] for i in group]))
             for group in groups
         ]
         replies = await scripts.call_pipelined(self._redis, calls)
@@ -125,7 +132,8 @@ def _with_days(ranked: Sequence[RankedSite]) -> tuple[tuple[str, int], ...]:
     return tuple((site.site_id, delivery_days(site.distance_km)) for site in ranked)
 
 
-def _script_call(now_ms: int, attempts: Sequence[_Attempt]) -> tuple[list[str], list[scripts.Arg]]:
+def reserve_call(now_ms: int, attempts: Sequence[Attempt]) -> tuple[list[str], list[scripts.Arg]]:
+    """KEYS and ARGV of one `lua/reserve.lua` call for attempts of one partition."""
     partition = attempts[0].partition
     script_keys = [keys.stream(partition)]
     args: list[scripts.Arg] = [now_ms, IDEMPOTENCY_TTL_S, len(attempts)]
@@ -159,7 +167,7 @@ def _split(reply: Any, count: int) -> list[Any]:
     return list(reply)
 
 
-def _outcome(attempt: _Attempt, reply: list[Any]) -> _Outcome | DomainError:
+def _outcome(attempt: Attempt, reply: list[Any]) -> _Outcome | DomainError:
     """The reply of one order as a result, or as the domain error to raise to its caller."""
     request = attempt.request
     match reply[0]:
