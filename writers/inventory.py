@@ -1,0 +1,157 @@
+"""The inventory writer: mirrors each product's live stock from Redis into MongoDB's `inventory`.
+
+Events only say *which* products changed. For those, the writer reads the current stock hash
+from Redis and writes it whole, guarded by the hash's version so a document only moves forward.
+Many changes of one product in a batch become one write, and replays or out-of-order batches
+(two consumers, a claimed batch) can never move a document back.
+
+Why one update per command rather than one bulk `update` with an upsert per product:
+FerretDB 1.24 (the MongoDB-wire server of the local stack) takes one PostgreSQL connection per
+statement of an `update` command and holds them all until the command ends, so a bulk of more
+statements than its pool has deadlocks the server; and after one write error (the duplicate key
+an upsert meets when a newer version is already stored) it skips the remaining statements even
+when unordered. So: guarded updates without upsert, a bounded number in flight, and one
+unordered `insert_many` for the products the collection does not have yet (inserts are not
+affected). The same code is correct, if less batched, on a real MongoDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from pymongo import errors as mongo_errors
+from pymongo.asynchronous.collection import AsyncCollection
+
+from engine import keys
+from engine.inventory import VERSION_FIELD
+from stores.mongo import INVENTORY, MongoDatabase
+from stores.redis import RedisClient
+from writers.streams import MalformedEvent, StreamEntry, UnknownEvent
+
+INVENTORY_GROUP: Final = "inventory-writer"
+UPDATES_IN_FLIGHT: Final = 8
+MIRRORED_VERSIONS_MAX: Final = 500_000
+DUPLICATE_KEY: Final = 11000
+
+# MongoDB unreachable, electing, or timing out (and the Redis reads: see writers.streams).
+TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    mongo_errors.AutoReconnect,  # includes NetworkTimeout and NotPrimaryError
+    mongo_errors.ConnectionFailure,
+    mongo_errors.ServerSelectionTimeoutError,
+    mongo_errors.ExecutionTimeout,
+    mongo_errors.WTimeoutError,
+)
+
+InventoryDoc = dict[str, Any]
+
+
+class InventoryWriter:
+    group: Final = INVENTORY_GROUP
+    transient_errors: Final = TRANSIENT_ERRORS
+
+    def __init__(
+        self, redis: RedisClient, db: MongoDatabase, *, updates_in_flight: int = UPDATES_IN_FLIGHT
+    ) -> None:
+        self._redis = redis
+        self._inventory: AsyncCollection[InventoryDoc] = db[INVENTORY]
+        self._gate = asyncio.Semaphore(updates_in_flight)
+        self._mirrored: dict[str, int] = {}
+
+    async def persist(self, entries: Sequence[StreamEntry]) -> list[StreamEntry]:
+        products = sorted(
+            {
+                entry.event.product
+                for entry in entries
+                if not isinstance(entry.event, UnknownEvent | MalformedEvent)
+            }
+        )
+        if products:
+            await self.mirror(products)
+        return []
+
+    async def mirror(self, products: Sequence[str]) -> None:
+        """Write the current Redis stock of `products` to MongoDB, never moving a document back."""
+        docs = [
+            doc
+            for doc in await self._current_stock(products)
+            if self._mirrored.get(doc["_id"], -1) < doc["version"]
+        ]
+        unmatched = await self._update_older(docs)
+        if unmatched:
+            # Not matched: missing, or already as new (another consumer, or an earlier batch
+            # that read the same current state). Only the missing ones are inserted.
+            stored = await self._stored_versions([doc["_id"] for doc in unmatched])
+            raced = await self._insert_missing([d for d in unmatched if d["_id"] not in stored])
+            # Inserted meanwhile by another consumer, maybe at an older version: update again.
+            # Documents are never deleted, so one not matched now is already as new.
+            await self._update_older(raced)
+        self._remember(docs)
+
+    def _remember(self, docs: Sequence[InventoryDoc]) -> None:
+        """Versions MongoDB is known to hold, so a product whose events span several batches is
+        written once. Bounded: forgetting only costs a redundant (guarded) update."""
+        if len(self._mirrored) + len(docs) > MIRRORED_VERSIONS_MAX:
+            self._mirrored.clear()
+        for doc in docs:
+            self._mirrored[doc["_id"]] = doc["version"]
+
+    async def _stored_versions(self, products: Sequence[str]) -> dict[str, int]:
+        cursor = self._inventory.find({"_id": {"$in": list(products)}}, {"version": 1})
+        return {doc["_id"]: int(doc.get("version", 0)) async for doc in cursor}
+
+    async def _current_stock(self, products: Sequence[str]) -> list[InventoryDoc]:
+        pipe = self._redis.pipeline(transaction=False)
+        for product in products:
+            pipe.hgetall(keys.stock(keys.partition_of_product(product), product))
+        hashes = await pipe.execute()
+        now = datetime.now(UTC)
+        return [
+            _inventory_doc(product, stock, now)
+            for product, stock in zip(products, hashes, strict=True)
+            if stock  # a stock hash is never deleted; an empty one means the product never was
+        ]
+
+    async def _update_older(self, docs: Sequence[InventoryDoc]) -> list[InventoryDoc]:
+        """Guarded updates; returns the documents whose update matched nothing."""
+        matched = await asyncio.gather(*(self._update_one(doc) for doc in docs))
+        return [doc for doc, hit in zip(docs, matched, strict=True) if not hit]
+
+    async def _update_one(self, doc: InventoryDoc) -> bool:
+        async with self._gate:
+            result = await self._inventory.update_one(
+                {"_id": doc["_id"], "version": {"$lt": doc["version"]}},
+                {"$set": {k: v for k, v in doc.items() if k != "_id"}},
+            )
+        return result.matched_count > 0
+
+    async def _insert_missing(self, docs: Sequence[InventoryDoc]) -> list[InventoryDoc]:
+        """Insert the documents; returns those that already existed (duplicate key)."""
+        if not docs:
+            return []
+        try:
+            await self._inventory.insert_many(list(docs), ordered=False)
+        except mongo_errors.BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if exc.details.get("writeConcernErrors") or any(
+                error.get("code") != DUPLICATE_KEY for error in errors
+            ):
+                raise
+            return [docs[int(error["index"])] for error in errors]
+        return []
+
+
+def _inventory_doc(product: str, stock: dict[str, str], now: datetime) -> InventoryDoc:
+    levels = sorted(
+        ({"warehouseId": w, "quantity": int(q)} for w, q in stock.items() if w != VERSION_FIELD),
+        key=lambda level: str(level["warehouseId"]),
+    )
+    return {
+        "_id": product,
+        "productId": product,
+        "stockLevels": levels,
+        "version": int(stock.get(VERSION_FIELD, 0)),
+        "updatedAt": now,
+    }

@@ -1,0 +1,157 @@
+"""The orders writer: persists `order.confirmed` and `order.cancelled` events to PostgreSQL.
+
+One transaction per batch: the confirmations are COPYed into a session-local staging table and
+inserted from there (ON CONFLICT DO NOTHING, so replaying a batch adds nothing), then the
+cancellations are applied. A cancellation whose order row does not exist yet (its confirmation is
+still pending at another consumer) is handed back as not yet applicable and retried later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import Final
+
+import asyncpg
+
+from engine.delivery import estimated_delivery
+from writers.streams import OrderCancelled, OrderConfirmed, StreamEntry
+
+ORDERS_GROUP: Final = "orders-writer"
+STAGING_TABLE: Final = "orders_staging"
+
+# Temporary, so it is private to the connection and never WAL-logged; ON COMMIT DELETE ROWS
+# empties it at the end of every batch's transaction, including a rolled-back one.
+CREATE_STAGING: Final = f"""
+CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING_TABLE} (
+    order_id            uuid NOT NULL,
+    product_id          text NOT NULL,
+    warehouse_id        text NOT NULL,
+    quantity            integer NOT NULL,
+    customer_lat        double precision NOT NULL,
+    customer_lon        double precision NOT NULL,
+    estimated_delivery  date NOT NULL,
+    idempotency_key     text,
+    created_at          timestamptz NOT NULL,
+    event_id            text NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+STAGING_COLUMNS: Final = (
+    "order_id",
+    "product_id",
+    "warehouse_id",
+    "quantity",
+    "customer_lat",
+    "customer_lon",
+    "estimated_delivery",
+    "idempotency_key",
+    "created_at",
+    "event_id",
+)
+
+# ORDER BY order_id: two writers inserting overlapping batches (one replaying what it claimed)
+# then take row locks in the same order and cannot deadlock.
+INSERT_ORDERS: Final = f"""
+INSERT INTO orders (order_id, product_id, warehouse_id, quantity, status, customer_lat,
+                    customer_lon, estimated_delivery, idempotency_key, created_at, updated_at)
+SELECT order_id, product_id, warehouse_id, quantity, 'confirmed', customer_lat, customer_lon,
+       estimated_delivery, idempotency_key, created_at, created_at
+FROM {STAGING_TABLE}
+ORDER BY order_id
+ON CONFLICT (order_id) DO NOTHING
+"""
+INSERT_CONFIRMED_HISTORY: Final = f"""
+INSERT INTO order_status_history (order_id, status, at, event_id)
+SELECT order_id, 'confirmed', created_at, event_id FROM {STAGING_TABLE}
+ORDER BY order_id
+ON CONFLICT (order_id, event_id) DO NOTHING
+"""
+# Applies the cancellations whose order exists and returns the event IDs of those whose order
+# does not exist yet. All parts see the orders inserted earlier in this transaction.
+APPLY_CANCELS: Final = """
+WITH cancel AS (
+    SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS c(order_id, at, event_id)
+), updated AS (
+    UPDATE orders o SET status = 'cancelled', updated_at = cancel.at
+    FROM cancel
+    WHERE o.order_id = cancel.order_id AND o.status <> 'cancelled'
+), history AS (
+    INSERT INTO order_status_history (order_id, status, at, event_id)
+    SELECT cancel.order_id, 'cancelled', cancel.at, cancel.event_id
+    FROM cancel JOIN orders o USING (order_id)
+    ON CONFLICT (order_id, event_id) DO NOTHING
+)
+SELECT cancel.event_id FROM cancel
+WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = cancel.order_id)
+"""
+
+# The database restarting, refusing connections, or a lost connection: retry the whole batch.
+TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash recovery, starting up
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
+)
+
+StagingRow = tuple[str, str, str, int, float, float, date, str | None, datetime, str]
+
+
+class OrdersWriter:
+    group: Final = ORDERS_GROUP
+    transient_errors: Final = TRANSIENT_ERRORS
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def persist(self, entries: Sequence[StreamEntry]) -> list[StreamEntry]:
+        staged = [
+            _staging_row(entry.entry_id, entry.event)
+            for entry in entries
+            if isinstance(entry.event, OrderConfirmed)
+        ]
+        cancels = [entry for entry in entries if isinstance(entry.event, OrderCancelled)]
+        if not staged and not cancels:
+            return []
+        async with self._pool.acquire() as conn, conn.transaction():
+            if staged:
+                await conn.execute(CREATE_STAGING)
+                await conn.copy_records_to_table(
+                    STAGING_TABLE, records=staged, columns=STAGING_COLUMNS
+                )
+                await conn.execute(INSERT_ORDERS)
+                await conn.execute(INSERT_CONFIRMED_HISTORY)
+            waiting = await _apply_cancels(conn, cancels) if cancels else set()
+        return [entry for entry in cancels if entry.entry_id in waiting]
+
+
+def _staging_row(event_id: str, event: OrderConfirmed) -> StagingRow:
+    return (
+        event.order,
+        event.product,
+        event.warehouse,
+        event.quantity,
+        event.lat,
+        event.lon,
+        estimated_delivery(event.created_ms, event.eta_days),
+        event.idem or None,
+        _utc(event.created_ms),
+        event_id,
+    )
+
+
+async def _apply_cancels(conn: asyncpg.Connection, cancels: Sequence[StreamEntry]) -> set[str]:
+    order_ids, times, event_ids = [], [], []
+    for entry in cancels:
+        event = entry.event
+        assert isinstance(event, OrderCancelled)
+        order_ids.append(event.order)
+        times.append(_utc(event.at_ms))
+        event_ids.append(entry.entry_id)
+    rows = await conn.fetch(APPLY_CANCELS, order_ids, times, event_ids)
+    return {row["event_id"] for row in rows}
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)

@@ -1,0 +1,634 @@
+"""Consumer-group mechanics shared by the writers: read the partition streams, persist, then ack.
+
+Works unchanged on one Redis and on Redis Cluster: every command names a single stream (one hash
+slot) and the per-stream commands of a round travel in one pipeline, which a cluster client splits
+per node. An entry is acknowledged only after the writer's persist function returned, i.e. after
+the write is durable; until then it stays in the group's pending list, where a dead consumer's
+entries are taken over by XAUTOCLAIM. A stream is trimmed only below what every group has acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, TypeVar
+
+import msgspec
+from redis import exceptions as redis_errors
+from redis.asyncio import RedisCluster
+
+from engine import keys
+from stores.redis import RedisClient
+
+log = logging.getLogger(__name__)
+
+ALL_STREAMS: Final[tuple[str, ...]] = tuple(keys.stream(p) for p in range(keys.PARTITIONS))
+
+# Start new groups at the stream's beginning, so nothing appended before a writer first ran is lost.
+GROUP_START_ID: Final = "0"
+READ_COUNT_PER_STREAM: Final = 2_000  # and at most MAX_BATCH_ENTRIES over all streams
+MAX_BATCH_ENTRIES: Final = 32_000
+IDLE_BACKOFF_MIN_S: Final = 0.002
+IDLE_BACKOFF_MAX_S: Final = 0.05
+CLAIM_IDLE_MS: Final = 30_000
+CLAIM_INTERVAL_S: Final = 5.0
+CLAIM_COUNT_PER_STREAM: Final = 500
+TRIM_INTERVAL_S: Final = 10.0
+DEFERRED_RETRY_S: Final = 0.5
+RETRY_BACKOFF_MIN_S: Final = 0.05
+RETRY_BACKOFF_MAX_S: Final = 5.0
+# A consumer name is hostname-pid, so every restart adds one; forget those long gone.
+FORGET_CONSUMER_IDLE_MS: Final = 3_600_000
+NO_CURSOR: Final = "0-0"
+
+# Redis is down, restarting, loading its AOF or failing over: all pass, so retry them.
+REDIS_TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.ReadOnlyError,
+    OSError,
+)
+
+
+# --- The events, decoded once here at the edge (every field of a stream entry is a string). ---
+
+
+class OrderConfirmed(msgspec.Struct, frozen=True, tag_field="type", tag="order.confirmed"):
+    order: str
+    product: str
+    warehouse: str
+    quantity: int
+    eta_days: int
+    created_ms: int
+    lat: float
+    lon: float
+    idem: str
+    available: int
+    version: int
+
+
+class OrderCancelled(msgspec.Struct, frozen=True, tag_field="type", tag="order.cancelled"):
+    order: str
+    product: str
+    warehouse: str
+    quantity: int
+    at_ms: int
+    available: int
+    version: int
+
+
+class StockChanged(msgspec.Struct, frozen=True, tag_field="type", tag="stock.changed"):
+    product: str
+    warehouse: str
+    available: int
+    version: int
+    reason: str
+
+
+class StockHeld(msgspec.Struct, frozen=True, tag_field="type", tag="stock.held"):
+    hold: str
+    product: str
+    warehouse: str
+    quantity: int
+    available: int
+    version: int
+
+
+Event = OrderConfirmed | OrderCancelled | StockChanged | StockHeld
+EVENT_TYPES: Final[dict[str, type[Event]]] = {
+    str(t.__struct_config__.tag): t
+    for t in (OrderConfirmed, OrderCancelled, StockChanged, StockHeld)
+}
+
+
+class UnknownEvent(msgspec.Struct, frozen=True):
+    """A type no writer knows (a newer producer): acked and ignored."""
+
+    type: str
+
+
+class MalformedEvent(msgspec.Struct, frozen=True):
+    """A known type whose fields do not decode: a producer bug. Never acked, so it stays pending
+    (visible in `python -m writers lag`) until a person looks."""
+
+    error: str
+
+
+class StreamEntry(msgspec.Struct, frozen=True):
+    stream: str
+    entry_id: str
+    event: Event | UnknownEvent | MalformedEvent
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.stream, self.entry_id
+
+
+def decode_event(fields: Mapping[str, str]) -> Event | UnknownEvent | MalformedEvent:
+    kind = fields.get("type", "")
+    event_type = EVENT_TYPES.get(kind)
+    if event_type is None:
+        return UnknownEvent(kind) if kind else MalformedEvent("no 'type' field")
+    try:
+        # strict=False: the numeric fields arrive as strings and are parsed here, once. The
+        # concrete type, not the tagged union: converting to the union is ~8x slower.
+        event: Event = msgspec.convert(fields, event_type, strict=False)
+    except msgspec.ValidationError as exc:
+        return MalformedEvent(str(exc))
+    return event
+
+
+# --- What a writer provides. ---
+
+
+class Writer(Protocol):
+    """Persists a batch durably. Returns the entries that are *not yet applicable* (say, a cancel
+    whose order has not been written yet): they stay pending and are offered again later.
+    Entries of types the writer does not care about count as persisted (they get acked)."""
+
+    @property
+    def group(self) -> str: ...
+
+    @property
+    def transient_errors(self) -> tuple[type[BaseException], ...]: ...
+
+    async def persist(self, entries: Sequence[StreamEntry]) -> Sequence[StreamEntry]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerConfig:
+    read_count_per_stream: int = READ_COUNT_PER_STREAM
+    max_batch_entries: int = MAX_BATCH_ENTRIES
+    claim_idle_ms: int = CLAIM_IDLE_MS
+    trim_interval_s: float = TRIM_INTERVAL_S
+    deferred_retry_s: float = DEFERRED_RETRY_S
+
+    @property
+    def claim_interval_s(self) -> float:
+        # Look for stale entries at least twice per idle period, so a short idle (tests) acts fast.
+        return min(CLAIM_INTERVAL_S, self.claim_idle_ms / 2000)
+
+
+class Stopping(Exception):
+    """Raised inside a round when the consumer was asked to stop while waiting to retry."""
+
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Deferred:
+    entries: dict[tuple[str, str], StreamEntry] = field(default_factory=dict)
+    due_at: float = 0.0
+
+
+class GroupConsumer:
+    """One consumer of one group over all partition streams."""
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        writer: Writer,
+        consumer: str,
+        *,
+        streams: Sequence[str] = ALL_STREAMS,
+        config: ConsumerConfig | None = None,
+    ) -> None:
+        self._redis = redis
+        self._writer = writer
+        self.group = writer.group
+        self.consumer = consumer
+        self._streams = tuple(streams)
+        self._config = config or ConsumerConfig()
+        self._transient = (*REDIS_TRANSIENT_ERRORS, *writer.transient_errors)
+        self._stop = asyncio.Event()
+        self._deferred = _Deferred()
+        self._claim_cursors = dict.fromkeys(self._streams, NO_CURSOR)
+        self._next_claim_at = 0.0
+        self._next_trim_at = 0.0
+        self.persisted = 0  # entries acked by this consumer: for logs and benchmarks
+
+    @property
+    def deferred_count(self) -> int:
+        return len(self._deferred.entries)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set; the batch in hand is finished (persisted and acked) first."""
+        self._stop = stop
+        try:
+            await self._retrying(
+                "create groups", lambda: create_groups(self._redis, self._streams, [self.group])
+            )
+        except Stopping:
+            return
+        idle_s = IDLE_BACKOFF_MIN_S
+        while not stop.is_set():
+            try:
+                handled = await self.step()
+            except Stopping:
+                break
+            except Exception:  # a bug or an unexpected store answer: keep the loop alive
+                log.exception("%s/%s: round failed; nothing was acked", self.group, self.consumer)
+                await _sleep_unless(stop, RETRY_BACKOFF_MAX_S)
+                continue
+            if handled:
+                idle_s = IDLE_BACKOFF_MIN_S
+            else:
+                await _sleep_unless(stop, idle_s)
+                idle_s = min(idle_s * 2, IDLE_BACKOFF_MAX_S)
+        log.info("%s/%s: stopped (%d persisted)", self.group, self.consumer, self.persisted)
+
+    async def step(self) -> int:
+        """One round: take over stale entries (when due), trim (when due), then read new entries
+        plus due retries, persist and ack. Returns how many entries were read or claimed."""
+        now = time.monotonic()
+        handled = 0
+        if now >= self._next_claim_at:
+            handled += await self.claim_stale()
+        if now >= self._next_trim_at:
+            await self._retrying("trim", lambda: trim_streams(self._redis, self._streams))
+            await self._retrying(
+                "forget consumers",
+                lambda: forget_idle_consumers(
+                    self._redis, self._streams, self.group, FORGET_CONSUMER_IDLE_MS
+                ),
+            )
+            self._next_trim_at = now + self._config.trim_interval_s
+        batch = self._take_due_deferred(now)
+        budget = self._config.max_batch_entries - len(batch)
+        fresh = await self._retrying("read", lambda: self._read_new(budget)) if budget > 0 else []
+        await self._persist_and_ack(batch + fresh)
+        return handled + len(fresh)
+
+    async def claim_stale(self) -> int:
+        """XAUTOCLAIM entries pending longer than claim_idle_ms (their consumer died or is stuck)
+        and persist them like fresh ones. Scans every stream; resumes the scan next round when the
+        batch budget ran out."""
+        entries = await self._retrying("claim", self._claim_round)
+        if all(cursor == NO_CURSOR for cursor in self._claim_cursors.values()):
+            self._next_claim_at = time.monotonic() + self._config.claim_interval_s
+        await self._persist_and_ack(entries)
+        return len(entries)
+
+    # --- reading ---
+
+    def _route(self, stream: str) -> dict[str, Any]:
+        # XREADGROUP has "movable" keys, which a cluster client resolves with an extra COMMAND
+        # GETKEYS round trip per call; naming the node that owns the stream skips that.
+        if isinstance(self._redis, RedisCluster):
+            return {"target_nodes": self._redis.get_node_from_key(stream)}
+        return {}
+
+    async def _read_new(self, budget: int) -> list[StreamEntry]:
+        count = max(1, min(self._config.read_count_per_stream, budget // len(self._streams)))
+        pipe = self._redis.pipeline(transaction=False)
+        for stream in self._streams:
+            pipe.execute_command(
+                "XREADGROUP",
+                "GROUP",
+                self.group,
+                self.consumer,
+                "COUNT",
+                count,
+                "STREAMS",
+                stream,
+                ">",
+                **self._route(stream),
+            )
+        replies = await pipe.execute(raise_on_error=False)
+        entries: list[StreamEntry] = []
+        lost_groups: list[str] = []
+        for stream, reply in zip(self._streams, replies, strict=True):
+            if _is_nogroup(reply):
+                lost_groups.append(stream)
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            entries += _entries(stream, _read_items(reply))
+        if lost_groups:
+            # The stream was deleted (and with it the group): recreate, read it next round.
+            await create_groups(self._redis, lost_groups, [self.group])
+        return entries
+
+    async def _claim_round(self) -> list[StreamEntry]:
+        count = max(
+            1, min(CLAIM_COUNT_PER_STREAM, self._config.max_batch_entries // len(self._streams))
+        )
+        pipe = self._redis.pipeline(transaction=False)
+        for stream in self._streams:
+            pipe.xautoclaim(
+                stream,
+                self.group,
+                self.consumer,
+                self._config.claim_idle_ms,
+                start_id=self._claim_cursors[stream],
+                count=count,
+            )
+        replies = await pipe.execute(raise_on_error=False)
+        entries: list[StreamEntry] = []
+        for stream, reply in zip(self._streams, replies, strict=True):
+            if _is_nogroup(reply):
+                self._claim_cursors[stream] = NO_CURSOR
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            self._claim_cursors[stream] = str(reply[0])
+            entries += _entries(stream, reply[1])
+        return entries
+
+    # --- persisting and acking ---
+
+    async def _persist_and_ack(self, batch: Sequence[StreamEntry]) -> None:
+        if not batch:
+            return
+        unique = list({entry.key: entry for entry in batch}.values())
+        malformed = [e for e in unique if isinstance(e.event, MalformedEvent)]
+        for entry in malformed:
+            log.error(
+                "%s: entry %s of %s is malformed (%s); left pending",
+                self.group,
+                entry.entry_id,
+                entry.stream,
+                entry.event,
+            )
+        workable = [e for e in unique if not isinstance(e.event, MalformedEvent)]
+        applied, deferred = await self._persist_isolating(workable)
+        if applied:
+            await self._retrying("ack", lambda: self._ack(applied))
+            self.persisted += len(applied)
+        for entry in deferred:
+            self._deferred.entries[entry.key] = entry
+        if deferred and not self._deferred.due_at:
+            self._deferred.due_at = time.monotonic() + self._config.deferred_retry_s
+
+    async def _persist_isolating(
+        self, entries: list[StreamEntry]
+    ) -> tuple[list[StreamEntry], list[StreamEntry]]:
+        """Persist, retrying transient errors. Any other error is assumed to come from one bad
+        entry: halve the batch until it is isolated. An entry that fails alone is logged and left
+        pending (neither acked nor deferred); XAUTOCLAIM offers it again after claim_idle_ms."""
+        if not entries:
+            return [], []
+        try:
+            deferred = await self._retrying("persist", lambda: self._writer.persist(entries))
+        except Stopping:
+            raise
+        except Exception:
+            if len(entries) == 1:
+                log.exception(
+                    "%s: entry %s of %s cannot be persisted; left pending",
+                    self.group,
+                    entries[0].entry_id,
+                    entries[0].stream,
+                )
+                return [], []
+            half = len(entries) // 2
+            first_applied, first_deferred = await self._persist_isolating(entries[:half])
+            rest_applied, rest_deferred = await self._persist_isolating(entries[half:])
+            return first_applied + rest_applied, first_deferred + rest_deferred
+        waiting = {entry.key for entry in deferred}
+        return [e for e in entries if e.key not in waiting], list(deferred)
+
+    def _take_due_deferred(self, now: float) -> list[StreamEntry]:
+        if not self._deferred.entries or now < self._deferred.due_at:
+            return []
+        due = list(self._deferred.entries.values())
+        self._deferred = _Deferred()
+        return due
+
+    async def _ack(self, entries: Iterable[StreamEntry]) -> None:
+        by_stream: defaultdict[str, list[str]] = defaultdict(list)
+        for entry in entries:
+            by_stream[entry.stream].append(entry.entry_id)
+        pipe = self._redis.pipeline(transaction=False)
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, self.group, *ids)
+        for reply in await pipe.execute(raise_on_error=False):
+            if isinstance(reply, Exception):
+                raise reply
+
+    async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        return await retry_transient(
+            f"{self.group}/{self.consumer}: {what}", operation, self._transient, self._stop
+        )
+
+
+async def retry_transient(
+    what: str,
+    operation: Callable[[], Awaitable[T]],
+    transient: tuple[type[BaseException], ...],
+    stop: asyncio.Event,
+) -> T:
+    """Retry transient store errors (a store down, restarting, timing out) with capped
+    exponential backoff, for as long as it takes: the entries are safe in the stream meanwhile.
+    Raises Stopping when `stop` is set during a wait; anything not transient propagates."""
+    delay_s = RETRY_BACKOFF_MIN_S
+    while True:
+        try:
+            return await operation()
+        except transient as exc:
+            log.warning(
+                "%s failed (%s: %s); retrying in %.2f s", what, type(exc).__name__, exc, delay_s
+            )
+        if await _sleep_unless(stop, delay_s):
+            raise Stopping
+        delay_s = min(delay_s * 2, RETRY_BACKOFF_MAX_S)
+
+
+# --- Group administration, trimming and backlog: usable without a consumer. ---
+
+
+async def create_groups(redis: RedisClient, streams: Iterable[str], groups: Iterable[str]) -> None:
+    """Idempotent. MKSTREAM: a partition that never had an event still gets its group."""
+    pairs = [(stream, group) for stream in streams for group in groups]
+    pipe = redis.pipeline(transaction=False)
+    for stream, group in pairs:
+        pipe.xgroup_create(stream, group, id=GROUP_START_ID, mkstream=True)
+    for reply in await pipe.execute(raise_on_error=False):
+        if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
+            raise reply
+
+
+async def trim_streams(redis: RedisClient, streams: Sequence[str]) -> int:
+    """Drop every entry that all groups of a stream are done with: XTRIM MINID to the oldest ID
+    any group still needs (its oldest pending entry, else the one after its last-delivered ID).
+    A stream without groups is left alone: nobody said what they still need. Returns the count
+    of entries removed."""
+    infos = await _pipelined(redis, streams, lambda pipe, stream: pipe.xinfo_groups(stream))
+    pending_of = [
+        (stream, str(group["name"]))
+        for stream, groups in zip(streams, infos, strict=True)
+        if not isinstance(groups, Exception)
+        for group in groups
+        if int(group["pending"]) > 0
+    ]
+    pipe = redis.pipeline(transaction=False)
+    for stream, group_name in pending_of:
+        pipe.xpending(stream, group_name)
+    summaries = await pipe.execute(raise_on_error=False)
+    oldest_pending: dict[tuple[str, str], str] = {}
+    for pair, summary in zip(pending_of, summaries, strict=True):
+        if isinstance(summary, Exception):
+            raise summary
+        if summary["min"]:
+            oldest_pending[pair] = str(summary["min"])
+    trims: list[tuple[str, str]] = []
+    for stream, groups in zip(streams, infos, strict=True):
+        if isinstance(groups, Exception) or not groups:
+            continue  # no such stream yet, or no group
+        needed = [
+            _oldest_needed(
+                str(group["last-delivered-id"]), oldest_pending.get((stream, str(group["name"])))
+            )
+            for group in groups
+        ]
+        trims.append((stream, min(needed, key=_id_tuple)))
+    pipe = redis.pipeline(transaction=False)
+    for stream, min_id in trims:
+        pipe.xtrim(stream, minid=min_id, approximate=False)
+    removed = 0
+    for reply in await pipe.execute(raise_on_error=False):
+        if isinstance(reply, Exception):
+            raise reply
+        removed += int(reply)
+    return removed
+
+
+async def forget_idle_consumers(
+    redis: RedisClient, streams: Sequence[str], group: str, idle_ms: int
+) -> int:
+    """Delete consumers that own no pending entry and were not seen for idle_ms. Safe even if one
+    is still alive: its next read re-creates it."""
+    infos = await _pipelined(redis, streams, lambda pipe, s: pipe.xinfo_consumers(s, group))
+    gone = [
+        (stream, str(consumer["name"]))
+        for stream, consumers in zip(streams, infos, strict=True)
+        if not isinstance(consumers, Exception)
+        for consumer in consumers
+        if int(consumer["pending"]) == 0 and int(consumer["idle"]) > idle_ms
+    ]
+    if gone:
+        pipe = redis.pipeline(transaction=False)
+        for stream, name in gone:
+            pipe.xgroup_delconsumer(stream, group, name)
+        await pipe.execute(raise_on_error=False)
+    return len(gone)
+
+
+class StreamBacklog(msgspec.Struct, frozen=True):
+    stream: str
+    lag: int  # entries not yet delivered to the group
+    pending: int  # delivered, not yet acked
+
+    @property
+    def total(self) -> int:
+        return self.lag + self.pending
+
+
+class GroupBacklog(msgspec.Struct, frozen=True):
+    group: str
+    lag: int
+    pending: int
+    top_streams: list[StreamBacklog]  # the streams with the most work left, largest first
+
+
+async def backlog(
+    redis: RedisClient, groups: Sequence[str], streams: Sequence[str] = ALL_STREAMS, top: int = 5
+) -> list[GroupBacklog]:
+    """Per group: entries not yet delivered (XINFO GROUPS `lag`, counted when Redis cannot tell)
+    and entries delivered but not acked, summed over the streams."""
+    infos = await _pipelined(redis, streams, lambda pipe, stream: pipe.xinfo_groups(stream))
+    lengths = await _pipelined(redis, streams, lambda pipe, stream: pipe.xlen(stream))
+    per_group: dict[str, list[StreamBacklog]] = {group: [] for group in groups}
+    for stream, info, length in zip(streams, infos, lengths, strict=True):
+        by_name = {} if isinstance(info, Exception) else {str(g["name"]): g for g in info}
+        for group in groups:
+            found = by_name.get(group)
+            if found is None:  # no group yet: it will start at the stream's beginning
+                undelivered = 0 if isinstance(length, Exception) else int(length)
+                entry = StreamBacklog(stream, undelivered, 0)
+            else:
+                lag = found.get("lag")
+                if lag is None:
+                    lag = await _count_after(redis, stream, str(found["last-delivered-id"]))
+                entry = StreamBacklog(stream, int(lag), int(found["pending"]))
+            per_group[group].append(entry)
+    report = []
+    for group, rows in per_group.items():
+        busiest = sorted((r for r in rows if r.total), key=lambda r: r.total, reverse=True)
+        report.append(
+            GroupBacklog(
+                group, sum(r.lag for r in rows), sum(r.pending for r in rows), busiest[:top]
+            )
+        )
+    return report
+
+
+# --- small pieces ---
+
+
+async def _pipelined(
+    redis: RedisClient, streams: Sequence[str], add: Callable[[Any, str], object]
+) -> list[Any]:
+    pipe = redis.pipeline(transaction=False)
+    for stream in streams:
+        add(pipe, stream)
+    return list(await pipe.execute(raise_on_error=False))
+
+
+async def _count_after(redis: RedisClient, stream: str, last_id: str) -> int:
+    """Entries after last_id, counted by paging (only when XINFO cannot say: after an XDEL)."""
+    total, start = 0, f"({last_id}"
+    while True:
+        page: list[Any] = await redis.xrange(stream, min=start, max="+", count=10_000) or []
+        total += len(page)
+        if len(page) < 10_000:
+            return total
+        start = f"({page[-1][0]}"
+
+
+def _read_items(reply: Any) -> list[Any]:
+    """XREADGROUP's entries for one stream; `stores.redis` speaks RESP2: [[stream, entries]]."""
+    return [item for _, items in reply or () for item in items]
+
+
+def _entries(stream: str, items: Iterable[Any]) -> list[StreamEntry]:
+    return [
+        StreamEntry(stream, str(entry_id), decode_event(fields))
+        for entry_id, fields in items
+        if entry_id is not None and fields is not None  # an ID deleted while pending
+    ]
+
+
+def _is_nogroup(reply: object) -> bool:
+    return isinstance(reply, redis_errors.ResponseError) and "NOGROUP" in str(reply)
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _oldest_needed(last_delivered: str, oldest_pending: str | None) -> str:
+    ms, seq = _id_tuple(last_delivered)
+    after_delivered = f"{ms}-{seq + 1}"
+    if oldest_pending is None:
+        return after_delivered
+    return min(oldest_pending, after_delivered, key=_id_tuple)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep, waking early when `stop` is set; True when it was."""
+    if stop.is_set():
+        return True
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
