@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 
 from engine import keys, scripts
-from engine.delivery import estimated_delivery
 from engine.errors import InvalidTransition, OrderNotFound
 from engine.ids import partition_of_id
 from engine.orders import Order
-from geo.rings import Point
+from engine.records import decode_record
 from stores.redis import RedisClient
 
 
@@ -23,20 +21,8 @@ class LiveOrders:
         partition = partition_of_id(order_id)
         if partition is None:
             return None
-        raw = await self._redis.hgetall(keys.order(partition, order_id))
-        if not raw:
-            return None
-        created_ms = int(raw["created_ms"])
-        return Order(
-            order_id=order_id,
-            product_id=raw["product"],
-            warehouse_id=raw["warehouse"],
-            quantity=int(raw["quantity"]),
-            status=raw["status"],
-            customer=Point(float(raw["lat"]), float(raw["lon"])),
-            estimated_delivery=estimated_delivery(created_ms, int(raw["eta_days"])),
-            created_at=datetime.fromtimestamp(created_ms / 1000, UTC),
-        )
+        raw = await self._redis.get(keys.order(partition, order_id))
+        return None if raw is None else decode_record(raw).to_order(order_id)
 
     async def cancel(self, order_id: str) -> Order:
         """Cancel a confirmed order and return its units to stock, atomically."""

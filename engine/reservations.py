@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import msgspec
+
 from engine import keys, scripts
 from engine.batching import MicroBatcher
 from engine.delivery import delivery_days, estimated_delivery
@@ -136,7 +138,7 @@ def reserve_call(now_ms: int, attempts: Sequence[Attempt]) -> tuple[list[str], l
     """KEYS and ARGV of one `lua/reserve.lua` call for attempts of one partition."""
     partition = attempts[0].partition
     script_keys = [keys.stream(partition)]
-    args: list[scripts.Arg] = [now_ms, IDEMPOTENCY_TTL_S, len(attempts)]
+    orders: list[tuple[object, ...]] = []
     for attempt in attempts:
         request = attempt.request
         order_key = keys.order(partition, attempt.order_id)
@@ -146,19 +148,22 @@ def reserve_call(now_ms: int, attempts: Sequence[Attempt]) -> tuple[list[str], l
             order_key,
             keys.idempotency(partition, idem) if idem else order_key,
         ]
-        args += [
-            attempt.order_id,
-            request.product_id,
-            request.quantity,
-            idem or "",
-            request.fingerprint(),
-            repr(request.customer.lat),
-            repr(request.customer.lon),
-            len(attempt.candidates),
-        ]
-        for warehouse_id, days in attempt.candidates:
-            args += [warehouse_id, days]
-    return script_keys, args
+        orders.append(
+            (
+                attempt.order_id,
+                request.product_id,
+                request.quantity,
+                idem or "",
+                request.fingerprint(),
+                # As text: Lua's cjson keeps 14 significant digits, and a location must come back
+                # exactly as it was sent.
+                repr(request.customer.lat),
+                repr(request.customer.lon),
+                [warehouse_id for warehouse_id, _ in attempt.candidates],
+                [days for _, days in attempt.candidates],
+            )
+        )
+    return script_keys, [now_ms, IDEMPOTENCY_TTL_S, msgspec.json.encode(orders)]
 
 
 def _split(reply: Any, count: int) -> list[Any]:

@@ -18,7 +18,7 @@ from stores.redis import RedisClient
 
 LUA_DIR: Final = Path(__file__).resolve().parent.parent / "lua"
 
-Arg = str | int | float
+Arg = str | int | float | bytes
 
 
 @dataclass(frozen=True)

@@ -21,5 +21,5 @@ redis.call('HSET', hold_key, 'product', product_id, 'warehouse', wid, 'quantity'
   'expires_ms', expires_ms)
 redis.call('ZADD', expiries, expires_ms, hold_id)
 redis.call('XADD', stream, '*', 'type', 'stock.held', 'hold', hold_id, 'product', product_id,
-  'warehouse', wid, 'quantity', units, 'available', available, 'version', version)
+  'warehouse', wid, 'quantity', units, 'available', available)
 return {'ok', available, expires_ms}

@@ -16,5 +16,5 @@ if available < 0 then return {'negative', current} end
 redis.call('HSET', stock_key, wid, available)
 local version = redis.call('HINCRBY', stock_key, '_v', 1)
 redis.call('XADD', stream, '*', 'type', 'stock.changed', 'product', product_id, 'warehouse', wid,
-  'available', available, 'version', version, 'reason', reason)
+  'available', available, 'reason', reason)
 return {'ok', available, version}

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from engine import keys, scripts
+from engine.records import OrderRecord, decode_record
 from stores.redis import RedisClient
 
 P = keys.partition_of_product("sku")
 STREAM = keys.stream(P)
 STOCK = keys.stock(P, "sku")
 TTL_S = 60
+NOW_MS = 1_700_000_000_000
+
+
+Order = tuple[list[str], list[Any]]
 
 
 def order_args(
@@ -23,31 +29,22 @@ def order_args(
     product: str = "sku",
     idem: str = "",
     fingerprint: str = "fp",
-) -> tuple[list[str], list[Any]]:
+) -> Order:
+    """An order's keys and its JSON array, as engine.reservations.reserve_call builds them."""
     order_key = keys.order(P, order_id)
     idem_key = keys.idempotency(P, idem) if idem else order_key
-    args: list[Any] = [
-        order_id,
-        product,
-        quantity,
-        idem,
-        fingerprint,
-        "48.85",
-        "2.35",
-        len(candidates),
-    ]
-    for warehouse, days in candidates:
-        args += [warehouse, days]
-    return [keys.stock(P, product), order_key, idem_key], args
+    warehouses = [w for w, _ in candidates]
+    days = [d for _, d in candidates]
+    fields = [order_id, product, quantity, idem, fingerprint, "48.85", "2.35", warehouses, days]
+    return [keys.stock(P, product), order_key, idem_key], fields
 
 
-async def reserve(redis: RedisClient, *orders: tuple[list[str], list[Any]]) -> list[list[Any]]:
+async def reserve(redis: RedisClient, *orders: Order) -> list[list[Any]]:
     script_keys = [STREAM]
-    args: list[Any] = [1_700_000_000_000, TTL_S, len(orders)]
-    for order_keys, order_argv in orders:
+    for order_keys, _ in orders:
         script_keys += order_keys
-        args += order_argv
-    return list(await scripts.call(redis, scripts.RESERVE, script_keys, args))
+    batch = json.dumps([fields for _, fields in orders])
+    return list(await scripts.call(redis, scripts.RESERVE, script_keys, [NOW_MS, TTL_S, batch]))
 
 
 async def set_stock(redis: RedisClient, warehouse: str, units: int, mode: str = "set") -> list[Any]:
@@ -71,7 +68,7 @@ async def test_nearest_candidate_with_enough_stock_wins(redis: RedisClient) -> N
     await set_stock(redis, "mid", 5)
     await set_stock(redis, "far", 50)
     reply = await reserve(redis, order_args("o1", 2, [("near", 1), ("mid", 2), ("far", 3)]))
-    assert reply == [["ok", "o1", "mid", "2", "1700000000000", 0]]
+    assert reply == [["ok", "o1", "mid", 2, NOW_MS, 0]]
     assert await redis.hmget(STOCK, ["near", "mid", "far"]) == ["1", "3", "50"]
 
 
@@ -103,8 +100,8 @@ async def test_retried_idempotency_key_gets_the_same_answer_once(redis: RedisCli
     first = await reserve(redis, order_args("o1", 2, [("w1", 3)], idem="k"))
     events = await redis.xlen(STREAM)
     retry = await reserve(redis, order_args("o2", 2, [("w1", 3)], idem="k"))
-    assert first == [["ok", "o1", "w1", "3", "1700000000000", 0]]
-    assert retry == [["ok", "o1", "w1", "3", "1700000000000", 1]]
+    assert first == [["ok", "o1", "w1", 3, NOW_MS, 0]]
+    assert retry == [["ok", "o1", "w1", "3", str(NOW_MS), 1]]  # replayed from the stored text
     assert await redis.hget(STOCK, "w1") == "8"
     assert await redis.xlen(STREAM) == events
     assert not await redis.exists(keys.order(P, "o2"))
@@ -136,21 +133,19 @@ async def test_a_batch_decides_in_order_and_a_retry_inside_it_replays(redis: Red
 async def test_confirmation_records_the_order_and_appends_one_event(redis: RedisClient) -> None:
     await set_stock(redis, "w1", 5)
     await reserve(redis, order_args("o1", 2, [("w1", 4)], idem="k"))
-    order = await redis.hgetall(keys.order(P, "o1"))
-    assert order == {
-        "product": "sku",
-        "warehouse": "w1",
-        "quantity": "2",
-        "status": "confirmed",
-        "eta_days": "4",
-        "created_ms": "1700000000000",
-        "lat": "48.85",
-        "lon": "2.35",
-        "idem": "k",
-    }
+    record = await redis.get(keys.order(P, "o1"))
+    assert decode_record(record) == OrderRecord(
+        "sku", "w1", 2, "confirmed", 4, NOW_MS, 48.85, 2.35, "k"
+    )
     ((_, event),) = await redis.xrevrange(STREAM, count=1)
-    assert event["type"] == "order.confirmed" and event["order"] == "o1"
-    assert event["available"] == "3" and event["version"] == "2"  # set_stock was version 1
+    assert event == {"type": "order.confirmed", "order": "o1", "record": record, "available": "3"}
+    assert await redis.hget(STOCK, "_v") == "2"  # set_stock was version 1
+
+
+async def test_the_version_moves_once_per_product_per_call(redis: RedisClient) -> None:
+    await set_stock(redis, "w1", 5)
+    await reserve(redis, *(order_args(f"o{i}", 1, [("w1", 1)]) for i in range(3)))
+    assert await redis.hget(STOCK, "_v") == "2"
 
 
 async def test_set_and_adjust_stock_bump_the_version_and_never_go_negative(
@@ -160,7 +155,7 @@ async def test_set_and_adjust_stock_bump_the_version_and_never_go_negative(
     assert await set_stock(redis, "w1", -2, "adjust") == ["ok", 3, 2]
     assert await set_stock(redis, "w1", -4, "adjust") == ["negative", 3]
     assert await redis.hget(STOCK, "w1") == "3"
-    assert await redis.xlen(STREAM) == 2
+    assert await redis.xlen(STREAM) == 2  # the refused adjustment appended nothing
 
 
 async def test_hold_takes_units_at_the_named_warehouse_only(redis: RedisClient) -> None:
@@ -185,7 +180,8 @@ async def test_cancel_releases_units_once_and_only_when_confirmed(
         2,
         5,
     ]
-    await redis.hset(keys.order(P, "o1"), "status", status)
+    record = json.loads(await redis.get(keys.order(P, "o1")))
+    await redis.set(keys.order(P, "o1"), json.dumps([*record[:3], status, *record[4:]]))
     assert await scripts.call(redis, scripts.CANCEL, cancel_keys, ["o1", "sku", 2]) == [
         "bad_state",
         status,

@@ -23,9 +23,10 @@ import asyncpg
 import pytest
 
 from engine import keys
-from engine.inventory import VERSION_FIELD, Inventory
+from engine.inventory import Inventory
 from engine.live_orders import LiveOrders
 from engine.orders import Confirmation, OrderRequest
+from engine.records import OrderRecord
 from engine.reservations import ReservationEngine
 from engine.warehouses import Warehouse, WarehouseDirectory
 from geo.rings import Point
@@ -39,6 +40,8 @@ from writers.streams import (
     ALL_STREAMS,
     ConsumerConfig,
     GroupConsumer,
+    MalformedEvent,
+    OrderCancelled,
     OrderConfirmed,
     StockChanged,
     StreamEntry,
@@ -519,8 +522,12 @@ def test_events_decode_from_stream_strings() -> None:
         "product": "p",
         "warehouse": "1",
         "available": "7",
-        "version": "3",
         "reason": "restock",
     }
-    assert decode_event(fields) == StockChanged("p", "1", 7, 3, "restock")
-    assert decode_event({**fields, VERSION_FIELD: "x"}) == StockChanged("p", "1", 7, 3, "restock")
+    assert decode_event(fields) == StockChanged("p", "1", 7, "restock")
+    record = '["p","w1",2,"cancelled",3,1700000000000,"48.5","2.25",""]'
+    cancelled = {"type": "order.cancelled", "order": "o-1", "record": record, "at_ms": "5"}
+    assert decode_event({**cancelled, "available": "9"}) == OrderCancelled(
+        "o-1", OrderRecord("p", "w1", 2, "cancelled", 3, 1_700_000_000_000, 48.5, 2.25, ""), 5, 9
+    )
+    assert isinstance(decode_event({**cancelled, "record": "[1,"}), MalformedEvent)

@@ -127,16 +127,17 @@ class OrdersWriter:
 
 
 def _staging_row(event_id: str, event: OrderConfirmed) -> StagingRow:
+    record = event.record
     return (
         event.order,
-        event.product,
-        event.warehouse,
-        event.quantity,
-        event.lat,
-        event.lon,
-        estimated_delivery(event.created_ms, event.eta_days),
-        event.idem or None,
-        _utc(event.created_ms),
+        record.product_id,
+        record.warehouse_id,
+        record.quantity,
+        record.lat,
+        record.lon,
+        estimated_delivery(record.created_ms, record.eta_days),
+        record.idempotency_key or None,
+        _utc(record.created_ms),
         event_id,
     )
 
