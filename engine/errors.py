@@ -52,6 +52,13 @@ class InvalidTransition(DomainError):
         self.status = status
 
 
+class WrongWarehouse(DomainError):
+    def __init__(self, order_id: str, warehouse_id: str) -> None:
+        super().__init__(f"order {order_id!r} is not held at warehouse {warehouse_id!r}")
+        self.order_id = order_id
+        self.warehouse_id = warehouse_id
+
+
 class NegativeStock(DomainError):
     def __init__(self, product_id: str, warehouse_id: str, available: int) -> None:
         super().__init__(

@@ -1,14 +1,15 @@
-"""Orders as Redis holds them while they are in flight: read one, cancel one."""
+"""Orders as Redis holds them while they are in flight: read one, cancel one, move one along its
+lifecycle (`engine.lifecycle`)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import replace
 
-from engine import keys, scripts
-from engine.errors import InvalidTransition, OrderNotFound
+from engine import keys, lifecycle, scripts
+from engine.errors import InvalidTransition, OrderNotFound, WrongWarehouse
 from engine.ids import partition_of_id
-from engine.orders import Order
+from engine.orders import Order, OrderStatus
 from engine.records import decode_record
 from stores.redis import RedisClient
 
@@ -45,5 +46,38 @@ class LiveOrders:
                 return replace(order, status="cancelled")
             case "bad_state":
                 raise InvalidTransition(order_id, reply[1], "cancelled")
+            case _:
+                raise OrderNotFound(order_id)
+
+    async def transition(
+        self,
+        order_id: str,
+        target: OrderStatus,
+        *,
+        allowed_from: tuple[OrderStatus, ...] | None = None,
+        warehouse_id: str = "",
+        reason: str = "",
+    ) -> Order:
+        """Move an order to `target` if the lifecycle allows it from its current status (checked
+        inside Redis, so two callers cannot both move it). `allowed_from` narrows the statuses
+        accepted (the sweeper fails an order only if it is still where it was seen stuck);
+        `warehouse_id`, when given, must be the warehouse that holds the order."""
+        partition = partition_of_id(order_id)
+        if partition is None:
+            raise OrderNotFound(order_id)
+        sources = lifecycle.allowed_from(target) if allowed_from is None else allowed_from
+        reply = await scripts.call(
+            self._redis,
+            scripts.TRANSITION,
+            [keys.stream(partition), keys.order(partition, order_id)],
+            [order_id, target, int(time.time() * 1000), reason, warehouse_id, *sources],
+        )
+        match reply[0]:
+            case "ok":
+                return decode_record(reply[1]).to_order(order_id)
+            case "bad_state":
+                raise InvalidTransition(order_id, reply[1], target)
+            case "wrong_warehouse":
+                raise WrongWarehouse(order_id, warehouse_id)
             case _:
                 raise OrderNotFound(order_id)

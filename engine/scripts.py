@@ -37,7 +37,9 @@ RESERVE: Final = LuaScript.load("reserve")
 SET_STOCK: Final = LuaScript.load("set_stock")
 HOLD: Final = LuaScript.load("hold")
 CANCEL: Final = LuaScript.load("cancel")
-ALL_SCRIPTS: Final = (RESERVE, SET_STOCK, HOLD, CANCEL)
+TRANSITION: Final = LuaScript.load("transition")
+RELEASE_HOLDS: Final = LuaScript.load("release_holds")
+ALL_SCRIPTS: Final = (RESERVE, SET_STOCK, HOLD, CANCEL, TRANSITION, RELEASE_HOLDS)
 
 
 async def load_all(redis: RedisClient) -> None:

@@ -28,3 +28,6 @@ CREATE TABLE IF NOT EXISTS order_status_history (
     event_id  text NOT NULL,
     PRIMARY KEY (order_id, event_id)
 );
+
+-- Why an order moved, when a person should know (the sweeper's `failed`); NULL otherwise.
+ALTER TABLE order_status_history ADD COLUMN IF NOT EXISTS reason text;

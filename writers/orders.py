@@ -1,9 +1,12 @@
-"""The orders writer: persists `order.confirmed` and `order.cancelled` events to PostgreSQL.
+"""The orders writer: persists `order.confirmed`, `order.cancelled` and `order.status` events to
+PostgreSQL.
 
 One transaction per batch: the confirmations are COPYed into a session-local staging table and
-inserted from there (ON CONFLICT DO NOTHING, so replaying a batch adds nothing), then the
-cancellations are applied. A cancellation whose order row does not exist yet (its confirmation is
-still pending at another consumer) is handed back as not yet applicable and retried later.
+inserted from there (ON CONFLICT DO NOTHING, so replaying a batch adds nothing), then the status
+changes (cancellations and lifecycle steps) are applied. A status change whose order row does not
+exist yet (its confirmation is still pending at another consumer) is handed back as not yet
+applicable and retried later. A change only ever moves an order forward in the lifecycle
+(`engine.lifecycle.PROGRESS`), so a late or replayed event cannot move it back.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Final
 import asyncpg
 
 from engine.delivery import estimated_delivery
-from writers.streams import OrderCancelled, OrderConfirmed, StreamEntry
+from engine.lifecycle import PROGRESS
+from writers.streams import OrderCancelled, OrderConfirmed, OrderStatusChanged, StreamEntry
 
 ORDERS_GROUP: Final = "orders-writer"
 STAGING_TABLE: Final = "orders_staging"
@@ -66,23 +70,30 @@ SELECT order_id, 'confirmed', created_at, event_id FROM {STAGING_TABLE}
 ORDER BY order_id
 ON CONFLICT (order_id, event_id) DO NOTHING
 """
-# Applies the cancellations whose order exists and returns the event IDs of those whose order
-# does not exist yet. All parts see the orders inserted earlier in this transaction.
-APPLY_CANCELS: Final = """
-WITH cancel AS (
-    SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS c(order_id, at, event_id)
+# Applies the status changes whose order exists and returns the event IDs of those whose order
+# does not exist yet. All parts see the orders inserted earlier in this transaction. Of several
+# changes to one order in a batch, the furthest along wins; `$6` is the lifecycle order.
+APPLY_STATUS: Final = """
+WITH change AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[])
+        AS c(order_id, status, at, event_id, reason)
+), latest AS (
+    SELECT DISTINCT ON (order_id) * FROM change
+    ORDER BY order_id, array_position($6::text[], status) DESC
 ), updated AS (
-    UPDATE orders o SET status = 'cancelled', updated_at = cancel.at
-    FROM cancel
-    WHERE o.order_id = cancel.order_id AND o.status <> 'cancelled'
+    UPDATE orders o SET status = latest.status, updated_at = latest.at
+    FROM latest
+    WHERE o.order_id = latest.order_id
+      AND array_position($6::text[], o.status) < array_position($6::text[], latest.status)
 ), history AS (
-    INSERT INTO order_status_history (order_id, status, at, event_id)
-    SELECT cancel.order_id, 'cancelled', cancel.at, cancel.event_id
-    FROM cancel JOIN orders o USING (order_id)
+    INSERT INTO order_status_history (order_id, status, at, event_id, reason)
+    SELECT change.order_id, change.status, change.at, change.event_id, change.reason
+    FROM change JOIN orders o USING (order_id)
+    ORDER BY change.order_id
     ON CONFLICT (order_id, event_id) DO NOTHING
 )
-SELECT cancel.event_id FROM cancel
-WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = cancel.order_id)
+SELECT change.event_id FROM change
+WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = change.order_id)
 """
 
 # The database restarting, refusing connections, or a lost connection: retry the whole batch.
@@ -111,8 +122,12 @@ class OrdersWriter:
             for entry in entries
             if isinstance(entry.event, OrderConfirmed)
         ]
-        cancels = [entry for entry in entries if isinstance(entry.event, OrderCancelled)]
-        if not staged and not cancels:
+        changes = [
+            entry
+            for entry in entries
+            if isinstance(entry.event, OrderCancelled | OrderStatusChanged)
+        ]
+        if not staged and not changes:
             return []
         async with self._pool.acquire() as conn, conn.transaction():
             if staged:
@@ -122,8 +137,8 @@ class OrdersWriter:
                 )
                 await conn.execute(INSERT_ORDERS)
                 await conn.execute(INSERT_CONFIRMED_HISTORY)
-            waiting = await _apply_cancels(conn, cancels) if cancels else set()
-        return [entry for entry in cancels if entry.entry_id in waiting]
+            waiting = await _apply_status(conn, changes) if changes else set()
+        return [entry for entry in changes if entry.entry_id in waiting]
 
 
 def _staging_row(event_id: str, event: OrderConfirmed) -> StagingRow:
@@ -142,15 +157,19 @@ def _staging_row(event_id: str, event: OrderConfirmed) -> StagingRow:
     )
 
 
-async def _apply_cancels(conn: asyncpg.Connection, cancels: Sequence[StreamEntry]) -> set[str]:
-    order_ids, times, event_ids = [], [], []
-    for entry in cancels:
+async def _apply_status(conn: asyncpg.Connection, changes: Sequence[StreamEntry]) -> set[str]:
+    order_ids, statuses, times, event_ids, reasons = [], [], [], [], []
+    for entry in changes:
         event = entry.event
-        assert isinstance(event, OrderCancelled)
+        assert isinstance(event, OrderCancelled | OrderStatusChanged)
         order_ids.append(event.order)
+        statuses.append(event.record.status)
         times.append(_utc(event.at_ms))
         event_ids.append(entry.entry_id)
-    rows = await conn.fetch(APPLY_CANCELS, order_ids, times, event_ids)
+        reasons.append(event.reason or None if isinstance(event, OrderStatusChanged) else None)
+    rows = await conn.fetch(
+        APPLY_STATUS, order_ids, statuses, times, event_ids, reasons, list(PROGRESS)
+    )
     return {row["event_id"] for row in rows}
 
 

@@ -81,6 +81,19 @@ class OrderCancelled(msgspec.Struct, frozen=True, tag_field="type", tag="order.c
         return self.record.product_id
 
 
+class OrderStatusChanged(msgspec.Struct, frozen=True, tag_field="type", tag="order.status"):
+    """A lifecycle step (lua/transition.lua): picking, packed, shipped, delivered or failed."""
+
+    order: str
+    record: OrderRecord  # as it stands after the change; record.status is the new status
+    at_ms: int
+    reason: str = ""
+
+    @property
+    def product(self) -> str:
+        return self.record.product_id
+
+
 class StockChanged(msgspec.Struct, frozen=True, tag_field="type", tag="stock.changed"):
     product: str
     warehouse: str
@@ -96,10 +109,10 @@ class StockHeld(msgspec.Struct, frozen=True, tag_field="type", tag="stock.held")
     available: int
 
 
-Event = OrderConfirmed | OrderCancelled | StockChanged | StockHeld
+Event = OrderConfirmed | OrderCancelled | OrderStatusChanged | StockChanged | StockHeld
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
     str(t.__struct_config__.tag): t
-    for t in (OrderConfirmed, OrderCancelled, StockChanged, StockHeld)
+    for t in (OrderConfirmed, OrderCancelled, OrderStatusChanged, StockChanged, StockHeld)
 }
 
 
