@@ -1,4 +1,5 @@
-"""Live stock in Redis: read levels, set or adjust them (operators), hold units at one warehouse."""
+"""Live stock in Redis: read levels, set or adjust them (operators), hold units at one warehouse
+and give them back when the hold expires."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from engine.ids import new_id
 from stores.redis import RedisClient
 
 HOLD_TTL_S: Final = 15 * 60
+RELEASE_BATCH: Final = 256  # expired holds released per partition per call
 VERSION_FIELD: Final = "_v"  # the stock hash's version counter, bumped by every change
 
 StockChange = Literal["set", "adjust"]
@@ -100,3 +102,37 @@ class Inventory:
                 raise UnknownProduct(product_id)
             case _:
                 raise OutOfStock(product_id, units, warehouse_id)
+
+
+async def release_expired_holds(redis: RedisClient, now_ms: int | None = None) -> int:
+    """Return the units of every expired hold to stock, all partitions in one pipeline per step.
+    Returns how many holds were released."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    partitions = range(keys.PARTITIONS)
+    pipe = redis.pipeline(transaction=False)
+    for partition in partitions:
+        pipe.zrangebyscore(keys.hold_expiries(partition), "-inf", now, 0, RELEASE_BATCH)
+    expired: list[list[str]] = list(await pipe.execute())
+    found = [(p, hold_id) for p, ids in zip(partitions, expired, strict=True) for hold_id in ids]
+    if not found:
+        return 0
+    pipe = redis.pipeline(transaction=False)
+    for partition, hold_id in found:
+        pipe.hget(keys.hold(partition, hold_id), "product")
+    products: list[str | None] = list(await pipe.execute())
+    per_partition: dict[int, tuple[list[str], list[scripts.Arg]]] = {}
+    for (partition, hold_id), product in zip(found, products, strict=True):
+        script_keys, args = per_partition.setdefault(
+            partition, ([keys.stream(partition), keys.hold_expiries(partition)], [now])
+        )
+        # A hold with no hash left is only removed from the set: any key of the slot will do.
+        stock_key = keys.stock(partition, product) if product else keys.hold(partition, hold_id)
+        script_keys += [keys.hold(partition, hold_id), stock_key]
+        args.append(hold_id)
+    calls = [(scripts.RELEASE_HOLDS, k, a) for k, a in per_partition.values()]
+    released = 0
+    for reply in await scripts.call_pipelined(redis, calls):
+        if isinstance(reply, BaseException):
+            raise reply
+        released += int(reply)
+    return released
