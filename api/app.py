@@ -12,6 +12,7 @@ from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 
 from api.errors import EXCEPTION_HANDLERS
+from api.fulfillment import FulfillmentController
 from api.health import healthz, readyz
 from api.inventory import InventoryController
 from api.orders import OrderController
@@ -32,7 +33,14 @@ def create_app(settings: Settings | None = None, *, batched: bool = True) -> Lit
             yield
 
     return Litestar(
-        route_handlers=[OrderController, InventoryController, WarehouseController, healthz, readyz],
+        route_handlers=[
+            OrderController,
+            InventoryController,
+            WarehouseController,
+            FulfillmentController,
+            healthz,
+            readyz,
+        ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=MAX_BODY_BYTES,

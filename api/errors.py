@@ -22,6 +22,7 @@ from engine.errors import (
     UnknownProduct,
     UnknownWarehouse,
     WarehouseExists,
+    WrongWarehouse,
 )
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ DOMAIN_STATUS: Final[dict[type[DomainError], tuple[int, str]]] = {
     OutOfStock: (409, "out_of_stock"),
     InvalidTransition: (409, "invalid_transition"),
     WarehouseExists: (409, "warehouse_exists"),
+    WrongWarehouse: (409, "wrong_warehouse"),
     NegativeStock: (409, "negative_stock"),
     IdempotencyKeyReused: (422, "idempotency_key_reused"),
 }

@@ -1,20 +1,27 @@
-"""Order service: place an order (nearest warehouse with stock), read it, cancel it."""
+"""Order service: place an order (nearest warehouse with stock), read it with its status history,
+cancel it, and take the carrier's delivery callback."""
 
 from __future__ import annotations
 
+import logging
 from datetime import date, datetime
 from typing import Annotated, Any, Final
 
+import asyncpg
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.datastructures import State
 from litestar.params import HeaderParameter, JSONBody
 
 from api.types import AnyIdPath, Location, ProductId
+from engine import lifecycle
 from engine.errors import OrderNotFound
 from engine.ids import partition_of_id
 from engine.orders import MAX_ORDER_QUANTITY, Order, OrderRequest
 from geo.rings import Point
+from stores.postgres import TRANSIENT_ERRORS as POSTGRES_TRANSIENT_ERRORS
+
+log = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY_MAX_LENGTH: Final = 128
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=MAX_ORDER_QUANTITY)]
@@ -32,7 +39,12 @@ class OrderPlaced(msgspec.Struct, rename="camel"):
     estimated_delivery: date
 
 
-class OrderView(msgspec.Struct, rename="camel"):
+class StatusChange(msgspec.Struct):
+    status: str
+    at: datetime
+
+
+class OrderView(msgspec.Struct, rename="camel", omit_defaults=True):
     order_id: str
     status: str
     product_id: str
@@ -41,9 +53,12 @@ class OrderView(msgspec.Struct, rename="camel"):
     customer_location: Location
     estimated_delivery: date
     created_at: datetime
+    # Read from PostgreSQL, so it lags `status` (live from Redis) by the writers' backlog; left
+    # out when PostgreSQL cannot be reached: reading an order must not depend on it.
+    history: list[StatusChange] | None = None
 
     @classmethod
-    def of(cls, order: Order) -> OrderView:
+    def of(cls, order: Order, history: list[StatusChange] | None = None) -> OrderView:
         return cls(
             order_id=order.order_id,
             status=order.status,
@@ -53,6 +68,7 @@ class OrderView(msgspec.Struct, rename="camel"):
             customer_location=Location(order.customer.lat, order.customer.lon),
             estimated_delivery=order.estimated_delivery,
             created_at=order.created_at,
+            history=history,
         )
 
 
@@ -94,11 +110,16 @@ class OrderController(Controller):
         order = await state.services.live_orders.get(order_id)
         if order is None:
             order = await _persisted_order(state, order_id)
-        return OrderView.of(order)
+        return OrderView.of(order, await _history(state.services.postgres, order_id))
 
     @post("/{order_id:str}/cancel", status_code=200)
     async def cancel(self, state: State, order_id: AnyIdPath) -> OrderView:
         return OrderView.of(await state.services.live_orders.cancel(order_id))
+
+    @post("/{order_id:str}/delivered", status_code=200)
+    async def delivered(self, state: State, order_id: AnyIdPath) -> OrderView:
+        """The carrier's callback: a shipped order was handed to the customer."""
+        return OrderView.of(await state.services.live_orders.transition(order_id, "delivered"))
 
 
 async def _persisted_order(state: State, order_id: str) -> Order:
@@ -122,3 +143,19 @@ async def _persisted_order(state: State, order_id: str) -> Order:
         estimated_delivery=row["estimated_delivery"],
         created_at=row["created_at"],
     )
+
+
+async def _history(postgres: asyncpg.Pool, order_id: str) -> list[StatusChange] | None:
+    if partition_of_id(order_id) is None:
+        return []
+    try:
+        rows: Any = await postgres.fetch(
+            "SELECT status, at FROM order_status_history WHERE order_id = $1::uuid",
+            order_id,
+        )
+    except POSTGRES_TRANSIENT_ERRORS:
+        log.warning("status history of %s unavailable: PostgreSQL unreachable", order_id)
+        return None
+    # Steps of one fulfilment can share a millisecond: the lifecycle order breaks the tie.
+    ordered = sorted(rows, key=lambda row: (row["at"], lifecycle.progress(row["status"])))
+    return [StatusChange(row["status"], row["at"]) for row in ordered]

@@ -11,6 +11,7 @@ ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"  # no braces: they would br
 
 ProductId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=ID_PATTERN)]
 WarehouseId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=ID_PATTERN)]
+OrderId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]  # unknown IDs answer 404
 Latitude = Annotated[float, msgspec.Meta(ge=-90.0, le=90.0)]
 Longitude = Annotated[float, msgspec.Meta(ge=-180.0, le=180.0)]
 

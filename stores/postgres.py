@@ -11,6 +11,16 @@ from stores.settings import Settings
 
 SCHEMA_SQL: Final = Path(__file__).resolve().parent.parent / "ops" / "schema.sql"
 
+# The database restarting, refusing connections, or a lost connection: worth retrying.
+TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash recovery, starting up
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
+)
+
 
 async def connect_postgres(settings: Settings, *, max_size: int = 8) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=max_size)

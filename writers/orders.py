@@ -19,6 +19,7 @@ import asyncpg
 
 from engine.delivery import estimated_delivery
 from engine.lifecycle import PROGRESS
+from stores.postgres import TRANSIENT_ERRORS
 from writers.streams import OrderCancelled, OrderConfirmed, OrderStatusChanged, StreamEntry
 
 ORDERS_GROUP: Final = "orders-writer"
@@ -95,16 +96,6 @@ WITH change AS (
 SELECT change.event_id FROM change
 WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = change.order_id)
 """
-
-# The database restarting, refusing connections, or a lost connection: retry the whole batch.
-TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash recovery, starting up
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
-    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
-)
 
 StagingRow = tuple[str, str, str, int, float, float, date, str | None, datetime, str]
 
