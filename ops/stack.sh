@@ -7,9 +7,13 @@
 #   ops/stack.sh down        stop all three cleanly
 #   ops/stack.sh status      one line per service; exit 0 only if all three answer
 #   ops/stack.sh reset-test  truncate the tables of the fulfillment_test database
+#   ops/stack.sh cluster-up      start a Redis Cluster (3 masters + 3 replicas, ports 7000-7005)
+#   ops/stack.sh cluster-down    stop it (data kept under .stack/cluster)
+#   ops/stack.sh cluster-status  one line per cluster node
 #
 # Every step checks before it acts, so a repeat `up` on a running stack takes a second or two.
-# Ports: PG_PORT (5432), REDIS_PORT (6379), MONGO_PORT (27017), FERRETDB_DEBUG_ADDR (127.0.0.1:8088).
+# Ports: PG_PORT (5432), REDIS_PORT (6379), MONGO_PORT (27017), FERRETDB_DEBUG_ADDR (127.0.0.1:8088),
+# CLUSTER_BASE_PORT (7000: the cluster uses 6 ports from there).
 set -euo pipefail
 
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE[0]}")"
@@ -23,9 +27,13 @@ MONGO_PORT="${MONGO_PORT:-27017}"
 FERRETDB_DEBUG_ADDR="${FERRETDB_DEBUG_ADDR:-127.0.0.1:8088}"
 FERRETDB_MODULE="github.com/FerretDB/FerretDB"
 FERRETDB_VERSION="v1.24.2"
+CLUSTER_BASE_PORT="${CLUSTER_BASE_PORT:-7000}"
+CLUSTER_NODES=6                      # 3 masters, 1 replica each
+CLUSTER_NODE_TIMEOUT_MS=2000
 
 PG_DIR="$STACK/pg"          # may become a symlink, see pg_prepare_dir
 REDIS_DIR="$STACK/redis"
+CLUSTER_DIR="$STACK/cluster"
 FDB_DIR="$STACK/ferretdb"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
@@ -436,6 +444,112 @@ redis_down() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Redis Cluster: 3 masters + 3 replicas on 127.0.0.1:CLUSTER_BASE_PORT.. (7000-7005), data under
+# .stack/cluster/<port>. Separate from the single Redis above; `make test-cluster` runs on it.
+# ---------------------------------------------------------------------------------------------
+cluster_ports() { local i; for ((i = 0; i < CLUSTER_NODES; i++)); do echo $((CLUSTER_BASE_PORT + i)); done; }
+
+cluster_node_config_text() {
+    local port="$1" dir="$CLUSTER_DIR/$1"
+    cat <<CONF
+# Written by ops/stack.sh cluster-up: change the script, not this file.
+bind 127.0.0.1
+protected-mode yes
+port $port
+daemonize yes
+pidfile $dir/redis.pid
+logfile $dir/redis.log
+dir $dir
+cluster-enabled yes
+cluster-config-file nodes.conf
+# A master that does not answer for 2 s is marked failed and its replica takes over (~2-4 s in all).
+cluster-node-timeout $CLUSTER_NODE_TIMEOUT_MS
+# A shard without a master refuses its own slots only: the other shards keep taking orders.
+cluster-require-full-coverage no
+# Same durability as the single Redis (see redis_config_text): AOF, fsync once a second.
+appendonly yes
+appendfsync everysec
+aof-use-rdb-preamble yes
+maxmemory-policy noeviction
+CONF
+}
+
+cluster_cli() { local port="$1"; shift; timeout 10 redis-cli -h 127.0.0.1 -p "$port" "$@"; }
+cluster_node_ping() { [ "$(cluster_cli "$1" ping 2>/dev/null)" = "PONG" ]; }
+cluster_node_ours() { [ "$(cluster_cli "$1" config get dir 2>/dev/null | sed -n 2p)" = "$CLUSTER_DIR/$1" ]; }
+cluster_info() { cluster_cli "$1" cluster info 2>/dev/null | tr -d '\r' | sed -n "s/^$2://p"; }
+cluster_all_ping() { local p; for p in $(cluster_ports); do cluster_node_ping "$p" || return 1; done; }
+
+# Every node sees a healthy cluster of CLUSTER_NODES nodes with all slots served, and every
+# replica is in sync with its master (a failover right after start-up then has a replica to promote).
+cluster_healthy() {
+    local p
+    for p in $(cluster_ports); do
+        [ "$(cluster_info "$p" cluster_state)" = ok ] || return 1
+        [ "$(cluster_info "$p" cluster_known_nodes)" = "$CLUSTER_NODES" ] || return 1
+        [ "$(cluster_info "$p" cluster_slots_ok)" = 16384 ] || return 1
+        if cluster_cli "$p" info replication | tr -d '\r' | grep -q '^role:slave'; then
+            cluster_cli "$p" info replication | tr -d '\r' | grep -q '^master_link_status:up' || return 1
+        fi
+    done
+}
+
+cmd_cluster_up() {
+    local t0=$SECONDS p
+    ensure_os_packages
+    for p in $(cluster_ports); do
+        local dir="$CLUSTER_DIR/$p" new
+        mkdir -p "$dir"
+        new="$(cluster_node_config_text "$p")"
+        [ "$(cat "$dir/redis.conf" 2>/dev/null)" = "$new" ] || printf '%s\n' "$new" >"$dir/redis.conf"
+        if cluster_node_ping "$p" || port_open "$p"; then
+            cluster_node_ours "$p" || die "something else listens on 127.0.0.1:$p [$(who_listens "$p")]; stop it or set CLUSTER_BASE_PORT"
+        else
+            log "starting cluster node 127.0.0.1:$p"
+            (cd "$dir" && redis-server "$dir/redis.conf") >/dev/null || { show_log "$dir/redis.log"; die "redis-server :$p failed to start"; }
+        fi
+    done
+    wait_until "Redis cluster nodes" 30 "$CLUSTER_DIR/$CLUSTER_BASE_PORT/redis.log" cluster_all_ping
+    # Nodes that restarted with their nodes.conf find each other again; only brand-new nodes (one
+    # known node, no slots) are joined into a cluster here.
+    if [ "$(cluster_info "$CLUSTER_BASE_PORT" cluster_known_nodes)" = 1 ] \
+        && [ "$(cluster_info "$CLUSTER_BASE_PORT" cluster_slots_assigned)" = 0 ]; then
+        local addrs=()
+        for p in $(cluster_ports); do addrs+=("127.0.0.1:$p"); done
+        log "creating the cluster: ${addrs[*]} (3 masters, 1 replica each)"
+        redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
+            >"$CLUSTER_DIR/create.log" 2>&1 || { show_log "$CLUSTER_DIR/create.log"; die "redis-cli --cluster create failed"; }
+    fi
+    wait_until "Redis cluster (state ok, replicas in sync)" 60 "$CLUSTER_DIR/$CLUSTER_BASE_PORT/redis.log" cluster_healthy
+    log "cluster up in $((SECONDS - t0))s: 127.0.0.1:$CLUSTER_BASE_PORT-$((CLUSTER_BASE_PORT + CLUSTER_NODES - 1))"
+}
+
+cmd_cluster_down() {
+    have redis-cli || return 0
+    local p
+    for p in $(cluster_ports); do
+        if cluster_node_ours "$p"; then
+            log "stopping cluster node 127.0.0.1:$p"
+            cluster_cli "$p" shutdown >/dev/null 2>&1 || true
+        fi
+    done
+    log "cluster down (data kept in $CLUSTER_DIR; delete it for a brand-new cluster)"
+}
+
+cmd_cluster_status() {
+    local p role ok=0
+    for p in $(cluster_ports); do
+        if cluster_node_ping "$p"; then
+            role="$(cluster_cli "$p" info replication | tr -d '\r' | sed -n 's/^role://p')"
+            printf '%-9s up    127.0.0.1:%-6s %-7s cluster_state=%s\n' "node" "$p" "$role" "$(cluster_info "$p" cluster_state)"
+        else
+            printf '%-9s DOWN  127.0.0.1:%s\n' node "$p"; ok=1
+        fi
+    done
+    return "$ok"
+}
+
+# ---------------------------------------------------------------------------------------------
 # FerretDB (MongoDB wire protocol, data in the `ferretdb` PostgreSQL database)
 # ---------------------------------------------------------------------------------------------
 fdb_pid() {
@@ -599,14 +713,14 @@ cmd_reset_test() {
 }
 
 usage() {
-    sed -n '2,13p' "$SELF" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$SELF" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
 main() {
     local cmd="${1:-}"
     case "$cmd" in
-        install|up|down|reset-test)
+        install|up|down|reset-test|cluster-up|cluster-down)
             # One stack operation at a time (make test in two shells, say). `flock -o` keeps the
             # lock out of the servers we start, so it is released when this script ends.
             if [ -z "${_STACK_LOCKED:-}" ] && have flock; then
@@ -622,6 +736,9 @@ main() {
         down) cmd_down ;;
         status) cmd_status ;;
         reset-test) cmd_reset_test ;;
+        cluster-up) cmd_cluster_up ;;
+        cluster-down) cmd_cluster_down ;;
+        cluster-status) cmd_cluster_status ;;
         *) usage ;;
     esac
 }

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Final
 
 import hiredis
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import Connection
 
 from stores.settings import Settings
 
-RedisClient = Redis | RedisCluster
-MAX_CONNECTIONS: Final = 256
+MAX_CONNECTIONS: Final = 256  # per server (per node, for a cluster)
+# A caller waits this long for a free connection before it fails.
+CONNECTION_WAIT_TIMEOUT_S: Final = 10
+# Connections per cluster node kept for pipelines, which bypass the command gate below.
+PIPELINE_HEADROOM: Final = 64
 
 
 class HiredisPackedConnection(Connection):
@@ -29,12 +33,42 @@ class HiredisPackedConnection(Connection):
         return [hiredis.pack_command(args)]
 
 
+class WaitingRedisCluster(RedisCluster):
+    """A cluster client whose callers wait for a free connection instead of failing.
+
+    redis-py's cluster client has no blocking pool: a node with MAX_CONNECTIONS in use answers
+    the next command with MaxConnectionsError at once. A burst of un-batched calls (one EVALSHA
+    per request, thousands in flight) turned into 500s that way. A semaphore bounds the single
+    commands in flight below the per-node limit; pipelines take one connection per node each and
+    use the headroom left.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._command_gate = asyncio.Semaphore(MAX_CONNECTIONS - PIPELINE_HEADROOM)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._command_gate:
+            return await super().execute_command(*args, **kwargs)
+
+
+RedisClient = Redis | RedisCluster
+
+
 def connect_redis(settings: Settings) -> RedisClient:
-    options: dict[str, Any] = {"decode_responses": True, "max_connections": MAX_CONNECTIONS}
     if settings.redis_cluster:
-        return RedisCluster.from_url(
-            settings.redis_url, connection_class=HiredisPackedConnection, **options
+        return WaitingRedisCluster.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            max_connections=MAX_CONNECTIONS,
+            connection_class=HiredisPackedConnection,
         )
-    client = Redis.from_url(settings.redis_url, **options)
-    client.connection_pool.connection_class = HiredisPackedConnection
-    return client
+    # A blocking pool: past MAX_CONNECTIONS a caller waits for a connection rather than failing.
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        max_connections=MAX_CONNECTIONS,
+        timeout=CONNECTION_WAIT_TIMEOUT_S,
+    )
+    pool.connection_class = HiredisPackedConnection
+    return Redis(connection_pool=pool)

@@ -1,7 +1,8 @@
 """Fixtures on the real stores started by `ops/stack.sh up`; each test starts from empty stores.
 
 Tests use their own Redis database (15), PostgreSQL database (`fulfillment_test`) and MongoDB
-database (`fulfillment_test`), so a running demo is left alone.
+database (`fulfillment_test`), so a running demo is left alone. With TEST_REDIS_CLUSTER=1 and
+TEST_REDIS_URL pointing at a cluster node (`make test-cluster`) the same tests run on Redis Cluster.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from redis.asyncio import RedisCluster
 
 from engine import scripts
 from stores.mongo import MongoDatabase, connect_mongo
@@ -35,10 +37,18 @@ def settings() -> Settings:
     return TEST_SETTINGS
 
 
+async def flush(client: RedisClient) -> None:
+    """Empty the test database; a cluster has only db 0, spread over its masters."""
+    if isinstance(client, RedisCluster):
+        await client.flushdb(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await client.flushdb()
+
+
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[RedisClient]:
     client = connect_redis(settings)
-    await client.flushdb()
+    await flush(client)
     await scripts.load_all(client)
     yield client
     await client.aclose()

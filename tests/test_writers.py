@@ -401,7 +401,11 @@ async def test_lag_reports_the_backlog_then_zero(
 
 
 def lag_command(settings: Settings) -> str:
-    env = {**os.environ, "REDIS_URL": settings.redis_url}
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "writers", "lag"],
         cwd=ROOT,
