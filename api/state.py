@@ -65,6 +65,12 @@ async def load_directory(redis: RedisClient, mongo: MongoDatabase) -> WarehouseD
     return WarehouseDirectory(warehouses, version)
 
 
+def replica_acks(settings: Settings) -> scripts.ReplicaAcks | None:
+    if settings.redis_wait_replicas <= 0:
+        return None
+    return scripts.ReplicaAcks(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+
+
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIterator[Services]:
     redis = connect_redis(settings)
@@ -79,7 +85,13 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
             mongo_client=mongo_client,
             mongo=mongo,
             postgres=postgres,
-            engine=ReservationEngine(redis, await reload(), reload, batched=batched),
+            engine=ReservationEngine(
+                redis,
+                await reload(),
+                reload,
+                batched=batched,
+                replica_acks=replica_acks(settings),
+            ),
             inventory=Inventory(redis),
             live_orders=LiveOrders(redis),
         )

@@ -63,8 +63,10 @@ class ReservationEngine:
         reload_directory: DirectoryReloader,
         *,
         batched: bool = True,
+        replica_acks: scripts.ReplicaAcks | None = None,
     ) -> None:
         self._redis = redis
+        self.replica_acks = replica_acks
         self.directory = directory
         self._reload_directory = reload_directory
         self._batcher: MicroBatcher[Attempt, _Outcome] | None = (
@@ -102,7 +104,13 @@ class ReservationEngine:
         if self._batcher is not None:
             return await self._batcher.submit(attempt)
         now_ms = int(time.time() * 1000)
-        reply = await scripts.call(self._redis, scripts.RESERVE, *reserve_call(now_ms, [attempt]))
+        call = (scripts.RESERVE, *reserve_call(now_ms, [attempt]))
+        if self.replica_acks is None:
+            reply = await scripts.call(self._redis, *call)
+        else:  # WAIT must follow on the same connection: a pipeline of one call
+            (reply,) = await scripts.call_pipelined(self._redis, [call], self.replica_acks)
+            if isinstance(reply, BaseException):
+                raise reply
         outcome = _outcome(attempt, reply[0])
         if isinstance(outcome, DomainError):
             raise outcome
@@ -122,7 +130,7 @@ class ReservationEngine:
             (scripts.RESERVE, *reserve_call(now_ms, [attempts[i] for i in group]))
             for group in groups
         ]
-        replies = await scripts.call_pipelined(self._redis, calls)
+        replies = await scripts.call_pipelined(self._redis, calls, self.replica_acks)
         results: list[_Outcome | BaseException] = [RuntimeError("no reply")] * len(attempts)
         for group, reply in zip(groups, replies, strict=True):
             for i, one in zip(group, _split(reply, len(group)), strict=True):

@@ -1,4 +1,5 @@
-"""The Redis connection: one client (single server or cluster) per process."""
+"""The Redis connections: one asyncio client (single server or cluster) per process, and the
+blocking client rq needs for its job queue."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 from typing import Any, Final
 
 import hiredis
+import redis
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import Connection
 
@@ -72,3 +74,9 @@ def connect_redis(settings: Settings) -> RedisClient:
     )
     pool.connection_class = HiredisPackedConnection
     return Redis(connection_pool=pool)
+
+
+def connect_sync_redis(settings: Settings) -> redis.Redis:
+    """For rq: it is blocking, speaks bytes (no decoding) and needs one server, not a cluster;
+    on a cluster deployment point REDIS_URL of the notice processes at a plain Redis."""
+    return redis.Redis.from_url(settings.redis_url)

@@ -14,6 +14,10 @@ class Settings(msgspec.Struct, frozen=True):
     postgres_dsn: str
     mongo_url: str
     mongo_db: str
+    # Replicas that must hold an order before it is answered (Redis WAIT), and how long to wait
+    # for them. 0 on one Redis, which has no replica; 1 on the cluster (see the README).
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 100
 
 
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
@@ -29,4 +33,6 @@ def load_settings() -> Settings:
         postgres_dsn=os.environ.get("POSTGRES_DSN", DEFAULT_POSTGRES_DSN),
         mongo_url=os.environ.get("MONGO_URL", DEFAULT_MONGO_URL),
         mongo_db=os.environ.get("MONGO_DB", DEFAULT_MONGO_DB),
+        redis_wait_replicas=int(os.environ.get("REDIS_WAIT_REPLICAS", "0")),
+        redis_wait_timeout_ms=int(os.environ.get("REDIS_WAIT_TIMEOUT_MS", "100")),
     )

@@ -1,0 +1,65 @@
+"""The two ways a notice leaves: email through an SMTP server (smtplib) and SMS through an HTTP
+provider (a JSON POST). Where they are comes from the environment at send time, so a worker picks
+up a changed setting without a code change: SMTP_HOST, SMTP_PORT, NOTICE_FROM, SMS_URL (unset: no
+SMS is sent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import smtplib
+import urllib.request
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Final
+
+SEND_TIMEOUT_S: Final = 10.0
+DEFAULT_SMTP_HOST: Final = "127.0.0.1"
+DEFAULT_SMTP_PORT: Final = 1025
+DEFAULT_SENDER: Final = "orders@example.invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSettings:
+    smtp_host: str
+    smtp_port: int
+    sender: str
+    sms_url: str  # '' = SMS disabled
+
+    @classmethod
+    def from_env(cls) -> ChannelSettings:
+        return cls(
+            smtp_host=os.environ.get("SMTP_HOST", DEFAULT_SMTP_HOST),
+            smtp_port=int(os.environ.get("SMTP_PORT", DEFAULT_SMTP_PORT)),
+            sender=os.environ.get("NOTICE_FROM", DEFAULT_SENDER),
+            sms_url=os.environ.get("SMS_URL", ""),
+        )
+
+
+class SmsRefused(Exception):
+    """The SMS provider answered, but not with success: retried like a network error."""
+
+
+def send_email(settings: ChannelSettings, to: str, subject: str, body: str, ref: str) -> None:
+    message = EmailMessage()
+    message["From"] = settings.sender
+    message["To"] = to
+    message["Subject"] = subject
+    # Lets a receiving system drop a copy that slipped through (crash between send and marker).
+    message["X-Notice-Id"] = ref
+    message.set_content(body)
+    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SEND_TIMEOUT_S) as smtp:
+        smtp.send_message(message)
+
+
+def send_sms(settings: ChannelSettings, to: str, body: str, ref: str) -> None:
+    payload = json.dumps({"to": to, "message": body, "reference": ref}).encode()
+    request = urllib.request.Request(
+        settings.sms_url,
+        data=payload,
+        headers={"Content-Type": "application/json", "Idempotency-Key": ref},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=SEND_TIMEOUT_S) as response:
+        if not 200 <= response.status < 300:
+            raise SmsRefused(f"SMS provider answered {response.status}")
