@@ -15,6 +15,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.fulfillment import FulfillmentController
 from api.health import healthz, readyz
 from api.inventory import InventoryController
+from api.notifications import NotificationController
 from api.orders import OrderController
 from api.state import open_services
 from api.warehouses import WarehouseController
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, *, batched: bool = True) -> Lit
             InventoryController,
             WarehouseController,
             FulfillmentController,
+            NotificationController,
             healthz,
             readyz,
         ],

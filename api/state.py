@@ -24,9 +24,10 @@ from engine.live_orders import LiveOrders
 from engine.reservations import ReservationEngine
 from engine.warehouses import Warehouse, WarehouseDirectory
 from geo.rings import Point
+from notify.jobs import Notices
 from stores.mongo import WAREHOUSES, MongoDatabase, connect_mongo
 from stores.postgres import connect_postgres
-from stores.redis import RedisClient, connect_redis
+from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings
 
 DIRECTORY_POLL_S: Final = 1.0
@@ -43,6 +44,7 @@ class Services:
     engine: ReservationEngine
     inventory: Inventory
     live_orders: LiveOrders
+    notices: Notices
 
     async def reload_directory(self) -> WarehouseDirectory:
         self.engine.directory = await load_directory(self.redis, self.mongo)
@@ -74,6 +76,7 @@ def replica_acks(settings: Settings) -> scripts.ReplicaAcks | None:
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIterator[Services]:
     redis = connect_redis(settings)
+    notice_redis = connect_sync_redis(settings)  # rq is blocking: used from a thread
     mongo_client, mongo = connect_mongo(settings)
     postgres = await connect_postgres(settings)
     try:
@@ -94,6 +97,7 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
             ),
             inventory=Inventory(redis),
             live_orders=LiveOrders(redis),
+            notices=Notices(notice_redis),
         )
         poller = asyncio.create_task(_poll_directory(services))
         try:
@@ -106,6 +110,7 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
         await postgres.close()
         await mongo_client.close()
         await redis.aclose()
+        notice_redis.close()
 
 
 async def _poll_directory(services: Services) -> None:

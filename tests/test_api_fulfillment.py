@@ -1,5 +1,5 @@
 """The HTTP contract of the lifecycle: fulfil at the warehouse, the carrier's delivery callback,
-and the status history read back from PostgreSQL."""
+the status history read back from PostgreSQL, and queued notifications."""
 
 from __future__ import annotations
 
@@ -71,3 +71,15 @@ async def test_fulfil_refusals(client: Client) -> None:
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "order_not_found"
     bad = await client.post("/warehouse/fulfill", json={"orderId": order_id})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "validation_error"
+
+
+async def test_notifications_are_queued_for_known_orders_only(client: Client) -> None:
+    order_id = await place(client)
+    queued = await client.post("/notifications", json={"orderId": order_id, "message": "Hello"})
+    assert queued.status_code == 202
+    assert queued.json() == {"status": "queued", "notificationId": queued.json()["notificationId"]}
+    unknown = new_id(partition_of_product("sku-1"))
+    missing = await client.post("/notifications", json={"orderId": unknown, "message": "Hi"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "order_not_found"
+    empty = await client.post("/notifications", json={"orderId": order_id, "message": ""})
+    assert empty.status_code == 400 and empty.json()["error"]["code"] == "validation_error"
