@@ -1,0 +1,551 @@
+"""The benchmark: every target of the brief measured in one run on this machine, each beside its
+reference so the ratio holds on a noisy machine. Prints a table and writes BENCHMARKS.md.
+
+    python -m loadtest.bench            (~6 min)
+    python -m loadtest.bench --quick    (~3 min: shorter runs, 200k products for memory)
+
+It starts its own Redis servers (AOF everysec like the stack), API workers, writers and a Redis
+Cluster on loopback, and uses the stack's PostgreSQL and MongoDB under `*_bench` databases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import asyncpg
+
+from engine import keys, scripts
+from engine.inventory import Inventory
+from engine.warehouses import Warehouse, WarehouseDirectory
+from geo.rings import Point
+from loadtest import engine_load, processes
+from loadtest.catalog import FLASH_PRODUCT, WAREHOUSES, Traffic, product_id
+from loadtest.cluster import cluster_scaling
+from loadtest.memory import measure_memory
+from loadtest.sql_baseline import run_sql_baseline
+from stores.mongo import WAREHOUSES as WAREHOUSE_COLLECTION
+from stores.mongo import connect_mongo
+from stores.postgres import apply_schema, connect_postgres
+from stores.redis import connect_redis
+from stores.settings import Settings, load_settings
+from writers import writer_backlog
+
+REPORT: Final = processes.ROOT / "BENCHMARKS.md"
+BENCH_REDIS_PORT: Final = 6400
+API_PORT: Final = 8400
+NOOP_PORT: Final = 8401
+CLUSTER_PORTS: Final = (7100, 7101, 7102)
+PRODUCTS: Final = 10_000
+UNITS: Final = 10**9  # per product and warehouse: no run sells out
+WRK_CONNECTIONS: Final = 64
+WARMUP_S: Final = 2
+TARGET_ORDERS_PER_S: Final = 100_000
+PARTS: Final = ("engine", "api", "writers", "sql", "memory", "cluster")
+
+
+@dataclass
+class Row:
+    what: str
+    measured: str
+    reference: str = ""
+    target: str = ""
+    verdict: str = ""
+
+
+@dataclass
+class Results:
+    rows: list[Row] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        print(f"  {row.what}: {row.measured}  {row.reference}  {row.verdict}", flush=True)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+# --- setup ---
+
+
+def bench_settings(redis_url: str) -> Settings:
+    base = load_settings()
+    dsn = base.postgres_dsn.rsplit("/", 1)[0] + "/fulfillment_bench"
+    return Settings(redis_url, False, dsn, base.mongo_url, "fulfillment_bench")
+
+
+def bench_env(settings: Settings, **extra: str) -> dict[str, str]:
+    return {
+        "REDIS_URL": settings.redis_url,
+        "REDIS_CLUSTER": "0",
+        "POSTGRES_DSN": settings.postgres_dsn,
+        "MONGO_URL": settings.mongo_url,
+        "MONGO_DB": settings.mongo_db,
+        **extra,
+    }
+
+
+async def prepare_stores(settings: Settings) -> WarehouseDirectory:
+    admin = await asyncpg.connect(load_settings().postgres_dsn)
+    try:
+        exists = await admin.fetchval(
+            "SELECT 1 FROM pg_database WHERE datname = 'fulfillment_bench'"
+        )
+        if not exists:
+            await admin.execute("CREATE DATABASE fulfillment_bench")
+    finally:
+        await admin.close()
+    pool = await connect_postgres(settings)
+    await apply_schema(pool)
+    await pool.execute("TRUNCATE orders, order_status_history")
+    await pool.close()
+    client, mongo = connect_mongo(settings)
+    await mongo.drop_collection("inventory")
+    await mongo.drop_collection(WAREHOUSE_COLLECTION)
+    warehouses = [Warehouse(w, name, Point(lat, lon)) for w, (name, lat, lon) in WAREHOUSES.items()]
+    await mongo[WAREHOUSE_COLLECTION].insert_many(
+        [
+            {"_id": w.warehouse_id, "name": w.name, "lat": w.location.lat, "lon": w.location.lon}
+            for w in warehouses
+        ]
+    )
+    await client.close()
+    redis = connect_redis(settings)
+    await scripts.load_all(redis)
+    await redis.incr(keys.WAREHOUSES_VERSION_KEY)
+    inventory = Inventory(redis)
+    levels = [
+        (product, w.warehouse_id, UNITS)
+        for product in [FLASH_PRODUCT, *(product_id(r) for r in range(PRODUCTS))]
+        for w in warehouses
+    ]
+    for start in range(0, len(levels), 5_000):
+        await inventory.set_many(levels[start : start + 5_000], "bench seed")
+    await redis.aclose()
+    return WarehouseDirectory(warehouses)
+
+
+def write_bodies(path: Path, traffic: Traffic, count: int = 100_000) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        for _ in range(count):
+            out.write(json.dumps(traffic.order_body()) + "\n")
+    return path
+
+
+# --- load drivers ---
+
+
+async def wrk(url: str, bodies: Path, seconds: int) -> dict[str, Any]:
+    """Closed-loop peak: wrk, 1 thread, 64 connections (the brief's reference setup)."""
+    script = processes.ROOT / "loadtest" / "wrk_post.lua"
+    proc = await asyncio.create_subprocess_exec(
+        "wrk",
+        "-t1",
+        f"-c{WRK_CONNECTIONS}",
+        f"-d{seconds}s",
+        "-s",
+        str(script),
+        url,
+        env={**os.environ, "BODIES": str(bodies)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    last = out.decode().strip().splitlines()[-1] if out else ""
+    if proc.returncode != 0 or not last.startswith("{"):
+        raise RuntimeError(f"wrk failed: {out.decode()[-500:]} {err.decode()[-500:]}")
+    return dict(json.loads(last))
+
+
+def build_ratedriver() -> Path:
+    binary = processes.BENCH_DIR / "ratedriver"
+    subprocess.run(
+        ["go", "build", "-o", str(binary), "."],
+        check=True,
+        cwd=processes.ROOT / "loadtest" / "ratedriver",
+        env={**os.environ, "CGO_ENABLED": "0"},
+    )
+    return binary
+
+
+def fixed_rate(binary: Path, url: str, bodies: Path, rate: float, seconds: int) -> dict[str, Any]:
+    """Open loop at a fixed rate; latency counted from each request's scheduled time."""
+    done = subprocess.run(
+        [
+            str(binary),
+            "-url",
+            url,
+            "-bodies",
+            str(bodies),
+            "-rate",
+            str(int(rate)),
+            "-duration",
+            f"{seconds}s",
+        ],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+async def api_peak(settings: Settings, bodies: Path, seconds: int, **env: str) -> dict[str, Any]:
+    with processes.asgi_worker("api.app:app", API_PORT, bench_env(settings, **env)) as base:
+        await wrk(f"{base}/orders", bodies, WARMUP_S)
+        return await wrk(f"{base}/orders", bodies, seconds)
+
+
+async def drain(settings: Settings, timeout_s: float) -> tuple[float, int]:
+    """Seconds until every writer group's backlog is zero, and the largest backlog seen."""
+    redis = connect_redis(settings)
+    started = time.perf_counter()
+    largest = 0
+    try:
+        while time.perf_counter() - started < timeout_s:
+            backlog = sum(g.lag + g.pending for g in await writer_backlog(redis))
+            largest = max(largest, backlog)
+            if backlog == 0:
+                return time.perf_counter() - started, largest
+            await asyncio.sleep(0.1)
+    finally:
+        await redis.aclose()
+    return float("nan"), largest
+
+
+async def persisted_orders(settings: Settings) -> int:
+    conn = await asyncpg.connect(settings.postgres_dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM orders"))
+    finally:
+        await conn.close()
+
+
+# --- the measurements ---
+
+
+async def measure_engine(results: Results, directory: WarehouseDirectory, quick: bool) -> None:
+    orders = 100_000 if quick else 300_000
+    print("engine alone (lua/reserve.lua pipelined from one client, depth 32)", flush=True)
+    tiny = engine_load.tiny_decrement_load(orders)
+    redis = connect_redis(Settings(f"redis://127.0.0.1:{BENCH_REDIS_PORT}/0", False, "", "", ""))
+    await redis.script_load(engine_load.TINY_DECREMENT)
+    await redis.aclose()
+    tiny_rate, _ = await engine_load.send_pipelined(BENCH_REDIS_PORT, tiny, 32)
+    results.figures["tiny_lua_per_s"] = tiny_rate
+    results.add(
+        Row(
+            "Redis, tiny Lua decrement, pipeline depth 32",
+            f"{tiny_rate:,.0f} /s",
+            "brief's machine: ~500,000 /s",
+        )
+    )
+    for per_call in (1, 8, 32):
+        load = engine_load.reservation_load(
+            directory, Traffic(PRODUCTS, seed=per_call), orders, per_call
+        )
+        rate, errors = await engine_load.send_pipelined(BENCH_REDIS_PORT, load, 32)
+        results.figures[f"engine_{per_call}_per_s"] = rate
+        ratio = rate / tiny_rate
+        results.add(
+            Row(
+                f"Engine: reservations/s, {per_call} order(s) per script call",
+                f"{rate:,.0f} /s ({errors} errors)",
+                f"{ratio:.2f}x the tiny script",
+                ">= 100,000 /s (= 0.20x the brief's tiny-script figure)",
+                verdict(rate >= 100_000 or ratio >= 0.20) if per_call == 32 else "",
+            )
+        )
+
+
+async def measure_api(
+    results: Results, settings: Settings, bodies: dict[str, Path], seconds: int
+) -> None:
+    print("API end to end, one granian worker, wrk -t1 -c64", flush=True)
+    with processes.asgi_worker("loadtest.noop_app:app", NOOP_PORT, {}) as base:
+        await wrk(f"{base}/orders", bodies["spread"], WARMUP_S)
+        noop = await wrk(f"{base}/orders", bodies["spread"], seconds)
+    spread = await api_peak(settings, bodies["spread"], seconds)
+    flash = await api_peak(settings, bodies["flash"], seconds)
+    single = await api_peak(settings, bodies["spread"], seconds, API_BATCHING="0")
+    f = results.figures
+    f.update(
+        noop_per_s=noop["rate"],
+        api_per_s=spread["rate"],
+        flash_per_s=flash["rate"],
+        evalsha_per_s=single["rate"],
+    )
+    results.add(
+        Row(
+            "No-op Litestar POST handler (reference)",
+            f"{noop['rate']:,.0f} /s",
+            "brief's machine: ~22,000 /s",
+        )
+    )
+    results.add(
+        Row(
+            "API: confirmed orders/s per worker (spread traffic)",
+            f"{spread['rate']:,.0f} /s, p50 {spread['p50_ms']:.1f} ms, "
+            f"p99 {spread['p99_ms']:.1f} ms",
+            f"{spread['rate'] / noop['rate']:.2f}x the no-op handler",
+            ">= 15,000 /s (= 0.68x the brief's no-op figure)",
+            verdict(spread["rate"] >= 15_000 or spread["rate"] / noop["rate"] >= 0.68),
+        )
+    )
+    results.add(
+        Row(
+            "API with one EVALSHA per request (no micro-batching)",
+            f"{single['rate']:,.0f} /s, p99 {single['p99_ms']:.1f} ms",
+            f"batched API = {spread['rate'] / single['rate']:.2f}x this",
+            ">= 1.5x",
+            verdict(spread["rate"] / single["rate"] >= 1.5),
+        )
+    )
+    results.add(
+        Row(
+            "Flash sale: every order on one product",
+            f"{flash['rate']:,.0f} /s, p99 {flash['p99_ms']:.1f} ms",
+            f"{flash['rate'] / spread['rate']:.0%} of spread",
+            ">= 90% of spread",
+            verdict(flash["rate"] / spread["rate"] >= 0.9),
+        )
+    )
+    for run in (spread, flash, single):
+        if run["errors"]:
+            results.notes.append(f"wrk counted {run['errors']} errors/non-2xx in a run: {run}")
+
+
+async def measure_latency(results: Results, settings: Settings, bodies: Path, seconds: int) -> None:
+    rate = results.figures["api_per_s"] / 2
+    print(f"latency at half the peak ({rate:,.0f} orders/s, open loop)", flush=True)
+    binary = build_ratedriver()
+    with processes.asgi_worker("api.app:app", API_PORT, bench_env(settings)) as base:
+        fixed_rate(binary, f"{base}/orders", bodies, rate, WARMUP_S)
+        run = fixed_rate(binary, f"{base}/orders", bodies, rate, seconds)
+    p99 = run["latency_ms"]["p99"]
+    results.figures["p99_half_ms"] = p99
+    results.add(
+        Row(
+            "Latency at half the peak rate",
+            f"p50 {run['latency_ms']['p50']:.2f} ms, p99 {p99:.2f} ms, "
+            f"p99.9 {run['latency_ms']['p99.9']:.2f} ms "
+            f"({run['achieved_rate']:,.0f} /s achieved, {run['dropped']} dropped)",
+            "",
+            "p99 < 10 ms",
+            verdict(p99 < 10),
+        )
+    )
+
+
+async def measure_writers(results: Results, settings: Settings, bodies: Path, seconds: int) -> None:
+    print("writers: drain the backlog the API runs left, then keep up under load", flush=True)
+    before = await persisted_orders(settings)
+    started = time.perf_counter()
+    with processes.writers(bench_env(settings)):
+        drained_s, backlog = await drain(settings, 600)
+        orders = await persisted_orders(settings) - before
+        rate = orders / (time.perf_counter() - started)
+        results.figures["writers_per_s"] = rate
+        results.add(
+            Row(
+                "Writers: sustained persist rate (one process, both groups, from a backlog)",
+                f"{orders:,} orders in {drained_s:.1f} s = {rate:,.0f} orders/s "
+                f"(backlog {backlog:,} entries)",
+                f"{rate / results.figures['api_per_s']:.2f}x the API's peak",
+                ">= the API's peak",
+                verdict(rate >= results.figures["api_per_s"]),
+            )
+        )
+        with processes.asgi_worker("api.app:app", API_PORT, bench_env(settings)) as base:
+            run = await wrk(f"{base}/orders", bodies, seconds)
+        drained_after_s, left = await drain(settings, 600)
+    results.add(
+        Row(
+            "Writers beside the API on the same 2 cores: backlog drain after load stops",
+            f"{drained_after_s:.1f} s (backlog {left:,} entries at stop; "
+            f"API {run['rate']:,.0f} /s meanwhile)",
+            "",
+            "back to zero within seconds",
+            verdict(drained_after_s < 10),
+        )
+    )
+
+
+async def measure_sql(results: Results, seconds: int) -> None:
+    print("the usual approach: one SQL transaction per order, pgbench, 32 clients", flush=True)
+    spread = await run_sql_baseline(flash_sale=False, seconds=seconds)
+    flash = await run_sql_baseline(flash_sale=True, seconds=seconds)
+    results.figures.update(sql_per_s=spread, sql_flash_per_s=flash)
+    results.add(
+        Row(
+            "SQL baseline: one transaction per order, random products",
+            f"{spread:,.0f} /s",
+            "brief's machine: ~8,500 /s",
+        )
+    )
+    results.add(
+        Row(
+            "SQL baseline, flash sale (one product)",
+            f"{flash:,.0f} /s",
+            f"{flash / spread:.0%} of its spread figure",
+        )
+    )
+    api = results.figures.get("api_per_s")
+    if not api:
+        return
+    results.add(
+        Row(
+            "API (1 worker) vs SQL baseline",
+            f"{api / spread:.1f}x",
+            f"flash sale: {results.figures['flash_per_s'] / flash:.1f}x",
+            ">= 10x",
+            verdict(api / spread >= 10),
+        )
+    )
+
+
+async def measure_cluster(results: Results, directory: WarehouseDirectory, quick: bool) -> None:
+    """Engine alone on 1 master, then on 3 masters at once (one client process per master)."""
+    print("Redis Cluster: engine alone on one shard, then three", flush=True)
+    one, three = await cluster_scaling(CLUSTER_PORTS, directory, 60_000 if quick else 150_000)
+    results.figures.update(cluster_one_per_s=one, cluster_three_per_s=three)
+    results.add(
+        Row(
+            "Redis Cluster, engine alone: 1 master / 3 masters at once",
+            f"{one:,.0f} /s / {three:,.0f} /s",
+            f"{three / one:.2f}x from 3x the shards",
+            "",
+            "",
+        )
+    )
+
+
+def machine_facts() -> list[str]:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    redis_version = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True
+    ).stdout.split()[2]
+    return [
+        f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"machine: {os.cpu_count()} cores ({cpu}), {memory_gib:.0f} GiB, {platform.platform()}",
+        f"Python {platform.python_version()}, Redis {redis_version}, everything on loopback, "
+        "load generators on the same 2 cores as the servers",
+    ]
+
+
+def scaling_table(f: dict[str, float]) -> list[str]:
+    def cores(per_core: float) -> str:
+        return f"{-(-TARGET_ORDERS_PER_S // max(per_core, 1)):.0f}"
+
+    rows = [
+        ("API workers (1 core each)", f.get("api_per_s", 0)),
+        (
+            "Redis masters running lua/reserve.lua (1 core each; 32 orders/call)",
+            f.get("engine_32_per_s", 0),
+        ),
+        ("Redis masters at the API's real batch size (8 orders/call)", f.get("engine_8_per_s", 0)),
+        ("Writer processes (orders + inventory, 1 core each)", f.get("writers_per_s", 0)),
+    ]
+    lines = ["| tier | measured per core | cores for 100,000 orders/s |", "|---|---|---|"]
+    lines += [
+        f"| {name} | {rate:,.0f} /s | {cores(rate)} |" if rate else f"| {name} | not measured | |"
+        for name, rate in rows
+    ]
+    return lines
+
+
+def write_report(results: Results, facts: list[str], memory: list[str], command: str) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Produced by `{command}` (loadtest/bench.py); numbers of one run.",
+        "",
+    ]
+    lines += [f"- {fact}" for fact in facts]
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "| what | measured | side by side | target | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.what} | {r.measured} | {r.reference} | {r.target} | {r.verdict} |"
+        for r in results.rows
+    ]
+    lines += [
+        "",
+        "## Memory",
+        "",
+        *memory,
+        "",
+        "## Scaling to 100,000 orders/s",
+        "",
+        *scaling_table(results.figures),
+        "",
+    ]
+    lines += ["## Notes", "", *[f"- {note}" for note in results.notes], ""]
+    REPORT.write_text("\n".join(lines))
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"a subset of {','.join(PARTS)}")
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    seconds = 5 if args.quick else 10
+    for tool in ("wrk", "go", "redis-server"):
+        if shutil.which(tool) is None:
+            raise SystemExit(
+                f"{tool} is missing: run `bash ops/stack.sh install` (make bench does)"
+            )
+    results = Results()
+    facts = machine_facts()
+    with processes.redis_server(BENCH_REDIS_PORT, persistent=True) as redis_url:
+        settings = bench_settings(redis_url)
+        print("seeding", flush=True)
+        directory = await prepare_stores(settings)
+        bodies = {
+            "spread": write_bodies(processes.BENCH_DIR / "spread.jsonl", Traffic(PRODUCTS, seed=1)),
+            "flash": write_bodies(
+                processes.BENCH_DIR / "flash.jsonl", Traffic(PRODUCTS, seed=2, flash_sale=True)
+            ),
+        }
+        if "engine" in parts:
+            await measure_engine(results, directory, args.quick)
+        if "api" in parts:
+            await measure_api(results, settings, bodies, seconds)
+            await measure_latency(results, settings, bodies["spread"], seconds)
+        if "writers" in parts:
+            await measure_writers(results, settings, bodies["spread"], seconds)
+    if "sql" in parts:
+        await measure_sql(results, seconds)
+    memory = await measure_memory(200_000 if args.quick else 1_000_000) if "memory" in parts else []
+    if "cluster" in parts:
+        await measure_cluster(results, directory, args.quick)
+    write_report(results, facts, memory, "make bench" + (" (--quick)" if args.quick else ""))
+    print(f"\nwrote {REPORT}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
