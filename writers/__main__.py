@@ -1,6 +1,9 @@
-"""`python -m writers` runs the orders and inventory writers in one process until SIGTERM/SIGINT
-(each finishes the batch in hand, then exits). `python -m writers lag` prints every writer
-group's backlog. Stores are configured from the environment (`stores.settings`)."""
+"""`python -m writers` runs the orders and inventory writers, the notifier and the sweeps (expired
+holds, stuck orders) in one process until SIGTERM/SIGINT (each writer finishes the batch in hand,
+then exits). `python -m writers lag` prints every group's backlog. `python -m writers notices
+worker|failed|replay` runs the notice worker, lists the notices that failed for good, re-enqueues
+them. `python -m writers replay --stream S --from ID` re-persists a stream from an entry ID.
+Stores are configured from the environment (`stores.settings`)."""
 
 from __future__ import annotations
 
@@ -17,14 +20,17 @@ from typing import Any
 import asyncpg
 from pymongo import AsyncMongoClient
 
+from notify.jobs import Notices
 from stores.mongo import connect_mongo
 from stores.postgres import apply_schema, connect_postgres
-from stores.redis import RedisClient, connect_redis
+from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings, load_settings
-from writers import WRITER_GROUPS, writer_backlog
+from writers import CONSUMER_GROUPS, writer_backlog
 from writers import orders as orders_writer
 from writers.inventory import InventoryWriter
+from writers.notifier import NotifierWriter
 from writers.orders import OrdersWriter
+from writers.replay import replay
 from writers.streams import (
     ALL_STREAMS,
     CLAIM_IDLE_MS,
@@ -34,9 +40,11 @@ from writers.streams import (
     GroupBacklog,
     GroupConsumer,
     Stopping,
+    Writer,
     create_groups,
     retry_transient,
 )
+from writers.sweeper import STUCK_SWEEP_INTERVAL_S, run_sweeps
 
 log = logging.getLogger("writers")
 
@@ -47,8 +55,31 @@ def consumer_name() -> str:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m writers", description=__doc__)
-    parser.add_argument("command", nargs="?", choices=("run", "lag"), default="run")
-    parser.add_argument("--only", choices=("orders", "inventory"), help="run one writer only")
+    parser.add_argument(
+        "command", nargs="?", choices=("run", "lag", "notices", "replay"), default="run"
+    )
+    parser.add_argument(
+        "action", nargs="?", choices=("worker", "failed", "replay"), help="for `notices`"
+    )
+    parser.add_argument(
+        "--only",
+        choices=("orders", "inventory", "notifier"),
+        help="run one consumer only (and no sweeps)",
+    )
+    parser.add_argument(
+        "--stuck-sweep-s",
+        type=float,
+        default=STUCK_SWEEP_INTERVAL_S,
+        help="how often to look for stuck orders (default %(default)s)",
+    )
+    parser.add_argument("--stream", help="for `replay`: the stream, e.g. 'events:{p3.0}'")
+    parser.add_argument("--from", dest="from_id", default="-", help="for `replay`: first entry ID")
+    parser.add_argument(
+        "--writer",
+        action="append",
+        choices=("orders", "inventory", "notifier"),
+        help="for `replay`: which writer re-persists (repeatable; default orders and inventory)",
+    )
     parser.add_argument(
         "--claim-idle-ms",
         type=int,
@@ -64,12 +95,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def serve(settings: Settings, only: str | None, config: ConsumerConfig) -> None:
+async def serve(
+    settings: Settings, only: str | None, config: ConsumerConfig, stuck_sweep_s: float
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     redis = connect_redis(settings)
+    notice_redis = connect_sync_redis(settings)
     pool: asyncpg.Pool | None = None
     mongo: AsyncMongoClient[dict[str, Any]] | None = None
     name = consumer_name()
@@ -78,12 +112,12 @@ async def serve(settings: Settings, only: str | None, config: ConsumerConfig) ->
         # group exists, so the writer not running here must not lose its entries meanwhile.
         await retry_transient(
             "create groups",
-            lambda: create_groups(redis, ALL_STREAMS, WRITER_GROUPS),
+            lambda: create_groups(redis, ALL_STREAMS, CONSUMER_GROUPS),
             REDIS_TRANSIENT_ERRORS,
             stop,
         )
         consumers = []
-        if only != "inventory":
+        if only in (None, "orders"):
             pool = await retry_transient(
                 "connect to PostgreSQL",
                 lambda: _postgres_with_schema(settings),
@@ -91,11 +125,17 @@ async def serve(settings: Settings, only: str | None, config: ConsumerConfig) ->
                 stop,
             )
             consumers.append(GroupConsumer(redis, OrdersWriter(pool), name, config=config))
-        if only != "orders":
+        if only in (None, "inventory"):
             mongo, db = connect_mongo(settings)
             consumers.append(GroupConsumer(redis, InventoryWriter(redis, db), name, config=config))
+        if only in (None, "notifier"):
+            notifier = NotifierWriter(Notices(notice_redis))
+            consumers.append(GroupConsumer(redis, notifier, name, config=config))
         log.info("%s: running %s", name, ", ".join(c.group for c in consumers))
-        await asyncio.gather(*(consumer.run(stop) for consumer in consumers))
+        tasks = [consumer.run(stop) for consumer in consumers]
+        if only is None:
+            tasks.append(run_sweeps(redis, pool, stop, stuck_interval_s=stuck_sweep_s))
+        await asyncio.gather(*tasks)
     except Stopping:
         log.info("%s: stopped before the stores answered", name)
     finally:
@@ -104,6 +144,7 @@ async def serve(settings: Settings, only: str | None, config: ConsumerConfig) ->
         if mongo is not None:
             await mongo.close()
         await redis.aclose()
+        notice_redis.close()
 
 
 async def _postgres_with_schema(settings: Settings) -> asyncpg.Pool:
@@ -115,7 +156,7 @@ async def _postgres_with_schema(settings: Settings) -> asyncpg.Pool:
 async def print_lag(settings: Settings) -> None:
     redis: RedisClient = connect_redis(settings)
     try:
-        report = await writer_backlog(redis)
+        report = await writer_backlog(redis, CONSUMER_GROUPS)
     finally:
         await redis.aclose()
     print(format_backlog(report))
@@ -127,6 +168,53 @@ def format_backlog(report: Sequence[GroupBacklog]) -> str:
         lines.append(f"{group.group:<32} {group.lag:>10} {group.pending:>10}")
         lines += [f"  {s.stream:<30} {s.lag:>10} {s.pending:>10}" for s in group.top_streams]
     return "\n".join(lines)
+
+
+def run_notices(settings: Settings, action: str | None) -> int:
+    connection = connect_sync_redis(settings)
+    notices = Notices(connection)
+    try:
+        match action:
+            case "worker":
+                notices.work()
+            case "failed":
+                failed = notices.failed()
+                for notice in failed:
+                    print(f"{notice.job_id}\t{notice.error}")
+                print(f"{len(failed)} failed notice(s)", file=sys.stderr)
+            case "replay":
+                print(f"{notices.replay_failed()} failed notice(s) re-enqueued", file=sys.stderr)
+            case _:
+                print("usage: python -m writers notices worker|failed|replay", file=sys.stderr)
+                return 2
+    finally:
+        connection.close()
+    return 0
+
+
+async def run_replay(settings: Settings, stream: str, from_id: str, names: Sequence[str]) -> None:
+    redis = connect_redis(settings)
+    notice_redis = connect_sync_redis(settings)
+    pool = await _postgres_with_schema(settings) if "orders" in names else None
+    mongo, db = connect_mongo(settings)
+    try:
+        for name in names:
+            writer: Writer
+            if name == "orders":
+                assert pool is not None
+                writer = OrdersWriter(pool)
+            elif name == "inventory":
+                writer = InventoryWriter(redis, db)
+            else:
+                writer = NotifierWriter(Notices(notice_redis))
+            count = await replay(redis, writer, stream, from_id)
+            print(f"{writer.group}: {count} entries of {stream} re-persisted from {from_id}")
+    finally:
+        if pool is not None:
+            await pool.close()
+        await mongo.close()
+        await redis.aclose()
+        notice_redis.close()
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -144,11 +232,20 @@ def main(argv: Sequence[str]) -> int:
     if args.command == "lag":
         run_loop(print_lag(settings))
         return 0
+    if args.command == "notices":
+        return run_notices(settings, args.action)
+    if args.command == "replay":
+        if not args.stream:
+            print("replay needs --stream (and --from, default: the beginning)", file=sys.stderr)
+            return 2
+        writers = args.writer or ["orders", "inventory"]
+        run_loop(run_replay(settings, args.stream, args.from_id, writers))
+        return 0
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     config = ConsumerConfig(read_count_per_stream=args.read_count, claim_idle_ms=args.claim_idle_ms)
-    run_loop(serve(settings, args.only, config))
+    run_loop(serve(settings, args.only, config, args.stuck_sweep_s))
     return 0
 
 

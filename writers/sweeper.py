@@ -1,0 +1,118 @@
+"""Sweeps the writers process runs on a clock: expired holds go back to stock (every second), and
+orders resting in one status past its deadline (`engine.lifecycle.STUCK_AFTER_S`) are flagged
+`failed`, with the reason, for a person to re-drive.
+
+Stuck orders are found in PostgreSQL (indexed by status and updated_at) but flagged through
+`lua/transition.lua`, which moves an order only if Redis still has it in the status it was seen
+stuck in: an order that moved on meanwhile (PostgreSQL lags Redis) is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
+
+import asyncpg
+
+from engine import lifecycle
+from engine.errors import InvalidTransition, OrderNotFound
+from engine.inventory import release_expired_holds
+from engine.live_orders import LiveOrders
+from engine.orders import OrderStatus
+from stores.postgres import TRANSIENT_ERRORS as POSTGRES_TRANSIENT_ERRORS
+from stores.redis import RedisClient
+from writers.streams import REDIS_TRANSIENT_ERRORS
+
+HOLD_RELEASE_INTERVAL_S: Final = 1.0
+STUCK_SWEEP_INTERVAL_S: Final = 60.0
+STUCK_PER_STATUS_PER_SWEEP: Final = 1_000
+log = logging.getLogger(__name__)
+
+FIND_STUCK: Final = """
+SELECT order_id::text FROM orders
+WHERE status = $1 AND updated_at < now() - make_interval(secs => $2)
+ORDER BY updated_at
+LIMIT $3
+"""
+
+
+def stuck_deadlines(env: Mapping[str, str] = os.environ) -> dict[OrderStatus, float]:
+    """The defaults of engine.lifecycle, overridden by STUCK_AFTER_S, e.g.
+    `confirmed=86400,shipped=1209600` (seconds; a status left out keeps its default)."""
+    deadlines: dict[OrderStatus, float] = dict(lifecycle.STUCK_AFTER_S)
+    for part in filter(None, env.get("STUCK_AFTER_S", "").split(",")):
+        status, _, seconds = part.partition("=")
+        if status.strip() not in deadlines:
+            raise ValueError(f"STUCK_AFTER_S: {status!r} is not a status that can get stuck")
+        deadlines[status.strip()] = float(seconds)  # type: ignore[index]
+    return deadlines
+
+
+async def flag_stuck_orders(
+    pool: asyncpg.Pool, orders: LiveOrders, deadlines: Mapping[OrderStatus, float]
+) -> int:
+    """Flag `failed` every order past its status's deadline; returns how many were flagged."""
+    flagged = 0
+    for status, deadline_s in deadlines.items():
+        rows = await pool.fetch(FIND_STUCK, status, deadline_s, STUCK_PER_STATUS_PER_SWEEP)
+        for row in rows:
+            reason = f"stuck in {status} for more than {deadline_s:g} s"
+            try:
+                await orders.transition(
+                    row["order_id"], "failed", allowed_from=(status,), reason=reason
+                )
+            except (InvalidTransition, OrderNotFound):
+                continue  # Redis has it elsewhere (or not at all): not stuck after all
+            log.warning("order %s flagged failed: %s", row["order_id"], reason)
+            flagged += 1
+    return flagged
+
+
+async def every(
+    interval_s: float, what: str, sweep: Callable[[], Awaitable[int]], stop: asyncio.Event
+) -> None:
+    """Run `sweep` every interval until `stop`. A store outage is logged and waited out: the
+    next tick tries again, and nothing a sweep does is lost by skipping one."""
+    while not stop.is_set():
+        try:
+            done = await sweep()
+            if done:
+                log.info("%s: %d", what, done)
+        except (*REDIS_TRANSIENT_ERRORS, *POSTGRES_TRANSIENT_ERRORS):
+            log.warning("%s: a store is unavailable; next tick retries", what)
+        except Exception:
+            log.exception("%s failed; next tick retries", what)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+
+
+async def run_sweeps(
+    redis: RedisClient,
+    pool: asyncpg.Pool | None,
+    stop: asyncio.Event,
+    *,
+    stuck_interval_s: float = STUCK_SWEEP_INTERVAL_S,
+) -> None:
+    sweeps = [
+        every(
+            HOLD_RELEASE_INTERVAL_S,
+            "expired holds released",
+            lambda: release_expired_holds(redis),
+            stop,
+        )
+    ]
+    if pool is not None:
+        orders, deadlines = LiveOrders(redis), stuck_deadlines()
+        sweeps.append(
+            every(
+                stuck_interval_s,
+                "stuck orders flagged failed",
+                lambda: flag_stuck_orders(pool, orders, deadlines),
+                stop,
+            )
+        )
+    await asyncio.gather(*sweeps)
