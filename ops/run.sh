@@ -5,7 +5,8 @@
 #   ops/run.sh          start (what is already running is left alone) and run the demo
 #   ops/run.sh stop     stop the API and the writers (the stack stays up: ops/stack.sh down)
 #
-# Logs and pid files: .stack/api.log, .stack/api.pid, .stack/writers.log, .stack/writers.pid.
+# Logs and pid files: .stack/api.log, .stack/api.pid, .stack/writers.log, .stack/writers.pid,
+# .stack/notices.log, .stack/notices.pid.
 # API_WORKERS (default 1) sets granian's worker count; API_PORT (default 8000) its port.
 set -euo pipefail
 
@@ -69,6 +70,7 @@ case "${1:-start}" in
     stop)
         stop api
         stop writers
+        stop notices
         exit 0
         ;;
     start) ;;
@@ -82,6 +84,8 @@ bash "$ROOT/ops/stack.sh" up
 start api "$ROOT/.venv/bin/granian" --interface asgi --host 127.0.0.1 --port "$API_PORT" \
     --workers "${API_WORKERS:-1}" --loop uvloop api.app:app
 start writers "$ROOT/.venv/bin/python" -m writers
+# The rq worker that sends notices (SMTP_HOST/SMTP_PORT, SMS_URL: see README, Notifications).
+start notices "$ROOT/.venv/bin/python" -m writers notices worker
 
 log "waiting for http://127.0.0.1:$API_PORT/healthz"
 deadline=$((SECONDS + 60))
