@@ -18,7 +18,9 @@ def new_id(partition: int, now_ms: int | None = None) -> str:
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x8 << 76 | (partition & 0xFFF) << 64 | 0b10 << 62 | rand
-    return str(uuid.UUID(int=value))
+    # str(uuid.UUID(int=value)) gives the same text at three times the cost (it runs per order).
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def partition_of_id(id_text: str) -> int | None:

@@ -139,7 +139,7 @@ class ReservationEngine:
 
 
 def _with_days(ranked: Sequence[RankedSite]) -> tuple[tuple[str, int], ...]:
-    return tuple((site.site_id, delivery_days(site.distance_km)) for site in ranked)
+    return tuple((site_id, delivery_days(km)) for site_id, km in ranked)
 
 
 def reserve_call(now_ms: int, attempts: Sequence[Attempt]) -> tuple[list[str], list[scripts.Arg]]:

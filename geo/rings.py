@@ -26,10 +26,8 @@ class Point(NamedTuple):
     lon: float
 
 
-class RankedSite(NamedTuple):
-    site_id: str
-    ring: int  # H3 grid distance from the customer's cell; -1 when beyond RING_MAX_K
-    distance_km: float
+# (site_id, exact distance in km): plain tuples, since every order builds a list of them.
+RankedSite = tuple[str, float]
 
 
 def cell_of(point: Point) -> str:
@@ -71,46 +69,46 @@ class RingIndex:
     def __len__(self) -> int:
         return len(self._sites)
 
-    def _walk_rings(self, origin: str) -> tuple[tuple[int, tuple[_Site, ...]], ...]:
-        """The non-empty rings around `origin` as (k, sites), nearest first."""
+    def _walk_rings(self, origin: str) -> tuple[tuple[_Site, ...], ...]:
+        """The sites of each non-empty ring around `origin`, nearest ring first."""
         rings = []
         for k in range(RING_MAX_K + 1):
             found = tuple(s for cell in _ring_cells(origin, k) for s in self._by_cell.get(cell, ()))
             if found:
-                rings.append((k, found))
+                rings.append(found)
         return tuple(rings)
 
     def ranked(self, customer: Point) -> list[RankedSite]:
         """Sites within RING_MAX_K rings, nearest ring first, exact distance inside a ring."""
-        here = _radians_of(customer)
+        lat, lon = radians(customer.lat), radians(customer.lon)
+        cos_lat = cos(lat)
         ranked: list[RankedSite] = []
-        for k, sites in self._rings_of_cell(cell_of(customer)):
-            if len(sites) == 1:
-                ranked.append(RankedSite(sites[0].site_id, k, _km(here, sites[0])))
-                continue
-            ring = sorted((_km(here, s), s.site_id) for s in sites)
-            ranked.extend(RankedSite(site_id, k, km) for km, site_id in ring)
+        for sites in self._rings_of_cell(cell_of(customer)):
+            if len(sites) == 1:  # the common case: no tie to break
+                ranked.append((sites[0].site_id, _km(lat, lon, cos_lat, sites[0])))
+            else:
+                ring = sorted((_km(lat, lon, cos_lat, s), s.site_id) for s in sites)
+                ranked.extend((site_id, km) for km, site_id in ring)
         return ranked
 
     def beyond(self, customer: Point, site_ids: Iterable[str]) -> list[RankedSite]:
         """The given known sites ranked by exact distance alone (for sites past the last ring)."""
-        here = _radians_of(customer)
-        far = sorted((_km(here, self._sites[s]), s) for s in site_ids if s in self._sites)
-        return [RankedSite(site_id, -1, km) for km, site_id in far]
+        lat, lon = radians(customer.lat), radians(customer.lon)
+        cos_lat = cos(lat)
+        far = sorted(
+            (_km(lat, lon, cos_lat, self._sites[s]), s) for s in site_ids if s in self._sites
+        )
+        return [(site_id, km) for km, site_id in far]
 
     def distance_km(self, customer: Point, site_id: str) -> float:
-        return _km(_radians_of(customer), self._sites[site_id])
+        lat = radians(customer.lat)
+        return _km(lat, radians(customer.lon), cos(lat), self._sites[site_id])
 
 
-def _radians_of(point: Point) -> _Site:
-    lat = radians(point.lat)
-    return _Site("", lat, radians(point.lon), cos(lat))
-
-
-def _km(a: _Site, b: _Site) -> float:
+def _km(lat: float, lon: float, cos_lat: float, site: _Site) -> float:
     """Haversine with the cosines precomputed: this runs for every candidate of every order."""
     h = (
-        sin((b.lat_rad - a.lat_rad) / 2) ** 2
-        + a.cos_lat * b.cos_lat * sin((b.lon_rad - a.lon_rad) / 2) ** 2
+        sin((site.lat_rad - lat) / 2) ** 2
+        + cos_lat * site.cos_lat * sin((site.lon_rad - lon) / 2) ** 2
     )
     return 2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(h)))
