@@ -16,32 +16,13 @@ from typing import Any, Final
 import httpx
 
 from engine import keys
+from loadtest.catalog import CITIES, WAREHOUSES
 from stores.mongo import INVENTORY, connect_mongo
 from stores.postgres import connect_postgres
 from stores.redis import connect_redis
 from stores.settings import load_settings
 
 API: Final = os.environ.get("API_URL", "http://127.0.0.1:8000")
-WAREHOUSES: Final = {
-    "paris": ("Paris Nord", 48.95, 2.45),
-    "lyon": ("Lyon Saint-Exupery", 45.72, 5.08),
-    "lille": ("Lille Lesquin", 50.57, 3.10),
-    "bordeaux": ("Bordeaux Merignac", 44.83, -0.70),
-    "marseille": ("Marseille Vitrolles", 43.44, 5.25),
-    "strasbourg": ("Strasbourg Entzheim", 48.54, 7.63),
-}
-CITIES: Final = [
-    (48.86, 2.35),
-    (45.76, 4.84),
-    (43.30, 5.37),
-    (44.84, -0.58),
-    (50.63, 3.06),
-    (47.22, -1.55),
-    (43.60, 1.44),
-    (48.58, 7.75),
-    (49.44, 1.10),
-    (47.32, 5.04),
-]
 PRODUCTS: Final = [f"sku-{i:03d}" for i in range(20)]
 ORDERS: Final = 500
 
@@ -63,7 +44,7 @@ async def main() -> int:
         print(f"{len(WAREHOUSES)} warehouses, {len(PRODUCTS)} products stocked")
 
         async def place(i: int) -> httpx.Response:
-            lat, lon = rng.choice(CITIES)
+            lat, lon, _ = rng.choice(CITIES)
             body = {
                 "productId": rng.choice(PRODUCTS[:5]) if i % 3 else rng.choice(PRODUCTS),
                 "quantity": rng.randint(1, 3),
