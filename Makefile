@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status test run bench lint
+.PHONY: help setup up down status test test-cluster cluster-up cluster-down run bench lint
 
 help:
 	@echo "make setup   install OS packages, FerretDB, .venv (ops/stack.sh install)"
@@ -14,6 +14,7 @@ help:
 	@echo "make down    stop them"
 	@echo "make status  show what is running"
 	@echo "make test    up + pytest (extra args: make test PYTEST_ARGS='-k foo -x')"
+	@echo "make test-cluster  the same tests on a local Redis Cluster (3 masters + 3 replicas), plus failover"
 	@echo "make run     up + API + writers + demo (ops/run.sh)"
 	@echo "make bench   up + load benchmark (loadtest.bench)"
 	@echo "make lint    ruff check"
@@ -35,6 +36,19 @@ test: up
 	@. ops/env.sh; rc=0; $(PY) -m pytest -q tests $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests -> failing"; fi; \
 	exit $$rc
+
+# The same suite on Redis Cluster (ports 7000-7005), including the failover test that only runs there.
+test-cluster: up cluster-up
+	@. ops/env.sh; rc=0; TEST_REDIS_CLUSTER=1 TEST_REDIS_URL=redis://127.0.0.1:$${CLUSTER_BASE_PORT:-7000}/0 \
+	$(PY) -m pytest -q tests $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-cluster: pytest collected no tests -> failing"; fi; \
+	exit $$rc
+
+cluster-up:
+	bash ops/stack.sh cluster-up
+
+cluster-down:
+	bash ops/stack.sh cluster-down
 
 run:
 	bash ops/run.sh
