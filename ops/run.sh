@@ -7,7 +7,9 @@
 #
 # Logs and pid files: .stack/api.log, .stack/api.pid, .stack/writers.log, .stack/writers.pid,
 # .stack/notices.log, .stack/notices.pid.
-# API_WORKERS (default 1) sets granian's worker count; API_PORT (default 8000) its port.
+# API_WORKERS=1 (default): one API process on API_PORT (8000). API_WORKERS=N>1: N single-worker
+# API processes on 8001..800N (logs .stack/api-<i>.log) behind the nginx gateway on GATEWAY_PORT
+# (8080, ops/gateway.sh), which balances and health-checks them; the demo then goes through it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -69,6 +71,10 @@ PY
 case "${1:-start}" in
     stop)
         stop api
+        for pidfile in "$STACK"/api-*.pid; do
+            if [ -e "$pidfile" ]; then stop "$(basename "$pidfile" .pid)"; fi
+        done
+        bash "$ROOT/ops/gateway.sh" stop
         stop writers
         stop notices
         exit 0
@@ -81,8 +87,22 @@ bash "$ROOT/ops/stack.sh" up
 # shellcheck source=ops/env.sh
 . "$ROOT/ops/env.sh"
 
-start api "$ROOT/.venv/bin/granian" --interface asgi --host 127.0.0.1 --port "$API_PORT" \
-    --workers "${API_WORKERS:-1}" --loop uvloop api.app:app
+API_WORKERS="${API_WORKERS:-1}"
+API_NAME=api
+if [ "$API_WORKERS" -gt 1 ]; then
+    # One process per worker, so the gateway (not granian) balances them and sees each one fail.
+    for ((i = 1; i <= API_WORKERS; i++)); do
+        start "api-$i" "$ROOT/.venv/bin/granian" --interface asgi --host 127.0.0.1 \
+            --port "$((API_PORT + i))" --workers 1 --loop uvloop api.app:app
+    done
+    API_BASE_PORT="$API_PORT" bash "$ROOT/ops/gateway.sh" start "$API_WORKERS"
+    API_PORT="${GATEWAY_PORT:-8080}"
+    API_NAME=api-1  # the start-up check below watches the first worker
+else
+    start api "$ROOT/.venv/bin/granian" --interface asgi --host 127.0.0.1 --port "$API_PORT" \
+        --workers 1 --loop uvloop api.app:app
+fi
+export API_URL="http://127.0.0.1:$API_PORT"
 start writers "$ROOT/.venv/bin/python" -m writers
 # The rq worker that sends notices (SMTP_HOST/SMTP_PORT, SMS_URL: see README, Notifications).
 start notices "$ROOT/.venv/bin/python" -m writers notices worker
@@ -90,18 +110,18 @@ start notices "$ROOT/.venv/bin/python" -m writers notices worker
 log "waiting for http://127.0.0.1:$API_PORT/healthz"
 deadline=$((SECONDS + 60))
 until healthz; do
-    if ! alive_pid "$STACK/api.pid" >/dev/null; then
-        tail -n 40 "$STACK/api.log" >&2 || true
-        die "the API exited (log above: .stack/api.log)"
+    if ! alive_pid "$STACK/$API_NAME.pid" >/dev/null; then
+        tail -n 40 "$STACK/$API_NAME.log" >&2 || true
+        die "the API exited (log above: .stack/$API_NAME.log)"
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
-        tail -n 40 "$STACK/api.log" >&2 || true
+        tail -n 40 "$STACK/$API_NAME.log" >&2 || true
         die "the API did not answer /healthz within 60s"
     fi
     sleep 0.3
 done
 alive_pid "$STACK/writers.pid" >/dev/null || { tail -n 40 "$STACK/writers.log" >&2 || true; die "the writers exited (.stack/writers.log)"; }
-log "API up on http://127.0.0.1:$API_PORT (log .stack/api.log), writers running (log .stack/writers.log)"
+log "API up on http://127.0.0.1:$API_PORT (log .stack/$API_NAME.log), writers running (log .stack/writers.log)"
 
 if [ -f "$ROOT/ops/demo.py" ]; then
     "$ROOT/.venv/bin/python" -m ops.demo
