@@ -77,6 +77,6 @@ def connect_redis(settings: Settings) -> RedisClient:
 
 
 def connect_sync_redis(settings: Settings) -> redis.Redis:
-    """For rq: it is blocking, speaks bytes (no decoding) and needs one server, not a cluster;
-    on a cluster deployment point REDIS_URL of the notice processes at a plain Redis."""
-    return redis.Redis.from_url(settings.redis_url)
+    """For rq: it is blocking, speaks bytes (no decoding) and needs one server, not a cluster
+    (QUEUE_REDIS_URL names it on a cluster deployment)."""
+    return redis.Redis.from_url(settings.queue_url)

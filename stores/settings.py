@@ -18,6 +18,13 @@ class Settings(msgspec.Struct, frozen=True):
     # for them. 0 on one Redis, which has no replica; 1 on the cluster (see the README).
     redis_wait_replicas: int = 0
     redis_wait_timeout_ms: int = 100
+    # rq (notices) needs one plain Redis, not a cluster: a cluster deployment names one here.
+    # Empty means the same Redis as the engine.
+    queue_redis_url: str = ""
+
+    @property
+    def queue_url(self) -> str:
+        return self.queue_redis_url or self.redis_url
 
 
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
@@ -35,4 +42,5 @@ def load_settings() -> Settings:
         mongo_db=os.environ.get("MONGO_DB", DEFAULT_MONGO_DB),
         redis_wait_replicas=int(os.environ.get("REDIS_WAIT_REPLICAS", "0")),
         redis_wait_timeout_ms=int(os.environ.get("REDIS_WAIT_TIMEOUT_MS", "100")),
+        queue_redis_url=os.environ.get("QUEUE_REDIS_URL", ""),
     )

@@ -17,7 +17,7 @@ from redis.asyncio import RedisCluster
 from engine import scripts
 from stores.mongo import MongoDatabase, connect_mongo
 from stores.postgres import apply_schema, connect_postgres
-from stores.redis import RedisClient, connect_redis
+from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings
 
 TEST_SETTINGS = Settings(
@@ -29,6 +29,11 @@ TEST_SETTINGS = Settings(
     ),
     mongo_url=os.environ.get("MONGO_URL", "mongodb://127.0.0.1:27017/"),
     mongo_db=os.environ.get("TEST_MONGO_DB", "fulfillment_test"),
+    # On the cluster, rq's queue lives on the plain Redis (rq cannot use a cluster).
+    queue_redis_url=os.environ.get(
+        "TEST_QUEUE_REDIS_URL",
+        "redis://127.0.0.1:6379/11" if os.environ.get("TEST_REDIS_CLUSTER", "0") == "1" else "",
+    ),
 )
 
 
@@ -49,6 +54,10 @@ async def flush(client: RedisClient) -> None:
 async def redis(settings: Settings) -> AsyncIterator[RedisClient]:
     client = connect_redis(settings)
     await flush(client)
+    if settings.queue_url != settings.redis_url:
+        queue = connect_sync_redis(settings)
+        queue.flushdb()
+        queue.close()
     await scripts.load_all(client)
     yield client
     await client.aclose()

@@ -293,6 +293,7 @@ def writer_processes(settings: Settings) -> Iterator[Callable[..., subprocess.Po
     env = {
         **os.environ,
         "REDIS_URL": settings.redis_url,
+        "QUEUE_REDIS_URL": settings.queue_redis_url,
         "REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
         "POSTGRES_DSN": settings.postgres_dsn,
         "MONGO_URL": settings.mongo_url,
@@ -404,6 +405,7 @@ def lag_command(settings: Settings) -> str:
     env = {
         **os.environ,
         "REDIS_URL": settings.redis_url,
+        "QUEUE_REDIS_URL": settings.queue_redis_url,
         "REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
     }
     done = subprocess.run(

@@ -113,6 +113,7 @@ def notice_worker(settings: Settings, smtp_server: SmtpServer) -> Iterator[subpr
     env = {
         **os.environ,
         "REDIS_URL": settings.redis_url,
+        "QUEUE_REDIS_URL": settings.queue_redis_url,
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp_server.port),
         "SMS_URL": "",
