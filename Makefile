@@ -53,8 +53,12 @@ cluster-down:
 run:
 	bash ops/run.sh
 
+# wrk (closed-loop peak) and pgbench (the SQL baseline) come from Debian; Go builds the
+# fixed-rate driver. BENCH_ARGS='--quick' for a shorter run.
 bench: up
-	. ops/env.sh; $(PY) -m loadtest.bench
+	@command -v wrk >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
+	. ops/env.sh; $(PY) -m loadtest.bench $(BENCH_ARGS)
 
 lint: setup
 	.venv/bin/ruff check .
