@@ -5,6 +5,7 @@ slot) and the per-stream commands of a round travel in one pipeline, which a clu
 per node. An entry is acknowledged only after the writer's persist function returned, i.e. after
 the write is durable; until then it stays in the group's pending list, where a dead consumer's
 entries are taken over by XAUTOCLAIM. A stream is trimmed only below what every group has acked.
+The events themselves are `engine.events` (the API reads them too), re-exported here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
 
@@ -22,7 +23,16 @@ from redis import exceptions as redis_errors
 from redis.asyncio import RedisCluster
 
 from engine import keys
-from engine.records import OrderRecord, decode_record
+from engine.events import EVENT_TYPES as EVENT_TYPES
+from engine.events import Event as Event
+from engine.events import MalformedEvent as MalformedEvent
+from engine.events import OrderCancelled as OrderCancelled
+from engine.events import OrderConfirmed as OrderConfirmed
+from engine.events import OrderStatusChanged as OrderStatusChanged
+from engine.events import StockChanged as StockChanged
+from engine.events import StockHeld as StockHeld
+from engine.events import UnknownEvent as UnknownEvent
+from engine.events import decode_event as decode_event
 from stores.redis import RedisClient
 
 log = logging.getLogger(__name__)
@@ -45,6 +55,8 @@ RETRY_BACKOFF_MAX_S: Final = 5.0
 # A consumer name is hostname-pid, so every restart adds one; forget those long gone.
 FORGET_CONSUMER_IDLE_MS: Final = 3_600_000
 NO_CURSOR: Final = "0-0"
+# Entries acked per group, over every consumer and restart: what `writer_persisted_total` exports.
+PERSISTED_KEY_PREFIX: Final = "writers:persisted:"
 
 # Redis is down, restarting, loading its AOF or failing over: all pass, so retry them.
 REDIS_TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
@@ -57,78 +69,6 @@ REDIS_TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
 )
 
 
-# --- The events, decoded once here at the edge (every field of a stream entry is a string). ---
-
-
-class OrderConfirmed(msgspec.Struct, frozen=True, tag_field="type", tag="order.confirmed"):
-    order: str
-    record: OrderRecord
-    available: int
-
-    @property
-    def product(self) -> str:
-        return self.record.product_id
-
-
-class OrderCancelled(msgspec.Struct, frozen=True, tag_field="type", tag="order.cancelled"):
-    order: str
-    record: OrderRecord  # as it stands after the cancellation
-    at_ms: int
-    available: int
-
-    @property
-    def product(self) -> str:
-        return self.record.product_id
-
-
-class OrderStatusChanged(msgspec.Struct, frozen=True, tag_field="type", tag="order.status"):
-    """A lifecycle step (lua/transition.lua): picking, packed, shipped, delivered or failed."""
-
-    order: str
-    record: OrderRecord  # as it stands after the change; record.status is the new status
-    at_ms: int
-    reason: str = ""
-
-    @property
-    def product(self) -> str:
-        return self.record.product_id
-
-
-class StockChanged(msgspec.Struct, frozen=True, tag_field="type", tag="stock.changed"):
-    product: str
-    warehouse: str
-    available: int
-    reason: str
-
-
-class StockHeld(msgspec.Struct, frozen=True, tag_field="type", tag="stock.held"):
-    hold: str
-    product: str
-    warehouse: str
-    quantity: int
-    available: int
-
-
-Event = OrderConfirmed | OrderCancelled | OrderStatusChanged | StockChanged | StockHeld
-EVENT_TYPES: Final[dict[str, type[Event]]] = {
-    str(t.__struct_config__.tag): t
-    for t in (OrderConfirmed, OrderCancelled, OrderStatusChanged, StockChanged, StockHeld)
-}
-
-
-class UnknownEvent(msgspec.Struct, frozen=True):
-    """A type no writer knows (a newer producer): acked and ignored."""
-
-    type: str
-
-
-class MalformedEvent(msgspec.Struct, frozen=True):
-    """A known type whose fields do not decode: a producer bug. Never acked, so it stays pending
-    (visible in `python -m writers lag`) until a person looks."""
-
-    error: str
-
-
 class StreamEntry(msgspec.Struct, frozen=True):
     stream: str
     entry_id: str
@@ -137,23 +77,6 @@ class StreamEntry(msgspec.Struct, frozen=True):
     @property
     def key(self) -> tuple[str, str]:
         return self.stream, self.entry_id
-
-
-def decode_event(fields: Mapping[str, str]) -> Event | UnknownEvent | MalformedEvent:
-    kind = fields.get("type", "")
-    event_type = EVENT_TYPES.get(kind)
-    if event_type is None:
-        return UnknownEvent(kind) if kind else MalformedEvent("no 'type' field")
-    try:
-        # strict=False: the numeric fields arrive as strings and are parsed here, once. The
-        # concrete type, not the tagged union: converting to the union is ~8x slower.
-        # The order record is a JSON text inside the entry: decoded here too, in one place.
-        if "record" in fields:
-            fields = {**fields, "record": decode_record(fields["record"])}
-        event: Event = msgspec.convert(fields, event_type, strict=False)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        return MalformedEvent(str(exc))
-    return event
 
 
 # --- What a writer provides. ---
@@ -368,6 +291,7 @@ class GroupConsumer:
                 entry.entry_id,
                 entry.stream,
                 entry.event,
+                extra=_log_fields(self.group, entry),
             )
         workable = [e for e in unique if not isinstance(e.event, MalformedEvent)]
         applied, deferred = await self._persist_isolating(workable)
@@ -398,6 +322,7 @@ class GroupConsumer:
                     self.group,
                     entries[0].entry_id,
                     entries[0].stream,
+                    extra=_log_fields(self.group, entries[0]),
                 )
                 return [], []
             half = len(entries) // 2
@@ -421,6 +346,10 @@ class GroupConsumer:
         pipe = self._redis.pipeline(transaction=False)
         for stream, ids in by_stream.items():
             pipe.xack(stream, self.group, *ids)
+        # In the ack's round trip, so counting costs nothing extra. A retried ack counts its
+        # batch twice: a slight over-count is fine for a progress rate, a second trip per batch
+        # is not.
+        pipe.incrby(persisted_key(self.group), sum(len(ids) for ids in by_stream.values()))
         for reply in await pipe.execute(raise_on_error=False):
             if isinstance(reply, Exception):
                 raise reply
@@ -533,6 +462,19 @@ async def forget_idle_consumers(
     return len(gone)
 
 
+def persisted_key(group: str) -> str:
+    return f"{PERSISTED_KEY_PREFIX}{group}"
+
+
+async def persisted_counts(redis: RedisClient, groups: Sequence[str]) -> dict[str, int]:
+    """Entries acked so far per group (0 for a group that never acked)."""
+    pipe = redis.pipeline(transaction=False)
+    for group in groups:
+        pipe.get(persisted_key(group))
+    replies = await pipe.execute()
+    return {group: int(reply or 0) for group, reply in zip(groups, replies, strict=True)}
+
+
 class StreamBacklog(msgspec.Struct, frozen=True):
     stream: str
     lag: int  # entries not yet delivered to the group
@@ -616,6 +558,14 @@ def _entries(stream: str, items: Iterable[Any]) -> list[StreamEntry]:
         for entry_id, fields in items
         if entry_id is not None and fields is not None  # an ID deleted while pending
     ]
+
+
+def _log_fields(group: str, entry: StreamEntry) -> dict[str, str]:
+    """The structured fields of a log line about one entry: the order ID when it has one."""
+    fields = {"group": group, "stream": entry.stream, "entry_id": entry.entry_id}
+    if isinstance(entry.event, OrderConfirmed | OrderCancelled | OrderStatusChanged):
+        fields["order_id"] = entry.event.order
+    return fields
 
 
 def _is_nogroup(reply: object) -> bool:
