@@ -3,29 +3,32 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Final
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from api.errors import EXCEPTION_HANDLERS
 from api.fulfillment import FulfillmentController
 from api.health import healthz, readyz
 from api.inventory import InventoryController
+from api.metrics import Metrics, metrics
 from api.notifications import NotificationController
 from api.orders import OrderController
 from api.state import open_services
 from api.warehouses import WarehouseController
 from stores.settings import Settings, load_settings
+from telemetry.logs import configure_json_logging
 
 MAX_BODY_BYTES: Final = 16 * 1024  # the largest legitimate body is well under 1 KiB
 
 
 def create_app(settings: Settings | None = None, *, batched: bool = True) -> Litestar:
     resolved = settings or load_settings()
+    registry = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -42,8 +45,11 @@ def create_app(settings: Settings | None = None, *, batched: bool = True) -> Lit
             NotificationController,
             healthz,
             readyz,
+            metrics,
         ],
         lifespan=[lifespan],
+        state=State({"metrics": registry}),
+        before_send=[registry.count_response],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
@@ -53,6 +59,6 @@ def create_app(settings: Settings | None = None, *, batched: bool = True) -> Lit
     )
 
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+configure_json_logging()
 # API_BATCHING=0 sends one EVALSHA per order: the baseline the benchmark measures batching against.
 app = create_app(batched=os.environ.get("API_BATCHING", "1") != "0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Final, Literal
 
 import msgspec
@@ -11,6 +12,8 @@ from litestar.params import JSONBody
 
 from api.types import OrderId, WarehouseId
 from engine.fulfillment import fulfill
+
+log = logging.getLogger(__name__)
 
 
 class FulfillOrder(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -33,4 +36,8 @@ class FulfillmentController(Controller):
         """Walk the order confirmed -> picking -> packed -> shipped, each step recorded; the
         shipping notice follows from the `shipped` event (writers/notifier.py)."""
         await fulfill(state.services.live_orders, data.order_id, data.warehouse_id)
+        log.info(
+            "order shipped",
+            extra={"order_id": data.order_id, "warehouse_id": data.warehouse_id},
+        )
         return OrderFulfilled(data.order_id, "shipped", data.warehouse_id)

@@ -13,6 +13,7 @@ from litestar import Controller, Response, get, post
 from litestar.datastructures import State
 from litestar.params import HeaderParameter, JSONBody
 
+from api.metrics import Metrics
 from api.types import AnyIdPath, Location, ProductId
 from engine import lifecycle
 from engine.errors import OrderNotFound
@@ -98,10 +99,30 @@ class OrderController(Controller):
             customer=Point(data.customer_location.lat, data.customer_location.lon),
             idempotency_key=idempotency_key,
         )
-        confirmation = await state.services.engine.place(request)
+        metrics: Metrics = state.metrics
+        try:
+            with metrics.reservation_seconds.time():
+                confirmation = await state.services.engine.place(request)
+        except Exception as exc:
+            outcome = metrics.order_failed(exc)
+            # No order ID exists for a refused order (the engine's is never stored): the request
+            # identifies it. Successes are not logged: one line per order is too hot.
+            log.info(
+                "order not placed: %s",
+                outcome,
+                extra={
+                    "outcome": outcome,
+                    "product_id": data.product_id,
+                    "quantity": data.quantity,
+                    "idempotency_key": idempotency_key,
+                },
+            )
+            raise
         body = OrderPlaced(confirmation.order_id, "confirmed", confirmation.estimated_delivery)
         if confirmation.replayed:
+            metrics.orders["replayed"].inc()
             return Response(body, status_code=201, headers={"Idempotent-Replayed": "true"})
+        metrics.orders["confirmed"].inc()
         # A plain struct skips building a Response object: ~30 us less per order.
         return body
 
@@ -114,12 +135,16 @@ class OrderController(Controller):
 
     @post("/{order_id:str}/cancel", status_code=200)
     async def cancel(self, state: State, order_id: AnyIdPath) -> OrderView:
-        return OrderView.of(await state.services.live_orders.cancel(order_id))
+        order = await state.services.live_orders.cancel(order_id)
+        log.info("order cancelled", extra={"order_id": order_id, "status": order.status})
+        return OrderView.of(order)
 
     @post("/{order_id:str}/delivered", status_code=200)
     async def delivered(self, state: State, order_id: AnyIdPath) -> OrderView:
         """The carrier's callback: a shipped order was handed to the customer."""
-        return OrderView.of(await state.services.live_orders.transition(order_id, "delivered"))
+        order = await state.services.live_orders.transition(order_id, "delivered")
+        log.info("order delivered", extra={"order_id": order_id, "status": order.status})
+        return OrderView.of(order)
 
 
 async def _persisted_order(state: State, order_id: str) -> Order:

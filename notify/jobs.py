@@ -125,6 +125,11 @@ class Notices:
             notices.append(FailedNotice(job_id, error))
         return notices
 
+    def failed_count(self) -> int:
+        """How many notices failed for good: one ZCARD, cheap enough for every metrics scrape
+        (expired entries are left to the rq workers' own periodic cleanup)."""
+        return FailedJobRegistry(queue=self.queue).get_job_count(cleanup=False)
+
     def replay_failed(self) -> int:
         """Re-enqueue every failed notice (after the cause was fixed). Channels already sent stay
         sent: their markers make the job skip them."""

@@ -25,6 +25,7 @@ from stores.mongo import connect_mongo
 from stores.postgres import apply_schema, connect_postgres
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings, load_settings
+from telemetry.logs import configure_json_logging
 from writers import CONSUMER_GROUPS, writer_backlog
 from writers import orders as orders_writer
 from writers.inventory import InventoryWriter
@@ -241,9 +242,7 @@ def main(argv: Sequence[str]) -> int:
         writers = args.writer or ["orders", "inventory"]
         run_loop(run_replay(settings, args.stream, args.from_id, writers))
         return 0
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_json_logging()
     config = ConsumerConfig(read_count_per_stream=args.read_count, claim_idle_ms=args.claim_idle_ms)
     run_loop(serve(settings, args.only, config, args.stuck_sweep_s))
     return 0

@@ -1,0 +1,169 @@
+"""Prometheus metrics of one API process, exposed on GET /metrics.
+
+Counters the requests update (order outcomes, reservation latency, responses per status class)
+live in this process only: with several API processes, each is its own scrape target. The
+gauges of shared state (stream backlog, writer progress, failed notices) are read from the stores
+at scrape time, so every process reports the same values for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from litestar import Response, get
+from litestar.datastructures import State
+from litestar.types import Message, Scope
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from api.state import Services
+from engine.errors import DomainError, IdempotencyKeyReused, OutOfStock, UnknownProduct
+from writers import CONSUMER_GROUPS, writer_backlog
+from writers.streams import persisted_counts
+
+# `error` is anything unexpected (a store down, a bug): the request answered 5xx.
+ORDER_OUTCOMES: Final = (
+    "confirmed",
+    "replayed",
+    "out_of_stock",
+    "unknown_product",
+    "key_conflict",
+    "error",
+)
+ORDER_FAILURES: Final[dict[type[DomainError], str]] = {
+    OutOfStock: "out_of_stock",
+    UnknownProduct: "unknown_product",
+    IdempotencyKeyReused: "key_conflict",
+}
+# A batched reservation takes ~0.5-5 ms; the upper buckets show a slow Redis or a retry storm.
+RESERVATION_BUCKETS_S: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
+STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
+# Scrapes from several Prometheus servers (or a gateway fan-out) within this window share one
+# read of the stores: the backlog alone is two pipelines over every partition stream.
+STORE_CACHE_S: Final = 1.0
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreReading:
+    """The shared state, as read at one scrape."""
+
+    backlog: dict[str, int]  # per group: entries not yet delivered
+    pending: dict[str, int]  # per group: delivered, not yet acked
+    persisted: dict[str, int]  # per group: entries acked since the counter key was created
+    notification_failures: int
+
+
+class StoreCollector(Collector):
+    """Exports the last StoreReading; `Metrics.refresh` takes a new one before each exposition,
+    because collect() is synchronous and the stores are read asynchronously."""
+
+    def __init__(self) -> None:
+        self.reading: StoreReading | None = None  # None: the stores did not answer
+
+    def collect(self) -> Iterator[Metric]:
+        reading = self.reading
+        if reading is None:  # absent rather than stale, so alerts on absence can fire
+            return
+        backlog = GaugeMetricFamily(
+            "stream_backlog", "Stream entries not yet delivered to the group", labels=["group"]
+        )
+        pending = GaugeMetricFamily(
+            "stream_pending", "Stream entries delivered to the group, not acked", labels=["group"]
+        )
+        persisted = CounterMetricFamily(
+            "writer_persisted", "Stream entries persisted and acked by the group", labels=["group"]
+        )
+        for group in reading.backlog:
+            backlog.add_metric([group], reading.backlog[group])
+            pending.add_metric([group], reading.pending[group])
+            persisted.add_metric([group], reading.persisted.get(group, 0))
+        yield backlog
+        yield pending
+        yield persisted
+        yield GaugeMetricFamily(
+            "notification_failures",
+            "Notices that failed for good (rq FailedJobRegistry)",
+            value=reading.notification_failures,
+        )
+
+
+class Metrics:
+    """One registry per application, so tests (and several apps in one process) do not share
+    counts. The labelled children are made once here: the hot path only calls inc()."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        orders = Counter("orders", "POST /orders by outcome", ["outcome"], registry=self.registry)
+        self.orders = {outcome: orders.labels(outcome) for outcome in ORDER_OUTCOMES}
+        self.reservation_seconds = Histogram(
+            "reservation_seconds",
+            "Time in ReservationEngine.place, every outcome",
+            buckets=RESERVATION_BUCKETS_S,
+            registry=self.registry,
+        )
+        responses = Counter(
+            "http_responses",
+            "HTTP responses by status class",
+            ["status_class"],
+            registry=self.registry,
+        )
+        self._responses = [responses.labels(status_class) for status_class in STATUS_CLASSES]
+        self._stores = StoreCollector()
+        self.registry.register(self._stores)
+        self._stores_read_at = -STORE_CACHE_S
+
+    def order_failed(self, exc: BaseException) -> str:
+        """Count a failed placement; returns its outcome label (for the log line)."""
+        outcome = ORDER_FAILURES.get(type(exc), "error")
+        self.orders[outcome].inc()
+        return outcome
+
+    async def count_response(self, message: Message, _: Scope) -> None:
+        """Litestar's before_send hook: sees every response, error handlers' included."""
+        if message["type"] == "http.response.start":
+            status: int = message["status"]
+            if 100 <= status < 600:
+                self._responses[status // 100 - 1].inc()
+
+    async def refresh(self, services: Services) -> None:
+        now = time.monotonic()
+        if now - self._stores_read_at < STORE_CACHE_S:
+            return
+        self._stores_read_at = now
+        try:
+            self._stores.reading = await read_stores(services)
+        except Exception:  # a scrape must still serve this process's counters
+            log.warning("metrics: reading the stores failed", exc_info=True)
+            self._stores.reading = None
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+async def read_stores(services: Services) -> StoreReading:
+    report = await writer_backlog(services.redis, CONSUMER_GROUPS)
+    persisted = await persisted_counts(services.redis, CONSUMER_GROUPS)
+    # rq's client is blocking: off the event loop, like every other notice call.
+    failures = await asyncio.to_thread(services.notices.failed_count)
+    return StoreReading(
+        backlog={g.group: g.lag for g in report},
+        pending={g.group: g.pending for g in report},
+        persisted=persisted,
+        notification_failures=failures,
+    )
+
+
+@get("/metrics", include_in_schema=False)
+async def metrics(state: State) -> Response[bytes]:
+    registry: Metrics = state.metrics
+    await registry.refresh(state.services)
+    return Response(registry.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,76 @@
+"""GET /metrics: order outcomes and responses as counted, backlog and writer progress as stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine import keys
+from stores.redis import RedisClient
+from tests.test_api import Client, client, order_body
+from writers.orders import ORDERS_GROUP, OrdersWriter
+from writers.streams import ALL_STREAMS, GroupConsumer, create_groups
+
+__all__ = ["client"]  # the fixture, shared with the API tests
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(client: Client) -> Samples:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+async def stream_entries(redis: RedisClient) -> int:
+    return sum([int(await redis.xlen(keys.stream(p))) for p in range(keys.PARTITIONS)])
+
+
+async def test_metrics_count_outcomes_and_report_the_backlog(
+    client: Client, redis: RedisClient, pg: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("api.metrics.STORE_CACHE_S", 0.0)  # every scrape reads the stores
+    replayed: dict[str, Any] = {"headers": {"Idempotency-Key": "k-1"}}
+    assert (await client.post("/orders", json=order_body(1), **replayed)).status_code == 201
+    assert (await client.post("/orders", json=order_body(1), **replayed)).status_code == 201
+    assert (await client.post("/orders", json=order_body(2))).status_code == 201
+    assert (await client.post("/orders", json=order_body(6))).status_code == 409
+    unknown = {**order_body(1), "productId": "sku-none"}
+    assert (await client.post("/orders", json=unknown)).status_code == 404
+
+    samples = await scrape(client)
+    assert value(samples, "orders_total", outcome="confirmed") == 2
+    assert value(samples, "orders_total", outcome="replayed") == 1
+    assert value(samples, "orders_total", outcome="out_of_stock") == 1
+    assert value(samples, "orders_total", outcome="unknown_product") == 1
+    assert value(samples, "orders_total", outcome="error") == 0
+    assert value(samples, "reservation_seconds_count") == 5
+    assert value(samples, "http_responses_total", status_class="4xx") == 2
+    assert value(samples, "http_responses_total", status_class="5xx") == 0
+    # No writer ran yet: every entry of every stream waits for each group.
+    entries = await stream_entries(redis)
+    assert entries > 0
+    assert value(samples, "stream_backlog", group=ORDERS_GROUP) == entries
+    assert value(samples, "stream_pending", group=ORDERS_GROUP) == 0
+    assert value(samples, "writer_persisted_total", group=ORDERS_GROUP) == 0
+    assert value(samples, "notification_failures") == 0
+
+    await create_groups(redis, ALL_STREAMS, [ORDERS_GROUP])  # as `python -m writers` does
+    consumer = GroupConsumer(redis, OrdersWriter(pg), "metrics-test")
+    while await consumer.step():
+        pass
+    samples = await scrape(client)
+    assert value(samples, "stream_backlog", group=ORDERS_GROUP) == 0
+    assert value(samples, "writer_persisted_total", group=ORDERS_GROUP) == entries
