@@ -24,7 +24,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from api.state import Services
-from engine.errors import DomainError, IdempotencyKeyReused, OutOfStock, UnknownProduct
+from engine.errors import IdempotencyKeyReused, OutOfStock, UnknownProduct
 from writers import CONSUMER_GROUPS, writer_backlog
 from writers.streams import persisted_counts
 
@@ -37,7 +37,7 @@ ORDER_OUTCOMES: Final = (
     "key_conflict",
     "error",
 )
-ORDER_FAILURES: Final[dict[type[DomainError], str]] = {
+ORDER_FAILURES: Final[dict[type[BaseException], str]] = {
     OutOfStock: "out_of_stock",
     UnknownProduct: "unknown_product",
     IdempotencyKeyReused: "key_conflict",
