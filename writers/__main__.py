@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 from collections.abc import Coroutine, Sequence
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -28,7 +29,7 @@ from stores.settings import Settings, load_settings
 from telemetry.logs import configure_json_logging
 from writers import CONSUMER_GROUPS, writer_backlog
 from writers import orders as orders_writer
-from writers.inventory import InventoryWriter
+from writers.inventory import INVENTORY_BATCH_FACTOR, InventoryWriter
 from writers.notifier import NotifierWriter
 from writers.orders import OrdersWriter
 from writers.replay import replay
@@ -128,7 +129,14 @@ async def serve(
             consumers.append(GroupConsumer(redis, OrdersWriter(pool), name, config=config))
         if only in (None, "inventory"):
             mongo, db = connect_mongo(settings)
-            consumers.append(GroupConsumer(redis, InventoryWriter(redis, db), name, config=config))
+            inventory_config = replace(
+                config,
+                read_count_per_stream=config.read_count_per_stream * INVENTORY_BATCH_FACTOR,
+                max_batch_entries=config.max_batch_entries * INVENTORY_BATCH_FACTOR,
+            )
+            consumers.append(
+                GroupConsumer(redis, InventoryWriter(redis, db), name, config=inventory_config)
+            )
         if only in (None, "notifier"):
             notifier = NotifierWriter(Notices(notice_redis))
             consumers.append(GroupConsumer(redis, notifier, name, config=config))
