@@ -1,7 +1,9 @@
-"""Inventory service: live stock levels, holds at a named warehouse, operator restock/adjust."""
+"""Inventory service: live stock levels (read, or streamed as they change), holds at a named
+warehouse, operator restock/adjust."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Final
 
@@ -9,8 +11,10 @@ import msgspec
 from litestar import Controller, get, post, put
 from litestar.datastructures import State
 from litestar.params import JSONBody
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.state import Services
+from api.stock_feed import Dropped, StockFeed, Subscription
 from api.types import ProductId, ProductIdPath, ProductIdQuery, WarehouseId, WarehouseIdPath
 from engine.errors import UnknownWarehouse
 
@@ -19,6 +23,8 @@ Units = Annotated[int, msgspec.Meta(ge=1, le=MAX_STOCK_UNITS)]
 StockUnits = Annotated[int, msgspec.Meta(ge=0, le=MAX_STOCK_UNITS)]
 Delta = Annotated[int, msgspec.Meta(ge=-MAX_STOCK_UNITS, le=MAX_STOCK_UNITS)]
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+# A comment line this often keeps a quiet stream open through proxies (nginx cuts at 60 s idle).
+STREAM_PING_S: Final = 15.0
 
 
 class StockLevelOut(msgspec.Struct, rename="camel"):
@@ -60,6 +66,24 @@ class StockLevelChanged(msgspec.Struct, rename="camel"):
     quantity: int
 
 
+class StockChangeOut(msgspec.Struct, rename="camel"):
+    product_id: str
+    warehouse_id: str
+    quantity: int
+    reason: str
+
+
+class LowStockOut(msgspec.Struct, rename="camel"):
+    product_id: str
+    warehouse_id: str
+    quantity: int
+    threshold: int
+
+
+class StreamDropped(msgspec.Struct):
+    reason: str
+
+
 class InventoryController(Controller):
     path = "/inventory"
     tags: Final = ["inventory"]
@@ -70,6 +94,15 @@ class InventoryController(Controller):
         return ProductStock(
             product_id, [StockLevelOut(lv.warehouse_id, lv.quantity) for lv in levels]
         )
+
+    @get("/stream")
+    async def stream(self, state: State, product_id: ProductIdQuery) -> ServerSentEvent:
+        """Server-Sent Events: `levels` (as GET /inventory) first, then a `stock` event per change
+        of a level, `low_stock` after a change to or below the product's threshold, and `dropped`
+        (the stream then ends) when this client fell too far behind."""
+        # Read once here so an unknown product is a 404, not a stream that ends at once.
+        await state.services.inventory.levels(product_id)
+        return ServerSentEvent(_stock_events(state.services, product_id))
 
     @post("/reserve", status_code=200)
     async def reserve(self, state: State, data: JSONBody[ReserveStock]) -> StockReserved:
@@ -111,6 +144,46 @@ class InventoryController(Controller):
             product_id, warehouse_id, "adjust", data.delta, data.reason
         )
         return StockLevelChanged(product_id, warehouse_id, level)
+
+
+async def _stock_events(
+    services: Services, product_id: str
+) -> AsyncIterator[ServerSentEventMessage]:
+    feed: StockFeed = services.stock_feed
+    # Subscribed inside the generator: its `finally` runs only once it has started, and it is
+    # subscribed before the levels are read, so no change falls between the two (one may come
+    # twice, harmless: every event carries the level, not a difference).
+    subscription = feed.subscribe(product_id)
+    try:
+        levels = await services.inventory.levels(product_id)
+        current = ProductStock(
+            product_id, [StockLevelOut(lv.warehouse_id, lv.quantity) for lv in levels]
+        )
+        yield ServerSentEventMessage(msgspec.json.encode(current), event="levels")
+        async for message in _changes(subscription):
+            yield message
+    finally:
+        feed.unsubscribe(subscription)
+
+
+async def _changes(subscription: Subscription) -> AsyncIterator[ServerSentEventMessage]:
+    while True:
+        item = await subscription.next(STREAM_PING_S)
+        if item is None:
+            yield ServerSentEventMessage(None, comment="ping")
+        elif isinstance(item, Dropped):
+            yield ServerSentEventMessage(
+                msgspec.json.encode(StreamDropped(item.reason)), event="dropped"
+            )
+            return
+        else:
+            c = item.change
+            out = StockChangeOut(c.product_id, c.warehouse_id, c.quantity, c.reason)
+            yield ServerSentEventMessage(msgspec.json.encode(out), event="stock", id=item.entry_id)
+            threshold = item.low_threshold_units
+            if threshold is not None:
+                low = LowStockOut(c.product_id, c.warehouse_id, c.quantity, threshold)
+                yield ServerSentEventMessage(msgspec.json.encode(low), event="low_stock")
 
 
 async def _require_warehouse(services: Services, warehouse_id: str) -> None:

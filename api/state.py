@@ -1,4 +1,5 @@
-"""What one API worker holds for its lifetime: store clients, the engine, the warehouse directory.
+"""What one API worker holds for its lifetime: store clients, the engine, the warehouse directory,
+the live stock feed.
 
 Warehouses live in MongoDB; each worker keeps them in memory to rank them per order. A change
 bumps a Redis counter, which every worker polls, so all workers see a new warehouse within
@@ -18,10 +19,12 @@ from typing import Any, Final
 import asyncpg
 from pymongo import AsyncMongoClient
 
+from api.stock_feed import StockFeed
 from engine import keys, scripts
 from engine.inventory import Inventory
 from engine.live_orders import LiveOrders
 from engine.reservations import ReservationEngine
+from engine.stock_changes import load_thresholds
 from engine.warehouses import Warehouse, WarehouseDirectory
 from geo.rings import Point
 from notify.jobs import Notices
@@ -45,6 +48,7 @@ class Services:
     inventory: Inventory
     live_orders: LiveOrders
     notices: Notices
+    stock_feed: StockFeed
 
     async def reload_directory(self) -> WarehouseDirectory:
         self.engine.directory = await load_directory(self.redis, self.mongo)
@@ -98,11 +102,14 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
             inventory=Inventory(redis),
             live_orders=LiveOrders(redis),
             notices=Notices(notice_redis),
+            stock_feed=StockFeed(redis, load_thresholds()),
         )
+        await services.stock_feed.start()
         poller = asyncio.create_task(_poll_directory(services))
         try:
             yield services
         finally:
+            await services.stock_feed.stop()
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller

@@ -1,0 +1,217 @@
+"""The live stock feed of one API worker: one task tails every partition stream and hands each
+stock change to the subscribers of its product (GET /inventory/stream).
+
+Plain XREAD, not a consumer group: a group shares its entries out between its consumers, and every
+worker needs every event for its own subscribers. Nothing is acknowledged and nothing is kept:
+what a worker misses while it is down, a reconnecting client recovers from the current levels it
+is sent first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Final
+
+from redis.asyncio import RedisCluster
+
+from engine import keys
+from engine.events import decode_event
+from engine.stock_changes import LowStockThresholds, StockChange, stock_change_of
+from stores.redis import RedisClient
+
+STREAMS: Final[tuple[str, ...]] = tuple(keys.stream(p) for p in range(keys.PARTITIONS))
+READ_BLOCK_MS: Final = 1_000  # one Redis: how long one XREAD waits for the next event
+READ_COUNT_PER_STREAM: Final = 1_000
+# Redis Cluster: streams of different slots cannot share one XREAD, and one blocking XREAD per
+# stream would hold 16 connections; each round reads every stream without blocking, in one
+# pipeline, and sleeps between rounds that found nothing.
+CLUSTER_IDLE_MIN_S: Final = 0.005
+CLUSTER_IDLE_MAX_S: Final = 0.05
+RETRY_S: Final = 1.0
+SUBSCRIBER_QUEUE_SIZE: Final = 1_000  # changes waiting for one client before it is dropped
+EMPTY_STREAM_ID: Final = "0-0"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StockUpdate:
+    change: StockChange
+    entry_id: str  # the stream entry's ID: its first part is when Redis appended it (ms)
+    low_threshold_units: int | None  # set when the change left the level at or below it
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """The last item a subscriber gets when it fell SUBSCRIBER_QUEUE_SIZE changes behind."""
+
+    reason: str
+
+
+FeedItem = StockUpdate | Dropped
+
+
+class Subscription:
+    def __init__(self, product_id: str) -> None:
+        self.product_id = product_id
+        self.queue: asyncio.Queue[FeedItem] = asyncio.Queue(SUBSCRIBER_QUEUE_SIZE)
+
+    async def next(self, timeout_s: float) -> FeedItem | None:
+        """The next item, or None after timeout_s without one."""
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout_s)
+        except TimeoutError:
+            return None
+
+    def offer(self, update: StockUpdate) -> bool:
+        """Queue an update without waiting; False when the queue is full."""
+        try:
+            self.queue.put_nowait(update)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def drop(self, reason: str) -> None:
+        # What is queued is dropped too: the client has to reconnect, and is then sent the
+        # current levels, which supersede every queued change.
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(Dropped(reason))
+
+
+class StockFeed:
+    def __init__(self, redis: RedisClient, thresholds: LowStockThresholds) -> None:
+        self._redis = redis
+        self._thresholds = thresholds
+        self._subscribers: dict[str, set[Subscription]] = {}
+        self._last_ids: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.low_stock_count = 0  # low-stock changes seen by this worker (logs, tests)
+
+    # --- subscribers ---
+
+    def subscribe(self, product_id: str) -> Subscription:
+        subscription = Subscription(product_id)
+        self._subscribers.setdefault(product_id, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscribers = self._subscribers.get(subscription.product_id)
+        if subscribers is None:
+            return
+        subscribers.discard(subscription)
+        if not subscribers:
+            del self._subscribers[subscription.product_id]
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subscribers.values())
+
+    # --- the tailer ---
+
+    async def start(self) -> None:
+        """Start after the streams' current ends (what `$` means), resolved to IDs once so that
+        nothing appended between two reads is skipped."""
+        pipe = self._redis.pipeline(transaction=False)
+        for stream in STREAMS:
+            pipe.xrevrange(stream, count=1)
+        lasts = await pipe.execute()
+        self._last_ids = {
+            stream: str(last[0][0]) if last else EMPTY_STREAM_ID
+            for stream, last in zip(STREAMS, lasts, strict=True)
+        }
+        self._task = asyncio.create_task(self._run(), name="stock-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        idle_s = CLUSTER_IDLE_MIN_S
+        while True:
+            try:
+                if isinstance(self._redis, RedisCluster):
+                    read = self.publish(await self._read_cluster())
+                    await asyncio.sleep(0 if read else idle_s)
+                    idle_s = CLUSTER_IDLE_MIN_S if read else min(idle_s * 2, CLUSTER_IDLE_MAX_S)
+                else:
+                    self.publish(await self._read_single())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis down or failing over: keep the positions, read again later
+                log.warning("stock feed: reading the streams failed", exc_info=True)
+                await asyncio.sleep(RETRY_S)
+
+    async def _read_single(self) -> list[Any]:
+        # One Redis holds every partition: one blocking XREAD names all the streams.
+        reply = await self._redis.execute_command(
+            "XREAD",
+            "COUNT",
+            READ_COUNT_PER_STREAM,
+            "BLOCK",
+            READ_BLOCK_MS,
+            "STREAMS",
+            *self._last_ids.keys(),
+            *self._last_ids.values(),
+        )
+        return list(reply or ())
+
+    async def _read_cluster(self) -> list[Any]:
+        assert isinstance(self._redis, RedisCluster)
+        pipe = self._redis.pipeline(transaction=False)
+        for stream, last_id in self._last_ids.items():
+            # XREAD's keys are "movable": naming the node spares a COMMAND GETKEYS round trip.
+            pipe.execute_command(
+                "XREAD",
+                "COUNT",
+                READ_COUNT_PER_STREAM,
+                "STREAMS",
+                stream,
+                last_id,
+                target_nodes=self._redis.get_node_from_key(stream),
+            )
+        return [item for reply in await pipe.execute() for item in reply or ()]
+
+    # --- fan-out ---
+
+    def publish(self, streams: list[Any]) -> int:
+        """Hand the entries of one read ([[stream, [(id, fields), ...]], ...]) to the subscribers.
+        Never waits: a subscriber whose queue is full is dropped. Returns the entries seen."""
+        seen = 0
+        for stream, entries in streams:
+            for entry_id, fields in entries:
+                self._last_ids[stream] = entry_id
+                seen += 1
+                change = stock_change_of(decode_event(fields))
+                if change is not None:
+                    self._deliver(StockUpdate(change, entry_id, self._low_threshold(change)))
+        return seen
+
+    def _low_threshold(self, change: StockChange) -> int | None:
+        if not self._thresholds.is_low(change):
+            return None
+        self.low_stock_count += 1
+        threshold = self._thresholds.of(change.product_id)
+        log.info(
+            "low stock: %s at %s has %d units (threshold %d, %s)",
+            change.product_id,
+            change.warehouse_id,
+            change.quantity,
+            threshold,
+            change.reason,
+        )
+        return threshold
+
+    def _deliver(self, update: StockUpdate) -> None:
+        subscribers = self._subscribers.get(update.change.product_id)
+        if not subscribers:
+            return
+        for subscription in list(subscribers):
+            if not subscription.offer(update):
+                self.unsubscribe(subscription)
+                subscription.drop(f"more than {SUBSCRIBER_QUEUE_SIZE} changes behind")

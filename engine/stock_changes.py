@@ -1,0 +1,75 @@
+"""A stock change as the live stock stream tells it: which level moved, to what, and why; read
+from the engine's events, and judged against the product's low-stock threshold."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from engine.events import (
+    Event,
+    MalformedEvent,
+    OrderCancelled,
+    OrderConfirmed,
+    StockChanged,
+    StockHeld,
+    UnknownEvent,
+)
+
+DEFAULT_LOW_STOCK_THRESHOLD_UNITS: Final = 10
+
+
+@dataclass(frozen=True, slots=True)
+class StockChange:
+    product_id: str
+    warehouse_id: str
+    quantity: int  # the warehouse's level after the change
+    reason: str  # order, cancel, hold, hold expired, or the operator's restock/adjust reason
+
+
+def stock_change_of(event: Event | UnknownEvent | MalformedEvent) -> StockChange | None:
+    """The level an event left behind; None for events that move no stock (lifecycle steps)."""
+    match event:
+        case OrderConfirmed(record=record, available=available):
+            return StockChange(record.product_id, record.warehouse_id, available, "order")
+        case OrderCancelled(record=record, available=available):
+            return StockChange(record.product_id, record.warehouse_id, available, "cancel")
+        case StockChanged(product=product, warehouse=warehouse, available=available, reason=why):
+            return StockChange(product, warehouse, available, why)
+        case StockHeld(product=product, warehouse=warehouse, available=available):
+            return StockChange(product, warehouse, available, "hold")
+        case _:
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class LowStockThresholds:
+    """Units per warehouse at or below which a product's level counts as low."""
+
+    default_units: int = DEFAULT_LOW_STOCK_THRESHOLD_UNITS
+    per_product: Mapping[str, int] = field(default_factory=dict)
+
+    def of(self, product_id: str) -> int:
+        return self.per_product.get(product_id, self.default_units)
+
+    def is_low(self, change: StockChange) -> bool:
+        return change.quantity <= self.of(change.product_id)
+
+
+def load_thresholds() -> LowStockThresholds:
+    """LOW_STOCK_THRESHOLD (units, default 10) and per-product overrides in
+    LOW_STOCK_THRESHOLDS=`sku-1=5,sku-2=50`."""
+    default = int(os.environ.get("LOW_STOCK_THRESHOLD", DEFAULT_LOW_STOCK_THRESHOLD_UNITS))
+    return LowStockThresholds(default, parse_overrides(os.environ.get("LOW_STOCK_THRESHOLDS", "")))
+
+
+def parse_overrides(text: str) -> dict[str, int]:
+    overrides: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        product_id, sep, units = item.rpartition("=")
+        if not sep or not product_id:
+            raise ValueError(f"LOW_STOCK_THRESHOLDS: {item!r} is not productId=units")
+        overrides[product_id] = int(units)
+    return overrides

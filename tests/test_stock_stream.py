@@ -1,0 +1,209 @@
+"""The live stock stream: GET /inventory/stream on a real API process (the Litestar test client
+buffers a streamed body whole, so it cannot show an endless SSE response), and the fan-out
+component on its own for what HTTP cannot show (a slow subscriber dropped, unsubscribing)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api import stock_feed
+from api.stock_feed import Dropped, StockFeed, StockUpdate, Subscription
+from engine.inventory import Inventory
+from engine.stock_changes import LowStockThresholds, StockChange, parse_overrides
+from stores.mongo import MongoDatabase
+from stores.redis import RedisClient
+from stores.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+API_PORT = 18_431
+BASE = f"http://127.0.0.1:{API_PORT}"
+PARIS = {"lat": 48.8566, "lon": 2.3522}
+LYON = {"lat": 45.764, "lon": 4.8357}
+EVENT_TIMEOUT_S = 10.0
+DELAY_SAMPLES = 50
+
+
+@pytest.fixture
+def api(settings: Settings, redis: RedisClient, mongo: MongoDatabase) -> Iterator[None]:
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
+        "POSTGRES_DSN": settings.postgres_dsn,
+        "MONGO_URL": settings.mongo_url,
+        "MONGO_DB": settings.mongo_db,
+        "QUEUE_REDIS_URL": settings.queue_redis_url,
+        "LOW_STOCK_THRESHOLD": "3",
+    }
+    granian = str(Path(sys.executable).parent / "granian")
+    args = ["--interface", "asgi", "--host", "127.0.0.1", "--port", str(API_PORT), "--workers", "1"]
+    server = subprocess.Popen(
+        [granian, *args, "api.app:app"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{BASE}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.1)
+        yield
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(10)
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, str]]:
+    """The events of a text/event-stream body, one dict of fields per event (comments skipped)."""
+    fields: dict[str, str] = {}
+    async for line in response.aiter_lines():
+        if not line:
+            if fields:
+                yield fields
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+
+
+async def test_stream_sends_levels_then_each_change_in_order(api: None) -> None:
+    async with httpx.AsyncClient(base_url=BASE, timeout=EVENT_TIMEOUT_S) as client:
+        for warehouse_id, location in (("paris", PARIS), ("lyon", LYON)):
+            body = {"warehouseId": warehouse_id, "name": warehouse_id, "location": location}
+            assert (await client.post("/warehouses", json=body)).status_code == 201
+            put = await client.put(f"/inventory/sku-1/stock/{warehouse_id}", json={"quantity": 5})
+            assert put.status_code == 200
+        assert (
+            await client.get("/inventory/stream", params={"productId": "nope"})
+        ).status_code == 404
+
+        async with client.stream(
+            "GET", "/inventory/stream", params={"productId": "sku-1"}
+        ) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            events = sse_events(response)
+            first = await anext(events)
+            assert first["event"] == "levels"
+            assert json.loads(first["data"]) == {
+                "productId": "sku-1",
+                "stockLevels": [
+                    {"warehouseId": "lyon", "quantity": 5},
+                    {"warehouseId": "paris", "quantity": 5},
+                ],
+            }
+
+            order = {"productId": "sku-1", "quantity": 1, "customerLocation": PARIS}
+            placed = await client.post("/orders", json=order)
+            assert placed.status_code == 201
+            assert (await client.post("/orders", json=order)).status_code == 201
+            # Another product's change must not reach this subscriber.
+            other = await client.put("/inventory/sku-2/stock/paris", json={"quantity": 1})
+            assert other.status_code == 200
+            restock = {"quantity": 20, "reason": "restock"}
+            assert (await client.put("/inventory/sku-1/stock/paris", json=restock)).is_success
+            cancel = await client.post(f"/orders/{placed.json()['orderId']}/cancel")
+            assert cancel.status_code == 200
+            hold = {"productId": "sku-1", "warehouseId": "lyon", "quantity": 5}
+            assert (await client.post("/inventory/reserve", json=hold)).status_code == 200
+
+            expected = [
+                ("stock", {"warehouseId": "paris", "quantity": 4, "reason": "order"}),
+                ("stock", {"warehouseId": "paris", "quantity": 3, "reason": "order"}),
+                ("low_stock", {"warehouseId": "paris", "quantity": 3, "threshold": 3}),
+                ("stock", {"warehouseId": "paris", "quantity": 20, "reason": "restock"}),
+                ("stock", {"warehouseId": "paris", "quantity": 21, "reason": "cancel"}),
+                ("stock", {"warehouseId": "lyon", "quantity": 0, "reason": "hold"}),
+                ("low_stock", {"warehouseId": "lyon", "quantity": 0, "threshold": 3}),
+            ]
+            for kind, fields in expected:
+                event = await asyncio.wait_for(anext(events), EVENT_TIMEOUT_S)
+                assert event["event"] == kind
+                assert json.loads(event["data"]) == {"productId": "sku-1", **fields}
+
+            # Delivery delay, one change at a time with the reader already waiting. The entry ID's
+            # first part is the XADD's time in ms (Redis runs on this machine's clock).
+            delays_ms: list[float] = []
+            for n in range(DELAY_SAMPLES):
+                reading = asyncio.create_task(anext(events))
+                level = {"quantity": 100 + n, "reason": "count"}
+                assert (await client.put("/inventory/sku-1/stock/paris", json=level)).is_success
+                event = await asyncio.wait_for(reading, EVENT_TIMEOUT_S)
+                delays_ms.append(time.time() * 1000 - int(event["id"].split("-")[0]))
+                assert json.loads(event["data"])["quantity"] == 100 + n
+            delays_ms.sort()
+            print(
+                f"\nXADD -> SSE event read by the client: {len(delays_ms)} samples, "
+                f"median {delays_ms[len(delays_ms) // 2]:.1f} ms, max {delays_ms[-1]:.1f} ms "
+                "(entry IDs have 1 ms resolution)"
+            )
+
+
+async def next_item(subscription: Subscription) -> Any:
+    item = await subscription.next(EVENT_TIMEOUT_S)
+    assert item is not None, "no change arrived"
+    return item
+
+
+async def test_feed_fans_out_per_product_and_drops_a_slow_subscriber(
+    redis: RedisClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed = StockFeed(redis, LowStockThresholds(2, {"sku-b": 50}))
+    await feed.start()
+    inventory = Inventory(redis)
+    try:
+        a, b = feed.subscribe("sku-a"), feed.subscribe("sku-b")
+        monkeypatch.setattr(stock_feed, "SUBSCRIBER_QUEUE_SIZE", 3)
+        slow = feed.subscribe("sku-a")
+        assert feed.subscriber_count == 3
+
+        await inventory.change("sku-a", "w1", "set", 3, "restock")
+        update = await next_item(a)
+        restocked = StockChange("sku-a", "w1", 3, "restock")
+        assert update == StockUpdate(restocked, update.entry_id, None)
+        await inventory.change("sku-a", "w1", "adjust", -1, "damaged")
+        update = await next_item(a)
+        assert (update.change.quantity, update.change.reason) == (2, "damaged")
+        assert update.low_threshold_units == 2  # at the threshold counts as low
+        await inventory.change("sku-b", "w1", "set", 40, "restock")
+        assert (await next_item(b)).low_threshold_units == 50  # the product's own threshold
+
+        # `slow` read nothing: the first three changes filled its queue of 3, the fourth overflows.
+        await inventory.set_many([("sku-a", "w1", n) for n in (7, 8)], "count")
+        for expected in (7, 8):
+            assert (await next_item(a)).change.quantity == expected
+        assert isinstance(await next_item(slow), Dropped)
+        assert slow.queue.empty()
+        assert feed.subscriber_count == 2
+        assert feed.low_stock_count == 2
+
+        feed.unsubscribe(a)
+        feed.unsubscribe(b)
+        assert feed.subscriber_count == 0
+    finally:
+        await feed.stop()
+
+
+def test_threshold_overrides_parse() -> None:
+    assert parse_overrides(" sku-1=5, sku:2=50 ,") == {"sku-1": 5, "sku:2": 50}
+    with pytest.raises(ValueError):
+        parse_overrides("sku-1")
