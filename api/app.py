@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, *, batched: bool = True) -> Lit
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_services(resolved, batched=batched) as services:
             app.state.services = services
+            services.stock_feed.on_low_stock = registry.count_low_stock
             yield
 
     return Litestar(

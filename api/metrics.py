@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from api.state import Services
 from engine.errors import IdempotencyKeyReused, OutOfStock, UnknownProduct
+from engine.stock_changes import StockChange
 from writers import CONSUMER_GROUPS, writer_backlog
 from writers.streams import persisted_counts
 
@@ -117,6 +118,12 @@ class Metrics:
             registry=self.registry,
         )
         self._responses = [responses.labels(status_class) for status_class in STATUS_CLASSES]
+        # No product label: products are unbounded, and the log line names each one.
+        self._low_stock = Counter(
+            "low_stock_changes",
+            "Stock changes that left a level at or below its product's threshold",
+            registry=self.registry,
+        )
         self._stores = StoreCollector()
         self.registry.register(self._stores)
         self._stores_read_at = -STORE_CACHE_S
@@ -126,6 +133,10 @@ class Metrics:
         outcome = ORDER_FAILURES.get(type(exc), "error")
         self.orders[outcome].inc()
         return outcome
+
+    def count_low_stock(self, _: StockChange) -> None:
+        """The live stock feed's low-stock hook (api/stock_feed.py)."""
+        self._low_stock.inc()
 
     async def count_response(self, message: Message, _: Scope) -> None:
         """Litestar's before_send hook: sees every response, error handlers' included."""

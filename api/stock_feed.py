@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -90,6 +91,9 @@ class StockFeed:
         self._last_ids: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self.low_stock_count = 0  # low-stock changes seen by this worker (logs, tests)
+        # Set by the app to count them in its metrics (api/metrics.py imports api/state.py, which
+        # builds this feed: a callback rather than an import cycle).
+        self.on_low_stock: Callable[[StockChange], None] | None = None
 
     # --- subscribers ---
 
@@ -196,6 +200,8 @@ class StockFeed:
         if not self._thresholds.is_low(change):
             return None
         self.low_stock_count += 1
+        if self.on_low_stock is not None:
+            self.on_low_stock(change)
         threshold = self._thresholds.of(change.product_id)
         log.info(
             "low stock: %s at %s has %d units (threshold %d, %s)",

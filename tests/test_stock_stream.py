@@ -139,6 +139,9 @@ async def test_stream_sends_levels_then_each_change_in_order(api: None) -> None:
                 event = await asyncio.wait_for(anext(events), EVENT_TIMEOUT_S)
                 assert event["event"] == kind
                 assert json.loads(event["data"]) == {"productId": "sku-1", **fields}
+            # Both low changes of sku-1 and the one of sku-2 (1 unit), counted once each.
+            exposition = (await client.get("/metrics")).text
+            assert "low_stock_changes_total 3.0" in exposition
 
             # Delivery delay, one change at a time with the reader already waiting. The entry ID's
             # first part is the XADD's time in ms (Redis runs on this machine's clock).
