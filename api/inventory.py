@@ -153,7 +153,7 @@ async def _stock_events(
     # Subscribed inside the generator: its `finally` runs only once it has started, and it is
     # subscribed before the levels are read, so no change falls between the two (one may come
     # twice, harmless: every event carries the level, not a difference).
-    subscription = feed.subscribe(product_id)
+    subscription = await feed.subscribe(product_id)
     try:
         levels = await services.inventory.levels(product_id)
         current = ProductStock(

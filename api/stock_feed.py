@@ -97,18 +97,31 @@ class StockFeed:
 
     # --- subscribers ---
 
-    def subscribe(self, product_id: str) -> Subscription:
+    async def subscribe(self, product_id: str) -> Subscription:
+        """Changes from now on; the first subscriber starts the tailer, and its read positions are
+        resolved before this returns, so a snapshot read afterwards misses no change."""
         subscription = Subscription(product_id)
         self._subscribers.setdefault(product_id, set()).add(subscription)
+        if self._task is None or self._task.done():
+            await self._start_tailing()
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        """The last subscriber leaving stops the tailer: a worker nobody watches reads nothing
+        (the read would otherwise run beside every order)."""
         subscribers = self._subscribers.get(subscription.product_id)
         if subscribers is None:
             return
         subscribers.discard(subscription)
         if not subscribers:
             del self._subscribers[subscription.product_id]
+        if not self._subscribers and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    @property
+    def tailing(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     @property
     def subscriber_count(self) -> int:
@@ -117,8 +130,11 @@ class StockFeed:
     # --- the tailer ---
 
     async def start(self) -> None:
-        """Start after the streams' current ends (what `$` means), resolved to IDs once so that
-        nothing appended between two reads is skipped."""
+        """Nothing to do until someone subscribes (see subscribe)."""
+
+    async def _start_tailing(self) -> None:
+        """From the streams' current ends (what `$` means), resolved to IDs once so that nothing
+        appended between two reads is skipped."""
         pipe = self._redis.pipeline(transaction=False)
         for stream in STREAMS:
             pipe.xrevrange(stream, count=1)
@@ -134,6 +150,7 @@ class StockFeed:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
 
     async def _run(self) -> None:
         idle_s = CLUSTER_IDLE_MIN_S
@@ -187,14 +204,6 @@ class StockFeed:
         """Hand the entries of one read ([[stream, [(id, fields), ...]], ...]) to the subscribers.
         Never waits: a subscriber whose queue is full is dropped. Returns the entries seen."""
         seen = 0
-        if not self._subscribers:
-            # Nobody watches on this worker: keep the positions, decode nothing. This read runs
-            # beside every order, so an idle feed must cost the hot path next to nothing.
-            for stream, entries in streams:
-                if entries:
-                    self._last_ids[stream] = entries[-1][0]
-                    seen += len(entries)
-            return seen
         for stream, entries in streams:
             for entry_id, fields in entries:
                 self._last_ids[stream] = entry_id

@@ -184,9 +184,9 @@ async def test_feed_fans_out_per_product_and_drops_a_slow_subscriber(
     await feed.start()
     inventory = Inventory(redis)
     try:
-        a, b = feed.subscribe("sku-a"), feed.subscribe("sku-b")
+        a, b = await feed.subscribe("sku-a"), await feed.subscribe("sku-b")
         monkeypatch.setattr(stock_feed, "SUBSCRIBER_QUEUE_SIZE", 3)
-        slow = feed.subscribe("sku-a")
+        slow = await feed.subscribe("sku-a")
         assert feed.subscriber_count == 3
 
         await inventory.change("sku-a", "w1", "set", 3, "restock")
@@ -212,6 +212,7 @@ async def test_feed_fans_out_per_product_and_drops_a_slow_subscriber(
         feed.unsubscribe(a)
         feed.unsubscribe(b)
         assert feed.subscriber_count == 0
+        assert feed.tailing is False  # nobody watches: nothing is read
     finally:
         await feed.stop()
 
