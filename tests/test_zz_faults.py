@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -18,13 +19,21 @@ import asyncpg
 import pytest
 
 from engine import keys
+from engine.orders import OrderRequest
 from engine.records import decode_record
 from notify.jobs import Notices, notice_id
 from stores.postgres import connect_postgres
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings
 from tests.notice_servers import SmtpServer, smtp_server
-from tests.test_writers import FAST, place_orders, stock_products, wait_for
+from tests.test_writers import (
+    FAST,
+    customer_near_paris,
+    make_engine,
+    place_orders,
+    stock_products,
+    wait_for,
+)
 from writers.orders import OrdersWriter
 from writers.streams import ALL_STREAMS, GroupConsumer, create_groups
 
@@ -106,6 +115,53 @@ async def test_confirmed_orders_survive_a_redis_restart(
         assert await after.xlen(stream) == entries_before  # the events too, for the writers
     finally:
         await after.aclose()
+
+
+async def test_orders_answered_before_redis_is_killed_survive_it(
+    redis: RedisClient, settings: Settings
+) -> None:
+    """SIGKILL, not SHUTDOWN: Redis gets no chance to save. With appendonly and `everysec`, each
+    write reaches the kernel before its reply goes out, so a dead *process* loses no answered
+    order (only a dead machine can lose up to the last second: README, Guarantees)."""
+    if settings.redis_cluster:
+        pytest.skip("kills the single Redis of the stack")
+    await stock_products(redis, ["sku"], 100_000)
+    engine = make_engine(redis)
+    answered: list[str] = []
+    stop = asyncio.Event()
+
+    async def storefront(seed: int) -> None:
+        rng = random.Random(seed)
+        while not stop.is_set():
+            try:
+                confirmation = await engine.place(OrderRequest("sku", 1, customer_near_paris(rng)))
+            except Exception:  # Redis is gone: requests fail until the test stops them
+                await asyncio.sleep(0.01)
+                continue
+            answered.append(confirmation.order_id)
+
+    clients = [asyncio.create_task(storefront(seed)) for seed in range(16)]
+    try:
+        await wait_for(lambda: _at_least(answered, 300), 30, "orders before the kill")
+        pid = int((await redis.info("server"))["process_id"])
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        await asyncio.gather(*clients)
+        stack_up()
+    after = connect_redis(settings)
+    try:
+        partition = keys.partition_of_product("sku")
+        lost = [oid for oid in answered if await after.get(keys.order(partition, oid)) is None]
+        print(f"{len(answered)} orders answered before SIGKILL, {len(lost)} lost")
+        assert lost == []
+    finally:
+        await after.aclose()
+
+
+async def _at_least(items: list[str], count: int) -> bool:
+    return len(items) >= count
 
 
 @pytest.fixture
