@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Final
@@ -11,6 +12,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
+from api.auth import ApiKeys, load_api_keys, require_api_key
 from api.errors import EXCEPTION_HANDLERS
 from api.fulfillment import FulfillmentController
 from api.health import healthz, readyz
@@ -24,11 +26,21 @@ from stores.settings import Settings, load_settings
 from telemetry.logs import configure_json_logging
 
 MAX_BODY_BYTES: Final = 16 * 1024  # the largest legitimate body is well under 1 KiB
+SCHEMA_PATH: Final = "/schema"
+log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, batched: bool = True) -> Litestar:
+def create_app(
+    settings: Settings | None = None, *, batched: bool = True, api_keys: ApiKeys | None = None
+) -> Litestar:
+    """`api_keys=None` runs the API open: anyone may call every route (dev and tests)."""
     resolved = settings or load_settings()
     registry = Metrics()
+    if api_keys is None:
+        log.warning(
+            "NO API KEYS CONFIGURED: the API is OPEN to anyone who can reach it "
+            "(set API_KEYS_FILE or API_KEYS; see README, Security)"
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -49,12 +61,14 @@ def create_app(settings: Settings | None = None, *, batched: bool = True) -> Lit
             metrics,
         ],
         lifespan=[lifespan],
+        # The schema stays readable without a key, like health, readiness and metrics.
+        guards=[require_api_key(api_keys, (SCHEMA_PATH,))] if api_keys is not None else [],
         state=State({"metrics": registry}),
         before_send=[registry.count_response],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
-            title="Order fulfillment API", version="0.1.0", path="/schema"
+            title="Order fulfillment API", version="0.1.0", path=SCHEMA_PATH
         ),
         logging_config=None,
     )
@@ -62,4 +76,4 @@ def create_app(settings: Settings | None = None, *, batched: bool = True) -> Lit
 
 configure_json_logging()
 # API_BATCHING=0 sends one EVALSHA per order: the baseline the benchmark measures batching against.
-app = create_app(batched=os.environ.get("API_BATCHING", "1") != "0")
+app = create_app(batched=os.environ.get("API_BATCHING", "1") != "0", api_keys=load_api_keys())

@@ -12,6 +12,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 
+from api.auth import Forbidden, RateLimited, Unauthenticated, retry_after_header
 from engine.errors import (
     DomainError,
     IdempotencyKeyReused,
@@ -73,6 +74,20 @@ def on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[Err
     return error_response(status, code, str(exc))
 
 
+def on_unauthenticated(_: Request[Any, Any, Any], exc: Unauthenticated) -> Response[ErrorBody]:
+    return error_response(401, "unauthenticated", str(exc))
+
+
+def on_forbidden(_: Request[Any, Any, Any], exc: Forbidden) -> Response[ErrorBody]:
+    return error_response(403, "forbidden", str(exc))
+
+
+def on_rate_limited(_: Request[Any, Any, Any], exc: RateLimited) -> Response[ErrorBody]:
+    response = error_response(429, "rate_limited", str(exc))
+    response.headers["Retry-After"] = retry_after_header(exc.retry_after_s)
+    return response
+
+
 def on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
     details = exc.extra if isinstance(exc.extra, list) else None
     return error_response(400, "validation_error", exc.detail, details)
@@ -94,6 +109,9 @@ def on_unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Resp
 
 EXCEPTION_HANDLERS: Final = {
     DomainError: on_domain_error,
+    Unauthenticated: on_unauthenticated,
+    Forbidden: on_forbidden,
+    RateLimited: on_rate_limited,
     ValidationException: on_validation_error,
     HTTPException: on_http_error,
     Exception: on_unexpected_error,

@@ -8,13 +8,14 @@ call: the notifier consumer group sends them from the order events.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
-from litestar import Controller, post
+from litestar import Controller, Request, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 
+from api.auth import require_owner
 from api.types import OrderId
 from engine.errors import OrderNotFound
 
@@ -37,7 +38,10 @@ class NotificationController(Controller):
     tags: Final = ["notifications"]
 
     @post("/", status_code=202)
-    async def send(self, state: State, data: JSONBody[SendNotification]) -> NotificationQueued:
+    async def send(
+        self, state: State, request: Request[Any, Any, Any], data: JSONBody[SendNotification]
+    ) -> NotificationQueued:
+        require_owner(request, data.order_id)
         # Redis holds every order the system accepted: no record there means no such order.
         if await state.services.live_orders.get(data.order_id) is None:
             raise OrderNotFound(data.order_id)

@@ -9,10 +9,11 @@ from typing import Annotated, Any, Final
 
 import asyncpg
 import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import HeaderParameter, JSONBody
 
+from api.auth import caller_of, require_owner
 from api.metrics import Metrics
 from api.types import AnyIdPath, Location, ProductId
 from engine import lifecycle
@@ -20,6 +21,7 @@ from engine.errors import OrderNotFound
 from engine.ids import partition_of_id
 from engine.orders import MAX_ORDER_QUANTITY, Order, OrderRequest
 from geo.rings import Point
+from stores.breaker import Breaker, CircuitOpen
 from stores.postgres import TRANSIENT_ERRORS as POSTGRES_TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
@@ -91,18 +93,27 @@ class OrderController(Controller):
 
     @post("/", status_code=201)
     async def place(
-        self, state: State, data: JSONBody[PlaceOrder], idempotency_key: IdempotencyKey = None
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        data: JSONBody[PlaceOrder],
+        idempotency_key: IdempotencyKey = None,
     ) -> OrderPlaced | Response[OrderPlaced]:
-        request = OrderRequest(
+        caller = caller_of(request)
+        if caller is not None:
+            idempotency_key = caller.idempotency_key(idempotency_key)
+        order = OrderRequest(
             product_id=data.product_id,
             quantity=data.quantity,
             customer=Point(data.customer_location.lat, data.customer_location.lon),
             idempotency_key=idempotency_key,
+            # Ownership rides in the order ID: no write per order records it (engine.ids).
+            owner_tag=None if caller is None else caller.owner_tag,
         )
         metrics: Metrics = state.metrics
         try:
             with metrics.reservation_seconds.time():
-                confirmation = await state.services.engine.place(request)
+                confirmation = await state.services.engine.place(order)
         except Exception as exc:
             outcome = metrics.order_failed(exc)
             # No order ID exists for a refused order (the engine's is never stored): the request
@@ -127,14 +138,23 @@ class OrderController(Controller):
         return body
 
     @get("/{order_id:str}")
-    async def read(self, state: State, order_id: AnyIdPath) -> OrderView:
+    async def read(
+        self, state: State, request: Request[Any, Any, Any], order_id: AnyIdPath
+    ) -> OrderView:
+        require_owner(request, order_id)
         order = await state.services.live_orders.get(order_id)
         if order is None:
             order = await _persisted_order(state, order_id)
-        return OrderView.of(order, await _history(state.services.postgres, order_id))
+        services = state.services
+        return OrderView.of(
+            order, await _history(services.postgres, services.postgres_breaker, order_id)
+        )
 
     @post("/{order_id:str}/cancel", status_code=200)
-    async def cancel(self, state: State, order_id: AnyIdPath) -> OrderView:
+    async def cancel(
+        self, state: State, request: Request[Any, Any, Any], order_id: AnyIdPath
+    ) -> OrderView:
+        require_owner(request, order_id)
         order = await state.services.live_orders.cancel(order_id)
         log.info("order cancelled", extra={"order_id": order_id, "status": order.status})
         return OrderView.of(order)
@@ -170,14 +190,21 @@ async def _persisted_order(state: State, order_id: str) -> Order:
     )
 
 
-async def _history(postgres: asyncpg.Pool, order_id: str) -> list[StatusChange] | None:
+async def _history(
+    postgres: asyncpg.Pool, breaker: Breaker, order_id: str
+) -> list[StatusChange] | None:
     if partition_of_id(order_id) is None:
         return []
     try:
-        rows: Any = await postgres.fetch(
-            "SELECT status, at FROM order_status_history WHERE order_id = $1::uuid",
-            order_id,
-        )
+        # While the breaker is open the history is left out at once, instead of every read
+        # waiting out a connect attempt on a PostgreSQL that is down.
+        with breaker.guard(POSTGRES_TRANSIENT_ERRORS):
+            rows: Any = await postgres.fetch(
+                "SELECT status, at FROM order_status_history WHERE order_id = $1::uuid",
+                order_id,
+            )
+    except CircuitOpen:
+        return None
     except POSTGRES_TRANSIENT_ERRORS:
         log.warning("status history of %s unavailable: PostgreSQL unreachable", order_id)
         return None

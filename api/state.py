@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import asyncpg
@@ -28,6 +28,8 @@ from engine.stock_changes import load_thresholds
 from engine.warehouses import Warehouse, WarehouseDirectory
 from geo.rings import Point
 from notify.jobs import Notices
+from stores.breaker import Breaker, CircuitOpen
+from stores.mongo import TRANSIENT_ERRORS as MONGO_TRANSIENT_ERRORS
 from stores.mongo import WAREHOUSES, MongoDatabase, connect_mongo
 from stores.postgres import connect_postgres
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
@@ -49,9 +51,12 @@ class Services:
     live_orders: LiveOrders
     notices: Notices
     stock_feed: StockFeed
+    # Open after consecutive failures: reads that can do without the store answer at once.
+    postgres_breaker: Breaker = field(default_factory=lambda: Breaker("postgres"))
+    mongo_breaker: Breaker = field(default_factory=lambda: Breaker("mongo"))
 
     async def reload_directory(self) -> WarehouseDirectory:
-        self.engine.directory = await load_directory(self.redis, self.mongo)
+        self.engine.directory = await load_directory(self.redis, self.mongo, self.mongo_breaker)
         return self.engine.directory
 
     async def warehouses_changed(self) -> None:
@@ -60,14 +65,17 @@ class Services:
         await self.reload_directory()
 
 
-async def load_directory(redis: RedisClient, mongo: MongoDatabase) -> WarehouseDirectory:
+async def load_directory(
+    redis: RedisClient, mongo: MongoDatabase, breaker: Breaker
+) -> WarehouseDirectory:
     # Read the version first: a change landing during the read bumps it again, so the poller
     # reloads once more rather than keeping a stale set.
     version = int(await redis.get(keys.WAREHOUSES_VERSION_KEY) or 0)
-    warehouses = [
-        Warehouse(doc["_id"], doc["name"], Point(doc["lat"], doc["lon"]))
-        async for doc in mongo[WAREHOUSES].find({})
-    ]
+    with breaker.guard(MONGO_TRANSIENT_ERRORS):
+        warehouses = [
+            Warehouse(doc["_id"], doc["name"], Point(doc["lat"], doc["lon"]))
+            async for doc in mongo[WAREHOUSES].find({})
+        ]
     return WarehouseDirectory(warehouses, version)
 
 
@@ -85,7 +93,8 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
     postgres = await connect_postgres(settings)
     try:
         await scripts.load_all(redis)
-        reload = functools.partial(load_directory, redis, mongo)
+        mongo_breaker = Breaker("mongo")
+        reload = functools.partial(load_directory, redis, mongo, mongo_breaker)
         services = Services(
             settings=settings,
             redis=redis,
@@ -103,6 +112,7 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
             live_orders=LiveOrders(redis),
             notices=Notices(notice_redis),
             stock_feed=StockFeed(redis, load_thresholds()),
+            mongo_breaker=mongo_breaker,
         )
         await services.stock_feed.start()
         poller = asyncio.create_task(_poll_directory(services))
@@ -127,5 +137,7 @@ async def _poll_directory(services: Services) -> None:
             version = int(await services.redis.get(keys.WAREHOUSES_VERSION_KEY) or 0)
             if version != services.engine.directory.version:
                 await services.reload_directory()
+        except CircuitOpen:  # MongoDB is down: the known set stands, the next tick retries
+            pass
         except Exception:  # a store blip must not kill the poller; the next tick retries
             log.warning("warehouse directory refresh failed", exc_info=True)

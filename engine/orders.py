@@ -22,6 +22,7 @@ class OrderRequest:
     quantity: int
     customer: Point
     idempotency_key: str | None = None
+    owner_tag: int | None = None  # the placing storefront's, minted into the order ID (engine.ids)
 
     def fingerprint(self) -> str:
         """What must match for a retry under the same idempotency key to be the same request."""

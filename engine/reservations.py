@@ -77,7 +77,8 @@ class ReservationEngine:
         """A new order ID and the warehouses within the ring walk, nearest first."""
         partition = keys.partition_of_product(request.product_id)
         ranked = self.directory.nearest_first(request.customer)
-        return Attempt(new_id(partition), partition, request, _with_days(ranked))
+        order_id = new_id(partition, owner_tag=request.owner_tag)
+        return Attempt(order_id, partition, request, _with_days(ranked))
 
     async def place(self, request: OrderRequest) -> Confirmation:
         attempt = self.first_attempt(request)

@@ -1,7 +1,11 @@
 """The two ways a notice leaves: email through an SMTP server (smtplib) and SMS through an HTTP
 provider (a JSON POST). Where they are comes from the environment at send time, so a worker picks
 up a changed setting without a code change: SMTP_HOST, SMTP_PORT, NOTICE_FROM, SMS_URL (unset: no
-SMS is sent)."""
+SMS is sent).
+
+The SMTP send goes through a breaker shared by every worker process (stores.breaker): while the
+server is down, jobs fail at once and rq retries them on its backoff, instead of each holding a
+worker for a connect timeout."""
 
 from __future__ import annotations
 
@@ -13,10 +17,17 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Final
 
+import redis
+
+from stores.breaker import SharedBreaker
+
 SEND_TIMEOUT_S: Final = 10.0
 DEFAULT_SMTP_HOST: Final = "127.0.0.1"
 DEFAULT_SMTP_PORT: Final = 1025
 DEFAULT_SENDER: Final = "orders@example.invalid"
+SMTP_FAILURES_TO_OPEN: Final = 5
+# Short against rq's first retry intervals (1, 2, 5 s): a server that is back is used soon.
+SMTP_COOLDOWN_S: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +51,20 @@ class SmsRefused(Exception):
     """The SMS provider answered, but not with success: retried like a network error."""
 
 
-def send_email(settings: ChannelSettings, to: str, subject: str, body: str, ref: str) -> None:
+def smtp_breaker(connection: redis.Redis) -> SharedBreaker:
+    return SharedBreaker(
+        connection, "smtp", failures_to_open=SMTP_FAILURES_TO_OPEN, cooldown_s=SMTP_COOLDOWN_S
+    )
+
+
+def send_email(
+    settings: ChannelSettings,
+    to: str,
+    subject: str,
+    body: str,
+    ref: str,
+    breaker: SharedBreaker | None = None,
+) -> None:
     message = EmailMessage()
     message["From"] = settings.sender
     message["To"] = to
@@ -48,6 +72,15 @@ def send_email(settings: ChannelSettings, to: str, subject: str, body: str, ref:
     # Lets a receiving system drop a copy that slipped through (crash between send and marker).
     message["X-Notice-Id"] = ref
     message.set_content(body)
+    if breaker is None:
+        _send_smtp(settings, message)
+        return
+    # smtplib's errors (refused, timed out, SMTPException) are all OSErrors.
+    with breaker.guard((OSError,)):
+        _send_smtp(settings, message)
+
+
+def _send_smtp(settings: ChannelSettings, message: EmailMessage) -> None:
     with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SEND_TIMEOUT_S) as smtp:
         smtp.send_message(message)
 

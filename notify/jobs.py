@@ -23,7 +23,7 @@ from rq import Queue, Retry, SimpleWorker, Worker, get_current_job
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
-from notify.channels import ChannelSettings, send_email, send_sms
+from notify.channels import ChannelSettings, send_email, send_sms, smtp_breaker
 from notify.contacts import contact_for
 
 QUEUE_NAME: Final = "notices"
@@ -63,7 +63,7 @@ def send_notice(order_id: str, event: str, subject: str, body: str) -> list[str]
     ref = notice_id(order_id, event)
     sent = []
     if not connection.exists(sent_marker(ref, "email")):
-        send_email(settings, contact.email, subject, body, ref)
+        send_email(settings, contact.email, subject, body, ref, smtp_breaker(connection))
         connection.set(sent_marker(ref, "email"), 1, nx=True, ex=SENT_MARKER_TTL_S)
         sent.append("email")
     if settings.sms_url and not connection.exists(sent_marker(ref, "sms")):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from pymongo import AsyncMongoClient
+from pymongo import errors as mongo_errors
 from pymongo.asynchronous.database import AsyncDatabase
 
 from stores.settings import Settings
@@ -17,6 +18,11 @@ from stores.settings import Settings
 WAREHOUSES: Final = "warehouses"
 INVENTORY: Final = "inventory"
 SERVER_SELECTION_TIMEOUT_MS: Final = 5_000
+# MongoDB unreachable, electing, or timing out: the store's trouble, not the caller's.
+TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    mongo_errors.ConnectionFailure,  # includes AutoReconnect and ServerSelectionTimeoutError
+    mongo_errors.ExecutionTimeout,
+)
 
 MongoDatabase = AsyncDatabase[dict[str, Any]]
 
