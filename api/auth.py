@@ -51,6 +51,7 @@ ROUTE_SCOPES: Final[dict[str, frozenset[str]]] = {
     "WarehouseController.list_all": frozenset({ORDERS, OPERATOR}),
     "WarehouseController.read": frozenset({ORDERS, OPERATOR}),
     "FulfillmentController.fulfill_order": frozenset({OPERATOR}),
+    "FulfillmentController.report_unfulfillable": frozenset({OPERATOR}),
     "NotificationController.send": frozenset({ORDERS}),  # about its own orders only
 }
 OPEN_HANDLERS: Final = frozenset({"healthz", "readyz", "metrics"})

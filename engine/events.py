@@ -47,6 +47,21 @@ class OrderStatusChanged(msgspec.Struct, frozen=True, tag_field="type", tag="ord
         return self.record.product_id
 
 
+class OrderRerouted(msgspec.Struct, frozen=True, tag_field="type", tag="order.rerouted"):
+    """lua/reroute.lua: the order moved to another warehouse, reserved there."""
+
+    order: str
+    record: OrderRecord  # as it stands after: the new warehouse, status confirmed
+    from_warehouse: str
+    at_ms: int
+    reason: str
+    available: int  # at the new warehouse
+
+    @property
+    def product(self) -> str:
+        return self.record.product_id
+
+
 class StockChanged(msgspec.Struct, frozen=True, tag_field="type", tag="stock.changed"):
     product: str
     warehouse: str
@@ -62,10 +77,19 @@ class StockHeld(msgspec.Struct, frozen=True, tag_field="type", tag="stock.held")
     available: int
 
 
-Event = OrderConfirmed | OrderCancelled | OrderStatusChanged | StockChanged | StockHeld
+Event = (
+    OrderConfirmed | OrderCancelled | OrderStatusChanged | OrderRerouted | StockChanged | StockHeld
+)
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
     str(t.__struct_config__.tag): t
-    for t in (OrderConfirmed, OrderCancelled, OrderStatusChanged, StockChanged, StockHeld)
+    for t in (
+        OrderConfirmed,
+        OrderCancelled,
+        OrderStatusChanged,
+        OrderRerouted,
+        StockChanged,
+        StockHeld,
+    )
 }
 
 

@@ -18,11 +18,20 @@ import msgspec
 from engine import keys, scripts
 from engine.batching import MicroBatcher
 from engine.delivery import delivery_days, estimated_delivery
-from engine.errors import DomainError, IdempotencyKeyReused, OutOfStock, UnknownProduct
-from engine.ids import new_id
-from engine.orders import IDEMPOTENCY_TTL_S, Confirmation, OrderRequest
+from engine.errors import (
+    DomainError,
+    IdempotencyKeyReused,
+    InvalidTransition,
+    OrderNotFound,
+    OutOfStock,
+    UnknownProduct,
+    WrongWarehouse,
+)
+from engine.ids import new_id, partition_of_id
+from engine.orders import IDEMPOTENCY_TTL_S, Confirmation, Order, OrderRequest
+from engine.records import decode_record
 from engine.warehouses import WarehouseDirectory
-from geo.rings import RankedSite
+from geo.rings import Point, RankedSite
 from stores.redis import RedisClient
 
 ORDERS_PER_SCRIPT_CALL: Final = 64
@@ -92,6 +101,54 @@ class ReservationEngine:
         if isinstance(outcome, Confirmation):
             return outcome
         raise OutOfStock(request.product_id, request.quantity)
+
+    async def reroute(self, order_id: str, from_warehouse_id: str, reason: str) -> Order:
+        """Move an order its warehouse cannot fulfil to the nearest other warehouse with the
+        stock (every known warehouse is a candidate, ring walk first), atomically in Redis."""
+        partition = partition_of_id(order_id)
+        raw = None if partition is None else await self._redis.get(keys.order(partition, order_id))
+        if partition is None or raw is None:
+            raise OrderNotFound(order_id)
+        record = decode_record(raw)
+        customer = Point(record.lat, record.lon)
+        ranked = self.directory.nearest_first(customer)
+        in_rings = {site_id for site_id, _ in ranked}
+        rest = [w.warehouse_id for w in self.directory.all() if w.warehouse_id not in in_rings]
+        candidates = [
+            (warehouse_id, days)
+            for warehouse_id, days in _with_days(
+                [*ranked, *self.directory.by_distance(customer, rest)]
+            )
+            if warehouse_id != from_warehouse_id
+        ]
+        reply = await scripts.call(
+            self._redis,
+            scripts.REROUTE,
+            [
+                keys.stream(partition),
+                keys.order(partition, order_id),
+                keys.stock(partition, record.product_id),
+            ],
+            [
+                order_id,
+                record.product_id,
+                from_warehouse_id,
+                int(time.time() * 1000),
+                reason,
+                msgspec.json.encode([[w for w, _ in candidates], [d for _, d in candidates]]),
+            ],
+        )
+        match reply[0]:
+            case "ok":
+                return decode_record(reply[1]).to_order(order_id)
+            case "out_of_stock":
+                raise OutOfStock(record.product_id, record.quantity)
+            case "bad_state":
+                raise InvalidTransition(order_id, reply[1], "re-routed")
+            case "wrong_warehouse":
+                raise WrongWarehouse(order_id, from_warehouse_id)
+            case _:
+                raise OrderNotFound(order_id)
 
     async def _rank_beyond_rings(
         self, request: OrderRequest, warehouse_ids: list[str]

@@ -46,7 +46,8 @@ HOLD: Final = LuaScript.load("hold")
 CANCEL: Final = LuaScript.load("cancel")
 TRANSITION: Final = LuaScript.load("transition")
 RELEASE_HOLDS: Final = LuaScript.load("release_holds")
-ALL_SCRIPTS: Final = (RESERVE, SET_STOCK, HOLD, CANCEL, TRANSITION, RELEASE_HOLDS)
+REROUTE: Final = LuaScript.load("reroute")
+ALL_SCRIPTS: Final = (RESERVE, SET_STOCK, HOLD, CANCEL, TRANSITION, RELEASE_HOLDS, REROUTE)
 
 
 async def load_all(redis: RedisClient) -> None:

@@ -13,6 +13,7 @@ from engine.events import (
     MalformedEvent,
     OrderCancelled,
     OrderConfirmed,
+    OrderRerouted,
     StockChanged,
     StockHeld,
     UnknownEvent,
@@ -36,6 +37,8 @@ def stock_change_of(event: Event | UnknownEvent | MalformedEvent) -> StockChange
             return StockChange(record.product_id, record.warehouse_id, available, "order")
         case OrderCancelled(record=record, available=available):
             return StockChange(record.product_id, record.warehouse_id, available, "cancel")
+        case OrderRerouted(record=record, available=available):
+            return StockChange(record.product_id, record.warehouse_id, available, "reroute")
         case StockChanged(product=product, warehouse=warehouse, available=available, reason=why):
             return StockChange(product, warehouse, available, why)
         case StockHeld(product=product, warehouse=warehouse, available=available):

@@ -34,12 +34,17 @@ SENT_MARKER_TTL_S: Final = 30 * 24 * 3600
 FAILED_TTL_S: Final = 30 * 24 * 3600  # how long a failed notice waits for a person
 JOB_TIMEOUT_S: Final = 60
 
-# The notices that go out without anyone asking, per order status reached.
+# The notices that go out without anyone asking, per order status reached (and per re-route:
+# one notice per order, however often it is re-routed).
 AUTOMATIC: Final[dict[str, tuple[str, str]]] = {
     "confirmed": ("Order confirmed", "Your order {order} is confirmed."),
     "shipped": ("Order shipped", "Your order {order} has shipped."),
     "delivered": ("Order delivered", "Your order {order} was delivered."),
     "cancelled": ("Order cancelled", "Your order {order} was cancelled."),
+    "rerouted": (
+        "Order re-routed",
+        "Your order {order} now ships from another warehouse; the delivery date may change.",
+    ),
 }
 log = logging.getLogger(__name__)
 

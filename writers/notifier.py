@@ -16,6 +16,7 @@ from writers.streams import (
     REDIS_TRANSIENT_ERRORS,
     OrderCancelled,
     OrderConfirmed,
+    OrderRerouted,
     OrderStatusChanged,
     StreamEntry,
 )
@@ -34,9 +35,14 @@ class NotifierWriter:
 
     async def persist(self, entries: Sequence[StreamEntry]) -> list[StreamEntry]:
         changes = [
-            (entry.event.order, entry.event.record.status)
+            # A re-route keeps the status (confirmed) but is news to the customer of its own.
+            (entry.event.order, "rerouted")
+            if isinstance(entry.event, OrderRerouted)
+            else (entry.event.order, entry.event.record.status)
             for entry in entries
-            if isinstance(entry.event, OrderConfirmed | OrderCancelled | OrderStatusChanged)
+            if isinstance(
+                entry.event, OrderConfirmed | OrderCancelled | OrderStatusChanged | OrderRerouted
+            )
         ]
         if changes:
             # rq's client is blocking: keep it off the event loop the other writers share.

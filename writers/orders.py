@@ -13,14 +13,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 
 from engine.delivery import estimated_delivery
 from engine.lifecycle import PROGRESS
 from stores.postgres import TRANSIENT_ERRORS
-from writers.streams import OrderCancelled, OrderConfirmed, OrderStatusChanged, StreamEntry
+from writers.streams import (
+    OrderCancelled,
+    OrderConfirmed,
+    OrderRerouted,
+    OrderStatusChanged,
+    StreamEntry,
+)
 
 ORDERS_GROUP: Final = "orders-writer"
 STAGING_TABLE: Final = "orders_staging"
@@ -97,6 +103,30 @@ SELECT change.event_id FROM change
 WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = change.order_id)
 """
 
+# A re-route moves the order to another warehouse and restarts it there as confirmed; it is applied
+# only while the order row is still before packing, as lua/reroute.lua allowed it. Returns the
+# event IDs whose order row does not exist yet.
+APPLY_REROUTES: Final = """
+WITH reroute AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::date[], $4::timestamptz[], $5::text[],
+                         $6::text[]) AS r(order_id, warehouse_id, estimated_delivery, at, event_id,
+                                          reason)
+), updated AS (
+    UPDATE orders o SET warehouse_id = reroute.warehouse_id,
+                        estimated_delivery = reroute.estimated_delivery,
+                        status = 'confirmed', updated_at = reroute.at
+    FROM reroute
+    WHERE o.order_id = reroute.order_id AND o.status IN ('confirmed', 'picking')
+), history AS (
+    INSERT INTO order_status_history (order_id, status, at, event_id, reason)
+    SELECT reroute.order_id, 'confirmed', reroute.at, reroute.event_id, reroute.reason
+    FROM reroute JOIN orders o USING (order_id)
+    ON CONFLICT (order_id, event_id) DO NOTHING
+)
+SELECT reroute.event_id FROM reroute
+WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = reroute.order_id)
+"""
+
 StagingRow = tuple[str, str, str, int, float, float, date, str | None, datetime, str]
 
 
@@ -118,7 +148,8 @@ class OrdersWriter:
             for entry in entries
             if isinstance(entry.event, OrderCancelled | OrderStatusChanged)
         ]
-        if not staged and not changes:
+        reroutes = [entry for entry in entries if isinstance(entry.event, OrderRerouted)]
+        if not staged and not changes and not reroutes:
             return []
         async with self._pool.acquire() as conn, conn.transaction():
             if staged:
@@ -128,8 +159,10 @@ class OrdersWriter:
                 )
                 await conn.execute(INSERT_ORDERS)
                 await conn.execute(INSERT_CONFIRMED_HISTORY)
-            waiting = await _apply_status(conn, changes) if changes else set()
-        return [entry for entry in changes if entry.entry_id in waiting]
+            # Re-routes first: a step taken at the new warehouse in the same batch follows them.
+            waiting = await _apply_reroutes(conn, reroutes) if reroutes else set()
+            waiting |= await _apply_status(conn, changes) if changes else set()
+        return [entry for entry in [*reroutes, *changes] if entry.entry_id in waiting]
 
 
 def _staging_row(event_id: str, event: OrderConfirmed) -> StagingRow:
@@ -161,6 +194,27 @@ async def _apply_status(conn: asyncpg.Connection, changes: Sequence[StreamEntry]
     rows = await conn.fetch(
         APPLY_STATUS, order_ids, statuses, times, event_ids, reasons, list(PROGRESS)
     )
+    return {row["event_id"] for row in rows}
+
+
+async def _apply_reroutes(conn: asyncpg.Connection, reroutes: Sequence[StreamEntry]) -> set[str]:
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+    for entry in reroutes:
+        event = entry.event
+        assert isinstance(event, OrderRerouted)
+        record = event.record
+        reason = f"re-routed from {event.from_warehouse}: {event.reason}"
+        row = (
+            event.order,
+            record.warehouse_id,
+            estimated_delivery(record.created_ms, record.eta_days),
+            _utc(event.at_ms),
+            entry.entry_id,
+            reason,
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    rows = await conn.fetch(APPLY_REROUTES, *columns)
     return {row["event_id"] for row in rows}
 
 

@@ -28,6 +28,7 @@ from engine.events import Event as Event
 from engine.events import MalformedEvent as MalformedEvent
 from engine.events import OrderCancelled as OrderCancelled
 from engine.events import OrderConfirmed as OrderConfirmed
+from engine.events import OrderRerouted as OrderRerouted
 from engine.events import OrderStatusChanged as OrderStatusChanged
 from engine.events import StockChanged as StockChanged
 from engine.events import StockHeld as StockHeld
