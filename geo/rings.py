@@ -19,6 +19,7 @@ from geo.distance import EARTH_RADIUS_KM
 RESOLUTION: Final = 4
 RING_MAX_K: Final = 10
 RING_CACHE_CELLS: Final = 65_536
+DISK_CELLS: Final = 3 * RING_MAX_K * (RING_MAX_K + 1) + 1  # cells within RING_MAX_K rings
 
 
 class Point(NamedTuple):
@@ -61,7 +62,7 @@ class RingIndex:
         for site_id, point in sorted(sites.items()):
             self._by_cell.setdefault(cell_of(point), []).append(self._sites[site_id])
         # Walking rings costs ~20 us per ring in h3; customers cluster in few cells, so cache.
-        self._rings_of_cell = lru_cache(maxsize=RING_CACHE_CELLS)(self._walk_rings)
+        self._rings_of_cell = lru_cache(maxsize=RING_CACHE_CELLS)(self._rings)
 
     def __contains__(self, site_id: object) -> bool:
         return site_id in self._sites
@@ -69,14 +70,33 @@ class RingIndex:
     def __len__(self) -> int:
         return len(self._sites)
 
-    def _walk_rings(self, origin: str) -> tuple[tuple[_Site, ...], ...]:
+    def _rings(self, origin: str) -> tuple[tuple[_Site, ...], ...]:
         """The sites of each non-empty ring around `origin`, nearest ring first."""
+        if len(self._by_cell) < DISK_CELLS:
+            return self._rings_by_grid_distance(origin)
+        return self._rings_by_walking(origin)
+
+    def _rings_by_walking(self, origin: str) -> tuple[tuple[_Site, ...], ...]:
         rings = []
         for k in range(RING_MAX_K + 1):
             found = tuple(s for cell in _ring_cells(origin, k) for s in self._by_cell.get(cell, ()))
             if found:
                 rings.append(found)
         return tuple(rings)
+
+    def _rings_by_grid_distance(self, origin: str) -> tuple[tuple[_Site, ...], ...]:
+        """The same rings, found from the sites' side: with fewer site cells than the disk has
+        cells, one grid_distance per site cell (~0.4 us) beats walking every ring (~240 us), which
+        matters on a worker's first orders from each customer cell."""
+        by_ring: dict[int, list[_Site]] = {}
+        for cell, sites in self._by_cell.items():
+            try:
+                k = h3.grid_distance(origin, cell)
+            except h3.H3BaseException:  # no grid path (across a pentagon, or too far): beyond
+                continue
+            if k <= RING_MAX_K:
+                by_ring.setdefault(k, []).extend(sites)
+        return tuple(tuple(by_ring[k]) for k in sorted(by_ring))
 
     def ranked(self, customer: Point) -> list[RankedSite]:
         """Sites within RING_MAX_K rings, nearest ring first, exact distance inside a ring."""

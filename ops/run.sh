@@ -10,6 +10,8 @@
 # API_WORKERS=1 (default): one API process on API_PORT (8000). API_WORKERS=N>1: N single-worker
 # API processes on 8001..800N (logs .stack/api-<i>.log) behind the nginx gateway on GATEWAY_PORT
 # (8080, ops/gateway.sh), which balances and health-checks them; the demo then goes through it.
+# REDIS_TOPOLOGY=cluster puts the engine, API and writers on the local Redis Cluster, e.g.
+#   REDIS_TOPOLOGY=cluster API_WORKERS=2 ops/run.sh      (cluster + gateway + 2 workers)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -86,6 +88,15 @@ esac
 bash "$ROOT/ops/stack.sh" up
 # shellcheck source=ops/env.sh
 . "$ROOT/ops/env.sh"
+
+# REDIS_TOPOLOGY=cluster: the engine, API and writers run on the local Redis Cluster (3 masters +
+# 3 replicas on 7000-7005); rq's notice queue stays on the single Redis (rq cannot use a cluster).
+if [ "${REDIS_TOPOLOGY:-single}" = cluster ]; then
+    bash "$ROOT/ops/stack.sh" cluster-up
+    export REDIS_CLUSTER=1 REDIS_WAIT_REPLICAS=1
+    export REDIS_URL="redis://127.0.0.1:${CLUSTER_BASE_PORT:-7000}/0"
+    export QUEUE_REDIS_URL="redis://127.0.0.1:${REDIS_PORT:-6379}/0"
+fi
 
 API_WORKERS="${API_WORKERS:-1}"
 API_NAME=api

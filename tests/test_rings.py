@@ -8,7 +8,7 @@ import h3
 import pytest
 
 from geo.distance import great_circle_km
-from geo.rings import RESOLUTION, RING_MAX_K, Point, RingIndex
+from geo.rings import DISK_CELLS, RESOLUTION, RING_MAX_K, Point, RingIndex
 
 PARIS = Point(48.8566, 2.3522)
 
@@ -75,3 +75,18 @@ def test_ring_walk_matches_brute_force_on_random_sites(seed: int) -> None:
     for _ in range(200):
         customer = Point(rng.uniform(43, 53), rng.uniform(-2, 12))
         assert [site_id for site_id, _ in index.ranked(customer)] == _brute_force(sites, customer)
+
+
+def test_both_ways_of_finding_rings_agree() -> None:
+    """Few site cells: one grid_distance per site cell; many (>= DISK_CELLS): walking every ring.
+    Both must find the same rings."""
+    rng = random.Random(11)
+    sites = {f"w{i}": Point(rng.uniform(43, 53), rng.uniform(-2, 12)) for i in range(DISK_CELLS)}
+    index = RingIndex(sites)
+    for _ in range(50):
+        origin = h3.latlng_to_cell(rng.uniform(43, 53), rng.uniform(-2, 12), RESOLUTION)
+        walked = [sorted(s.site_id for s in ring) for ring in index._rings_by_walking(origin)]
+        measured = [
+            sorted(s.site_id for s in ring) for ring in index._rings_by_grid_distance(origin)
+        ]
+        assert walked == measured
