@@ -10,8 +10,17 @@ from engine import keys, lifecycle, scripts
 from engine.errors import InvalidTransition, OrderNotFound, WrongWarehouse
 from engine.ids import partition_of_id
 from engine.orders import Order, OrderStatus
-from engine.records import decode_record
+from engine.records import OrderRecord, decode_record
 from stores.redis import RedisClient
+
+
+async def read_record(redis: RedisClient, order_id: str) -> tuple[int, OrderRecord] | None:
+    """An order's partition and record, or None when it is not (or no longer) live in Redis."""
+    partition = partition_of_id(order_id)
+    if partition is None:
+        return None
+    raw = await redis.get(keys.order(partition, order_id))
+    return None if raw is None else (partition, decode_record(raw))
 
 
 class LiveOrders:
@@ -19,11 +28,8 @@ class LiveOrders:
         self._redis = redis
 
     async def get(self, order_id: str) -> Order | None:
-        partition = partition_of_id(order_id)
-        if partition is None:
-            return None
-        raw = await self._redis.get(keys.order(partition, order_id))
-        return None if raw is None else decode_record(raw).to_order(order_id)
+        live = await read_record(self._redis, order_id)
+        return None if live is None else live[1].to_order(order_id)
 
     async def cancel(self, order_id: str) -> Order:
         """Cancel a confirmed order and return its units to stock, atomically."""

@@ -27,7 +27,8 @@ from engine.errors import (
     UnknownProduct,
     WrongWarehouse,
 )
-from engine.ids import new_id, partition_of_id
+from engine.ids import new_id
+from engine.live_orders import read_record
 from engine.orders import IDEMPOTENCY_TTL_S, Confirmation, Order, OrderRequest
 from engine.records import decode_record
 from engine.warehouses import WarehouseDirectory
@@ -105,11 +106,10 @@ class ReservationEngine:
     async def reroute(self, order_id: str, from_warehouse_id: str, reason: str) -> Order:
         """Move an order its warehouse cannot fulfil to the nearest other warehouse with the
         stock (every known warehouse is a candidate, ring walk first), atomically in Redis."""
-        partition = partition_of_id(order_id)
-        raw = None if partition is None else await self._redis.get(keys.order(partition, order_id))
-        if partition is None or raw is None:
+        live = await read_record(self._redis, order_id)
+        if live is None:
             raise OrderNotFound(order_id)
-        record = decode_record(raw)
+        partition, record = live
         customer = Point(record.lat, record.lon)
         ranked = self.directory.nearest_first(customer)
         in_rings = {site_id for site_id, _ in ranked}
