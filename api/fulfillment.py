@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date
-from typing import Annotated, Final, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, post
@@ -46,7 +46,7 @@ class OrderRerouted(msgspec.Struct, rename="camel"):
 
 class FulfillmentController(Controller):
     path = "/warehouse"
-    tags: Final = ["warehouses"]
+    tags = ("warehouses",)
 
     @post("/fulfill", status_code=200)
     async def fulfill_order(self, state: State, data: JSONBody[FulfillOrder]) -> OrderFulfilled:

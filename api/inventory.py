@@ -86,7 +86,7 @@ class StreamDropped(msgspec.Struct):
 
 class InventoryController(Controller):
     path = "/inventory"
-    tags: Final = ["inventory"]
+    tags = ("inventory",)
 
     @get("/")
     async def levels(self, state: State, product_id: ProductIdQuery) -> ProductStock:

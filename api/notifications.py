@@ -35,7 +35,7 @@ class NotificationQueued(msgspec.Struct, rename="camel"):
 
 class NotificationController(Controller):
     path = "/notifications"
-    tags: Final = ["notifications"]
+    tags = ("notifications",)
 
     @post("/", status_code=202)
     async def send(

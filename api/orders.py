@@ -89,7 +89,7 @@ IdempotencyKey = Annotated[
 
 class OrderController(Controller):
     path = "/orders"
-    tags: Final = ["orders"]
+    tags = ("orders",)
 
     @post("/", status_code=201)
     async def place(

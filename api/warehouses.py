@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated
 
 import msgspec
 from litestar import Controller, get, post
@@ -37,7 +37,7 @@ class WarehouseOut(msgspec.Struct, rename="camel"):
 
 class WarehouseController(Controller):
     path = "/warehouses"
-    tags: Final = ["warehouses"]
+    tags = ("warehouses",)
 
     @post("/", status_code=201)
     async def create(self, state: State, data: JSONBody[NewWarehouse]) -> WarehouseOut:

@@ -115,9 +115,10 @@ def decode_event(fields: Mapping[str, str]) -> Event | UnknownEvent | MalformedE
         # strict=False: the numeric fields arrive as strings and are parsed here, once. The
         # concrete type, not the tagged union: converting to the union is ~8x slower.
         # The order record is a JSON text inside the entry: decoded here too, in one place.
+        decoded: Mapping[str, object] = fields
         if "record" in fields:
-            fields = {**fields, "record": decode_record(fields["record"])}
-        event: Event = msgspec.convert(fields, event_type, strict=False)
+            decoded = {**fields, "record": decode_record(fields["record"])}
+        event: Event = msgspec.convert(decoded, event_type, strict=False)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return MalformedEvent(str(exc))
     return event

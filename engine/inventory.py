@@ -45,7 +45,7 @@ class Inventory:
         if not raw:
             raise UnknownProduct(product_id)
         return sorted(
-            (StockLevel(w, int(q)) for w, q in raw.items() if w != VERSION_FIELD),
+            (StockLevel(str(w), int(q)) for w, q in raw.items() if w != VERSION_FIELD),
             key=lambda level: level.warehouse_id,
         )
 

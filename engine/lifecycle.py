@@ -61,4 +61,4 @@ def allowed_from(target: OrderStatus) -> tuple[OrderStatus, ...]:
 
 
 def progress(status: str) -> int:
-    return PROGRESS.index(status)  # type: ignore[arg-type]
+    return PROGRESS.index(status)

@@ -115,7 +115,8 @@ async def _send(redis: RedisClient, calls: Sequence[Call], acks: ReplicaAcks | N
     if isinstance(redis, RedisCluster):
         # A cluster pipeline keeps each node's commands in order on one connection, so a WAIT
         # aimed at a node comes after that node's EVALSHAs.
-        nodes = {node.name: node for node in (redis.get_node_from_key(k[0]) for _, k, _ in calls)}
+        owners = (redis.get_node_from_key(k[0]) for _, k, _ in calls)
+        nodes = {node.name: node for node in owners if node is not None}
         for node in nodes.values():
             pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms, target_nodes=node)
     else:

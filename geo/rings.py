@@ -32,12 +32,14 @@ RankedSite = tuple[str, float]
 
 
 def cell_of(point: Point) -> str:
-    return h3.latlng_to_cell(point.lat, point.lon, RESOLUTION)
+    cell: str = h3.latlng_to_cell(point.lat, point.lon, RESOLUTION)
+    return cell
 
 
 def _ring_cells(origin: str, k: int) -> Iterable[str]:
     try:
-        return h3.grid_ring(origin, k)
+        ring: list[str] = h3.grid_ring(origin, k)
+        return ring
     except h3.H3BaseException:
         # grid_ring is undefined across a pentagon; the disk difference is always defined.
         return set(h3.grid_disk(origin, k)) - set(h3.grid_disk(origin, k - 1)) if k else [origin]

@@ -55,9 +55,8 @@ def reservation_load(
 
 def tiny_decrement_load(count: int, keys: int = 1000) -> PackedLoad:
     sha = hashlib.sha1(TINY_DECREMENT.encode()).hexdigest()
-    return PackedLoad(
-        [hiredis.pack_command(("EVALSHA", sha, 1, f"tiny:{i % keys}")) for i in range(count)], 1.0
-    )
+    commands = [_packed(("EVALSHA", sha, 1, f"tiny:{i % keys}")) for i in range(count)]
+    return PackedLoad(commands, 1.0)
 
 
 async def _no_reload() -> WarehouseDirectory:
@@ -66,7 +65,11 @@ async def _no_reload() -> WarehouseDirectory:
 
 def _pack(now_ms: int, attempts: list[Attempt]) -> bytes:
     keys, args = reserve_call(now_ms, attempts)
-    return bytes(hiredis.pack_command(("EVALSHA", scripts.RESERVE.sha, len(keys), *keys, *args)))
+    return _packed(("EVALSHA", scripts.RESERVE.sha, len(keys), *keys, *args))
+
+
+def _packed(command: tuple[object, ...]) -> bytes:
+    return bytes(hiredis.pack_command(command))  # type: ignore[arg-type]  # its stub is too narrow
 
 
 async def send_pipelined(port: int, load: PackedLoad, depth: int) -> tuple[float, int]:

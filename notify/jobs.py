@@ -21,6 +21,7 @@ from typing import Final
 import redis
 from rq import Queue, Retry, SimpleWorker, Worker, get_current_job
 from rq.job import Job
+from rq.queue import EnqueueData
 from rq.registry import FailedJobRegistry
 
 from notify.channels import ChannelSettings, send_email, send_sms, smtp_breaker
@@ -101,7 +102,7 @@ class Notices:
         for job_id in wanted:
             pipe.exists(Job.key_for(job_id))
         known = pipe.execute()
-        datas = []
+        datas: list[EnqueueData] = []
         for (job_id, (order_id, status)), exists in zip(wanted.items(), known, strict=True):
             if exists:  # a replayed event: the job is queued, running, done or failed already
                 continue
@@ -152,7 +153,7 @@ class Notices:
         worker = worker_class([self.queue], connection=self._redis)
         worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
 
-    def _data(self, job_id: str, order_id: str, event: str, subject: str, body: str) -> object:
+    def _data(self, job_id: str, order_id: str, event: str, subject: str, body: str) -> EnqueueData:
         return Queue.prepare_data(
             send_notice,
             (order_id, event, subject, body),

@@ -23,12 +23,12 @@ from pymongo import AsyncMongoClient
 
 from notify.jobs import Notices
 from stores.mongo import connect_mongo
+from stores.postgres import TRANSIENT_ERRORS as POSTGRES_TRANSIENT_ERRORS
 from stores.postgres import apply_schema, connect_postgres
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings, load_settings
 from telemetry.logs import configure_json_logging
 from writers import CONSUMER_GROUPS, writer_backlog
-from writers import orders as orders_writer
 from writers.inventory import INVENTORY_BATCH_FACTOR, InventoryWriter
 from writers.notifier import NotifierWriter
 from writers.orders import OrdersWriter
@@ -123,7 +123,7 @@ async def serve(
             pool = await retry_transient(
                 "connect to PostgreSQL",
                 lambda: _postgres_with_schema(settings),
-                orders_writer.TRANSIENT_ERRORS,
+                POSTGRES_TRANSIENT_ERRORS,
                 stop,
             )
             consumers.append(GroupConsumer(redis, OrdersWriter(pool), name, config=config))
