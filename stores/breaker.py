@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 import redis
 
@@ -33,6 +33,29 @@ class CircuitOpen(Exception):
         super().__init__(f"circuit {name!r} is open; retry in {retry_after_s:.1f} s")
         self.name = name
         self.retry_after_s = retry_after_s
+
+
+class _Guarded(Protocol):
+    def check(self) -> None: ...
+    def succeeded(self) -> None: ...
+    def failed(self) -> None: ...
+    def abandoned(self) -> None: ...
+
+
+@contextlib.contextmanager
+def _guard(breaker: _Guarded, errors: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """`with breaker.guard(TRANSIENT_ERRORS): await call()`: check, then record the outcome. The
+    one rule both breakers share: only the store's own errors count as failures."""
+    breaker.check()
+    try:
+        yield
+    except errors:
+        breaker.failed()
+        raise
+    except BaseException:
+        breaker.abandoned()
+        raise
+    breaker.succeeded()
 
 
 class Breaker:
@@ -87,19 +110,10 @@ class Breaker:
             self._opened_at = self._clock()
         self._trial_running = False
 
-    @contextlib.contextmanager
-    def guard(self, errors: tuple[type[BaseException], ...]) -> Iterator[None]:
-        """`with breaker.guard(TRANSIENT_ERRORS): await call()`: check, then record the outcome."""
-        self.check()
-        try:
-            yield
-        except errors:
-            self.failed()
-            raise
-        except BaseException:
-            self._trial_running = False  # not the store's fault: neither opens nor closes
-            raise
-        self.succeeded()
+    def abandoned(self) -> None:
+        self._trial_running = False  # not the store's fault: neither opens nor closes
+
+    guard = _guard
 
 
 class SharedBreaker:
@@ -138,12 +152,7 @@ class SharedBreaker:
         if int(failures) >= self.failures_to_open:
             self._redis.set(self._open_key, 1, px=int(self.cooldown_s * 1000))
 
-    @contextlib.contextmanager
-    def guard(self, errors: tuple[type[BaseException], ...]) -> Iterator[None]:
-        self.check()
-        try:
-            yield
-        except errors:
-            self.failed()
-            raise
-        self.succeeded()
+    def abandoned(self) -> None:
+        """A failure that is not the store's: nothing to record."""
+
+    guard = _guard
