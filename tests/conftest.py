@@ -37,6 +37,19 @@ TEST_SETTINGS = Settings(
 )
 
 
+def store_env(settings: Settings) -> dict[str, str]:
+    """The environment of a child process (API, writers, notice worker) aimed at the test stores."""
+    return {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
+        "QUEUE_REDIS_URL": settings.queue_redis_url,
+        "POSTGRES_DSN": settings.postgres_dsn,
+        "MONGO_URL": settings.mongo_url,
+        "MONGO_DB": settings.mongo_db,
+    }
+
+
 @pytest.fixture
 def settings() -> Settings:
     return TEST_SETTINGS

@@ -17,6 +17,7 @@ from typing import Final
 import pytest
 
 from stores.settings import Settings
+from tests.conftest import store_env
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 GATEWAY_PORT: Final = 8190
@@ -41,12 +42,7 @@ def get(path: str) -> int:
 @pytest.fixture
 def gateway(settings: Settings, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
-        "POSTGRES_DSN": settings.postgres_dsn,
-        "MONGO_URL": settings.mongo_url,
-        "MONGO_DB": settings.mongo_db,
+        **store_env(settings),
         "GATEWAY_PORT": str(GATEWAY_PORT),
         "API_BASE_PORT": str(API_BASE_PORT),
         "GATEWAY_DIR": str(tmp_path),

@@ -25,6 +25,7 @@ from engine.stock_changes import LowStockThresholds, StockChange, parse_override
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
+from tests.conftest import store_env
 
 ROOT = Path(__file__).resolve().parent.parent
 API_PORT = 18_431
@@ -38,13 +39,7 @@ DELAY_SAMPLES = 50
 @pytest.fixture
 def api(settings: Settings, redis: RedisClient, mongo: MongoDatabase) -> Iterator[None]:
     env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
-        "POSTGRES_DSN": settings.postgres_dsn,
-        "MONGO_URL": settings.mongo_url,
-        "MONGO_DB": settings.mongo_db,
-        "QUEUE_REDIS_URL": settings.queue_redis_url,
+        **store_env(settings),
         "LOW_STOCK_THRESHOLD": "3",
     }
     granian = str(Path(sys.executable).parent / "granian")

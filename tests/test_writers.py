@@ -9,7 +9,6 @@ entries that test how unknown or malformed events are treated.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
@@ -33,6 +32,7 @@ from geo.rings import Point
 from stores.mongo import INVENTORY, MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
+from tests.conftest import store_env
 from writers import WRITER_GROUPS, writer_backlog
 from writers.inventory import INVENTORY_GROUP, InventoryWriter
 from writers.orders import ORDERS_GROUP, OrdersWriter
@@ -291,13 +291,7 @@ async def test_a_cancel_whose_confirm_is_pending_elsewhere_waits_for_it(
 def writer_processes(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "QUEUE_REDIS_URL": settings.queue_redis_url,
-        "REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
-        "POSTGRES_DSN": settings.postgres_dsn,
-        "MONGO_URL": settings.mongo_url,
-        "MONGO_DB": settings.mongo_db,
+        **store_env(settings),
     }
 
     def start(*args: str) -> subprocess.Popen[bytes]:
@@ -403,10 +397,7 @@ async def test_lag_reports_the_backlog_then_zero(
 
 def lag_command(settings: Settings) -> str:
     env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "QUEUE_REDIS_URL": settings.queue_redis_url,
-        "REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
+        **store_env(settings),
     }
     done = subprocess.run(
         [sys.executable, "-m", "writers", "lag"],

@@ -25,6 +25,7 @@ from notify.jobs import Notices, notice_id
 from stores.postgres import connect_postgres
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings
+from tests.conftest import store_env
 from tests.notice_servers import SmtpServer, smtp_server
 from tests.test_writers import (
     FAST,
@@ -167,9 +168,7 @@ async def _at_least(items: list[str], count: int) -> bool:
 @pytest.fixture
 def notice_worker(settings: Settings, smtp_server: SmtpServer) -> Iterator[subprocess.Popen[bytes]]:
     env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "QUEUE_REDIS_URL": settings.queue_redis_url,
+        **store_env(settings),
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp_server.port),
         "SMS_URL": "",
