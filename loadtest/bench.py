@@ -57,6 +57,10 @@ WRK_CONNECTIONS: Final = 64
 WARMUP_S: Final = 2
 LATENCY_WARMUP_S: Final = 6
 TARGET_ORDERS_PER_S: Final = 100_000
+READING: Final = (
+    "What the figures mean, where each missed target's time goes and what would close it: "
+    "README.md, section Performance and scaling."
+)
 PARTS: Final = ("engine", "api", "writers", "sql", "memory", "cluster")
 
 
@@ -572,7 +576,9 @@ def write_report(results: Results, facts: list[str], memory: list[str], command:
         *scaling_table(results.figures),
         "",
     ]
-    lines += ["## Notes", "", *[f"- {note}" for note in results.notes], ""]
+    if results.notes:
+        lines += ["## Notes", "", *[f"- {note}" for note in results.notes], ""]
+    lines += [READING, ""]
     REPORT.write_text("\n".join(lines))
 
 
