@@ -17,6 +17,7 @@ from api.state import Services
 from api.stock_feed import Dropped, StockFeed, Subscription
 from api.types import ProductId, ProductIdPath, ProductIdQuery, WarehouseId, WarehouseIdPath
 from engine.errors import UnknownWarehouse
+from engine.inventory import StockChange
 
 MAX_STOCK_UNITS: Final = 1_000_000_000
 Units = Annotated[int, msgspec.Meta(ge=1, le=MAX_STOCK_UNITS)]
@@ -124,11 +125,9 @@ class InventoryController(Controller):
         data: JSONBody[SetStock],
     ) -> StockLevelChanged:
         """Set a level outright (restock or count); creates the product on first use."""
-        await _require_warehouse(state.services, warehouse_id)
-        level = await state.services.inventory.change(
-            product_id, warehouse_id, "set", data.quantity, data.reason
+        return await _change_level(
+            state.services, product_id, warehouse_id, "set", data.quantity, data.reason
         )
-        return StockLevelChanged(product_id, warehouse_id, level)
 
     @post("/{product_id:str}/stock/{warehouse_id:str}/adjust", status_code=200, tags=["operators"])
     async def adjust_level(
@@ -139,11 +138,9 @@ class InventoryController(Controller):
         data: JSONBody[AdjustStock],
     ) -> StockLevelChanged:
         """Add (delta > 0) or remove (delta < 0) units; never takes a level below zero."""
-        await _require_warehouse(state.services, warehouse_id)
-        level = await state.services.inventory.change(
-            product_id, warehouse_id, "adjust", data.delta, data.reason
+        return await _change_level(
+            state.services, product_id, warehouse_id, "adjust", data.delta, data.reason
         )
-        return StockLevelChanged(product_id, warehouse_id, level)
 
 
 async def _stock_events(
@@ -184,6 +181,19 @@ async def _changes(subscription: Subscription) -> AsyncIterator[ServerSentEventM
             if threshold is not None:
                 low = LowStockOut(c.product_id, c.warehouse_id, c.quantity, threshold)
                 yield ServerSentEventMessage(msgspec.json.encode(low), event="low_stock")
+
+
+async def _change_level(
+    services: Services,
+    product_id: str,
+    warehouse_id: str,
+    mode: StockChange,
+    units: int,
+    reason: str,
+) -> StockLevelChanged:
+    await _require_warehouse(services, warehouse_id)
+    level = await services.inventory.change(product_id, warehouse_id, mode, units, reason)
+    return StockLevelChanged(product_id, warehouse_id, level)
 
 
 async def _require_warehouse(services: Services, warehouse_id: str) -> None:

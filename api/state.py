@@ -114,7 +114,6 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
             stock_feed=StockFeed(redis, load_thresholds()),
             mongo_breaker=mongo_breaker,
         )
-        await services.stock_feed.start()
         poller = asyncio.create_task(_poll_directory(services))
         try:
             yield services

@@ -129,9 +129,6 @@ class StockFeed:
 
     # --- the tailer ---
 
-    async def start(self) -> None:
-        """Nothing to do until someone subscribes (see subscribe)."""
-
     async def _start_tailing(self) -> None:
         """From the streams' current ends (what `$` means), resolved to IDs once so that nothing
         appended between two reads is skipped."""

@@ -176,7 +176,6 @@ async def test_feed_fans_out_per_product_and_drops_a_slow_subscriber(
     redis: RedisClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     feed = StockFeed(redis, LowStockThresholds(2, {"sku-b": 50}))
-    await feed.start()
     inventory = Inventory(redis)
     try:
         a, b = await feed.subscribe("sku-a"), await feed.subscribe("sku-b")

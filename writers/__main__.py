@@ -16,7 +16,7 @@ import socket
 import sys
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 from pymongo import AsyncMongoClient
@@ -49,6 +49,8 @@ from writers.streams import (
 from writers.sweeper import STUCK_SWEEP_INTERVAL_S, run_sweeps
 
 log = logging.getLogger("writers")
+# What --only and --writer accept: the consumers this process can run.
+CONSUMER_NAMES: Final = ("orders", "inventory", "notifier")
 
 
 def consumer_name() -> str:
@@ -65,7 +67,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=("orders", "inventory", "notifier"),
+        choices=CONSUMER_NAMES,
         help="run one consumer only (and no sweeps)",
     )
     parser.add_argument(
@@ -79,7 +81,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--writer",
         action="append",
-        choices=("orders", "inventory", "notifier"),
+        choices=CONSUMER_NAMES,
         help="for `replay`: which writer re-persists (repeatable; default orders and inventory)",
     )
     parser.add_argument(
