@@ -11,6 +11,7 @@ from typing import Any, Final
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from redis import exceptions as redis_errors
 
 from api.auth import Forbidden, RateLimited, Unauthenticated, retry_after_header
 from engine.errors import (
@@ -18,8 +19,12 @@ from engine.errors import (
     IdempotencyKeyReused,
     InvalidTransition,
     NegativeStock,
+    OrderMovedOn,
     OrderNotFound,
+    OutcomeUnknown,
     OutOfStock,
+    Overloaded,
+    StoreFull,
     UnknownProduct,
     UnknownWarehouse,
     WarehouseExists,
@@ -49,7 +54,13 @@ DOMAIN_STATUS: Final[dict[type[DomainError], tuple[int, str]]] = {
     WrongWarehouse: (409, "wrong_warehouse"),
     NegativeStock: (409, "negative_stock"),
     IdempotencyKeyReused: (422, "idempotency_key_reused"),
+    OrderMovedOn: (409, "order_changed"),
+    # 503s: nothing is wrong with the request; send it again after Retry-After.
+    Overloaded: (503, "overloaded"),
+    StoreFull: (503, "store_full"),
+    OutcomeUnknown: (503, "outcome_unknown"),
 }
+RETRY_AFTER_S: Final = 1
 
 HTTP_CODES: Final = {
     400: "bad_request",
@@ -71,7 +82,14 @@ def error_response(
 
 def on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[ErrorBody]:
     status, code = DOMAIN_STATUS[type(exc)]
-    return error_response(status, code, str(exc))
+    details = None
+    if isinstance(exc, OutcomeUnknown) and exc.subject_id is not None:
+        # The client is told which order to look up (GET /orders/{orderId}) or to retry.
+        details = [{"orderId": exc.subject_id}]
+    response = error_response(status, code, str(exc), details)
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
 
 
 def on_unauthenticated(_: Request[Any, Any, Any], exc: Unauthenticated) -> Response[ErrorBody]:
@@ -102,6 +120,14 @@ def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Err
     return error_response(exc.status_code, code, exc.detail)
 
 
+def on_store_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    """A read that could not reach Redis (writes go through the engine's resends instead)."""
+    log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    response = error_response(503, "store_unavailable", "a store did not answer; retry later")
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
 def on_unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "the server failed to handle this request")
@@ -114,5 +140,7 @@ EXCEPTION_HANDLERS: Final = {
     RateLimited: on_rate_limited,
     ValidationException: on_validation_error,
     HTTPException: on_http_error,
+    redis_errors.ConnectionError: on_store_unavailable,
+    redis_errors.TimeoutError: on_store_unavailable,
     Exception: on_unexpected_error,
 }

@@ -2,8 +2,8 @@
 
 Counters the requests update (order outcomes, reservation latency, responses per status class)
 live in this process only: with several API processes, each is its own scrape target. The
-gauges of shared state (stream backlog, writer progress, failed notices) are read from the stores
-at scrape time, so every process reports the same values for them.
+gauges of shared state (stream backlog, writer progress, dead letters, failed notices) are read
+from the stores at scrape time, so every process reports the same values for them.
 """
 
 from __future__ import annotations
@@ -24,9 +24,17 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from api.state import Services
-from engine.errors import IdempotencyKeyReused, OutOfStock, UnknownProduct
+from engine.errors import (
+    IdempotencyKeyReused,
+    OutcomeUnknown,
+    OutOfStock,
+    Overloaded,
+    StoreFull,
+    UnknownProduct,
+)
 from engine.stock_changes import StockChange
 from writers import CONSUMER_GROUPS, writer_backlog
+from writers.dead_letters import dead_letter_count  # clean-up: api/ should not import writers/
 from writers.streams import persisted_counts
 
 # `error` is anything unexpected (a store down, a bug): the request answered 5xx.
@@ -36,12 +44,18 @@ ORDER_OUTCOMES: Final = (
     "out_of_stock",
     "unknown_product",
     "key_conflict",
+    "overloaded",
+    "outcome_unknown",
+    "store_full",
     "error",
 )
 ORDER_FAILURES: Final[dict[type[BaseException], str]] = {
     OutOfStock: "out_of_stock",
     UnknownProduct: "unknown_product",
     IdempotencyKeyReused: "key_conflict",
+    Overloaded: "overloaded",
+    OutcomeUnknown: "outcome_unknown",
+    StoreFull: "store_full",
 }
 # A batched reservation takes ~0.5-5 ms; the upper buckets show a slow Redis or a retry storm.
 RESERVATION_BUCKETS_S: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
@@ -60,6 +74,7 @@ class StoreReading:
     backlog: dict[str, int]  # per group: entries not yet delivered
     pending: dict[str, int]  # per group: delivered, not yet acked
     persisted: dict[str, int]  # per group: entries acked since the counter key was created
+    dead_letters: int  # entries in the dead-letter streams, every group's
     notification_failures: int
 
 
@@ -91,9 +106,43 @@ class StoreCollector(Collector):
         yield pending
         yield persisted
         yield GaugeMetricFamily(
+            "dead_letters",
+            "Stream entries the writers gave up on, in the dead-letter streams",
+            value=reading.dead_letters,
+        )
+        yield GaugeMetricFamily(
             "notification_failures",
             "Notices that failed for good (rq FailedJobRegistry)",
             value=reading.notification_failures,
+        )
+
+
+class EngineCollector(Collector):
+    """This process's engine: its bounded order queue, resends after lost replies, and writes a
+    replica did not acknowledge in time. Read from the live objects at each scrape."""
+
+    def __init__(self) -> None:
+        self.services: Services | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        services = self.services
+        if services is None:
+            return
+        yield GaugeMetricFamily(
+            "order_queue_depth",
+            "Orders waiting to be sent to Redis in this process (bounded; past it: 503)",
+            value=services.engine.queued,
+        )
+        runner = services.engine.runner
+        yield CounterMetricFamily(
+            "redis_command_resends",
+            "Script calls sent again after a lost reply (connection cut, timeout)",
+            value=runner.resends,
+        )
+        yield CounterMetricFamily(
+            "replica_acks_short",
+            "Node pipelines whose writes fewer replicas than REDIS_WAIT_REPLICAS acknowledged",
+            value=0 if runner.acks is None else runner.acks.short,
         )
 
 
@@ -126,6 +175,8 @@ class Metrics:
         )
         self._stores = StoreCollector()
         self.registry.register(self._stores)
+        self._engine = EngineCollector()
+        self.registry.register(self._engine)
         self._stores_read_at = -STORE_CACHE_S
 
     def order_failed(self, exc: BaseException) -> str:
@@ -146,6 +197,7 @@ class Metrics:
                 self._responses[status // 100 - 1].inc()
 
     async def refresh(self, services: Services) -> None:
+        self._engine.services = services
         now = time.monotonic()
         if now - self._stores_read_at < STORE_CACHE_S:
             return
@@ -163,12 +215,14 @@ class Metrics:
 async def read_stores(services: Services) -> StoreReading:
     report = await writer_backlog(services.redis, CONSUMER_GROUPS)
     persisted = await persisted_counts(services.redis, CONSUMER_GROUPS)
+    dead = await dead_letter_count(services.redis)
     # rq's client is blocking: off the event loop, like every other notice call.
     failures = await asyncio.to_thread(services.notices.failed_count)
     return StoreReading(
         backlog={g.group: g.lag for g in report},
         pending={g.group: g.pending for g in report},
         persisted=persisted,
+        dead_letters=dead,
         notification_failures=failures,
     )
 

@@ -79,12 +79,6 @@ async def load_directory(
     return WarehouseDirectory(warehouses, version)
 
 
-def replica_acks(settings: Settings) -> scripts.ReplicaAcks | None:
-    if settings.redis_wait_replicas <= 0:
-        return None
-    return scripts.ReplicaAcks(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
-
-
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIterator[Services]:
     redis = connect_redis(settings)
@@ -95,21 +89,16 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
         await scripts.load_all(redis)
         mongo_breaker = Breaker("mongo")
         reload = functools.partial(load_directory, redis, mongo, mongo_breaker)
+        runner = scripts.script_runner(redis, settings)
         services = Services(
             settings=settings,
             redis=redis,
             mongo_client=mongo_client,
             mongo=mongo,
             postgres=postgres,
-            engine=ReservationEngine(
-                redis,
-                await reload(),
-                reload,
-                batched=batched,
-                replica_acks=replica_acks(settings),
-            ),
-            inventory=Inventory(redis),
-            live_orders=LiveOrders(redis),
+            engine=ReservationEngine(runner, await reload(), reload, batched=batched),
+            inventory=Inventory(runner),
+            live_orders=LiveOrders(runner),
             notices=Notices(notice_redis),
             stock_feed=StockFeed(redis, load_thresholds()),
             mongo_breaker=mongo_breaker,

@@ -24,7 +24,7 @@ from engine.stock_changes import LowStockThresholds, StockChange, stock_change_o
 from stores.redis import RedisClient
 
 STREAMS: Final[tuple[str, ...]] = tuple(keys.stream(p) for p in range(keys.PARTITIONS))
-READ_BLOCK_MS: Final = 1_000  # one Redis: how long one XREAD waits for the next event
+READ_BLOCK_MS: Final = 500  # one Redis: how long one XREAD waits; below the socket timeout
 READ_COUNT_PER_STREAM: Final = 1_000
 # Redis Cluster: streams of different slots cannot share one XREAD, and one blocking XREAD per
 # stream would hold 16 connections; each round reads every stream without blocking, in one

@@ -65,3 +65,43 @@ class NegativeStock(DomainError):
             f"adjustment would take {product_id!r} at {warehouse_id!r} below zero "
             f"(available: {available})"
         )
+
+
+class OrderMovedOn(DomainError):
+    """The order's record is no longer the one the caller saw (its seq moved): someone else
+    changed it meanwhile. Raised only for a transition that named the seq it expected."""
+
+    def __init__(self, order_id: str, seq: int) -> None:
+        super().__init__(f"order {order_id!r} changed meanwhile (now at seq {seq})")
+        self.order_id = order_id
+        self.seq = seq
+
+
+class OutcomeUnknown(DomainError):
+    """Redis may or may not have applied a command: it was sent, and no reply came within the
+    command deadline (a cut connection, a paused or failing-over Redis). The command is idempotent
+    by its IDs, so looking the subject up, or sending the same request again, tells the truth."""
+
+    def __init__(self, cause: str, subject_id: str | None = None) -> None:
+        what = f"whether {subject_id!r} was applied" if subject_id else "the outcome"
+        super().__init__(f"could not learn {what} in time ({cause}); look it up or retry")
+        self.cause = cause
+        self.subject_id = subject_id
+
+    def about(self, subject_id: str) -> OutcomeUnknown:
+        return OutcomeUnknown(self.cause, subject_id)
+
+
+class Overloaded(DomainError):
+    """More work is waiting than this worker can send in time; nothing was sent for it."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__("the service is over capacity; nothing was placed, retry later")
+        self.retry_after_s = retry_after_s
+
+
+class StoreFull(DomainError):
+    """Redis reached its memory limit and refuses writes; nothing was written."""
+
+    def __init__(self) -> None:
+        super().__init__("the order store is full; nothing was placed, retry later")

@@ -10,7 +10,7 @@ from typing import Final
 
 import msgspec
 
-from engine.records import OrderRecord, decode_record
+from engine.records import EpochMs, OrderRecord, decode_record
 
 
 class OrderConfirmed(msgspec.Struct, frozen=True, tag_field="type", tag="order.confirmed"):
@@ -26,7 +26,7 @@ class OrderConfirmed(msgspec.Struct, frozen=True, tag_field="type", tag="order.c
 class OrderCancelled(msgspec.Struct, frozen=True, tag_field="type", tag="order.cancelled"):
     order: str
     record: OrderRecord  # as it stands after the cancellation
-    at_ms: int
+    at_ms: EpochMs
     available: int
 
     @property
@@ -39,7 +39,7 @@ class OrderStatusChanged(msgspec.Struct, frozen=True, tag_field="type", tag="ord
 
     order: str
     record: OrderRecord  # as it stands after the change; record.status is the new status
-    at_ms: int
+    at_ms: EpochMs
     reason: str = ""
 
     @property
@@ -53,7 +53,7 @@ class OrderRerouted(msgspec.Struct, frozen=True, tag_field="type", tag="order.re
     order: str
     record: OrderRecord  # as it stands after: the new warehouse, status confirmed
     from_warehouse: str
-    at_ms: int
+    at_ms: EpochMs
     reason: str
     available: int  # at the new warehouse
 
@@ -100,8 +100,8 @@ class UnknownEvent(msgspec.Struct, frozen=True):
 
 
 class MalformedEvent(msgspec.Struct, frozen=True):
-    """A known type whose fields do not decode: a producer bug. Never acked, so it stays pending
-    (visible in `python -m writers lag`) until a person looks."""
+    """A known type whose fields do not decode: a producer bug. A writer moves it to the dead
+    letters at once (`writers/dead_letters.py`), where a person looks."""
 
     error: str
 

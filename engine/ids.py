@@ -35,6 +35,12 @@ def new_id(partition: int, now_ms: int | None = None, owner_tag: int | None = No
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def new_operation_id() -> str:
+    """The ID of one mutating command (cancel, transition, stock change...): a resend of the
+    command carries the same one, so the script can tell it already ran (lua/includes/operation)."""
+    return os.urandom(12).hex()
+
+
 def partition_of_id(id_text: str) -> int | None:
     """The partition an ID was minted for, or None when the text is not one of our IDs."""
     try:

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-from engine import keys, scripts
-from engine.errors import NegativeStock, OutOfStock, UnknownProduct
-from engine.ids import new_id
-from stores.redis import RedisClient
+from engine import commands, keys, scripts
+from engine.errors import UnknownProduct
+from engine.ids import new_id, new_operation_id
 
 HOLD_TTL_S: Final = 15 * 60
 RELEASE_BATCH: Final = 256  # expired holds released per partition per call
@@ -34,12 +33,12 @@ class Hold:
 
 
 class Inventory:
-    def __init__(self, redis: RedisClient) -> None:
-        self._redis = redis
+    def __init__(self, runner: scripts.ScriptRunner) -> None:
+        self._runner = runner
 
     async def levels(self, product_id: str) -> list[StockLevel]:
         """Available units per warehouse, read live from the decision point."""
-        raw = await self._redis.hgetall(
+        raw = await self._runner.redis.hgetall(
             keys.stock(keys.partition_of_product(product_id), product_id)
         )
         if not raw:
@@ -53,61 +52,36 @@ class Inventory:
         self, product_id: str, warehouse_id: str, mode: StockChange, units: int, reason: str
     ) -> int:
         """Set (`units` >= 0) or adjust (by +/- `units`) one level; returns the new level."""
-        partition = keys.partition_of_product(product_id)
-        reply = await scripts.call(
-            self._redis,
-            scripts.SET_STOCK,
-            [keys.stream(partition), keys.stock(partition, product_id)],
-            [product_id, warehouse_id, mode, units, reason],
+        build = commands.set_stock if mode == "set" else commands.adjust_stock
+        return await self._runner.run(
+            build(new_operation_id(), product_id, warehouse_id, units, reason)
         )
-        if reply[0] == "negative":
-            raise NegativeStock(product_id, warehouse_id, int(reply[1]))
-        return int(reply[1])
 
     async def set_many(self, levels: list[tuple[str, str, int]], reason: str) -> None:
         """Set many (product, warehouse, units) levels in one pipeline (bulk restock, seeding)."""
-        calls: list[scripts.Call] = []
-        for product_id, warehouse_id, units in levels:
-            partition = keys.partition_of_product(product_id)
-            calls.append(
-                (
-                    scripts.SET_STOCK,
-                    [keys.stream(partition), keys.stock(partition, product_id)],
-                    [product_id, warehouse_id, "set", units, reason],
-                )
-            )
-        for reply in await scripts.call_pipelined(self._redis, calls):
-            if isinstance(reply, BaseException):
-                raise reply
+        batch = [
+            commands.set_stock(new_operation_id(), product_id, warehouse_id, units, reason)
+            for product_id, warehouse_id, units in levels
+        ]
+        for result in await self._runner.run_all(batch):
+            if isinstance(result, BaseException):
+                raise result
 
     async def hold(self, product_id: str, warehouse_id: str, units: int) -> Hold:
-        partition = keys.partition_of_product(product_id)
-        hold_id = new_id(partition)
-        reply = await scripts.call(
-            self._redis,
-            scripts.HOLD,
-            [
-                keys.stream(partition),
-                keys.stock(partition, product_id),
-                keys.hold(partition, hold_id),
-                keys.hold_expiries(partition),
-            ],
-            [hold_id, product_id, warehouse_id, units, int(time.time() * 1000), HOLD_TTL_S * 1000],
+        hold_id = new_id(keys.partition_of_product(product_id))
+        held = await self._runner.run(
+            commands.hold_stock(
+                hold_id, product_id, warehouse_id, units, _now_ms(), HOLD_TTL_S * 1000
+            )
         )
-        match reply[0]:
-            case "ok":
-                expires = datetime.fromtimestamp(int(reply[2]) / 1000, UTC)
-                return Hold(hold_id, int(reply[1]), expires)
-            case "unknown_product":
-                raise UnknownProduct(product_id)
-            case _:
-                raise OutOfStock(product_id, units, warehouse_id)
+        return Hold(hold_id, held.available, datetime.fromtimestamp(held.expires_ms / 1000, UTC))
 
 
-async def release_expired_holds(redis: RedisClient, now_ms: int | None = None) -> int:
+async def release_expired_holds(runner: scripts.ScriptRunner, now_ms: int | None = None) -> int:
     """Return the units of every expired hold to stock, all partitions in one pipeline per step.
     Returns how many holds were released."""
-    now = int(time.time() * 1000) if now_ms is None else now_ms
+    now = _now_ms() if now_ms is None else now_ms
+    redis = runner.redis
     partitions = range(keys.PARTITIONS)
     pipe = redis.pipeline(transaction=False)
     for partition in partitions:
@@ -120,19 +94,20 @@ async def release_expired_holds(redis: RedisClient, now_ms: int | None = None) -
     for partition, hold_id in found:
         pipe.hget(keys.hold(partition, hold_id), "product")
     products: list[str | None] = list(await pipe.execute())
-    per_partition: dict[int, tuple[list[str], list[scripts.Arg]]] = {}
+    per_partition: dict[int, list[tuple[str, str | None]]] = {}
     for (partition, hold_id), product in zip(found, products, strict=True):
-        script_keys, args = per_partition.setdefault(
-            partition, ([keys.stream(partition), keys.hold_expiries(partition)], [now])
-        )
-        # A hold with no hash left is only removed from the set: any key of the slot will do.
-        stock_key = keys.stock(partition, product) if product else keys.hold(partition, hold_id)
-        script_keys += [keys.hold(partition, hold_id), stock_key]
-        args.append(hold_id)
-    calls = [(scripts.RELEASE_HOLDS, k, a) for k, a in per_partition.values()]
+        per_partition.setdefault(partition, []).append((hold_id, product))
+    batch = [
+        commands.release_expired_holds(partition, now, holds)
+        for partition, holds in per_partition.items()
+    ]
     released = 0
-    for reply in await scripts.call_pipelined(redis, calls):
-        if isinstance(reply, BaseException):
-            raise reply
-        released += int(reply)
+    for result in await runner.run_all(batch):
+        if isinstance(result, BaseException):
+            raise result
+        released += result
     return released
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

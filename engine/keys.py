@@ -49,9 +49,20 @@ def idempotency(partition: int, idempotency_key: str) -> str:
     return f"idem:{TAGS[partition]}:{idempotency_key}"
 
 
+def operation(partition: int, operation_id: str) -> str:
+    """Where a script stores its reply to an operation, so a resend of it answers the same."""
+    return f"op:{TAGS[partition]}:{operation_id}"
+
+
 def hold(partition: int, hold_id: str) -> str:
     return f"hold:{TAGS[partition]}:{hold_id}"
 
 
 def hold_expiries(partition: int) -> str:
     return f"holds:{TAGS[partition]}"
+
+
+def dead_letters(partition: int) -> str:
+    """The partition's dead-letter stream: in its stream's hash slot, so moving an entry there
+    touches one slot (Redis Cluster)."""
+    return f"deadletters:{TAGS[partition]}"

@@ -1,59 +1,47 @@
 """Orders as Redis holds them while they are in flight: read one, cancel one, move one along its
-lifecycle (`engine.lifecycle`)."""
+lifecycle (`engine.lifecycle`). Each change is one command (`engine.commands`) with its own
+operation ID, so the runner may send it twice without applying it twice."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
-from engine import keys, lifecycle, scripts
-from engine.errors import InvalidTransition, OrderNotFound, WrongWarehouse
-from engine.ids import partition_of_id
+from engine import commands, lifecycle, scripts
+from engine.errors import OrderNotFound, OutcomeUnknown
+from engine.ids import new_operation_id, partition_of_id
+from engine.keys import order as order_key
 from engine.orders import Order, OrderStatus
 from engine.records import OrderRecord, decode_record
 from stores.redis import RedisClient
 
 
-async def read_record(redis: RedisClient, order_id: str) -> tuple[int, OrderRecord] | None:
-    """An order's partition and record, or None when it is not (or no longer) live in Redis."""
+async def read_record(redis: RedisClient, order_id: str) -> OrderRecord | None:
+    """An order's record, or None when it is not (or no longer) live in Redis."""
     partition = partition_of_id(order_id)
     if partition is None:
         return None
-    raw = await redis.get(keys.order(partition, order_id))
-    return None if raw is None else (partition, decode_record(raw))
+    raw = await redis.get(order_key(partition, order_id))
+    return None if raw is None else decode_record(raw)
 
 
 class LiveOrders:
-    def __init__(self, redis: RedisClient) -> None:
-        self._redis = redis
+    def __init__(self, runner: scripts.ScriptRunner) -> None:
+        self._runner = runner
+
+    async def record(self, order_id: str) -> OrderRecord | None:
+        return await read_record(self._runner.redis, order_id)
 
     async def get(self, order_id: str) -> Order | None:
-        live = await read_record(self._redis, order_id)
-        return None if live is None else live[1].to_order(order_id)
+        record = await self.record(order_id)
+        return None if record is None else record.to_order(order_id)
 
     async def cancel(self, order_id: str) -> Order:
         """Cancel a confirmed order and return its units to stock, atomically."""
-        order = await self.get(order_id)
-        partition = partition_of_id(order_id)
-        if order is None or partition is None:
+        record = await self.record(order_id)
+        if record is None:
             raise OrderNotFound(order_id)
-        reply = await scripts.call(
-            self._redis,
-            scripts.CANCEL,
-            [
-                keys.stream(partition),
-                keys.order(partition, order_id),
-                keys.stock(partition, order.product_id),
-            ],
-            [order_id, order.product_id, int(time.time() * 1000)],
-        )
-        match reply[0]:
-            case "ok":
-                return replace(order, status="cancelled")
-            case "bad_state":
-                raise InvalidTransition(order_id, reply[1], "cancelled")
-            case _:
-                raise OrderNotFound(order_id)
+        command = commands.cancel_order(new_operation_id(), order_id, record.product_id, _now_ms())
+        return await self._run(order_id, command)
 
     async def transition(
         self,
@@ -63,27 +51,33 @@ class LiveOrders:
         allowed_from: tuple[OrderStatus, ...] | None = None,
         warehouse_id: str = "",
         reason: str = "",
+        expected_seq: int = 0,
     ) -> Order:
         """Move an order to `target` if the lifecycle allows it from its current status (checked
         inside Redis, so two callers cannot both move it). `allowed_from` narrows the statuses
-        accepted (the sweeper fails an order only if it is still where it was seen stuck);
-        `warehouse_id`, when given, must be the warehouse that holds the order."""
-        partition = partition_of_id(order_id)
-        if partition is None:
-            raise OrderNotFound(order_id)
+        accepted; `warehouse_id`, when given, must be the warehouse that holds the order;
+        `expected_seq`, when given, must still be the record's (the sweeper fails an order only
+        if nothing happened to it since it was seen stuck: OrderMovedOn otherwise)."""
         sources = lifecycle.allowed_from(target) if allowed_from is None else allowed_from
-        reply = await scripts.call(
-            self._redis,
-            scripts.TRANSITION,
-            [keys.stream(partition), keys.order(partition, order_id)],
-            [order_id, target, int(time.time() * 1000), reason, warehouse_id, *sources],
+        command = commands.transition_order(
+            new_operation_id(),
+            order_id,
+            target,
+            sources,
+            _now_ms(),
+            reason=reason,
+            warehouse_id=warehouse_id,
+            expected_seq=expected_seq,
         )
-        match reply[0]:
-            case "ok":
-                return decode_record(reply[1]).to_order(order_id)
-            case "bad_state":
-                raise InvalidTransition(order_id, reply[1], target)
-            case "wrong_warehouse":
-                raise WrongWarehouse(order_id, warehouse_id)
-            case _:
-                raise OrderNotFound(order_id)
+        return await self._run(order_id, command)
+
+    async def _run(self, order_id: str, command: scripts.Command[OrderRecord]) -> Order:
+        try:
+            record = await self._runner.run(command)
+        except OutcomeUnknown as unknown:
+            raise unknown.about(order_id) from unknown
+        return record.to_order(order_id)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

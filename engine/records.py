@@ -9,6 +9,7 @@ order in flight costs in memory.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 
@@ -16,19 +17,27 @@ from engine.delivery import estimated_delivery
 from engine.orders import Order
 from geo.rings import Point
 
+# A time in ms that a datetime can hold (years 1970-9999): anything else is a malformed event, not
+# something a writer could store by trying again.
+EpochMs = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_999)]
+
 
 class OrderRecord(msgspec.Struct, array_like=True, frozen=True):
-    """Field order is the wire format: lua/*.lua build the same array."""
+    """Field order is the wire format: `lua/includes/order_record.lua` names the same fields."""
 
     product_id: str
     warehouse_id: str
     quantity: int
     status: str
     eta_days: int
-    created_ms: int
+    created_ms: EpochMs
     lat: float  # written as a JSON string (exact digits), read back as a float
     lon: float
     idempotency_key: str  # '' when the request had none
+    # Moved by every script that rewrites the record, and carried by every event with it: of two
+    # events about one order, the one with the higher seq is newer. 0 in records written before
+    # it existed.
+    seq: int = 0
 
     def to_order(self, order_id: str) -> Order:
         return Order(

@@ -1,30 +1,66 @@
-"""Loading the Lua scripts of `lua/` into Redis and calling them; the only Python that does.
+"""Loading the Lua scripts of `lua/` and sending them to Redis: the only Python that does.
 
-Calls go by EVALSHA. A Redis that restarted or failed over has an empty script cache and answers
-NOSCRIPT; the script is then loaded (on every master, for a cluster) and the call sent once more.
+A script names the pieces it shares with others (`lua/includes/`) with a line
+`--- @include "includes/<name>"`; the loader puts the piece in its place before the SHA is taken,
+so Redis only ever sees whole scripts.
+
+`ScriptRunner` sends calls by EVALSHA, in one pipeline. It is where the engine learns the truth
+after a fault: a connection cut or a timeout leaves the outcome unknown (Redis may have run the
+script), so the runner sends the same calls again on a fresh connection, which is safe because
+every script is idempotent by the IDs its caller put in it (order ID, operation ID). Only when no
+answer comes within the command deadline does it give up with `OutcomeUnknown`. Client libraries
+never resend by themselves (`stores.redis` turns their retries off): a blind resend of a script
+that is not idempotent is how units get created or lost.
 
 Replication is asynchronous: a master that dies right after a reply can take that write with it.
-`ReplicaAcks` makes a pipeline end with WAIT on every node it wrote to, so its replies count only
-once a replica holds the writes (see the README, "Redis Cluster").
+With `ReplicaAcks` every pipeline ends with WAIT on every node it wrote to, so its replies count
+only once a replica holds the writes (see the README, "Redis Cluster").
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
+import re
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
+from redis import exceptions as redis_errors
 from redis.asyncio import RedisCluster
-from redis.exceptions import NoScriptError
 
+from engine.errors import OutcomeUnknown, StoreFull
 from stores.redis import RedisClient
+from stores.settings import Settings
 
 LUA_DIR: Final = Path(__file__).resolve().parent.parent / "lua"
+INCLUDE: Final = re.compile(r'^--- @include "([a-z_/]+)"$', re.MULTILINE)
+
+# The call may or may not have run: resend it (the scripts dedupe). MOVED/ASK are followed by
+# the cluster client itself and TRYAGAIN/CLUSTERDOWN mean "not run", so resending is safe too.
+TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.BusyLoadingError,
+    redis_errors.ReadOnlyError,  # a demoted master after a failover: the new one takes it
+    redis_errors.MaxConnectionsError,
+    OSError,
+    TimeoutError,
+)
+# How long a script remembers an operation's reply (lua/includes/operation.lua). Every resend
+# comes within the runner's deadline, which must stay well below it; each remembered reply costs
+# memory for this long.
+OPERATION_TTL_S: Final = 120
+RESEND_BACKOFF_MIN_S: Final = 0.02
+RESEND_BACKOFF_MAX_S: Final = 0.5
 
 Arg = str | int | float | bytes
+R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 
@@ -36,8 +72,15 @@ class LuaScript:
 
     @classmethod
     def load(cls, name: str) -> LuaScript:
-        source = (LUA_DIR / f"{name}.lua").read_text()
+        source = expand_includes((LUA_DIR / f"{name}.lua").read_text())
         return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+def expand_includes(source: str) -> str:
+    def piece(match: re.Match[str]) -> str:
+        return (LUA_DIR / f"{match.group(1)}.lua").read_text().rstrip("\n")
+
+    return INCLUDE.sub(piece, source)
 
 
 RESERVE: Final = LuaScript.load("reserve")
@@ -61,6 +104,21 @@ async def load_all(redis: RedisClient) -> None:
             await redis.script_load(script.source)
 
 
+@dataclass(frozen=True, slots=True)
+class Command(Generic[R]):
+    """One script call: what `engine.commands` builds, and how its reply becomes a result (or
+    raises the named domain error)."""
+
+    script: LuaScript
+    keys: Sequence[str]
+    args: Sequence[Arg]
+    decode: Callable[[Any], R]
+
+
+class ScriptRefused(Exception):
+    """A script rejected its arguments (`BADARG`) and wrote nothing: a caller's bug."""
+
+
 @dataclass
 class ReplicaAcks:
     """WAIT for `replicas` replicas to hold a pipeline's writes, at most `timeout_ms`.
@@ -74,56 +132,134 @@ class ReplicaAcks:
     short: int = 0  # node pipelines whose writes fewer than `replicas` replicas acknowledged
 
 
-async def call(
-    redis: RedisClient, script: LuaScript, keys: Sequence[str], args: Sequence[Arg]
-) -> Any:
-    try:
-        return await redis.evalsha(script.sha, len(keys), *keys, *args)
-    except NoScriptError:
-        await redis.script_load(script.source)
-        return await redis.evalsha(script.sha, len(keys), *keys, *args)
+class ScriptRunner:
+    """Sends commands and learns their outcome, resending after transport faults until
+    `deadline_s` has passed."""
+
+    def __init__(
+        self, redis: RedisClient, *, deadline_s: float, acks: ReplicaAcks | None = None
+    ) -> None:
+        if not 0 < deadline_s * 4 <= OPERATION_TTL_S:
+            raise ValueError(
+                f"a command deadline of {deadline_s} s must be positive and at most a quarter of "
+                f"OPERATION_TTL_S ({OPERATION_TTL_S} s): a later resend could apply twice"
+            )
+        self.redis = redis
+        self.deadline_s = deadline_s
+        self.acks = acks
+        self.resends = 0  # calls sent again after a fault: exported by the metrics
+
+    async def run(self, command: Command[R]) -> R:
+        (result,) = await self.run_all([command])
+        if isinstance(result, BaseException):
+            raise result
+        done: R = result
+        return done
+
+    async def run_all(self, commands: Sequence[Command[Any]]) -> list[Any]:
+        """Every command's result, or the exception its reply decoded to, in order; one round
+        trip per node when nothing goes wrong. A command whose reply could not be had within the
+        deadline gets OutcomeUnknown."""
+        replies = await self._replies(commands)
+        results: list[Any] = []
+        for command, reply in zip(commands, replies, strict=True):
+            if isinstance(reply, BaseException):
+                results.append(_as_error(command, reply))
+                continue
+            try:
+                results.append(command.decode(reply))
+            except Exception as exc:  # a domain error, or an unexpected reply
+                results.append(exc)
+        return results
+
+    async def _replies(self, commands: Sequence[Command[Any]]) -> list[Any]:
+        """The raw replies; a call whose reply was lost to a transport fault is sent again until
+        the deadline, then answered OutcomeUnknown."""
+        replies: list[Any] = [None] * len(commands)
+        todo = list(range(len(commands)))
+        give_up_at = time.monotonic() + self.deadline_s
+        backoff_s = RESEND_BACKOFF_MIN_S
+        while True:
+            left_s = max(give_up_at - time.monotonic(), RESEND_BACKOFF_MIN_S)
+            try:
+                async with asyncio.timeout(left_s):
+                    got = await self._send_loading_scripts([commands[i] for i in todo])
+            except TRANSIENT_ERRORS as exc:
+                got = [exc] * len(todo)
+            lost = []
+            for i, reply in zip(todo, got, strict=True):
+                replies[i] = reply
+                if isinstance(reply, TRANSIENT_ERRORS):
+                    lost.append(i)
+            if not lost:
+                return replies
+            fault = replies[lost[0]]
+            if time.monotonic() + backoff_s >= give_up_at:
+                for i in lost:
+                    replies[i] = OutcomeUnknown(f"{type(fault).__name__}: {fault}")
+                return replies
+            log.warning(
+                "%d redis call(s) lost (%s: %s); resending", len(lost), type(fault).__name__, fault
+            )
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, RESEND_BACKOFF_MAX_S)
+            self.resends += len(lost)
+            todo = lost
+
+    async def _send_loading_scripts(self, commands: Sequence[Command[Any]]) -> list[Any]:
+        replies = await self._send(commands)
+        # A Redis that restarted or failed over has an empty script cache: load, send those again.
+        missing = [i for i, r in enumerate(replies) if isinstance(r, redis_errors.NoScriptError)]
+        if missing:
+            await load_all(self.redis)
+            resent = await self._send([commands[i] for i in missing])
+            for i, reply in zip(missing, resent, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _send(self, commands: Sequence[Command[Any]]) -> list[Any]:
+        redis = self.redis
+        pipe = redis.pipeline(transaction=False)
+        for command in commands:
+            # execute_command, not pipe.evalsha: redis-py refuses EVALSHA in cluster pipelines,
+            # yet routes it by its first key, which is all one-slot scripts need.
+            pipe.execute_command(
+                "EVALSHA", command.script.sha, len(command.keys), *command.keys, *command.args
+            )
+        acks = self.acks
+        if acks is None or not commands:
+            return list(await pipe.execute(raise_on_error=False))
+        if isinstance(redis, RedisCluster):
+            # A cluster pipeline keeps each node's commands in order on one connection, so a
+            # WAIT aimed at a node comes after that node's EVALSHAs (WAIT covers the writes of
+            # its own connection only).
+            owners = (redis.get_node_from_key(c.keys[0]) for c in commands)
+            nodes = {node.name: node for node in owners if node is not None}
+            for node in nodes.values():
+                pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms, target_nodes=node)
+        else:
+            pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms)
+        replies = list(await pipe.execute(raise_on_error=False))
+        _count_short(acks, replies[len(commands) :])
+        return replies[: len(commands)]
 
 
-Call = tuple[LuaScript, Sequence[str], Sequence[Arg]]
+def script_runner(redis: RedisClient, settings: Settings) -> ScriptRunner:
+    """The runner a process uses: the settings' deadline, and WAIT when replicas are asked for."""
+    acks = None
+    if settings.redis_wait_replicas > 0:
+        acks = ReplicaAcks(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+    return ScriptRunner(redis, deadline_s=settings.command_deadline_s, acks=acks)
 
 
-async def call_pipelined(
-    redis: RedisClient, calls: Sequence[Call], acks: ReplicaAcks | None = None
-) -> list[Any]:
-    """Send every call in one pipeline (one round trip per node); a failed call's slot in the
-    result holds its exception instead of a reply. With `acks`, each node's part of the pipeline
-    ends with WAIT, on the same connection (WAIT covers the writes of its own connection only)."""
-    replies = await _send(redis, calls, acks)
-    missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-    if missing:
-        for script in {calls[i][0] for i in missing}:
-            await redis.script_load(script.source)
-        resent = await _send(redis, [calls[i] for i in missing], acks)
-        for i, reply in zip(missing, resent, strict=True):
-            replies[i] = reply
-    return replies
-
-
-async def _send(redis: RedisClient, calls: Sequence[Call], acks: ReplicaAcks | None) -> list[Any]:
-    pipe = redis.pipeline(transaction=False)
-    for script, keys, args in calls:
-        # execute_command, not pipe.evalsha: redis-py refuses EVALSHA in cluster pipelines, yet
-        # routes it by its first key, which is all one-slot scripts need.
-        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-    if acks is None or not calls:
-        return list(await pipe.execute(raise_on_error=False))
-    if isinstance(redis, RedisCluster):
-        # A cluster pipeline keeps each node's commands in order on one connection, so a WAIT
-        # aimed at a node comes after that node's EVALSHAs.
-        owners = (redis.get_node_from_key(k[0]) for _, k, _ in calls)
-        nodes = {node.name: node for node in owners if node is not None}
-        for node in nodes.values():
-            pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms, target_nodes=node)
-    else:
-        pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms)
-    replies = list(await pipe.execute(raise_on_error=False))
-    _count_short(acks, replies[len(calls) :])
-    return replies[: len(calls)]
+def _as_error(command: Command[Any], reply: BaseException) -> BaseException:
+    message = str(reply)
+    if message.startswith("OOM"):
+        # maxmemory with noeviction: a script that may write is refused before it runs.
+        return StoreFull()
+    if message.startswith("BADARG"):
+        return ScriptRefused(f"{command.script.name}.lua refused its arguments: {message}")
+    return reply
 
 
 def _count_short(acks: ReplicaAcks, wait_replies: Sequence[Any]) -> None:

@@ -142,7 +142,9 @@ async def seed_stock(redis_url: str, warehouses: list[Warehouse]) -> None:
     redis = connect_redis(Settings(redis_url, False, "", "", ""))
     await scripts.load_all(redis)
     await redis.incr(keys.WAREHOUSES_VERSION_KEY)
-    inventory = Inventory(redis)
+    inventory = Inventory(
+        scripts.ScriptRunner(redis, deadline_s=load_settings().command_deadline_s)
+    )
     levels = [
         (product, w.warehouse_id, UNITS)
         for product in [FLASH_PRODUCT, *(product_id(r) for r in range(PRODUCTS))]

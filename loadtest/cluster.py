@@ -20,6 +20,7 @@ from engine.inventory import Inventory
 from engine.warehouses import WarehouseDirectory
 from loadtest import engine_load, processes
 from loadtest.catalog import WAREHOUSES, Traffic, product_id
+from stores.settings import load_settings
 
 PRODUCTS = 10_000
 ORDERS_PER_CALL = 32
@@ -90,7 +91,9 @@ async def _seed(ports: Sequence[int]) -> RedisCluster:
     await client.initialize()
     for script in scripts.ALL_SCRIPTS:
         await client.script_load(script.source)
-    inventory = Inventory(client)
+    inventory = Inventory(
+        scripts.ScriptRunner(client, deadline_s=load_settings().command_deadline_s)
+    )
     levels = [(product_id(r), w, 10**9) for r in range(PRODUCTS) for w in WAREHOUSES]
     for start in range(0, len(levels), 5_000):
         await inventory.set_many(levels[start : start + 5_000], "bench seed")

@@ -15,9 +15,10 @@ from typing import Any
 
 import hiredis
 
-from engine import scripts
+from engine import commands, scripts
+from engine.commands import Attempt
 from engine.orders import OrderRequest
-from engine.reservations import Attempt, ReservationEngine, reserve_call
+from engine.reservations import ReservationEngine
 from engine.warehouses import WarehouseDirectory
 from geo.rings import Point
 from loadtest.catalog import Traffic
@@ -35,6 +36,7 @@ def reservation_load(
     directory: WarehouseDirectory, traffic: Traffic, orders: int, orders_per_call: int
 ) -> PackedLoad:
     """EVALSHA commands of `orders_per_call` orders of one partition each, as a batch would be."""
+    # Only its ranking is used: no runner, nothing is sent through it.
     engine = ReservationEngine(None, directory, _no_reload, batched=False)  # type: ignore[arg-type]
     by_partition: defaultdict[int, list[Attempt]] = defaultdict(list)
     commands: list[bytes] = []
@@ -64,8 +66,10 @@ async def _no_reload() -> WarehouseDirectory:
 
 
 def _pack(now_ms: int, attempts: list[Attempt]) -> bytes:
-    keys, args = reserve_call(now_ms, attempts)
-    return _packed(("EVALSHA", scripts.RESERVE.sha, len(keys), *keys, *args))
+    command = commands.reserve(now_ms, attempts)
+    return _packed(
+        ("EVALSHA", scripts.RESERVE.sha, len(command.keys), *command.keys, *command.args)
+    )
 
 
 def _packed(command: tuple[object, ...]) -> bytes:

@@ -15,7 +15,7 @@ from geo.rings import Point
 from loadtest import processes
 from loadtest.catalog import Traffic, product_id
 from stores.redis import RedisClient, connect_redis
-from stores.settings import Settings
+from stores.settings import Settings, load_settings
 
 MEMORY_PORT: Final = 6401
 WAREHOUSE_COUNT: Final = 50
@@ -61,7 +61,8 @@ async def measure_memory(products: int) -> list[str]:
         per_product = (loaded - empty) / products
 
         directory = WarehouseDirectory(warehouses)
-        engine = ReservationEngine(redis, directory, _fixed(directory))
+        runner = scripts.ScriptRunner(redis, deadline_s=load_settings().command_deadline_s)
+        engine = ReservationEngine(runner, directory, _fixed(directory))
         traffic = Traffic(products, seed=4)
         requests = []
         for i in range(ORDERS_IN_FLIGHT):

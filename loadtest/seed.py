@@ -16,6 +16,7 @@ import os
 import httpx
 
 from engine.inventory import Inventory
+from engine.scripts import script_runner
 from loadtest.catalog import FLASH_PRODUCT, WAREHOUSES, product_id
 from stores.redis import connect_redis
 from stores.settings import load_settings
@@ -33,8 +34,9 @@ async def seed_warehouses(api_url: str) -> None:
 
 
 async def seed_stock(products: int, units: int) -> None:
-    redis = connect_redis(load_settings())
-    inventory = Inventory(redis)
+    settings = load_settings()
+    redis = connect_redis(settings)
+    inventory = Inventory(script_runner(redis, settings))
     try:
         levels = [
             (product, warehouse_id, units)

@@ -1,26 +1,39 @@
+#!lua
 -- Cancel a confirmed order: return its units to the warehouse that held them, mark it cancelled
 -- and append an `order.cancelled` event, atomically. Only a confirmed order can be cancelled.
+-- Safe to send twice: a second run with the same operation ID answers the first one's reply.
 --
--- KEYS[1] the partition's event stream, KEYS[2] the order key, KEYS[3] the product's stock hash
--- ARGV: orderId, productId (as read before the call; guards against a mismatched stock key), now ms
--- Returns {'ok', warehouseId, quantity, available} | {'not_found'} | {'bad_state', status}
+-- KEYS[1] the partition's event stream, KEYS[2] the order key, KEYS[3] the product's stock hash,
+-- KEYS[4] the operation key
+-- ARGV: orderId, productId (as read before the call; guards against a mismatched stock key),
+--   now ms, operation TTL s
+-- Returns {'ok', record, available} | {'not_found'} | {'bad_state', status}
 
-local stream, order_key, stock_key = KEYS[1], KEYS[2], KEYS[3]
-local order_id, product_id, now_ms = ARGV[1], ARGV[2], ARGV[3]
+--- @include "includes/order_record"
+--- @include "includes/stock"
+--- @include "includes/operation"
 
-local raw = redis.call('GET', order_key)
-if not raw then return {'not_found'} end
--- [product, warehouse, quantity, status, etaDays, createdMs, lat, lon, idempotencyKey]
-local record = cjson.decode(raw)
-if record[1] ~= product_id then return {'not_found'} end
-if record[4] ~= 'confirmed' then return {'bad_state', record[4]} end
+local stream, order_key, stock_key, op_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local order_id, product_id = ARGV[1], ARGV[2]
+local now_ms, op_ttl_s = whole_number(ARGV[3]), whole_number(ARGV[4])
+if not now_ms or not op_ttl_s or op_ttl_s < 1 then return bad_argument('now or ttl') end
 
-local wid, qty = record[2], record[3]
+local replay = replayed_operation(op_key)
+if replay then return replay end
+
+local record = read_record(order_key)
+if not record or record[RECORD.product] ~= product_id then return {'not_found'} end
+if record[RECORD.status] ~= 'confirmed' then return {'bad_state', record[RECORD.status]} end
+local wid, qty = record[RECORD.warehouse], whole_number(record[RECORD.quantity])
+if not qty or qty < 1 then return bad_argument('quantity in the record') end
+if not whole_number(redis.call('HGET', stock_key, wid) or '0') then
+  return bad_argument('stock level of ' .. wid)
+end
+
 local available = redis.call('HINCRBY', stock_key, wid, qty)
-redis.call('HINCRBY', stock_key, '_v', 1)
-record[4] = 'cancelled'
-local updated = cjson.encode(record)
-redis.call('SET', order_key, updated)
-redis.call('XADD', stream, '*', 'type', 'order.cancelled', 'order', order_id, 'record', updated,
+bump_stock_version(stock_key)
+record[RECORD.status] = 'cancelled'
+local encoded = save_record(order_key, record)
+redis.call('XADD', stream, '*', 'type', 'order.cancelled', 'order', order_id, 'record', encoded,
   'at_ms', now_ms, 'available', available)
-return {'ok', wid, qty, available}
+return remember_operation(op_key, op_ttl_s, {'ok', encoded, available})

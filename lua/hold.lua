@@ -1,25 +1,39 @@
+#!lua
 -- Hold units of one product at one named warehouse (POST /inventory/reserve): decrement, record
--- the hold with its expiry and append a `stock.held` event, atomically.
+-- the hold with its expiry and append a `stock.held` event, atomically. Safe to send twice: the
+-- hold ID is the operation ID.
 --
 -- KEYS[1] the partition's event stream, KEYS[2] the product's stock hash, KEYS[3] the hold hash,
--- KEYS[4] the partition's hold-expiry sorted set (score = expiry in ms)
--- ARGV: holdId, productId, warehouseId, units, now in ms, ttl in ms
+-- KEYS[4] the partition's hold-expiry sorted set (score = expiry in ms), KEYS[5] the operation key
+-- ARGV: holdId, productId, warehouseId, units, now in ms, ttl in ms, operation TTL s
 -- Returns {'ok', available, expiresMs} | {'unknown_product'} | {'out_of_stock', available}
 
-local stream, stock_key, hold_key, expiries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+--- @include "includes/stock"
+--- @include "includes/operation"
+
+local stream, stock_key, hold_key, expiries, op_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local hold_id, product_id, wid = ARGV[1], ARGV[2], ARGV[3]
-local units, now_ms, ttl_ms = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local units, now_ms, ttl_ms = whole_number(ARGV[4]), whole_number(ARGV[5]), whole_number(ARGV[6])
+local op_ttl_s = whole_number(ARGV[7])
+if not units or units < 1 then return bad_argument('units') end
+if not now_ms or not ttl_ms or ttl_ms < 1 or not op_ttl_s or op_ttl_s < 1 then
+  return bad_argument('now or ttl')
+end
+
+local replay = replayed_operation(op_key)
+if replay then return replay end
 
 if redis.call('EXISTS', stock_key) == 0 then return {'unknown_product'} end
-local current = tonumber(redis.call('HGET', stock_key, wid) or '0')
+local current = whole_number(redis.call('HGET', stock_key, wid) or '0')
+if not current then return bad_argument('stock level of ' .. wid) end
 if current < units then return {'out_of_stock', current} end
 
 local available = redis.call('HINCRBY', stock_key, wid, -units)
-local version = redis.call('HINCRBY', stock_key, '_v', 1)
+bump_stock_version(stock_key)
 local expires_ms = now_ms + ttl_ms
 redis.call('HSET', hold_key, 'product', product_id, 'warehouse', wid, 'quantity', units,
   'expires_ms', expires_ms)
 redis.call('ZADD', expiries, expires_ms, hold_id)
 redis.call('XADD', stream, '*', 'type', 'stock.held', 'hold', hold_id, 'product', product_id,
   'warehouse', wid, 'quantity', units, 'available', available)
-return {'ok', available, expires_ms}
+return remember_operation(op_key, op_ttl_s, {'ok', available, expires_ms})

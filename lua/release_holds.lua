@@ -1,31 +1,49 @@
+#!lua
 -- Return the units of expired holds (POST /inventory/reserve) to stock, atomically per partition:
 -- for each hold whose expiry has passed, add its units back at its warehouse, bump the product's
 -- stock version, forget the hold and append a `stock.changed` event for the inventory writer.
 -- The caller found the candidates (ZRANGEBYSCORE) and names their keys, as Redis Cluster wants
--- every key a script touches declared; each is checked again here, so a hold is released once.
+-- every key a script touches declared; each is checked again here, so a hold is released once
+-- and the script is safe to send twice.
 --
 -- KEYS[1] the partition's event stream, KEYS[2] the partition's hold-expiry sorted set,
 -- KEYS[1 + 2i] hold i's hash, KEYS[2 + 2i] its product's stock hash
 -- ARGV: now ms, then the hold IDs in the order of their keys
 -- Returns the number of holds released.
 
-local stream, expiries, now_ms = KEYS[1], KEYS[2], tonumber(ARGV[1])
-local released = 0
+--- @include "includes/stock"
 
+local stream, expiries, now_ms = KEYS[1], KEYS[2], whole_number(ARGV[1])
+if not now_ms then return bad_argument('now') end
+if #KEYS ~= 2 * #ARGV then return bad_argument('keys') end
+
+-- Check every hold's quantity and level before the first write.
+local due = {}
 for i = 2, #ARGV do
   local hold_id, hold_key, stock_key = ARGV[i], KEYS[2 * i - 1], KEYS[2 * i]
   local expires = redis.call('ZSCORE', expiries, hold_id)
   if expires and tonumber(expires) <= now_ms then
     local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity')
     if h[1] then
-      local available = redis.call('HINCRBY', stock_key, h[2], tonumber(h[3]))
-      redis.call('HINCRBY', stock_key, '_v', 1)
-      redis.call('XADD', stream, '*', 'type', 'stock.changed', 'product', h[1], 'warehouse', h[2],
-        'available', available, 'reason', 'hold expired')
-      released = released + 1
+      if not whole_number(h[3]) or not whole_number(redis.call('HGET', stock_key, h[2]) or '0') then
+        return bad_argument('hold ' .. hold_id)
+      end
     end
-    redis.call('DEL', hold_key)
-    redis.call('ZREM', expiries, hold_id)
+    due[#due + 1] = {hold_id, hold_key, stock_key, h}
   end
+end
+
+local released = 0
+for _, d in ipairs(due) do
+  local hold_id, hold_key, stock_key, h = d[1], d[2], d[3], d[4]
+  if h[1] then
+    local available = redis.call('HINCRBY', stock_key, h[2], whole_number(h[3]))
+    bump_stock_version(stock_key)
+    redis.call('XADD', stream, '*', 'type', 'stock.changed', 'product', h[1], 'warehouse', h[2],
+      'available', available, 'reason', 'hold expired')
+    released = released + 1
+  end
+  redis.call('DEL', hold_key)
+  redis.call('ZREM', expiries, hold_id)
 end
 return released

@@ -1,39 +1,77 @@
+#!lua
 -- Reserve stock for a micro-batch of orders that share one partition (one hash slot).
 --
--- For each order, in arrival order: replay the stored answer if its idempotency key was seen,
--- else walk the candidate warehouses (nearest H3 ring first, exact distance inside a ring, as
--- ranked by the caller), take the first with available >= quantity, decrement it, record the
--- order, append an `order.confirmed` event to the partition's stream and remember the key.
+-- For each order, in arrival order: if its order ID is already recorded (a resend after a lost
+-- reply), answer what was decided then; if its idempotency key was seen, answer the stored
+-- confirmation; else walk the candidate warehouses (nearest H3 ring first, exact distance inside a
+-- ring, as ranked by the caller), take the first with available >= quantity, decrement it, record
+-- the order, append an `order.confirmed` event to the partition's stream and remember the key.
 -- Everything for one order happens inside this call, so no unit can be sold twice.
+--
+-- The whole call is checked before its first write (arguments and every level it reads), so no
+-- argument can leave part of a batch applied.
 --
 -- KEYS[1]            the partition's event stream
 -- KEYS[2 + 3*(i-1)]  order i: stock hash (field per warehouse -> available units; `_v` version)
--- KEYS[3 + 3*(i-1)]  order i: order key (its record, see engine/records.py)
+-- KEYS[3 + 3*(i-1)]  order i: order key (its record, includes/order_record.lua)
 -- KEYS[4 + 3*(i-1)]  order i: idempotency key (any key of the partition when the order has none)
 -- ARGV[1] now in ms, ARGV[2] idempotency TTL in s, ARGV[3] the orders as a JSON array of
 --   [orderId, productId, quantity, idempotencyKey ('' = none), fingerprint, lat, lon (as text),
 --    [warehouseId...] nearest first, [deliveryDays...] of each]
--- (one JSON argument rather than ~25 per order: decoding it is one C call, and each argument
--- costs both the client and Redis)
 --
 -- Returns one reply per order:
---   {'ok', orderId, warehouseId, deliveryDays, createdMs, replayed(0|1)}
+--   {'ok', orderId, warehouseId, deliveryDays, createdMs, replayed (1 = idempotency key), seq}
 --   {'far', warehouseId...}  stock only at warehouses that were not candidates
 --   {'out_of_stock'} | {'unknown_product'} | {'key_conflict'}
+-- or the error `BADARG ...` with nothing written.
 
-local now_ms = tonumber(ARGV[1])
-local idem_ttl_s = tonumber(ARGV[2])
+--- @include "includes/order_record"
+--- @include "includes/stock"
+
+local now_ms, idem_ttl_s = whole_number(ARGV[1]), whole_number(ARGV[2])
 local orders = cjson.decode(ARGV[3])
 local stream = KEYS[1]
-local replies = {}
-local versioned = {}
+if not now_ms or not idem_ttl_s or idem_ttl_s < 1 then return bad_argument('now or ttl') end
+if type(orders) ~= 'table' or #KEYS ~= 1 + 3 * #orders then return bad_argument('keys') end
+
+-- Phase 1, reads only: check every order and every level this call can take from.
+local replies, pending, levels = {}, {}, {}
+for i, o in ipairs(orders) do
+  local stock_key, order_key, idem_key = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
+  local qty, ids, days_of = whole_number(o[3]), o[8], o[9]
+  if not qty or qty < 1 then return bad_argument('quantity of order ' .. i) end
+  if type(ids) ~= 'table' or type(days_of) ~= 'table' or #ids ~= #days_of then
+    return bad_argument('candidates of order ' .. i)
+  end
+  for j = 1, #days_of do
+    if not whole_number(days_of[j]) then return bad_argument('delivery days of order ' .. i) end
+  end
+  local placed = read_record(order_key)
+  if placed then
+    replies[i] = {'ok', o[1], placed[RECORD.warehouse], placed[RECORD.eta_days],
+      placed[RECORD.created_ms], 0, placed[RECORD.seq]}
+  else
+    pending[#pending + 1] = i
+    if #ids > 0 then
+      levels[stock_key] = levels[stock_key] or {}
+      local read = redis.call('HMGET', stock_key, unpack(ids))
+      for j = 1, #ids do
+        if read[j] then
+          local units = whole_number(read[j])
+          if not units then return bad_argument('stock level of ' .. ids[j]) end
+          if levels[stock_key][ids[j]] == nil then levels[stock_key][ids[j]] = units end
+        end
+      end
+    end
+  end
+end
 
 local function stocked_elsewhere(stock_key, qty, candidates)
   local found = {}
   local flat = redis.call('HGETALL', stock_key)
   for j = 1, #flat, 2 do
     local wid = flat[j]
-    if wid ~= '_v' and not candidates[wid] and tonumber(flat[j + 1]) >= qty then
+    if wid ~= VERSION_FIELD and not candidates[wid] and (tonumber(flat[j + 1]) or 0) >= qty then
       found[#found + 1] = wid
     end
   end
@@ -50,36 +88,39 @@ local function not_reserved(stock_key, qty, ids)
   return far
 end
 
-for i, o in ipairs(orders) do
+-- Phase 2: decide and write, in arrival order.
+local versioned, keys_used = {}, {}
+for _, i in ipairs(pending) do
+  local o = orders[i]
   local stock_key, order_key, idem_key = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
-  local order_id, product_id, qty, idem, fingerprint = o[1], o[2], o[3], o[4], o[5]
+  local order_id, product_id, qty, idem, fingerprint = o[1], o[2], whole_number(o[3]), o[4], o[5]
   local ids, days_of = o[8], o[9]
 
-  local seen = idem ~= '' and redis.call('GET', idem_key)
+  -- stored as orderId|warehouseId|deliveryDays|createdMs|fingerprint
+  local seen = idem ~= '' and (keys_used[idem_key] or redis.call('GET', idem_key))
   if seen then
-    -- stored as orderId|warehouseId|deliveryDays|createdMs|fingerprint
     local oid, wid, days, created, fp = string.match(seen, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-    replies[i] = fp == fingerprint and {'ok', oid, wid, days, created, 1} or {'key_conflict'}
+    replies[i] = fp == fingerprint and {'ok', oid, wid, days, created, 1, 0} or {'key_conflict'}
   else
-    -- One HMGET for every candidate; EXISTS only when none can serve (an unknown product).
-    local levels = #ids > 0 and redis.call('HMGET', stock_key, unpack(ids)) or {}
-    local pick = nil
+    local level, pick = levels[stock_key] or {}, nil
     for j = 1, #ids do
-      if levels[j] and tonumber(levels[j]) >= qty then pick = j; break end
+      if level[ids[j]] and level[ids[j]] >= qty then pick = j; break end
     end
     if pick then
       local wid, days = ids[pick], days_of[pick]
       local left = redis.call('HINCRBY', stock_key, wid, -qty)
+      level[wid] = left
       versioned[stock_key] = true
-      local record = cjson.encode({product_id, wid, qty, 'confirmed', days, now_ms, o[6], o[7], idem})
-      redis.call('SET', order_key, record)
+      local record = new_record(product_id, wid, qty, days, now_ms, o[6], o[7], idem)
+      local encoded = save_record(order_key, record)
       redis.call('XADD', stream, '*', 'type', 'order.confirmed', 'order', order_id,
-        'record', record, 'available', left)
+        'record', encoded, 'available', left)
       if idem ~= '' then
-        redis.call('SET', idem_key, order_id .. '|' .. wid .. '|' .. days .. '|' .. now_ms .. '|' ..
-          fingerprint, 'EX', idem_ttl_s)
+        local stored = order_id .. '|' .. wid .. '|' .. days .. '|' .. now_ms .. '|' .. fingerprint
+        redis.call('SET', idem_key, stored, 'EX', idem_ttl_s)
+        keys_used[idem_key] = stored
       end
-      replies[i] = {'ok', order_id, wid, days, now_ms, 0}
+      replies[i] = {'ok', order_id, wid, days, now_ms, 0, record[RECORD.seq]}
     else
       replies[i] = not_reserved(stock_key, qty, ids)
     end
@@ -88,5 +129,5 @@ end
 
 -- The stock version moves once per product per call: the inventory writer only needs to know
 -- that a product changed, and mirrors its whole current stock.
-for stock_key in pairs(versioned) do redis.call('HINCRBY', stock_key, '_v', 1) end
+for stock_key in pairs(versioned) do bump_stock_version(stock_key) end
 return replies

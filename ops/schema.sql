@@ -31,3 +31,8 @@ CREATE TABLE IF NOT EXISTS order_status_history (
 
 -- Why an order moved, when a person should know (the sweeper's `failed`); NULL otherwise.
 ALTER TABLE order_status_history ADD COLUMN IF NOT EXISTS reason text;
+
+-- The order record's sequence number (engine/records.py) as of the last event applied: an event
+-- is applied only when its seq is higher, so events arriving twice or out of order (two writers,
+-- a reclaimed batch) never leave an older state behind.
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS seq integer NOT NULL DEFAULT 0;

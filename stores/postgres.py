@@ -21,6 +21,14 @@ TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
 )
 
+# The row itself cannot be stored: a value PostgreSQL refuses (class 22: a NUL character in text,
+# a number out of range, invalid input asyncpg cannot encode) or a constraint it breaks (class
+# 23). Retrying cannot help: the writers send such an entry to the dead letters at once.
+PERMANENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+)
+
 
 async def connect_postgres(settings: Settings, *, max_size: int = 8) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=max_size)

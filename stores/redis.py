@@ -10,6 +10,8 @@ import hiredis
 import redis
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import Connection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from stores.settings import Settings
 
@@ -57,13 +59,30 @@ class WaitingRedisCluster(RedisCluster):
 RedisClient = Redis | RedisCluster
 
 
+def _never_retry() -> Retry:
+    """The client library never sends a command again by itself: after a lost reply it cannot
+    know whether Redis ran the command, and a script that ran twice creates or loses units.
+    Resending is the engine's job (engine.scripts.ScriptRunner), with IDs that make it safe."""
+    return Retry(NoBackoff(), 0)
+
+
 def connect_redis(settings: Settings) -> RedisClient:
+    timeouts: dict[str, Any] = {
+        "socket_timeout": settings.redis_socket_timeout_s,
+        "socket_connect_timeout": settings.redis_socket_timeout_s,
+    }
     if settings.redis_cluster:
+        address_map = settings.address_map()
         return WaitingRedisCluster.from_url(
             settings.redis_url,
             decode_responses=True,
             max_connections=MAX_CONNECTIONS,
             connection_class=HiredisPackedConnection,
+            retry=_never_retry(),
+            address_remap=(lambda address: address_map.get(address, address))
+            if address_map
+            else None,
+            **timeouts,
         )
     # A blocking pool: past MAX_CONNECTIONS a caller waits for a connection rather than failing.
     pool = BlockingConnectionPool.from_url(
@@ -71,9 +90,11 @@ def connect_redis(settings: Settings) -> RedisClient:
         decode_responses=True,
         max_connections=MAX_CONNECTIONS,
         timeout=CONNECTION_WAIT_TIMEOUT_S,
+        retry=_never_retry(),
+        **timeouts,
     )
     pool.connection_class = HiredisPackedConnection
-    return Redis(connection_pool=pool)
+    return Redis(connection_pool=pool, retry=_never_retry())
 
 
 def connect_sync_redis(settings: Settings) -> redis.Redis:

@@ -92,3 +92,8 @@ async def mongo(settings: Settings) -> AsyncIterator[MongoDatabase]:
         await db[name].delete_many({})
     yield db
     await client.close()
+
+
+def runner_for(client: RedisClient, settings: Settings = TEST_SETTINGS) -> scripts.ScriptRunner:
+    """How the engine sends its scripts, as a process built from `settings` does."""
+    return scripts.script_runner(client, settings)

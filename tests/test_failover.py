@@ -26,7 +26,7 @@ from engine.reservations import ReservationEngine
 from engine.warehouses import Warehouse, WarehouseDirectory
 from geo.rings import Point
 from stores.redis import RedisClient
-from tests.conftest import TEST_SETTINGS
+from tests.conftest import TEST_SETTINGS, runner_for
 
 pytestmark = pytest.mark.skipif(
     not TEST_SETTINGS.redis_cluster, reason="needs Redis Cluster: make test-cluster"
@@ -49,7 +49,8 @@ def make_engine(redis: RedisClient, acks: scripts.ReplicaAcks | None) -> Reserva
     async def reload() -> WarehouseDirectory:
         return directory
 
-    return ReservationEngine(redis, directory, reload, replica_acks=acks)
+    runner = scripts.ScriptRunner(redis, deadline_s=TEST_SETTINGS.command_deadline_s, acks=acks)
+    return ReservationEngine(runner, directory, reload)
 
 
 async def master_pid(redis: RedisCluster, partition: int) -> int:
@@ -103,7 +104,7 @@ async def missing_orders(redis: RedisClient, order_ids: list[str]) -> list[str]:
 
 async def test_confirmed_orders_survive_a_master_failover(redis: RedisClient) -> None:
     assert isinstance(redis, RedisCluster)
-    inventory = Inventory(redis)
+    inventory = Inventory(runner_for(redis))
     for product in PRODUCTS:
         await inventory.change(product, "paris", "set", 10_000, "test")
     acks = scripts.ReplicaAcks(1, WAIT_TIMEOUT_MS)

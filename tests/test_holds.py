@@ -6,11 +6,12 @@ from __future__ import annotations
 from engine import keys
 from engine.inventory import HOLD_TTL_S, Inventory, release_expired_holds
 from stores.redis import RedisClient
+from tests.conftest import runner_for
 from writers.streams import StockChanged, decode_event
 
 
 async def test_expired_holds_return_their_units_once(redis: RedisClient) -> None:
-    inventory = Inventory(redis)
+    inventory = Inventory(runner_for(redis))
     for product in ("sku-a", "sku-b"):  # two products, most likely two partitions
         await inventory.change(product, "w1", "set", 10, "test")
     early = await inventory.hold("sku-a", "w1", 3)
@@ -18,11 +19,11 @@ async def test_expired_holds_return_their_units_once(redis: RedisClient) -> None
     assert [lv.quantity for lv in await inventory.levels("sku-a")] == [7]
 
     now_ms = int(early.expires_at.timestamp() * 1000)
-    assert await release_expired_holds(redis, now_ms - 1) == 0  # not yet
-    assert await release_expired_holds(redis, now_ms + HOLD_TTL_S * 1000) == 2
+    assert await release_expired_holds(runner_for(redis), now_ms - 1) == 0  # not yet
+    assert await release_expired_holds(runner_for(redis), now_ms + HOLD_TTL_S * 1000) == 2
     assert [lv.quantity for lv in await inventory.levels("sku-a")] == [10]
     assert [lv.quantity for lv in await inventory.levels("sku-b")] == [10]
-    assert await release_expired_holds(redis, now_ms + HOLD_TTL_S * 1000) == 0  # once
+    assert await release_expired_holds(runner_for(redis), now_ms + HOLD_TTL_S * 1000) == 0  # once
 
     partition = keys.partition_of_product("sku-a")
     assert not await redis.exists(keys.hold(partition, early.hold_id))
@@ -34,8 +35,8 @@ async def test_expired_holds_return_their_units_once(redis: RedisClient) -> None
 
 
 async def test_a_live_hold_is_kept(redis: RedisClient) -> None:
-    inventory = Inventory(redis)
+    inventory = Inventory(runner_for(redis))
     await inventory.change("sku", "w1", "set", 5, "test")
     await inventory.hold("sku", "w1", 5)
-    assert await release_expired_holds(redis) == 0
+    assert await release_expired_holds(runner_for(redis)) == 0
     assert [lv.quantity for lv in await inventory.levels("sku")] == [0]

@@ -3,13 +3,10 @@ fulfilment, and the orders writer persisting every step with its time."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import asyncpg
 import pytest
 
-from engine import keys, lifecycle, scripts
+from engine import keys, lifecycle
 from engine.errors import InvalidTransition, OrderNotFound, WrongWarehouse
 from engine.fulfillment import fulfill
 from engine.ids import new_id
@@ -17,6 +14,7 @@ from engine.live_orders import LiveOrders
 from engine.orders import OrderStatus
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
+from tests.conftest import runner_for
 from tests.test_writers import (
     all_entries,
     consumers_for,
@@ -55,37 +53,6 @@ def test_every_transition_moves_forward(current: str, target: str) -> None:
 
 P = keys.partition_of_product("sku")
 STREAM = keys.stream(P)
-RECORD = ["sku", "w1", 2, "confirmed", 2, 1_700_000_000_000, "48.85", "2.35", ""]
-
-
-async def transition(
-    redis: RedisClient, order_id: str, target: str, wid: str = "", reason: str = ""
-) -> list[Any]:
-    sources = lifecycle.allowed_from(target)  # type: ignore[arg-type]
-    args = [order_id, target, 1_700_000_000_500, reason, wid, *sources]
-    return list(
-        await scripts.call(redis, scripts.TRANSITION, [STREAM, keys.order(P, order_id)], args)
-    )
-
-
-async def test_transition_script_checks_state_and_warehouse_atomically(redis: RedisClient) -> None:
-    await redis.set(keys.order(P, "o1"), json.dumps(RECORD))
-    assert await transition(redis, "o1", "packed") == ["bad_state", "confirmed"]
-    assert await transition(redis, "o1", "picking", wid="w2") == ["wrong_warehouse", "w1"]
-    assert await redis.xlen(STREAM) == 0  # refusals append nothing
-    reply = await transition(redis, "o1", "picking", wid="w1")
-    assert reply[0] == "ok" and json.loads(reply[1])[3] == "picking"
-    assert json.loads(await redis.get(keys.order(P, "o1")))[3] == "picking"
-    [(_, fields)] = await redis.xrange(STREAM)
-    assert fields == {
-        "type": "order.status",
-        "order": "o1",
-        "record": reply[1],
-        "at_ms": "1700000000500",
-        "reason": "",
-    }
-    assert await transition(redis, "o1", "picking") == ["bad_state", "picking"]
-    assert await transition(redis, "o9", "picking") == ["not_found"]
 
 
 async def test_stock_is_untouched_by_shipping(redis: RedisClient) -> None:
@@ -93,7 +60,7 @@ async def test_stock_is_untouched_by_shipping(redis: RedisClient) -> None:
     [(_, placed)] = await place_orders(redis, ["sku"], 1)
     stock_key = keys.stock(P, "sku")
     before = await redis.hgetall(stock_key)
-    shipped = await fulfill(LiveOrders(redis), placed.order_id, placed.warehouse_id)
+    shipped = await fulfill(LiveOrders(runner_for(redis)), placed.order_id, placed.warehouse_id)
     assert shipped.status == "shipped"
     assert await redis.hgetall(stock_key) == before
 
@@ -101,7 +68,7 @@ async def test_stock_is_untouched_by_shipping(redis: RedisClient) -> None:
 async def test_fulfil_refuses_wrong_warehouse_state_and_unknown_orders(redis: RedisClient) -> None:
     await stock_products(redis, ["sku"], 5)
     [(_, placed)] = await place_orders(redis, ["sku"], 1)
-    orders = LiveOrders(redis)
+    orders = LiveOrders(runner_for(redis))
     with pytest.raises(WrongWarehouse):
         await fulfill(orders, placed.order_id, "elsewhere")
     assert (await orders.get(placed.order_id)).status == "confirmed"  # type: ignore[union-attr]
@@ -121,7 +88,7 @@ async def test_every_step_reaches_postgres_once_with_its_time(
 ) -> None:
     await stock_products(redis, ["sku"], 10)
     [(_, a), (_, b)] = await place_orders(redis, ["sku"], 2)
-    orders = LiveOrders(redis)
+    orders = LiveOrders(runner_for(redis))
     # Steps appended before the confirmation was persisted wait for it (same batch or later).
     await fulfill(orders, a.order_id, a.warehouse_id)
     consumers = consumers_for(redis, pg, mongo)

@@ -1,4 +1,5 @@
-"""The Lua scripts, loaded into a real Redis and called directly: edge cases of each."""
+"""The Lua scripts, loaded into a real Redis and called through their commands (engine.commands):
+the edge cases of each, resends of the same operation, and arguments refused before any write."""
 
 from __future__ import annotations
 
@@ -7,190 +8,348 @@ from typing import Any
 
 import pytest
 
-from engine import keys, scripts
+from engine import commands, keys, scripts
+from engine.commands import Attempt, StockBeyondRings
+from engine.errors import (
+    IdempotencyKeyReused,
+    InvalidTransition,
+    NegativeStock,
+    OrderMovedOn,
+    OrderNotFound,
+    OutOfStock,
+    UnknownProduct,
+    WrongWarehouse,
+)
+from engine.ids import new_id
+from engine.orders import Confirmation, OrderRequest
 from engine.records import OrderRecord, decode_record
+from geo.rings import Point
 from stores.redis import RedisClient
+from tests.conftest import runner_for
 
 P = keys.partition_of_product("sku")
 STREAM = keys.stream(P)
 STOCK = keys.stock(P, "sku")
-TTL_S = 60
 NOW_MS = 1_700_000_000_000
+CUSTOMER = Point(48.85, 2.35)
 
 
-Order = tuple[list[str], list[Any]]
+@pytest.fixture
+def runner(redis: RedisClient) -> scripts.ScriptRunner:
+    return runner_for(redis)
 
 
-def order_args(
-    order_id: str,
+def attempt(
     quantity: int,
     candidates: list[tuple[str, int]],
     *,
     product: str = "sku",
-    idem: str = "",
-    fingerprint: str = "fp",
-) -> Order:
-    """An order's keys and its JSON array, as engine.reservations.reserve_call builds them."""
-    order_key = keys.order(P, order_id)
-    idem_key = keys.idempotency(P, idem) if idem else order_key
-    warehouses = [w for w, _ in candidates]
-    days = [d for _, d in candidates]
-    fields = [order_id, product, quantity, idem, fingerprint, "48.85", "2.35", warehouses, days]
-    return [keys.stock(P, product), order_key, idem_key], fields
+    idem: str | None = None,
+    order_id: str | None = None,
+) -> Attempt:
+    request = OrderRequest(product, quantity, CUSTOMER, idempotency_key=idem)
+    return Attempt(order_id or new_id(P), P, request, tuple(candidates))
 
 
-async def reserve(redis: RedisClient, *orders: Order) -> list[list[Any]]:
-    script_keys = [STREAM]
-    for order_keys, _ in orders:
-        script_keys += order_keys
-    batch = json.dumps([fields for _, fields in orders])
-    return list(await scripts.call(redis, scripts.RESERVE, script_keys, [NOW_MS, TTL_S, batch]))
+async def reserve(runner: scripts.ScriptRunner, *attempts: Attempt) -> list[Any]:
+    return await runner.run(commands.reserve(NOW_MS, attempts))
 
 
-async def set_stock(redis: RedisClient, warehouse: str, units: int, mode: str = "set") -> list[Any]:
-    return list(
-        await scripts.call(
-            redis, scripts.SET_STOCK, [STREAM, STOCK], ["sku", warehouse, mode, units, "test"]
-        )
+async def set_stock(runner: scripts.ScriptRunner, warehouse: str, units: int) -> int:
+    return await runner.run(
+        commands.set_stock(f"set-{warehouse}-{units}", "sku", warehouse, units, "t")
     )
 
 
-async def test_takes_exact_stock_and_then_refuses(redis: RedisClient) -> None:
-    await set_stock(redis, "w1", 3)
-    assert (await reserve(redis, order_args("o1", 3, [("w1", 2)])))[0][:3] == ["ok", "o1", "w1"]
+async def test_takes_exact_stock_and_then_refuses(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "w1", 3)
+    (placed,) = await reserve(runner, attempt(3, [("w1", 2)]))
+    assert isinstance(placed, Confirmation) and placed.warehouse_id == "w1"
     assert await redis.hget(STOCK, "w1") == "0"
-    assert await reserve(redis, order_args("o2", 1, [("w1", 2)])) == [["out_of_stock"]]
-    assert not await redis.exists(keys.order(P, "o2"))
+    refused = attempt(1, [("w1", 2)])
+    assert [type(r) for r in await reserve(runner, refused)] == [OutOfStock]
+    assert not await redis.exists(keys.order(P, refused.order_id))
 
 
-async def test_nearest_candidate_with_enough_stock_wins(redis: RedisClient) -> None:
-    await set_stock(redis, "near", 1)
-    await set_stock(redis, "mid", 5)
-    await set_stock(redis, "far", 50)
-    reply = await reserve(redis, order_args("o1", 2, [("near", 1), ("mid", 2), ("far", 3)]))
-    assert reply == [["ok", "o1", "mid", 2, NOW_MS, 0]]
+async def test_nearest_candidate_with_enough_stock_wins(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    for warehouse, units in (("near", 1), ("mid", 5), ("far", 50)):
+        await set_stock(runner, warehouse, units)
+    (placed,) = await reserve(runner, attempt(2, [("near", 1), ("mid", 2), ("far", 3)]))
+    assert placed.warehouse_id == "mid" and not placed.replayed
     assert await redis.hmget(STOCK, ["near", "mid", "far"]) == ["1", "3", "50"]
 
 
-async def test_zero_stock_everywhere(redis: RedisClient) -> None:
-    await set_stock(redis, "w1", 0)
-    await set_stock(redis, "w2", 0)
+async def test_zero_stock_everywhere_appends_nothing(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "w1", 0)
+    await set_stock(runner, "w2", 0)
     before = await redis.xlen(STREAM)
-    assert await reserve(redis, order_args("o1", 1, [("w1", 1), ("w2", 1)])) == [["out_of_stock"]]
+    (reply,) = await reserve(runner, attempt(1, [("w1", 1), ("w2", 1)]))
+    assert isinstance(reply, OutOfStock)
     assert await redis.xlen(STREAM) == before
 
 
-async def test_unknown_product_changes_nothing(redis: RedisClient) -> None:
-    reply = await reserve(redis, order_args("o1", 1, [("w1", 1)], product="ghost"))
-    assert reply == [["unknown_product"]]
+async def test_unknown_product_changes_nothing(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    (reply,) = await reserve(runner, attempt(1, [("w1", 1)], product="ghost"))
+    assert isinstance(reply, UnknownProduct)
     assert await redis.dbsize() == 0
 
 
-async def test_stock_only_past_the_candidates_is_reported_not_taken(redis: RedisClient) -> None:
-    await set_stock(redis, "near", 0)
-    await set_stock(redis, "remote", 4)
-    await set_stock(redis, "tiny", 1)
-    reply = await reserve(redis, order_args("o1", 2, [("near", 1)]))
-    assert reply == [["far", "remote"]]
+async def test_stock_only_past_the_candidates_is_reported_not_taken(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "near", 0)
+    await set_stock(runner, "remote", 4)
+    await set_stock(runner, "tiny", 1)
+    assert await reserve(runner, attempt(2, [("near", 1)])) == [StockBeyondRings(["remote"])]
     assert await redis.hget(STOCK, "remote") == "4"
 
 
-async def test_retried_idempotency_key_gets_the_same_answer_once(redis: RedisClient) -> None:
-    await set_stock(redis, "w1", 10)
-    first = await reserve(redis, order_args("o1", 2, [("w1", 3)], idem="k"))
+async def test_a_resent_reservation_answers_the_same_and_takes_stock_once(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "w1", 10)
+    order = attempt(3, [("w1", 2)])
+    (first,) = await reserve(runner, order)
     events = await redis.xlen(STREAM)
-    retry = await reserve(redis, order_args("o2", 2, [("w1", 3)], idem="k"))
-    assert first == [["ok", "o1", "w1", 3, NOW_MS, 0]]
-    assert retry == [["ok", "o1", "w1", "3", str(NOW_MS), 1]]  # replayed from the stored text
+    (again,) = await reserve(runner, order)  # the same order ID: a resend after a lost reply
+    assert again == first and not again.replayed
+    assert await redis.hget(STOCK, "w1") == "7"
+    assert await redis.xlen(STREAM) == events
+
+
+async def test_retried_idempotency_key_gets_the_same_answer_once(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "w1", 10)
+    (first,) = await reserve(runner, attempt(2, [("w1", 3)], idem="k"))
+    events = await redis.xlen(STREAM)
+    retry = attempt(2, [("w1", 3)], idem="k")
+    (replayed,) = await reserve(runner, retry)
+    assert replayed.order_id == first.order_id and replayed.replayed
+    assert replayed.estimated_delivery == first.estimated_delivery
     assert await redis.hget(STOCK, "w1") == "8"
     assert await redis.xlen(STREAM) == events
-    assert not await redis.exists(keys.order(P, "o2"))
-    assert 0 < await redis.ttl(keys.idempotency(P, "k")) <= TTL_S
+    assert not await redis.exists(keys.order(P, retry.order_id))
 
 
-async def test_idempotency_key_with_another_request_is_refused(redis: RedisClient) -> None:
-    await set_stock(redis, "w1", 10)
-    await reserve(redis, order_args("o1", 2, [("w1", 3)], idem="k", fingerprint="a"))
-    reply = await reserve(redis, order_args("o2", 5, [("w1", 3)], idem="k", fingerprint="b"))
-    assert reply == [["key_conflict"]]
+async def test_idempotency_key_with_another_request_is_refused(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "w1", 10)
+    await reserve(runner, attempt(2, [("w1", 3)], idem="k"))
+    (reply,) = await reserve(runner, attempt(5, [("w1", 3)], idem="k"))
+    assert isinstance(reply, IdempotencyKeyReused)
     assert await redis.hget(STOCK, "w1") == "8"
 
 
-async def test_a_batch_decides_in_order_and_a_retry_inside_it_replays(redis: RedisClient) -> None:
-    await set_stock(redis, "w1", 3)
+async def test_a_batch_decides_in_order_and_a_retry_inside_it_replays(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "w1", 3)
+    first = attempt(2, [("w1", 1)], idem="k")
     replies = await reserve(
-        redis,
-        order_args("o1", 2, [("w1", 1)], idem="k"),
-        order_args("o2", 2, [("w1", 1)]),
-        order_args("o3", 2, [("w1", 1)], idem="k"),
-        order_args("o4", 1, [("w1", 1)]),
+        runner,
+        first,
+        attempt(2, [("w1", 1)]),
+        attempt(2, [("w1", 1)], idem="k"),
+        attempt(1, [("w1", 1)]),
     )
-    assert [r[0] for r in replies] == ["ok", "out_of_stock", "ok", "ok"]
-    assert replies[2][1] == "o1" and replies[2][5] == 1
+    assert [type(r) for r in replies] == [Confirmation, OutOfStock, Confirmation, Confirmation]
+    assert replies[2].order_id == first.order_id and replies[2].replayed
     assert await redis.hget(STOCK, "w1") == "0"
 
 
-async def test_confirmation_records_the_order_and_appends_one_event(redis: RedisClient) -> None:
-    await set_stock(redis, "w1", 5)
-    await reserve(redis, order_args("o1", 2, [("w1", 4)], idem="k"))
-    record = await redis.get(keys.order(P, "o1"))
+async def test_confirmation_records_the_order_and_appends_one_event(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "w1", 5)
+    order = attempt(2, [("w1", 4)], idem="k")
+    await reserve(runner, order)
+    record = await redis.get(keys.order(P, order.order_id))
     assert decode_record(record) == OrderRecord(
-        "sku", "w1", 2, "confirmed", 4, NOW_MS, 48.85, 2.35, "k"
+        "sku", "w1", 2, "confirmed", 4, NOW_MS, 48.85, 2.35, "k", 1
     )
     ((_, event),) = await redis.xrevrange(STREAM, count=1)
-    assert event == {"type": "order.confirmed", "order": "o1", "record": record, "available": "3"}
+    assert event == {
+        "type": "order.confirmed",
+        "order": order.order_id,
+        "record": record,
+        "available": "3",
+    }
     assert await redis.hget(STOCK, "_v") == "2"  # set_stock was version 1
 
 
-async def test_the_version_moves_once_per_product_per_call(redis: RedisClient) -> None:
-    await set_stock(redis, "w1", 5)
-    await reserve(redis, *(order_args(f"o{i}", 1, [("w1", 1)]) for i in range(3)))
+async def test_the_version_moves_once_per_product_per_call(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "w1", 5)
+    await reserve(runner, *(attempt(1, [("w1", 1)]) for _ in range(3)))
     assert await redis.hget(STOCK, "_v") == "2"
 
 
-async def test_set_and_adjust_stock_bump_the_version_and_never_go_negative(
-    redis: RedisClient,
+async def test_set_and_adjust_stock_never_go_negative_and_apply_once(
+    runner: scripts.ScriptRunner, redis: RedisClient
 ) -> None:
-    assert await set_stock(redis, "w1", 5) == ["ok", 5, 1]
-    assert await set_stock(redis, "w1", -2, "adjust") == ["ok", 3, 2]
-    assert await set_stock(redis, "w1", -4, "adjust") == ["negative", 3]
+    assert await runner.run(commands.set_stock("op-1", "sku", "w1", 5, "t")) == 5
+    adjust = commands.adjust_stock("op-2", "sku", "w1", -2, "t")
+    assert await runner.run(adjust) == 3
+    assert await runner.run(adjust) == 3  # resent: the stored answer, not 1
+    with pytest.raises(NegativeStock):
+        await runner.run(commands.adjust_stock("op-3", "sku", "w1", -4, "t"))
     assert await redis.hget(STOCK, "w1") == "3"
-    assert await redis.xlen(STREAM) == 2  # the refused adjustment appended nothing
+    assert await redis.xlen(STREAM) == 2  # the resend and the refusal appended nothing
 
 
-async def test_hold_takes_units_at_the_named_warehouse_only(redis: RedisClient) -> None:
-    await set_stock(redis, "w1", 2)
-    hold_keys = [STREAM, STOCK, keys.hold(P, "h1"), keys.hold_expiries(P)]
-    args: list[Any] = ["h1", "sku", "w1", 2, 1_000, 60_000]
-    assert await scripts.call(redis, scripts.HOLD, hold_keys, args) == ["ok", 0, 61_000]
-    assert await scripts.call(redis, scripts.HOLD, hold_keys, args) == ["out_of_stock", 0]
+async def test_hold_takes_units_at_the_named_warehouse_once(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "w1", 3)
+    hold = commands.hold_stock("h1", "sku", "w1", 2, 1_000, 60_000)
+    assert await runner.run(hold) == (1, 61_000)
+    assert await runner.run(hold) == (1, 61_000)  # resent: held once
+    assert await redis.hget(STOCK, "w1") == "1"
+    with pytest.raises(OutOfStock):
+        await runner.run(commands.hold_stock("h2", "sku", "w1", 2, 1_000, 60_000))
+    with pytest.raises(UnknownProduct):
+        await runner.run(commands.hold_stock("h3", "ghost", "w1", 1, 1_000, 60_000))
     assert await redis.zscore(keys.hold_expiries(P), "h1") == 61_000
 
 
 @pytest.mark.parametrize("status", ["cancelled", "shipped"])
 async def test_cancel_releases_units_once_and_only_when_confirmed(
-    redis: RedisClient, status: str
+    runner: scripts.ScriptRunner, redis: RedisClient, status: str
 ) -> None:
-    await set_stock(redis, "w1", 5)
-    await reserve(redis, order_args("o1", 2, [("w1", 1)]))
-    cancel_keys = [STREAM, keys.order(P, "o1"), STOCK]
-    assert await scripts.call(redis, scripts.CANCEL, cancel_keys, ["o1", "sku", 1]) == [
-        "ok",
-        "w1",
-        2,
-        5,
-    ]
-    record = json.loads(await redis.get(keys.order(P, "o1")))
-    await redis.set(keys.order(P, "o1"), json.dumps([*record[:3], status, *record[4:]]))
-    assert await scripts.call(redis, scripts.CANCEL, cancel_keys, ["o1", "sku", 2]) == [
-        "bad_state",
-        status,
-    ]
+    await set_stock(runner, "w1", 5)
+    order = attempt(2, [("w1", 1)])
+    await reserve(runner, order)
+    cancel = commands.cancel_order("op-c", order.order_id, "sku", NOW_MS)
+    assert (await runner.run(cancel)).status == "cancelled"
+    assert (await runner.run(cancel)).status == "cancelled"  # resent: released once
     assert await redis.hget(STOCK, "w1") == "5"
-    no_order = [STREAM, keys.order(P, "o9"), STOCK]
-    assert await scripts.call(redis, scripts.CANCEL, no_order, ["o9", "sku", 3]) == ["not_found"]
+    key = keys.order(P, order.order_id)
+    record = json.loads(await redis.get(key))
+    await redis.set(key, json.dumps([*record[:3], status, *record[4:]]))
+    with pytest.raises(InvalidTransition):
+        await runner.run(commands.cancel_order("op-d", order.order_id, "sku", NOW_MS))
+    assert await redis.hget(STOCK, "w1") == "5"
+    with pytest.raises(OrderNotFound):
+        await runner.run(commands.cancel_order("op-e", new_id(P), "sku", NOW_MS))
 
 
-async def test_scripts_are_reloaded_after_the_cache_is_flushed(redis: RedisClient) -> None:
-    await redis.script_flush()
-    assert await set_stock(redis, "w1", 1) == ["ok", 1, 1]
+async def test_transition_checks_state_warehouse_and_seq(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "w1", 5)
+    order = attempt(1, [("w1", 1)])
+    await reserve(runner, order)
+    oid = order.order_id
+
+    def to(target: Any, op: str, **kwargs: Any) -> scripts.Command[OrderRecord]:
+        sources = {"picking": ("confirmed",), "packed": ("picking",)}[target]
+        return commands.transition_order(op, oid, target, sources, NOW_MS, **kwargs)
+
+    with pytest.raises(InvalidTransition):
+        await runner.run(to("packed", "t1"))
+    with pytest.raises(WrongWarehouse):
+        await runner.run(to("picking", "t2", warehouse_id="w2"))
+    with pytest.raises(OrderMovedOn):
+        await runner.run(to("picking", "t3", expected_seq=7))
+    events = await redis.xlen(STREAM)
+    picked = await runner.run(to("picking", "t4", warehouse_id="w1", expected_seq=1))
+    assert (picked.status, picked.seq) == ("picking", 2)
+    assert await runner.run(to("picking", "t4", warehouse_id="w1")) == picked  # resent
+    assert await redis.xlen(STREAM) == events + 1
+    ((_, event),) = await redis.xrevrange(STREAM, count=1)
+    assert event == {
+        "type": "order.status",
+        "order": oid,
+        "record": await redis.get(keys.order(P, oid)),
+        "at_ms": str(NOW_MS),
+        "reason": "",
+    }
+
+
+async def test_reroute_moves_the_order_once(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "w1", 1)
+    await set_stock(runner, "w2", 4)
+    order = attempt(2, [("w1", 1), ("w2", 2)])
+    (placed,) = await reserve(runner, order)
+    assert placed.warehouse_id == "w2"
+    await set_stock(runner, "w3", 5)
+    record = decode_record(await redis.get(keys.order(P, order.order_id)))
+    move = commands.reroute_order(
+        "op-r", order.order_id, record, "w2", [("w1", 1), ("w3", 3)], "damaged", NOW_MS
+    )
+    moved = await runner.run(move)
+    assert (moved.warehouse_id, moved.status, moved.eta_days) == ("w3", "confirmed", 3)
+    assert await runner.run(move) == moved  # resent: taken once
+    assert await redis.hmget(STOCK, ["w1", "w2", "w3"]) == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        OrderRequest("sku", 0, CUSTOMER),
+        OrderRequest("sku", -3, CUSTOMER),
+    ],
+)
+async def test_a_bad_order_in_a_batch_leaves_the_whole_call_unapplied(
+    runner: scripts.ScriptRunner, redis: RedisClient, bad: OrderRequest
+) -> None:
+    await set_stock(runner, "w1", 10)
+    good = attempt(1, [("w1", 1)])
+    wrong = Attempt(new_id(P), P, bad, (("w1", 1),))
+    with pytest.raises(scripts.ScriptRefused):
+        await reserve(runner, good, wrong)
+    assert await redis.hget(STOCK, "w1") == "10"
+    assert await redis.hget(STOCK, "_v") == "1"
+    assert not await redis.exists(keys.order(P, good.order_id))
+
+
+async def test_a_corrupt_level_is_refused_before_any_write(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "w1", 10)
+    await redis.hset(STOCK, "w2", "lots")
+    good = attempt(1, [("w1", 1)])
+    with pytest.raises(scripts.ScriptRefused):
+        await reserve(runner, good, attempt(1, [("w2", 1)]))
+    assert await redis.hget(STOCK, "w1") == "10"
+    with pytest.raises(scripts.ScriptRefused):
+        await runner.run(commands.adjust_stock("op-x", "sku", "w2", 1, "t"))
+    with pytest.raises(scripts.ScriptRefused):
+        await runner.run(commands.set_stock("op-y", "sku", "w1", -1, "t"))
+
+
+async def test_every_loaded_script_is_whole() -> None:
+    for script in scripts.ALL_SCRIPTS:
+        assert script.source.startswith("#!lua\n"), script.name
+        assert "@include" not in script.source, script.name
+
+
+async def test_an_unexpected_reply_is_an_error_not_a_refusal(
+    runner: scripts.ScriptRunner,
+) -> None:
+    command = commands.set_stock("op-z", "sku", "w1", 1, "t")
+    with pytest.raises(commands.UnexpectedReply):
+        command.decode(["maybe"])
+
+
+async def test_scripts_are_reloaded_after_the_cache_is_flushed(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    if isinstance(redis, scripts.RedisCluster):
+        await redis.execute_command("SCRIPT FLUSH", target_nodes=scripts.RedisCluster.ALL_NODES)
+    else:
+        await redis.script_flush()
+    assert await set_stock(runner, "w1", 1) == 1

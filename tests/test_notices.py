@@ -16,6 +16,7 @@ from notify.jobs import QUEUE_NAME, Notices, notice_id
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient, connect_sync_redis
 from stores.settings import Settings
+from tests.conftest import runner_for
 from tests.notice_servers import SmsProvider, SmtpServer, free_port, sms_provider, smtp_server
 from tests.test_writers import FAST, consumers_for, drain, place_orders, stock_products
 from writers.notifier import NotifierWriter
@@ -49,7 +50,7 @@ async def test_order_events_enqueue_one_job_each_and_replays_add_none(
 ) -> None:
     await stock_products(redis, ["sku"], 10)
     [(_, a), (_, b)] = await place_orders(redis, ["sku"], 2)
-    orders = LiveOrders(redis)
+    orders = LiveOrders(runner_for(redis))
     await fulfill(orders, a.order_id, a.warehouse_id)  # picking, packed: no notice; shipped: one
     await orders.transition(a.order_id, "delivered")
     await orders.cancel(b.order_id)

@@ -21,6 +21,7 @@ from engine.warehouses import Warehouse, WarehouseDirectory
 from geo.distance import great_circle_km
 from geo.rings import RESOLUTION, RING_MAX_K, Point
 from stores.redis import RedisClient
+from tests.conftest import runner_for
 
 PARIS = Point(48.8566, 2.3522)
 
@@ -33,7 +34,7 @@ def make_engine(
     async def reload() -> WarehouseDirectory:
         return directory
 
-    return ReservationEngine(redis, directory, reload, batched=batched)
+    return ReservationEngine(runner_for(redis), directory, reload, batched=batched)
 
 
 @pytest.fixture(params=[True, False], ids=["batched", "per-request"])
@@ -49,7 +50,7 @@ async def test_far_warehouse_serves_when_nothing_is_stocked_within_the_rings(
         Warehouse("madrid", "Madrid", Point(40.4168, -3.7038)),
         Warehouse("moscow", "Moscow", Point(55.7558, 37.6173)),
     ]
-    inventory = Inventory(redis)
+    inventory = Inventory(runner_for(redis))
     await inventory.change("sku", "paris", "set", 0, "t")
     await inventory.change("sku", "madrid", "set", 1, "t")
     await inventory.change("sku", "moscow", "set", 1, "t")
@@ -92,7 +93,7 @@ async def test_choice_matches_brute_force_on_random_data(redis: RedisClient, bat
         for i in range(40)
     ]
     stock = {w.warehouse_id: rng.choice([0, 0, 1, 2, 5]) for w in warehouses}
-    inventory = Inventory(redis)
+    inventory = Inventory(runner_for(redis))
     for warehouse_id, units in stock.items():
         await inventory.change("sku", warehouse_id, "set", units, "t")
     engine = make_engine(redis, warehouses, batched)
@@ -117,7 +118,7 @@ async def test_no_oversell_with_200_concurrent_clients_on_one_product(
 ) -> None:
     """1,000 units over 4 warehouses, 5,000 attempts from 200 clients: exactly 1,000 sold."""
     warehouses = [Warehouse(f"w{i}", f"W{i}", Point(48 + i * 0.5, 2 + i * 0.5)) for i in range(4)]
-    inventory = Inventory(redis)
+    inventory = Inventory(runner_for(redis))
     for w in warehouses:
         await inventory.change("flash", w.warehouse_id, "set", 250, "t")
     engine = make_engine(redis, warehouses, batched)
@@ -152,13 +153,13 @@ async def test_no_oversell_with_200_concurrent_clients_on_one_product(
 async def test_concurrent_retries_with_one_key_make_one_order(
     redis: RedisClient, batched: bool
 ) -> None:
-    await Inventory(redis).change("sku", "paris", "set", 100, "t")
+    await Inventory(runner_for(redis)).change("sku", "paris", "set", 100, "t")
     engine = make_engine(redis, [Warehouse("paris", "Paris", PARIS)], batched)
     request = OrderRequest("sku", 3, Point(48.9, 2.3), idempotency_key="retry-me")
     answers = await asyncio.gather(*(engine.place(request) for _ in range(50)))
     assert len({a.order_id for a in answers}) == 1
     assert sum(not a.replayed for a in answers) == 1
-    assert [lv.quantity for lv in await Inventory(redis).levels("sku")] == [97]
+    assert [lv.quantity for lv in await Inventory(runner_for(redis)).levels("sku")] == [97]
     with pytest.raises(IdempotencyKeyReused):
         await engine.place(OrderRequest("sku", 4, Point(48.9, 2.3), idempotency_key="retry-me"))
 
@@ -173,8 +174,8 @@ async def test_a_warehouse_created_after_start_is_found_by_reloading(redis: Redi
         return fresh
 
     engine = ReservationEngine(
-        redis, WarehouseDirectory([Warehouse("paris", "Paris", PARIS)]), reload
+        runner_for(redis), WarehouseDirectory([Warehouse("paris", "Paris", PARIS)]), reload
     )
-    await Inventory(redis).change("sku", "nice", "set", 1, "t")
+    await Inventory(runner_for(redis)).change("sku", "nice", "set", 1, "t")
     assert (await engine.place(OrderRequest("sku", 1, PARIS))).warehouse_id == "nice"
     assert engine.directory is fresh

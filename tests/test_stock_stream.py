@@ -25,7 +25,7 @@ from engine.stock_changes import LowStockThresholds, StockChange, parse_override
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
-from tests.conftest import store_env
+from tests.conftest import runner_for, store_env
 
 ROOT = Path(__file__).resolve().parent.parent
 API_PORT = 18_431
@@ -176,7 +176,7 @@ async def test_feed_fans_out_per_product_and_drops_a_slow_subscriber(
     redis: RedisClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     feed = StockFeed(redis, LowStockThresholds(2, {"sku-b": 50}))
-    inventory = Inventory(redis)
+    inventory = Inventory(runner_for(redis))
     try:
         a, b = await feed.subscribe("sku-a"), await feed.subscribe("sku-b")
         monkeypatch.setattr(stock_feed, "SUBSCRIBER_QUEUE_SIZE", 3)

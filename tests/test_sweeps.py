@@ -11,6 +11,7 @@ import pytest
 from engine.live_orders import LiveOrders
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
+from tests.conftest import runner_for
 from tests.test_writers import consumers_for, drain, order_rows, place_orders, stock_products
 from writers.orders import OrdersWriter
 from writers.replay import replay
@@ -33,7 +34,7 @@ async def test_stuck_orders_are_flagged_failed_once_and_moving_ones_are_left(
     [(_, stuck), (_, moved), (_, fresh)] = await place_orders(redis, ["sku"], 3)
     consumers = consumers_for(redis, pg, mongo)
     await drain(redis, consumers)
-    orders = LiveOrders(redis)
+    orders = LiveOrders(runner_for(redis))
     await orders.transition(moved.order_id, "picking")  # PostgreSQL has not seen this yet
     await asyncio.sleep(0.3)
     await pg.execute(  # the third order was placed just now

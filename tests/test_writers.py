@@ -32,7 +32,7 @@ from geo.rings import Point
 from stores.mongo import INVENTORY, MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
-from tests.conftest import store_env
+from tests.conftest import runner_for, store_env
 from writers import WRITER_GROUPS, writer_backlog
 from writers.inventory import INVENTORY_GROUP, InventoryWriter
 from writers.orders import ORDERS_GROUP, OrdersWriter
@@ -72,11 +72,11 @@ def make_engine(redis: RedisClient) -> ReservationEngine:
     async def reload() -> WarehouseDirectory:
         return directory
 
-    return ReservationEngine(redis, directory, reload)
+    return ReservationEngine(runner_for(redis), directory, reload)
 
 
 async def stock_products(redis: RedisClient, products: Sequence[str], units: int) -> None:
-    inventory = Inventory(redis)
+    inventory = Inventory(runner_for(redis))
     for product in products:
         for warehouse in WAREHOUSES:
             await inventory.change(product, warehouse.warehouse_id, "set", units, "test")
@@ -146,7 +146,7 @@ async def history_rows(pg: asyncpg.Pool) -> list[asyncpg.Record]:
 async def assert_mongo_mirrors_redis(
     redis: RedisClient, mongo: MongoDatabase, products: Sequence[str]
 ) -> None:
-    inventory = Inventory(redis)
+    inventory = Inventory(runner_for(redis))
     docs = {doc["_id"]: doc async for doc in mongo[INVENTORY].find({})}
     assert sorted(docs) == sorted(products)
     for product in products:
@@ -173,7 +173,7 @@ async def test_orders_reach_postgres_once_and_mongo_mirrors_redis(
     products = [f"sku-{i}" for i in range(6)]
     await stock_products(redis, products, 200)
     placed = await place_orders(redis, products, 400)
-    inventory = Inventory(redis)
+    inventory = Inventory(runner_for(redis))
     await inventory.hold(products[0], "2", 5)  # a stock.held event
     await inventory.change(products[1], "3", "adjust", -7, "damaged")  # a stock.changed event
 
@@ -245,7 +245,7 @@ async def test_a_cancel_lands_after_its_confirm(
     [(_, kept), (_, cancelled)] = await place_orders(redis, ["sku"], 2)
     consumers = consumers_for(redis, pg, mongo)
     await drain(redis, consumers)
-    await LiveOrders(redis).cancel(cancelled.order_id)
+    await LiveOrders(runner_for(redis)).cancel(cancelled.order_id)
     await drain(redis, consumers)
 
     rows = await order_rows(pg)
@@ -269,7 +269,7 @@ async def test_a_cancel_whose_confirm_is_pending_elsewhere_waits_for_it(
     # A consumer reads the confirmation (and the stock events before it), then dies.
     await redis.xreadgroup(ORDERS_GROUP, "doomed", {stream: ">"})
     held_by_doomed = await pending_total(redis, ORDERS_GROUP)
-    await LiveOrders(redis).cancel(placed.order_id)
+    await LiveOrders(runner_for(redis)).cancel(placed.order_id)
 
     survivor = GroupConsumer(redis, OrdersWriter(pg), "survivor", config=FAST)
     await survivor.step()
@@ -445,6 +445,7 @@ class RecordingWriter:
 
     group = "test-writer"
     transient_errors: tuple[type[BaseException], ...] = (ConnectionRefusedError,)
+    permanent_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, fail: Callable[[Sequence[StreamEntry]], Exception | None]) -> None:
         self._fail = fail
@@ -461,7 +462,7 @@ class RecordingWriter:
 
 
 async def stock_events(redis: RedisClient, count: int) -> None:
-    inventory = Inventory(redis)
+    inventory = Inventory(runner_for(redis))
     for i in range(count):
         await inventory.change(f"sku-{i}", "1", "set", i, "test")
 
@@ -484,7 +485,9 @@ async def test_transient_errors_are_retried_and_nothing_is_acked_before(
     assert await pending_total(redis, writer.group) == 0
 
 
-async def test_a_poison_entry_is_isolated_and_left_pending(redis: RedisClient) -> None:
+async def test_a_poison_entry_is_isolated_and_left_pending_until_its_last_delivery(
+    redis: RedisClient,
+) -> None:
     await stock_events(redis, 16)
 
     def poison(entries: Sequence[StreamEntry]) -> Exception | None:
@@ -499,7 +502,7 @@ async def test_a_poison_entry_is_isolated_and_left_pending(redis: RedisClient) -
     assert await pending_total(redis, writer.group) == 1
 
 
-async def test_unknown_events_are_acked_and_malformed_ones_stay_pending(
+async def test_unknown_events_are_acked_and_malformed_ones_dead_lettered(
     redis: RedisClient,
 ) -> None:
     stream = keys.stream(0)
@@ -510,7 +513,8 @@ async def test_unknown_events_are_acked_and_malformed_ones_stay_pending(
     await create_groups(redis, ALL_STREAMS, [writer.group])
     await consumer.step()
     assert [e.event for e in writer.persisted] == [UnknownEvent("order.shipped")]
-    assert await pending_total(redis, writer.group) == 1
+    assert await pending_total(redis, writer.group) == 0
+    assert await redis.xlen(keys.dead_letters(0)) == 1
 
 
 def test_events_decode_from_stream_strings() -> None:

@@ -1,7 +1,8 @@
 """Stream consumers that persist what the reservation engine decided: orders to PostgreSQL
 (`writers.orders`) and inventory to MongoDB (`writers.inventory`), over the consumer-group
 mechanics of `writers.streams`; the notifier (`writers.notifier`) turns order events into notice
-jobs. Run them with `python -m writers`.
+jobs; entries none of them can persist go to `writers.dead_letters`. Run them with
+`python -m writers`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@ holds, stuck orders) in one process until SIGTERM/SIGINT (each writer finishes t
 then exits). `python -m writers lag` prints every group's backlog. `python -m writers notices
 worker|failed|replay` runs the notice worker, lists the notices that failed for good, re-enqueues
 them. `python -m writers replay --stream S --from ID` re-persists a stream from an entry ID.
-Stores are configured from the environment (`stores.settings`)."""
+`python -m writers dead-letters list|replay` lists the entries the writers gave up on, re-appends
+them to their stream. Stores are configured from the environment (`stores.settings`), and so is
+after how many deliveries an entry that keeps failing is dead-lettered
+(DEAD_LETTER_AFTER_DELIVERIES, default 5)."""
 
 from __future__ import annotations
 
@@ -16,11 +19,13 @@ import socket
 import sys
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import asyncpg
 from pymongo import AsyncMongoClient
 
+from engine.scripts import script_runner
 from notify.jobs import Notices
 from stores.mongo import connect_mongo
 from stores.postgres import TRANSIENT_ERRORS as POSTGRES_TRANSIENT_ERRORS
@@ -28,7 +33,13 @@ from stores.postgres import apply_schema, connect_postgres
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings, load_settings
 from telemetry.logs import configure_json_logging
-from writers import CONSUMER_GROUPS, writer_backlog
+from writers import CONSUMER_GROUPS, dead_letters, writer_backlog
+from writers.dead_letters import (
+    DEAD_LETTER_AFTER_DELIVERIES,
+    AmbiguousEntry,
+    DeadLetter,
+    NotAPartitionStream,
+)
 from writers.inventory import INVENTORY_BATCH_FACTOR, InventoryWriter
 from writers.notifier import NotifierWriter
 from writers.orders import OrdersWriter
@@ -51,6 +62,7 @@ from writers.sweeper import STUCK_SWEEP_INTERVAL_S, run_sweeps
 log = logging.getLogger("writers")
 # What --only and --writer accept: the consumers this process can run.
 CONSUMER_NAMES: Final = ("orders", "inventory", "notifier")
+DEAD_LETTERS_LIST_LIMIT: Final = 100
 
 
 def consumer_name() -> str:
@@ -60,10 +72,16 @@ def consumer_name() -> str:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m writers", description=__doc__)
     parser.add_argument(
-        "command", nargs="?", choices=("run", "lag", "notices", "replay"), default="run"
+        "command",
+        nargs="?",
+        choices=("run", "lag", "notices", "replay", "dead-letters"),
+        default="run",
     )
     parser.add_argument(
-        "action", nargs="?", choices=("worker", "failed", "replay"), help="for `notices`"
+        "action",
+        nargs="?",
+        choices=("worker", "failed", "replay", "list"),
+        help="for `notices`: worker|failed|replay; for `dead-letters`: list|replay",
     )
     parser.add_argument(
         "--only",
@@ -76,13 +94,30 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=STUCK_SWEEP_INTERVAL_S,
         help="how often to look for stuck orders (default %(default)s)",
     )
-    parser.add_argument("--stream", help="for `replay`: the stream, e.g. 'events:{p3.0}'")
+    parser.add_argument(
+        "--stream",
+        help="for `replay` and `dead-letters replay`: the stream, e.g. 'events:{p3.0}'",
+    )
     parser.add_argument("--from", dest="from_id", default="-", help="for `replay`: first entry ID")
     parser.add_argument(
         "--writer",
         action="append",
         choices=CONSUMER_NAMES,
         help="for `replay`: which writer re-persists (repeatable; default orders and inventory)",
+    )
+    parser.add_argument(
+        "--entry",
+        action="append",
+        help="for `dead-letters replay`: an original entry ID as `list` shows it (repeatable)",
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="for `dead-letters replay`: every dead letter"
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=DEAD_LETTERS_LIST_LIMIT,
+        help="for `dead-letters list`: how many, oldest first (default %(default)s)",
     )
     parser.add_argument(
         "--claim-idle-ms",
@@ -145,7 +180,8 @@ async def serve(
         log.info("%s: running %s", name, ", ".join(c.group for c in consumers))
         tasks = [consumer.run(stop) for consumer in consumers]
         if only is None:
-            tasks.append(run_sweeps(redis, pool, stop, stuck_interval_s=stuck_sweep_s))
+            runner = script_runner(redis, settings)
+            tasks.append(run_sweeps(runner, pool, stop, stuck_interval_s=stuck_sweep_s))
         await asyncio.gather(*tasks)
     except Stopping:
         log.info("%s: stopped before the stores answered", name)
@@ -228,6 +264,78 @@ async def run_replay(settings: Settings, stream: str, from_id: str, names: Seque
         notice_redis.close()
 
 
+async def list_dead_letters(settings: Settings, limit: int) -> None:
+    redis = connect_redis(settings)
+    try:
+        letters = await dead_letters.list_dead_letters(redis, limit)
+        total = await dead_letters.dead_letter_count(redis)
+    finally:
+        await redis.aclose()
+    print(format_dead_letters(letters))
+    print(f"{len(letters)} of {total} dead letter(s) shown", file=sys.stderr)
+
+
+def format_dead_letters(letters: Sequence[DeadLetter]) -> str:
+    """One tab-separated line per dead letter; a second copy of an entry shares its entry ID."""
+    lines = ["stream\tentry_id\tgroup\tdeliveries\tdead_lettered_at\ttype\torder_id\terror"]
+    for letter in letters:
+        at = datetime.fromtimestamp(letter.at_ms / 1000, UTC).isoformat(timespec="seconds")
+        error = " ".join(letter.error.split())  # asyncpg's messages span lines
+        lines.append(
+            f"{letter.stream}\t{letter.entry_id}\t{letter.group}\t{letter.deliveries}\t{at}"
+            f"\t{letter.event_type}\t{letter.order_id or '-'}\t{error}"
+        )
+    return "\n".join(lines)
+
+
+async def replay_dead_letters(
+    settings: Settings, entry_ids: Sequence[str] | None, stream: str | None
+) -> int:
+    redis = connect_redis(settings)
+    try:
+        replayed = await dead_letters.replay(redis, entry_ids, stream)
+    except AmbiguousEntry as exc:
+        print(f"entry IDs found in several streams, name one with --stream: {exc}", file=sys.stderr)
+        return 2
+    except NotAPartitionStream as exc:
+        print(f"{exc}: not a partition stream", file=sys.stderr)
+        return 2
+    finally:
+        await redis.aclose()
+    for letter in replayed:
+        print(f"{letter.stream}\t{letter.entry_id}\treplayed")
+    missing = sorted(set(entry_ids or ()) - {letter.entry_id for letter in replayed})
+    for entry_id in missing:
+        print(f"{entry_id}: no such dead letter", file=sys.stderr)
+    print(f"{len(replayed)} dead letter(s) re-appended to their stream", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def run_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        asyncio.run(list_dead_letters(settings, args.limit))
+        return 0
+    if args.action == "replay" and (args.all or args.entry) and not (args.all and args.entry):
+        entry_ids = None if args.all else args.entry
+        return asyncio.run(replay_dead_letters(settings, entry_ids, args.stream))
+    print(
+        "usage: python -m writers dead-letters list [--limit N] | "
+        "replay (--entry ID [--entry ID ...] | --all) [--stream S]",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def dead_letter_after_deliveries() -> int:
+    """From the environment, read where the consumers' config is built."""
+    raw = os.environ.get("DEAD_LETTER_AFTER_DELIVERIES", "")
+    if not raw:
+        return DEAD_LETTER_AFTER_DELIVERIES
+    if not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"DEAD_LETTER_AFTER_DELIVERIES must be a whole number >= 1, not {raw!r}")
+    return int(raw)
+
+
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop  # optional: a faster event loop when installed
@@ -245,6 +353,8 @@ def main(argv: Sequence[str]) -> int:
         return 0
     if args.command == "notices":
         return run_notices(settings, args.action)
+    if args.command == "dead-letters":
+        return run_dead_letters(settings, args)
     if args.command == "replay":
         if not args.stream:
             print("replay needs --stream (and --from, default: the beginning)", file=sys.stderr)
@@ -253,7 +363,11 @@ def main(argv: Sequence[str]) -> int:
         run_loop(run_replay(settings, args.stream, args.from_id, writers))
         return 0
     configure_json_logging()
-    config = ConsumerConfig(read_count_per_stream=args.read_count, claim_idle_ms=args.claim_idle_ms)
+    config = ConsumerConfig(
+        read_count_per_stream=args.read_count,
+        claim_idle_ms=args.claim_idle_ms,
+        dead_letter_after_deliveries=dead_letter_after_deliveries(),
+    )
     run_loop(serve(settings, args.only, config, args.stuck_sweep_s))
     return 0
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from bson.errors import InvalidDocument
 from pymongo import errors as mongo_errors
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -49,6 +50,14 @@ TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
     mongo_errors.ExecutionTimeout,
     mongo_errors.WTimeoutError,
 )
+# The document cannot be stored, however often it is tried: the entry goes to the dead letters at
+# once. WriteError is one write the server refused (write-concern timeouts are WTimeoutError, in
+# TRANSIENT_ERRORS above). BulkWriteError is not here: it also carries write-concern errors, so an
+# entry failing with it goes there after the usual number of deliveries instead.
+PERMANENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    InvalidDocument,  # not encodable as BSON; also pymongo's DocumentTooLarge
+    mongo_errors.WriteError,
+)
 
 InventoryDoc = dict[str, Any]
 
@@ -56,6 +65,7 @@ InventoryDoc = dict[str, Any]
 class InventoryWriter:
     group: Final = INVENTORY_GROUP
     transient_errors: Final = TRANSIENT_ERRORS
+    permanent_errors: Final = PERMANENT_ERRORS
 
     def __init__(
         self, redis: RedisClient, db: MongoDatabase, *, updates_in_flight: int = UPDATES_IN_FLIGHT

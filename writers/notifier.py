@@ -28,6 +28,8 @@ class NotifierWriter:
     group: Final = NOTIFIER_GROUP
     # The queue lives in Redis too: its outages are the stream's, retried the same way.
     transient_errors: Final = REDIS_TRANSIENT_ERRORS
+    # Enqueueing a job cannot fail for one entry's sake: an error left is a bug or an outage.
+    permanent_errors: Final[tuple[type[BaseException], ...]] = ()
 
     def __init__(self, notices: Notices) -> None:
         self._notices = notices

@@ -1,12 +1,14 @@
-"""The orders writer: persists `order.confirmed`, `order.cancelled` and `order.status` events to
-PostgreSQL.
+"""The orders writer: persists `order.confirmed`, `order.cancelled`, `order.status` and
+`order.rerouted` events to PostgreSQL.
 
 One transaction per batch: the confirmations are COPYed into a session-local staging table and
-inserted from there (ON CONFLICT DO NOTHING, so replaying a batch adds nothing), then the status
-changes (cancellations and lifecycle steps) are applied. A status change whose order row does not
-exist yet (its confirmation is still pending at another consumer) is handed back as not yet
-applicable and retried later. A change only ever moves an order forward in the lifecycle
-(`engine.lifecycle.PROGRESS`), so a late or replayed event cannot move it back.
+inserted from there (ON CONFLICT DO NOTHING, so replaying a batch adds nothing), then the changes
+(cancellations, lifecycle steps, re-routes) are applied. Every event carries the order's record
+as it stood after it, with the record's sequence number: a change is applied only when its seq is
+higher than the row's, so events that arrive twice, late or out of order (two writers, a
+reclaimed batch) always leave the newest state. Every event still adds its history row. A change
+whose order row does not exist yet (its confirmation is still pending at another consumer) is
+handed back as not yet applicable and retried later.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from typing import Any, Final
 import asyncpg
 
 from engine.delivery import estimated_delivery
-from engine.lifecycle import PROGRESS
-from stores.postgres import TRANSIENT_ERRORS
+from stores.postgres import PERMANENT_ERRORS, TRANSIENT_ERRORS
 from writers.streams import (
     OrderCancelled,
     OrderConfirmed,
@@ -44,7 +45,8 @@ CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING_TABLE} (
     estimated_delivery  date NOT NULL,
     idempotency_key     text,
     created_at          timestamptz NOT NULL,
-    event_id            text NOT NULL
+    event_id            text NOT NULL,
+    seq                 integer NOT NULL
 ) ON COMMIT DELETE ROWS
 """
 STAGING_COLUMNS: Final = (
@@ -58,15 +60,16 @@ STAGING_COLUMNS: Final = (
     "idempotency_key",
     "created_at",
     "event_id",
+    "seq",
 )
 
 # ORDER BY order_id: two writers inserting overlapping batches (one replaying what it claimed)
 # then take row locks in the same order and cannot deadlock.
 INSERT_ORDERS: Final = f"""
 INSERT INTO orders (order_id, product_id, warehouse_id, quantity, status, customer_lat,
-                    customer_lon, estimated_delivery, idempotency_key, created_at, updated_at)
+                    customer_lon, estimated_delivery, idempotency_key, created_at, updated_at, seq)
 SELECT order_id, product_id, warehouse_id, quantity, 'confirmed', customer_lat, customer_lon,
-       estimated_delivery, idempotency_key, created_at, created_at
+       estimated_delivery, idempotency_key, created_at, created_at, seq
 FROM {STAGING_TABLE}
 ORDER BY order_id
 ON CONFLICT (order_id) DO NOTHING
@@ -77,21 +80,22 @@ SELECT order_id, 'confirmed', created_at, event_id FROM {STAGING_TABLE}
 ORDER BY order_id
 ON CONFLICT (order_id, event_id) DO NOTHING
 """
-# Applies the status changes whose order exists and returns the event IDs of those whose order
-# does not exist yet. All parts see the orders inserted earlier in this transaction. Of several
-# changes to one order in a batch, the furthest along wins; `$6` is the lifecycle order.
-APPLY_STATUS: Final = """
+# Applies every change whose order exists and is older than the change, and returns the event IDs
+# of those whose order does not exist yet. All parts see the orders inserted earlier in this
+# transaction. Of several changes to one order in a batch, the highest seq wins.
+APPLY_CHANGES: Final = """
 WITH change AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[])
-        AS c(order_id, status, at, event_id, reason)
+    SELECT * FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::date[],
+                         $6::timestamptz[], $7::text[], $8::text[])
+        AS c(order_id, seq, status, warehouse_id, estimated_delivery, at, event_id, reason)
 ), latest AS (
-    SELECT DISTINCT ON (order_id) * FROM change
-    ORDER BY order_id, array_position($6::text[], status) DESC
+    SELECT DISTINCT ON (order_id) * FROM change ORDER BY order_id, seq DESC
 ), updated AS (
-    UPDATE orders o SET status = latest.status, updated_at = latest.at
+    UPDATE orders o SET status = latest.status, warehouse_id = latest.warehouse_id,
+                        estimated_delivery = latest.estimated_delivery, seq = latest.seq,
+                        updated_at = latest.at
     FROM latest
-    WHERE o.order_id = latest.order_id
-      AND array_position($6::text[], o.status) < array_position($6::text[], latest.status)
+    WHERE o.order_id = latest.order_id AND o.seq < latest.seq
 ), history AS (
     INSERT INTO order_status_history (order_id, status, at, event_id, reason)
     SELECT change.order_id, change.status, change.at, change.event_id, change.reason
@@ -103,36 +107,14 @@ SELECT change.event_id FROM change
 WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = change.order_id)
 """
 
-# A re-route moves the order to another warehouse and restarts it there as confirmed; it is applied
-# only while the order row is still before packing, as lua/reroute.lua allowed it. Returns the
-# event IDs whose order row does not exist yet.
-APPLY_REROUTES: Final = """
-WITH reroute AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::date[], $4::timestamptz[], $5::text[],
-                         $6::text[]) AS r(order_id, warehouse_id, estimated_delivery, at, event_id,
-                                          reason)
-), updated AS (
-    UPDATE orders o SET warehouse_id = reroute.warehouse_id,
-                        estimated_delivery = reroute.estimated_delivery,
-                        status = 'confirmed', updated_at = reroute.at
-    FROM reroute
-    WHERE o.order_id = reroute.order_id AND o.status IN ('confirmed', 'picking')
-), history AS (
-    INSERT INTO order_status_history (order_id, status, at, event_id, reason)
-    SELECT reroute.order_id, 'confirmed', reroute.at, reroute.event_id, reroute.reason
-    FROM reroute JOIN orders o USING (order_id)
-    ON CONFLICT (order_id, event_id) DO NOTHING
-)
-SELECT reroute.event_id FROM reroute
-WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = reroute.order_id)
-"""
-
-StagingRow = tuple[str, str, str, int, float, float, date, str | None, datetime, str]
+StagingRow = tuple[str, str, str, int, float, float, date, str | None, datetime, str, int]
+OrderChange = OrderCancelled | OrderStatusChanged | OrderRerouted
 
 
 class OrdersWriter:
     group: Final = ORDERS_GROUP
     transient_errors: Final = TRANSIENT_ERRORS
+    permanent_errors: Final = PERMANENT_ERRORS
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -143,13 +125,8 @@ class OrdersWriter:
             for entry in entries
             if isinstance(entry.event, OrderConfirmed)
         ]
-        changes = [
-            entry
-            for entry in entries
-            if isinstance(entry.event, OrderCancelled | OrderStatusChanged)
-        ]
-        reroutes = [entry for entry in entries if isinstance(entry.event, OrderRerouted)]
-        if not staged and not changes and not reroutes:
+        changes = [entry for entry in entries if isinstance(entry.event, OrderChange)]
+        if not staged and not changes:
             return []
         async with self._pool.acquire() as conn, conn.transaction():
             if staged:
@@ -159,10 +136,8 @@ class OrdersWriter:
                 )
                 await conn.execute(INSERT_ORDERS)
                 await conn.execute(INSERT_CONFIRMED_HISTORY)
-            # Re-routes first: a step taken at the new warehouse in the same batch follows them.
-            waiting = await _apply_reroutes(conn, reroutes) if reroutes else set()
-            waiting |= await _apply_status(conn, changes) if changes else set()
-        return [entry for entry in [*reroutes, *changes] if entry.entry_id in waiting]
+            waiting = await _apply_changes(conn, changes) if changes else set()
+        return [entry for entry in changes if entry.entry_id in waiting]
 
 
 def _staging_row(event_id: str, event: OrderConfirmed) -> StagingRow:
@@ -178,44 +153,40 @@ def _staging_row(event_id: str, event: OrderConfirmed) -> StagingRow:
         record.idempotency_key or None,
         _utc(record.created_ms),
         event_id,
+        record.seq,
     )
 
 
-async def _apply_status(conn: asyncpg.Connection, changes: Sequence[StreamEntry]) -> set[str]:
-    order_ids, statuses, times, event_ids, reasons = [], [], [], [], []
+async def _apply_changes(conn: asyncpg.Connection, changes: Sequence[StreamEntry]) -> set[str]:
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
     for entry in changes:
         event = entry.event
-        assert isinstance(event, OrderCancelled | OrderStatusChanged)
-        order_ids.append(event.order)
-        statuses.append(event.record.status)
-        times.append(_utc(event.at_ms))
-        event_ids.append(entry.entry_id)
-        reasons.append(event.reason or None if isinstance(event, OrderStatusChanged) else None)
-    rows = await conn.fetch(
-        APPLY_STATUS, order_ids, statuses, times, event_ids, reasons, list(PROGRESS)
-    )
-    return {row["event_id"] for row in rows}
-
-
-async def _apply_reroutes(conn: asyncpg.Connection, reroutes: Sequence[StreamEntry]) -> set[str]:
-    columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
-    for entry in reroutes:
-        event = entry.event
-        assert isinstance(event, OrderRerouted)
+        assert isinstance(event, OrderChange)
         record = event.record
-        reason = f"re-routed from {event.from_warehouse}: {event.reason}"
         row = (
             event.order,
+            record.seq,
+            record.status,
             record.warehouse_id,
             estimated_delivery(record.created_ms, record.eta_days),
             _utc(event.at_ms),
             entry.entry_id,
-            reason,
+            _reason(event),
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)
-    rows = await conn.fetch(APPLY_REROUTES, *columns)
+    rows = await conn.fetch(APPLY_CHANGES, *columns)
     return {row["event_id"] for row in rows}
+
+
+def _reason(event: OrderChange) -> str | None:
+    """Why the order moved, when a person should know (a failure, a re-route); else None."""
+    match event:
+        case OrderRerouted(from_warehouse=origin, reason=why):
+            return f"re-routed from {origin}: {why}"
+        case OrderStatusChanged(reason=why):
+            return why or None
+    return None
 
 
 def _utc(ms: int) -> datetime:

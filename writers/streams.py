@@ -4,7 +4,9 @@ Works unchanged on one Redis and on Redis Cluster: every command names a single 
 slot) and the per-stream commands of a round travel in one pipeline, which a cluster client splits
 per node. An entry is acknowledged only after the writer's persist function returned, i.e. after
 the write is durable; until then it stays in the group's pending list, where a dead consumer's
-entries are taken over by XAUTOCLAIM. A stream is trimmed only below what every group has acked.
+entries are taken over by XAUTOCLAIM. An entry the writer cannot persist is moved to the dead
+letters (`writers.dead_letters`) and acked. A stream is trimmed only below what every group has
+acked.
 The events themselves are `engine.events` (the API reads them too), re-exported here.
 """
 
@@ -35,6 +37,8 @@ from engine.events import StockHeld as StockHeld
 from engine.events import UnknownEvent as UnknownEvent
 from engine.events import decode_event as decode_event
 from stores.redis import RedisClient
+from writers import dead_letters
+from writers.dead_letters import DEAD_LETTER_AFTER_DELIVERIES, Failure
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +90,20 @@ class StreamEntry(msgspec.Struct, frozen=True):
 class Writer(Protocol):
     """Persists a batch durably. Returns the entries that are *not yet applicable* (say, a cancel
     whose order has not been written yet): they stay pending and are offered again later.
-    Entries of types the writer does not care about count as persisted (they get acked)."""
+    Entries of types the writer does not care about count as persisted (they get acked).
+
+    `transient_errors` say the store is unavailable: retried until it is back. `permanent_errors`
+    say an entry cannot be stored at all: once isolated, it goes to the dead letters at once. Any
+    other error also isolates the entry, which goes there after `dead_letter_after_deliveries`."""
 
     @property
     def group(self) -> str: ...
 
     @property
     def transient_errors(self) -> tuple[type[BaseException], ...]: ...
+
+    @property
+    def permanent_errors(self) -> tuple[type[BaseException], ...]: ...
 
     async def persist(self, entries: Sequence[StreamEntry]) -> Sequence[StreamEntry]: ...
 
@@ -104,6 +115,7 @@ class ConsumerConfig:
     claim_idle_ms: int = CLAIM_IDLE_MS
     trim_interval_s: float = TRIM_INTERVAL_S
     deferred_retry_s: float = DEFERRED_RETRY_S
+    dead_letter_after_deliveries: int = DEAD_LETTER_AFTER_DELIVERIES
 
     @property
     def claim_interval_s(self) -> float:
@@ -122,6 +134,22 @@ T = TypeVar("T")
 class _Deferred:
     entries: dict[tuple[str, str], StreamEntry] = field(default_factory=dict)
     due_at: float = 0.0
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What persisting a batch came to, entry by entry."""
+
+    applied: list[StreamEntry] = field(default_factory=list)
+    deferred: list[StreamEntry] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+
+    def joined(self, other: _Outcome) -> _Outcome:
+        return _Outcome(
+            self.applied + other.applied,
+            self.deferred + other.deferred,
+            self.failed + other.failed,
+        )
 
 
 class GroupConsumer:
@@ -143,6 +171,7 @@ class GroupConsumer:
         self._streams = tuple(streams)
         self._config = config or ConsumerConfig()
         self._transient = (*REDIS_TRANSIENT_ERRORS, *writer.transient_errors)
+        self._permanent: tuple[type[BaseException], ...] = writer.permanent_errors
         self._stop = asyncio.Event()
         self._deferred = _Deferred()
         self._claim_cursors = dict.fromkeys(self._streams, NO_CURSOR)
@@ -209,7 +238,7 @@ class GroupConsumer:
         entries = await self._retrying("claim", self._claim_round)
         if all(cursor == NO_CURSOR for cursor in self._claim_cursors.values()):
             self._next_claim_at = time.monotonic() + self._config.claim_interval_s
-        await self._persist_and_ack(entries)
+        await self._persist_and_ack(entries, claimed=True)
         return len(entries)
 
     # --- reading ---
@@ -280,58 +309,105 @@ class GroupConsumer:
 
     # --- persisting and acking ---
 
-    async def _persist_and_ack(self, batch: Sequence[StreamEntry]) -> None:
+    async def _persist_and_ack(
+        self, batch: Sequence[StreamEntry], *, claimed: bool = False
+    ) -> None:
         if not batch:
             return
         unique = list({entry.key: entry for entry in batch}.values())
-        malformed = [e for e in unique if isinstance(e.event, MalformedEvent)]
-        for entry in malformed:
-            log.error(
-                "%s: entry %s of %s is malformed (%s); left pending",
-                self.group,
-                entry.entry_id,
-                entry.stream,
-                entry.event,
-                extra=_log_fields(self.group, entry),
-            )
+        malformed = [
+            Failure(e.stream, e.entry_id, f"MalformedEvent: {e.event.error}", permanent=True)
+            for e in unique
+            if isinstance(e.event, MalformedEvent)
+        ]
         workable = [e for e in unique if not isinstance(e.event, MalformedEvent)]
-        applied, deferred = await self._persist_isolating(workable)
-        if applied:
-            await self._retrying("ack", lambda: self._ack(applied))
-            self.persisted += len(applied)
+        outcome = await self._persist_isolating(workable)
+        if outcome.applied:
+            await self._retrying("ack", lambda: self._ack(outcome.applied))
+            self.persisted += len(outcome.applied)
+        deferred = outcome.deferred
+        if claimed and deferred:
+            deferred = await self._dead_letter_stale(deferred)
+        if malformed or outcome.failed:
+            settled = await self._dead_letter(malformed + outcome.failed)
+            for key, deliveries in settled.waiting.items():
+                log.warning(
+                    "%s: entry %s of %s left pending (deliveries: %d; the dead letters at %d)",
+                    self.group,
+                    key[1],
+                    key[0],
+                    deliveries,
+                    self._config.dead_letter_after_deliveries,
+                    extra={"group": self.group, "stream": key[0], "entry_id": key[1]},
+                )
         for entry in deferred:
             self._deferred.entries[entry.key] = entry
         if deferred and not self._deferred.due_at:
             self._deferred.due_at = time.monotonic() + self._config.deferred_retry_s
 
-    async def _persist_isolating(
-        self, entries: list[StreamEntry]
-    ) -> tuple[list[StreamEntry], list[StreamEntry]]:
+    async def _persist_isolating(self, entries: list[StreamEntry]) -> _Outcome:
         """Persist, retrying transient errors. Any other error is assumed to come from one bad
-        entry: halve the batch until it is isolated. An entry that fails alone is logged and left
-        pending (neither acked nor deferred); XAUTOCLAIM offers it again after claim_idle_ms."""
+        entry: halve the batch until it is isolated. An entry that fails alone is handed back as
+        failed (for the dead letters, or another try); the rest of its batch is persisted."""
         if not entries:
-            return [], []
+            return _Outcome()
         try:
             deferred = await self._retrying("persist", lambda: self._writer.persist(entries))
         except Stopping:
             raise
-        except Exception:
-            if len(entries) == 1:
-                log.exception(
-                    "%s: entry %s of %s cannot be persisted; left pending",
-                    self.group,
-                    entries[0].entry_id,
-                    entries[0].stream,
-                    extra=_log_fields(self.group, entries[0]),
-                )
-                return [], []
-            half = len(entries) // 2
-            first_applied, first_deferred = await self._persist_isolating(entries[:half])
-            rest_applied, rest_deferred = await self._persist_isolating(entries[half:])
-            return first_applied + rest_applied, first_deferred + rest_deferred
-        waiting = {entry.key for entry in deferred}
-        return [e for e in entries if e.key not in waiting], list(deferred)
+        except Exception as exc:
+            error = exc
+        else:
+            waiting = {entry.key for entry in deferred}
+            return _Outcome([e for e in entries if e.key not in waiting], list(deferred))
+        # Outside the handler, so the halves' own errors are not chained to this one.
+        if len(entries) == 1:
+            return _Outcome(failed=[self._failure(entries[0], error)])
+        half = len(entries) // 2
+        first = await self._persist_isolating(entries[:half])
+        return first.joined(await self._persist_isolating(entries[half:]))
+
+    def _failure(self, entry: StreamEntry, exc: Exception) -> Failure:
+        permanent = isinstance(exc, self._permanent)
+        log.error(
+            "%s: entry %s of %s cannot be persisted (%s error)",
+            self.group,
+            entry.entry_id,
+            entry.stream,
+            "permanent" if permanent else "unexpected",
+            exc_info=exc,
+            extra=_log_fields(self.group, entry),
+        )
+        return Failure(entry.stream, entry.entry_id, dead_letters.error_text(exc), permanent)
+
+    async def _dead_letter(self, failures: list[Failure]) -> dead_letters.Settled:
+        """Move the failures that are due to the dead letters; the others stay pending, and
+        XAUTOCLAIM offers them again (one more delivery) after claim_idle_ms."""
+        settled = await self._retrying(
+            "dead letters",
+            lambda: dead_letters.settle(
+                self._redis,
+                self.group,
+                self.consumer,
+                failures,
+                self._config.dead_letter_after_deliveries,
+            ),
+        )
+        for key in settled.moved:
+            self._deferred.entries.pop(key, None)
+        return settled
+
+    async def _dead_letter_stale(self, deferred: list[StreamEntry]) -> list[StreamEntry]:
+        """A not-yet-applicable entry that XAUTOCLAIM took over enough times is waiting for
+        something that is not coming (say, a cancel whose order's confirmation is itself in the
+        dead letters): it goes there too, rather than stay pending and hold trimming back.
+        Checked on claimed batches only, as only a claim counts another delivery."""
+        waiting = [
+            Failure(e.stream, e.entry_id, "still not applicable (its order is missing)", False)
+            for e in deferred
+        ]
+        moved = (await self._dead_letter(waiting)).moved
+        return [entry for entry in deferred if entry.key not in moved]
 
     def _take_due_deferred(self, now: float) -> list[StreamEntry]:
         if not self._deferred.entries or now < self._deferred.due_at:
@@ -357,7 +433,11 @@ class GroupConsumer:
 
     async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         return await retry_transient(
-            f"{self.group}/{self.consumer}: {what}", operation, self._transient, self._stop
+            f"{self.group}/{self.consumer}: {what}",
+            operation,
+            self._transient,
+            self._stop,
+            permanent=self._permanent,
         )
 
 
@@ -366,14 +446,19 @@ async def retry_transient(
     operation: Callable[[], Awaitable[T]],
     transient: tuple[type[BaseException], ...],
     stop: asyncio.Event,
+    *,
+    permanent: tuple[type[BaseException], ...] = (),
 ) -> T:
     """Retry transient store errors (a store down, restarting, timing out) with capped
     exponential backoff, for as long as it takes: the entries are safe in the stream meanwhile.
-    Raises Stopping when `stop` is set during a wait; anything not transient propagates."""
+    Raises Stopping when `stop` is set during a wait; anything not transient propagates, and so
+    does a permanent error that subclasses a transient one (it is about the data, not the store)."""
     delay_s = RETRY_BACKOFF_MIN_S
     while True:
         try:
             return await operation()
+        except permanent:
+            raise
         except transient as exc:
             log.warning(
                 "%s failed (%s: %s); retrying in %.2f s", what, type(exc).__name__, exc, delay_s

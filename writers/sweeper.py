@@ -3,8 +3,9 @@ orders resting in one status past its deadline (`engine.lifecycle.STUCK_AFTER_S`
 `failed`, with the reason, for a person to re-drive.
 
 Stuck orders are found in PostgreSQL (indexed by status and updated_at) but flagged through
-`lua/transition.lua`, which moves an order only if Redis still has it in the status it was seen
-stuck in: an order that moved on meanwhile (PostgreSQL lags Redis) is left alone.
+`lua/transition.lua`, which moves an order only if Redis still holds the very record PostgreSQL
+showed (same status, same sequence number): an order that moved on meanwhile, even to the same
+status (a re-route restarts it as confirmed), is left alone.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from typing import Final
 import asyncpg
 
 from engine import lifecycle
-from engine.errors import InvalidTransition, OrderNotFound
+from engine.errors import InvalidTransition, OrderMovedOn, OrderNotFound
 from engine.inventory import release_expired_holds
 from engine.live_orders import LiveOrders
 from engine.orders import OrderStatus
+from engine.scripts import ScriptRunner
 from stores.postgres import TRANSIENT_ERRORS as POSTGRES_TRANSIENT_ERRORS
-from stores.redis import RedisClient
 from writers.streams import REDIS_TRANSIENT_ERRORS
 
 HOLD_RELEASE_INTERVAL_S: Final = 1.0
@@ -33,7 +34,7 @@ STUCK_PER_STATUS_PER_SWEEP: Final = 1_000
 log = logging.getLogger(__name__)
 
 FIND_STUCK: Final = """
-SELECT order_id::text FROM orders
+SELECT order_id::text, seq FROM orders
 WHERE status = $1 AND updated_at < now() - make_interval(secs => $2)
 ORDER BY updated_at
 LIMIT $3
@@ -63,9 +64,13 @@ async def flag_stuck_orders(
             reason = f"stuck in {status} for more than {deadline_s:g} s"
             try:
                 await orders.transition(
-                    row["order_id"], "failed", allowed_from=(status,), reason=reason
+                    row["order_id"],
+                    "failed",
+                    allowed_from=(status,),
+                    reason=reason,
+                    expected_seq=row["seq"],
                 )
-            except (InvalidTransition, OrderNotFound):
+            except (InvalidTransition, OrderMovedOn, OrderNotFound):
                 continue  # Redis has it elsewhere (or not at all): not stuck after all
             log.warning("order %s flagged failed: %s", row["order_id"], reason)
             flagged += 1
@@ -91,7 +96,7 @@ async def every(
 
 
 async def run_sweeps(
-    redis: RedisClient,
+    runner: ScriptRunner,
     pool: asyncpg.Pool | None,
     stop: asyncio.Event,
     *,
@@ -101,12 +106,12 @@ async def run_sweeps(
         every(
             HOLD_RELEASE_INTERVAL_S,
             "expired holds released",
-            lambda: release_expired_holds(redis),
+            lambda: release_expired_holds(runner),
             stop,
         )
     ]
     if pool is not None:
-        orders, deadlines = LiveOrders(redis), stuck_deadlines()
+        orders, deadlines = LiveOrders(runner), stuck_deadlines()
         sweeps.append(
             every(
                 stuck_interval_s,

@@ -1,0 +1,370 @@
+"""The engine's border with its Lua scripts: one typed function per script.
+
+Each function owns its script's keys, the encoding of its arguments and the decoding of its reply
+into a result or a named domain error, and returns a `scripts.Command` for a `ScriptRunner` to
+send (alone, or pipelined with others). No other module builds a script's keys or reads its reply
+codes; a reply no branch expects is an error, never "not found".
+
+Every command that changes something carries the ID that makes a second run of it harmless: the
+order ID for a reservation, an operation ID (`engine.ids.new_operation_id`) for the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, NamedTuple
+
+import msgspec
+
+from engine import keys, scripts
+from engine.delivery import estimated_delivery
+from engine.errors import (
+    DomainError,
+    IdempotencyKeyReused,
+    InvalidTransition,
+    NegativeStock,
+    OrderMovedOn,
+    OrderNotFound,
+    OutOfStock,
+    UnknownProduct,
+    WrongWarehouse,
+)
+from engine.ids import partition_of_id
+from engine.orders import IDEMPOTENCY_TTL_S, Confirmation, OrderRequest, OrderStatus
+from engine.records import OrderRecord, decode_record
+
+OPERATION_TTL_S: Final = scripts.OPERATION_TTL_S
+
+
+class UnexpectedReply(Exception):
+    """A script answered something its command does not know: a bug, never a domain answer."""
+
+    def __init__(self, script: str, reply: Any) -> None:
+        super().__init__(f"unexpected reply from {script}.lua: {reply!r}")
+
+
+# --- placing orders: lua/reserve.lua ---
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One order on its way to `lua/reserve.lua`: its ID and the warehouses to try, in order."""
+
+    order_id: str
+    partition: int
+    request: OrderRequest
+    candidates: tuple[tuple[str, int], ...]  # (warehouse_id, delivery_days), nearest first
+
+
+@dataclass(frozen=True, slots=True)
+class StockBeyondRings:
+    """No candidate had the stock, these other warehouses do: rank them and ask again."""
+
+    warehouse_ids: list[str]
+
+
+ReserveOutcome = Confirmation | StockBeyondRings | DomainError
+
+
+def reserve(now_ms: int, attempts: Sequence[Attempt]) -> scripts.Command[list[ReserveOutcome]]:
+    """One call for attempts of one partition; one outcome per attempt, in order. An attempt
+    whose order ID is already recorded gets what was decided for it then."""
+    partition = attempts[0].partition
+    script_keys = [keys.stream(partition)]
+    orders: list[tuple[object, ...]] = []
+    for attempt in attempts:
+        request = attempt.request
+        order_key = keys.order(partition, attempt.order_id)
+        idem = request.idempotency_key
+        script_keys += [
+            keys.stock(partition, request.product_id),
+            order_key,
+            keys.idempotency(partition, idem) if idem else order_key,
+        ]
+        orders.append(
+            (
+                attempt.order_id,
+                request.product_id,
+                request.quantity,
+                idem or "",
+                request.fingerprint(),
+                # As text: Lua's cjson keeps 14 significant digits, and a location must come back
+                # exactly as it was sent.
+                repr(request.customer.lat),
+                repr(request.customer.lon),
+                [warehouse_id for warehouse_id, _ in attempt.candidates],
+                [days for _, days in attempt.candidates],
+            )
+        )
+
+    def decode(reply: Any) -> list[ReserveOutcome]:
+        if not isinstance(reply, list) or len(reply) != len(attempts):
+            raise UnexpectedReply("reserve", reply)
+        return [_reserve_outcome(a, one) for a, one in zip(attempts, reply, strict=True)]
+
+    args: list[scripts.Arg] = [now_ms, IDEMPOTENCY_TTL_S, msgspec.json.encode(orders)]
+    return scripts.Command(scripts.RESERVE, script_keys, args, decode)
+
+
+def _reserve_outcome(attempt: Attempt, reply: Any) -> ReserveOutcome:
+    request = attempt.request
+    match reply:
+        case ["ok", order_id, warehouse_id, days, created_ms, replayed, _seq]:
+            created = int(created_ms)
+            return Confirmation(
+                order_id=str(order_id),
+                warehouse_id=str(warehouse_id),
+                estimated_delivery=estimated_delivery(created, int(days)),
+                created_at=datetime.fromtimestamp(created / 1000, UTC),
+                replayed=bool(int(replayed)),
+            )
+        case ["far", *warehouse_ids]:
+            return StockBeyondRings([str(w) for w in warehouse_ids])
+        case ["out_of_stock"]:
+            return OutOfStock(request.product_id, request.quantity)
+        case ["unknown_product"]:
+            return UnknownProduct(request.product_id)
+        case ["key_conflict"]:
+            return IdempotencyKeyReused(request.idempotency_key or "")
+    raise UnexpectedReply("reserve", reply)
+
+
+# --- stock: lua/set_stock.lua, lua/hold.lua, lua/release_holds.lua ---
+
+
+def set_stock(
+    operation_id: str, product_id: str, warehouse_id: str, units: int, reason: str
+) -> scripts.Command[int]:
+    """Set one level to `units` (>= 0); the result is the new level."""
+    return _stock_change(operation_id, product_id, warehouse_id, "set", units, reason)
+
+
+def adjust_stock(
+    operation_id: str, product_id: str, warehouse_id: str, delta: int, reason: str
+) -> scripts.Command[int]:
+    """Add `delta` (may be negative) to one level, never below zero (NegativeStock)."""
+    return _stock_change(operation_id, product_id, warehouse_id, "adjust", delta, reason)
+
+
+def _stock_change(
+    operation_id: str, product_id: str, warehouse_id: str, mode: str, units: int, reason: str
+) -> scripts.Command[int]:
+    partition = keys.partition_of_product(product_id)
+
+    def decode(reply: Any) -> int:
+        match reply:
+            case ["ok", available, _version]:
+                return int(available)
+            case ["negative", available]:
+                raise NegativeStock(product_id, warehouse_id, int(available))
+        raise UnexpectedReply("set_stock", reply)
+
+    return scripts.Command(
+        scripts.SET_STOCK,
+        [
+            keys.stream(partition),
+            keys.stock(partition, product_id),
+            keys.operation(partition, operation_id),
+        ],
+        [product_id, warehouse_id, mode, units, reason, OPERATION_TTL_S],
+        decode,
+    )
+
+
+class HeldStock(NamedTuple):
+    available: int  # the warehouse's level after the hold
+    expires_ms: int
+
+
+def hold_stock(
+    hold_id: str, product_id: str, warehouse_id: str, units: int, now_ms: int, ttl_ms: int
+) -> scripts.Command[HeldStock]:
+    """Take `units` at one named warehouse until `now_ms + ttl_ms`; the hold ID is the
+    operation ID."""
+    partition = keys.partition_of_product(product_id)
+
+    def decode(reply: Any) -> HeldStock:
+        match reply:
+            case ["ok", available, expires_ms]:
+                return HeldStock(int(available), int(expires_ms))
+            case ["unknown_product"]:
+                raise UnknownProduct(product_id)
+            case ["out_of_stock", _available]:
+                raise OutOfStock(product_id, units, warehouse_id)
+        raise UnexpectedReply("hold", reply)
+
+    return scripts.Command(
+        scripts.HOLD,
+        [
+            keys.stream(partition),
+            keys.stock(partition, product_id),
+            keys.hold(partition, hold_id),
+            keys.hold_expiries(partition),
+            keys.operation(partition, hold_id),
+        ],
+        [hold_id, product_id, warehouse_id, units, now_ms, ttl_ms, OPERATION_TTL_S],
+        decode,
+    )
+
+
+def release_expired_holds(
+    partition: int, now_ms: int, holds: Sequence[tuple[str, str | None]]
+) -> scripts.Command[int]:
+    """Give back the units of these (hold ID, product ID) holds of one partition if they have
+    expired by `now_ms`; the result is how many were released. Naturally idempotent: a released
+    hold is gone."""
+    script_keys = [keys.stream(partition), keys.hold_expiries(partition)]
+    for hold_id, product_id in holds:
+        # A hold with no hash left is only removed from the set: any key of the slot will do.
+        stock_key = (
+            keys.stock(partition, product_id) if product_id else keys.hold(partition, hold_id)
+        )
+        script_keys += [keys.hold(partition, hold_id), stock_key]
+
+    def decode(reply: Any) -> int:
+        if not isinstance(reply, int):
+            raise UnexpectedReply("release_holds", reply)
+        return reply
+
+    args: list[scripts.Arg] = [now_ms, *(hold_id for hold_id, _ in holds)]
+    return scripts.Command(scripts.RELEASE_HOLDS, script_keys, args, decode)
+
+
+# --- an order's lifecycle: lua/cancel.lua, lua/transition.lua, lua/reroute.lua ---
+
+
+def _order_partition(order_id: str) -> int:
+    partition = partition_of_id(order_id)
+    if partition is None:  # not an ID this system minted
+        raise OrderNotFound(order_id)
+    return partition
+
+
+def cancel_order(
+    operation_id: str, order_id: str, product_id: str, now_ms: int
+) -> scripts.Command[OrderRecord]:
+    """Cancel a confirmed order, its units back at its warehouse; the result is its record."""
+    partition = _order_partition(order_id)
+
+    def decode(reply: Any) -> OrderRecord:
+        match reply:
+            case ["ok", record, _available]:
+                return decode_record(record)
+            case ["bad_state", status]:
+                raise InvalidTransition(order_id, str(status), "cancelled")
+            case ["not_found"]:
+                raise OrderNotFound(order_id)
+        raise UnexpectedReply("cancel", reply)
+
+    return scripts.Command(
+        scripts.CANCEL,
+        [
+            keys.stream(partition),
+            keys.order(partition, order_id),
+            keys.stock(partition, product_id),
+            keys.operation(partition, operation_id),
+        ],
+        [order_id, product_id, now_ms, OPERATION_TTL_S],
+        decode,
+    )
+
+
+def transition_order(
+    operation_id: str,
+    order_id: str,
+    target: OrderStatus,
+    allowed_from: Sequence[OrderStatus],
+    now_ms: int,
+    *,
+    reason: str = "",
+    warehouse_id: str = "",
+    expected_seq: int = 0,
+) -> scripts.Command[OrderRecord]:
+    """Move an order to `target` if its status is one of `allowed_from`, `warehouse_id` (when
+    given) holds it and its record is still at `expected_seq` (when not 0)."""
+    partition = _order_partition(order_id)
+
+    def decode(reply: Any) -> OrderRecord:
+        match reply:
+            case ["ok", record]:
+                return decode_record(record)
+            case ["bad_state", status]:
+                raise InvalidTransition(order_id, str(status), target)
+            case ["wrong_warehouse", _holder]:
+                raise WrongWarehouse(order_id, warehouse_id)
+            case ["moved_on", seq]:
+                raise OrderMovedOn(order_id, int(seq))
+            case ["not_found"]:
+                raise OrderNotFound(order_id)
+        raise UnexpectedReply("transition", reply)
+
+    return scripts.Command(
+        scripts.TRANSITION,
+        [
+            keys.stream(partition),
+            keys.order(partition, order_id),
+            keys.operation(partition, operation_id),
+        ],
+        [
+            order_id,
+            target,
+            now_ms,
+            reason,
+            warehouse_id,
+            expected_seq,
+            OPERATION_TTL_S,
+            *allowed_from,
+        ],
+        decode,
+    )
+
+
+def reroute_order(
+    operation_id: str,
+    order_id: str,
+    record: OrderRecord,
+    from_warehouse_id: str,
+    candidates: Sequence[tuple[str, int]],
+    reason: str,
+    now_ms: int,
+) -> scripts.Command[OrderRecord]:
+    """Move an order its warehouse cannot fulfil to the first of `candidates` (warehouse ID,
+    delivery days; nearest first) that has its quantity; the result is its new record."""
+    partition = _order_partition(order_id)
+
+    def decode(reply: Any) -> OrderRecord:
+        match reply:
+            case ["ok", updated, _available]:
+                return decode_record(updated)
+            case ["out_of_stock"]:
+                raise OutOfStock(record.product_id, record.quantity)
+            case ["bad_state", status]:
+                raise InvalidTransition(order_id, str(status), "re-routed")
+            case ["wrong_warehouse", _holder]:
+                raise WrongWarehouse(order_id, from_warehouse_id)
+            case ["not_found"]:
+                raise OrderNotFound(order_id)
+        raise UnexpectedReply("reroute", reply)
+
+    ranked = [[w for w, _ in candidates], [d for _, d in candidates]]
+    return scripts.Command(
+        scripts.REROUTE,
+        [
+            keys.stream(partition),
+            keys.order(partition, order_id),
+            keys.stock(partition, record.product_id),
+            keys.operation(partition, operation_id),
+        ],
+        [
+            order_id,
+            record.product_id,
+            from_warehouse_id,
+            now_ms,
+            reason,
+            msgspec.json.encode(ranked),
+            OPERATION_TTL_S,
+        ],
+        decode,
+    )

@@ -1,0 +1,20 @@
+-- Stock levels: one hash per product, a field per warehouse holding its available units, and a
+-- version field that every change moves (the inventory writer mirrors a product when it moved).
+local VERSION_FIELD = '_v'
+
+local function bump_stock_version(stock_key)
+  redis.call('HINCRBY', stock_key, VERSION_FIELD, 1)
+end
+
+-- `value` as a whole number Redis can add exactly (HINCRBY), or nil. Scripts check every number
+-- they were given or read before their first write: Redis does not roll a script back, so an
+-- error after a write would leave half a call applied.
+local function whole_number(value)
+  local n = tonumber(value)
+  if n and n == math.floor(n) and n > -9007199254740992 and n < 9007199254740992 then return n end
+  return nil
+end
+
+local function bad_argument(message)
+  return redis.error_reply('BADARG ' .. message)
+end
