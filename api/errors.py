@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
+import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
@@ -121,7 +122,7 @@ def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Err
 
 
 def on_store_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
-    """A read that could not reach Redis (writes go through the engine's resends instead)."""
+    """A read that could not reach its store (the engine's writes go through its resends)."""
     log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
     response = error_response(503, "store_unavailable", "a store did not answer; retry later")
     response.headers["Retry-After"] = str(RETRY_AFTER_S)
@@ -142,5 +143,9 @@ EXCEPTION_HANDLERS: Final = {
     HTTPException: on_http_error,
     redis_errors.ConnectionError: on_store_unavailable,
     redis_errors.TimeoutError: on_store_unavailable,
+    # PostgreSQL down or restarting while an order that left Redis is read.
+    asyncpg.PostgresConnectionError: on_store_unavailable,
+    asyncpg.CannotConnectNowError: on_store_unavailable,
+    OSError: on_store_unavailable,
     Exception: on_unexpected_error,
 }

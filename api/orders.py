@@ -7,7 +7,6 @@ import logging
 from datetime import date, datetime
 from typing import Annotated, Any, Final
 
-import asyncpg
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
@@ -22,6 +21,7 @@ from engine.ids import partition_of_id
 from engine.orders import MAX_ORDER_QUANTITY, Order, OrderRequest
 from geo.rings import Point
 from stores.breaker import Breaker, CircuitOpen
+from stores.order_archive import OrderArchive
 from stores.postgres import TRANSIENT_ERRORS as POSTGRES_TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
@@ -142,12 +142,13 @@ class OrderController(Controller):
         self, state: State, request: Request[Any, Any, Any], order_id: AnyIdPath
     ) -> OrderView:
         require_owner(request, order_id)
-        order = await state.services.live_orders.get(order_id)
-        if order is None:
-            order = await _persisted_order(state, order_id)
         services = state.services
+        # Redis while the order is hot, PostgreSQL after (engine.live_orders).
+        order = await services.live_orders.get(order_id)
+        if order is None:
+            raise OrderNotFound(order_id)
         return OrderView.of(
-            order, await _history(services.postgres, services.postgres_breaker, order_id)
+            order, await _history(services.archive, services.postgres_breaker, order_id)
         )
 
     @post("/{order_id:str}/cancel", status_code=200)
@@ -167,31 +168,8 @@ class OrderController(Controller):
         return OrderView.of(order)
 
 
-async def _persisted_order(state: State, order_id: str) -> Order:
-    """An order no longer live in Redis, from the system of record."""
-    if partition_of_id(order_id) is None:  # not an ID this system minted
-        raise OrderNotFound(order_id)
-    row: Any = await state.services.postgres.fetchrow(
-        "SELECT order_id::text, product_id, warehouse_id, quantity, status, customer_lat, "
-        "customer_lon, estimated_delivery, created_at FROM orders WHERE order_id = $1::uuid",
-        order_id,
-    )
-    if row is None:
-        raise OrderNotFound(order_id)
-    return Order(
-        order_id=row["order_id"],
-        product_id=row["product_id"],
-        warehouse_id=row["warehouse_id"],
-        quantity=row["quantity"],
-        status=row["status"],
-        customer=Point(row["customer_lat"], row["customer_lon"]),
-        estimated_delivery=row["estimated_delivery"],
-        created_at=row["created_at"],
-    )
-
-
 async def _history(
-    postgres: asyncpg.Pool, breaker: Breaker, order_id: str
+    archive: OrderArchive, breaker: Breaker, order_id: str
 ) -> list[StatusChange] | None:
     if partition_of_id(order_id) is None:
         return []
@@ -199,15 +177,12 @@ async def _history(
         # While the breaker is open the history is left out at once, instead of every read
         # waiting out a connect attempt on a PostgreSQL that is down.
         with breaker.guard(POSTGRES_TRANSIENT_ERRORS):
-            rows: Any = await postgres.fetch(
-                "SELECT status, at FROM order_status_history WHERE order_id = $1::uuid",
-                order_id,
-            )
+            rows = await archive.history(order_id)
     except CircuitOpen:
         return None
     except POSTGRES_TRANSIENT_ERRORS:
         log.warning("status history of %s unavailable: PostgreSQL unreachable", order_id)
         return None
     # Steps of one fulfilment can share a millisecond: the lifecycle order breaks the tie.
-    ordered = sorted(rows, key=lambda row: (row["at"], lifecycle.progress(row["status"])))
-    return [StatusChange(row["status"], row["at"]) for row in ordered]
+    ordered = sorted(rows, key=lambda row: (row[1], lifecycle.progress(row[0])))
+    return [StatusChange(status, at) for status, at in ordered]

@@ -31,6 +31,7 @@ from notify.jobs import Notices
 from stores.breaker import Breaker, CircuitOpen
 from stores.mongo import TRANSIENT_ERRORS as MONGO_TRANSIENT_ERRORS
 from stores.mongo import WAREHOUSES, MongoDatabase, connect_mongo
+from stores.order_archive import OrderArchive
 from stores.postgres import connect_postgres
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings
@@ -49,6 +50,7 @@ class Services:
     engine: ReservationEngine
     inventory: Inventory
     live_orders: LiveOrders
+    archive: OrderArchive
     notices: Notices
     stock_feed: StockFeed
     # Open after consecutive failures: reads that can do without the store answer at once.
@@ -90,15 +92,25 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
         mongo_breaker = Breaker("mongo")
         reload = functools.partial(load_directory, redis, mongo, mongo_breaker)
         runner = scripts.script_runner(redis, settings)
+        archive = OrderArchive(postgres)
+        live_orders = LiveOrders(runner, archive)
         services = Services(
             settings=settings,
             redis=redis,
             mongo_client=mongo_client,
             mongo=mongo,
             postgres=postgres,
-            engine=ReservationEngine(runner, await reload(), reload, batched=batched),
+            engine=ReservationEngine(
+                runner,
+                await reload(),
+                reload,
+                orders=live_orders,
+                batched=batched,
+                idempotency_ttl_s=settings.idempotency_ttl_s,
+            ),
             inventory=Inventory(runner),
-            live_orders=LiveOrders(runner),
+            live_orders=live_orders,
+            archive=archive,
             notices=Notices(notice_redis),
             stock_feed=StockFeed(redis, load_thresholds()),
             mongo_breaker=mongo_breaker,

@@ -33,9 +33,27 @@ from engine.errors import (
 )
 from engine.ids import partition_of_id
 from engine.orders import IDEMPOTENCY_TTL_S, Confirmation, OrderRequest, OrderStatus
-from engine.records import OrderRecord, decode_record
+from engine.records import OrderRecord, decode_record, encode_record
 
 OPERATION_TTL_S: Final = scripts.OPERATION_TTL_S
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedCopy:
+    """An order's record as read from PostgreSQL (its only home once its hot window passed), and
+    when it was read: a command on the order carries it, and the script uses it when the order
+    is no longer in Redis (lua/includes/order_record.lua, read_or_restore)."""
+
+    record: OrderRecord
+    read_ms: int
+
+
+class StaleCopy(Exception):
+    """The script refused an archived copy read too long ago: read it again and resend."""
+
+
+def _copy_args(copy: ArchivedCopy | None) -> list[scripts.Arg]:
+    return ["", 0] if copy is None else [encode_record(copy.record), copy.read_ms]
 
 
 class UnexpectedReply(Exception):
@@ -68,7 +86,9 @@ class StockBeyondRings:
 ReserveOutcome = Confirmation | StockBeyondRings | DomainError
 
 
-def reserve(now_ms: int, attempts: Sequence[Attempt]) -> scripts.Command[list[ReserveOutcome]]:
+def reserve(
+    now_ms: int, attempts: Sequence[Attempt], idempotency_ttl_s: int = IDEMPOTENCY_TTL_S
+) -> scripts.Command[list[ReserveOutcome]]:
     """One call for attempts of one partition; one outcome per attempt, in order. An attempt
     whose order ID is already recorded gets what was decided for it then."""
     partition = attempts[0].partition
@@ -104,7 +124,7 @@ def reserve(now_ms: int, attempts: Sequence[Attempt]) -> scripts.Command[list[Re
             raise UnexpectedReply("reserve", reply)
         return [_reserve_outcome(a, one) for a, one in zip(attempts, reply, strict=True)]
 
-    args: list[scripts.Arg] = [now_ms, IDEMPOTENCY_TTL_S, msgspec.json.encode(orders)]
+    args: list[scripts.Arg] = [now_ms, idempotency_ttl_s, msgspec.json.encode(orders)]
     return scripts.Command(scripts.RESERVE, script_keys, args, decode)
 
 
@@ -243,7 +263,11 @@ def _order_partition(order_id: str) -> int:
 
 
 def cancel_order(
-    operation_id: str, order_id: str, product_id: str, now_ms: int
+    operation_id: str,
+    order_id: str,
+    product_id: str,
+    now_ms: int,
+    copy: ArchivedCopy | None = None,
 ) -> scripts.Command[OrderRecord]:
     """Cancel a confirmed order, its units back at its warehouse; the result is its record."""
     partition = _order_partition(order_id)
@@ -256,6 +280,8 @@ def cancel_order(
                 raise InvalidTransition(order_id, str(status), "cancelled")
             case ["not_found"]:
                 raise OrderNotFound(order_id)
+            case ["stale_copy"]:
+                raise StaleCopy(order_id)
         raise UnexpectedReply("cancel", reply)
 
     return scripts.Command(
@@ -266,7 +292,7 @@ def cancel_order(
             keys.stock(partition, product_id),
             keys.operation(partition, operation_id),
         ],
-        [order_id, product_id, now_ms, OPERATION_TTL_S],
+        [order_id, product_id, now_ms, OPERATION_TTL_S, *_copy_args(copy)],
         decode,
     )
 
@@ -281,6 +307,7 @@ def transition_order(
     reason: str = "",
     warehouse_id: str = "",
     expected_seq: int = 0,
+    copy: ArchivedCopy | None = None,
 ) -> scripts.Command[OrderRecord]:
     """Move an order to `target` if its status is one of `allowed_from`, `warehouse_id` (when
     given) holds it and its record is still at `expected_seq` (when not 0)."""
@@ -298,6 +325,8 @@ def transition_order(
                 raise OrderMovedOn(order_id, int(seq))
             case ["not_found"]:
                 raise OrderNotFound(order_id)
+            case ["stale_copy"]:
+                raise StaleCopy(order_id)
         raise UnexpectedReply("transition", reply)
 
     return scripts.Command(
@@ -315,6 +344,7 @@ def transition_order(
             warehouse_id,
             expected_seq,
             OPERATION_TTL_S,
+            *_copy_args(copy),
             *allowed_from,
         ],
         decode,
@@ -329,6 +359,7 @@ def reroute_order(
     candidates: Sequence[tuple[str, int]],
     reason: str,
     now_ms: int,
+    copy: ArchivedCopy | None = None,
 ) -> scripts.Command[OrderRecord]:
     """Move an order its warehouse cannot fulfil to the first of `candidates` (warehouse ID,
     delivery days; nearest first) that has its quantity; the result is its new record."""
@@ -346,6 +377,8 @@ def reroute_order(
                 raise WrongWarehouse(order_id, from_warehouse_id)
             case ["not_found"]:
                 raise OrderNotFound(order_id)
+            case ["stale_copy"]:
+                raise StaleCopy(order_id)
         raise UnexpectedReply("reroute", reply)
 
     ranked = [[w for w, _ in candidates], [d for _, d in candidates]]
@@ -365,6 +398,30 @@ def reroute_order(
             reason,
             msgspec.json.encode(ranked),
             OPERATION_TTL_S,
+            *_copy_args(copy),
         ],
+        decode,
+    )
+
+
+# --- the hot window: lua/expire_persisted.lua ---
+
+
+def expire_persisted(
+    partition: int, persisted: Sequence[tuple[str, int]], window_ms: int, linger_ms: int
+) -> scripts.Command[int]:
+    """The orders writer persisted these (order ID, seq) of one partition: each record leaves
+    Redis after the hot window (`linger_ms` in a final state) if it is still at that seq. The
+    result is how many got their expiry."""
+
+    def decode(reply: Any) -> int:
+        if not isinstance(reply, int):
+            raise UnexpectedReply("expire_persisted", reply)
+        return reply
+
+    return scripts.Command(
+        scripts.EXPIRE_PERSISTED,
+        [keys.order(partition, order_id) for order_id, _ in persisted],
+        [window_ms, linger_ms, *(seq for _, seq in persisted)],
         decode,
     )

@@ -1,47 +1,77 @@
-"""Orders as Redis holds them while they are in flight: read one, cancel one, move one along its
-lifecycle (`engine.lifecycle`). Each change is one command (`engine.commands`) with its own
-operation ID, so the runner may send it twice without applying it twice."""
+"""Orders wherever they are: in Redis while hot, in PostgreSQL once their hot window passed (the
+orders writer lets a record leave Redis only after PostgreSQL holds its latest change).
+
+Reading one, cancelling one, moving one along its lifecycle (`engine.lifecycle`) work the same on
+both. A change is always decided in Redis, by one script, atomically with its stock effect: for
+an order that left, the command carries the copy read from PostgreSQL, which the script takes as
+the record and writes back with the change (`lua/includes/order_record.lua`). The change then
+reaches PostgreSQL through the stream like any other, so there is no second write path and no
+change half done. Each change is one command with its own operation ID, so the runner may send it
+twice without applying it twice.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Final, Protocol
 
 from engine import commands, lifecycle, scripts
+from engine.commands import ArchivedCopy, StaleCopy
 from engine.errors import OrderNotFound, OutcomeUnknown
 from engine.ids import new_operation_id, partition_of_id
 from engine.keys import order as order_key
 from engine.orders import Order, OrderStatus
 from engine.records import OrderRecord, decode_record
-from stores.redis import RedisClient
+
+# A copy refused as stale, or a record that left Redis between reading it and changing it: read
+# again, a bounded number of times.
+LOCATE_ATTEMPTS: Final = 3
+
+BuildChange = Callable[[OrderRecord, ArchivedCopy | None], scripts.Command[OrderRecord]]
 
 
-async def read_record(redis: RedisClient, order_id: str) -> OrderRecord | None:
-    """An order's record, or None when it is not (or no longer) live in Redis."""
-    partition = partition_of_id(order_id)
-    if partition is None:
-        return None
-    raw = await redis.get(order_key(partition, order_id))
-    return None if raw is None else decode_record(raw)
+class OrderArchive(Protocol):
+    """Where an order lives once it left Redis (PostgreSQL, `stores.order_archive`)."""
+
+    async def record(self, order_id: str) -> OrderRecord | None: ...
 
 
 class LiveOrders:
-    def __init__(self, runner: scripts.ScriptRunner) -> None:
+    def __init__(self, runner: scripts.ScriptRunner, archive: OrderArchive | None) -> None:
+        """`archive=None`: orders are looked for in Redis only (tools and tests without
+        PostgreSQL); an order that left Redis is then not found."""
         self._runner = runner
+        self._archive = archive
 
-    async def record(self, order_id: str) -> OrderRecord | None:
-        return await read_record(self._runner.redis, order_id)
+    async def locate(self, order_id: str) -> tuple[OrderRecord, ArchivedCopy | None] | None:
+        """The order's record, and the archived copy a command must carry when the record came
+        from PostgreSQL; None when the order exists nowhere."""
+        partition = partition_of_id(order_id)
+        if partition is None:  # not an ID this system minted
+            return None
+        raw = await self._runner.redis.get(order_key(partition, order_id))
+        if raw is not None:
+            return decode_record(raw), None
+        if self._archive is None:
+            return None
+        read_ms = _now_ms()  # before the read: the copy is at least this fresh
+        archived = await self._archive.record(order_id)
+        return None if archived is None else (archived, ArchivedCopy(archived, read_ms))
 
     async def get(self, order_id: str) -> Order | None:
-        record = await self.record(order_id)
-        return None if record is None else record.to_order(order_id)
+        located = await self.locate(order_id)
+        return None if located is None else located[0].to_order(order_id)
 
     async def cancel(self, order_id: str) -> Order:
         """Cancel a confirmed order and return its units to stock, atomically."""
-        record = await self.record(order_id)
-        if record is None:
-            raise OrderNotFound(order_id)
-        command = commands.cancel_order(new_operation_id(), order_id, record.product_id, _now_ms())
-        return await self._run(order_id, command)
+        operation_id = new_operation_id()
+        return await self.change(
+            order_id,
+            lambda record, copy: commands.cancel_order(
+                operation_id, order_id, record.product_id, _now_ms(), copy
+            ),
+        )
 
     async def transition(
         self,
@@ -59,24 +89,43 @@ class LiveOrders:
         `expected_seq`, when given, must still be the record's (the sweeper fails an order only
         if nothing happened to it since it was seen stuck: OrderMovedOn otherwise)."""
         sources = lifecycle.allowed_from(target) if allowed_from is None else allowed_from
-        command = commands.transition_order(
-            new_operation_id(),
+        operation_id = new_operation_id()
+        return await self.change(
             order_id,
-            target,
-            sources,
-            _now_ms(),
-            reason=reason,
-            warehouse_id=warehouse_id,
-            expected_seq=expected_seq,
+            lambda _, copy: commands.transition_order(
+                operation_id,
+                order_id,
+                target,
+                sources,
+                _now_ms(),
+                reason=reason,
+                warehouse_id=warehouse_id,
+                expected_seq=expected_seq,
+                copy=copy,
+            ),
         )
-        return await self._run(order_id, command)
 
-    async def _run(self, order_id: str, command: scripts.Command[OrderRecord]) -> Order:
-        try:
-            record = await self._runner.run(command)
-        except OutcomeUnknown as unknown:
-            raise unknown.about(order_id) from unknown
-        return record.to_order(order_id)
+    async def change(self, order_id: str, build: BuildChange) -> Order:
+        """Run the command `build` makes from the order's record (and its archived copy, when
+        it left Redis), wherever the order is. `build` is called again, with the same
+        operation ID inside, when the record must be read again."""
+        for _ in range(LOCATE_ATTEMPTS):
+            located = await self.locate(order_id)
+            if located is None:
+                raise OrderNotFound(order_id)
+            record, copy = located
+            try:
+                updated = await self._runner.run(build(record, copy))
+            except StaleCopy:
+                continue  # the copy was read too long ago: read it again
+            except OrderNotFound:
+                if copy is None and self._archive is not None:
+                    continue  # it left Redis just now: read it from PostgreSQL
+                raise
+            except OutcomeUnknown as unknown:
+                raise unknown.about(order_id) from unknown
+            return updated.to_order(order_id)
+        raise OutcomeUnknown("the order kept moving between Redis and PostgreSQL", order_id)
 
 
 def _now_ms() -> int:

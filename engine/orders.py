@@ -9,7 +9,12 @@ from typing import Final, Literal
 from geo.rings import Point
 
 MAX_ORDER_QUANTITY: Final = 1_000
-IDEMPOTENCY_TTL_S: Final = 24 * 3600
+IDEMPOTENCY_TTL_S: Final = 24 * 3600  # the default of the IDEMPOTENCY_TTL_S setting
+# An order in a final state (delivered, cancelled, failed) leaves Redis this long after its last
+# change reached PostgreSQL, not after the whole hot window: resends of its commands (seconds) and
+# copies read from PostgreSQL (lua/includes/order_record.lua) need it there that long. The hot
+# window is never shorter.
+ORDER_FINAL_LINGER_S: Final = 60
 
 OrderStatus = Literal[
     "confirmed", "picking", "packed", "shipped", "delivered", "cancelled", "failed"

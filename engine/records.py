@@ -55,5 +55,23 @@ class OrderRecord(msgspec.Struct, array_like=True, frozen=True):
 _decoder = msgspec.json.Decoder(OrderRecord, strict=False)
 
 
+def encode_record(record: OrderRecord) -> bytes:
+    """The record as the scripts write it: the location as text, so its digits survive Lua."""
+    return msgspec.json.encode(
+        [
+            record.product_id,
+            record.warehouse_id,
+            record.quantity,
+            record.status,
+            record.eta_days,
+            record.created_ms,
+            repr(record.lat),
+            repr(record.lon),
+            record.idempotency_key,
+            record.seq,
+        ]
+    )
+
+
 def decode_record(raw: str | bytes) -> OrderRecord:
     return _decoder.decode(raw)

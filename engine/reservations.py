@@ -17,13 +17,14 @@ from typing import Final
 
 from engine import commands, scripts
 from engine.batching import MicroBatcher
-from engine.commands import Attempt, ReserveOutcome, StockBeyondRings
+from engine.commands import ArchivedCopy, Attempt, ReserveOutcome, StockBeyondRings
 from engine.delivery import delivery_days
-from engine.errors import DomainError, OrderNotFound, OutcomeUnknown, OutOfStock, Overloaded
+from engine.errors import DomainError, OutcomeUnknown, OutOfStock, Overloaded
 from engine.ids import new_id, new_operation_id
 from engine.keys import partition_of_product
-from engine.live_orders import read_record
-from engine.orders import Confirmation, Order, OrderRequest
+from engine.live_orders import LiveOrders
+from engine.orders import IDEMPOTENCY_TTL_S, Confirmation, Order, OrderRequest
+from engine.records import OrderRecord
 from engine.warehouses import WarehouseDirectory
 from geo.rings import Point, RankedSite
 
@@ -51,9 +52,14 @@ class ReservationEngine:
         directory: WarehouseDirectory,
         reload_directory: DirectoryReloader,
         *,
+        orders: LiveOrders | None = None,
         batched: bool = True,
+        idempotency_ttl_s: int = IDEMPOTENCY_TTL_S,
     ) -> None:
+        """`orders` is where re-routing finds an order (None: in Redis only)."""
         self.runner = runner
+        self._orders = orders or LiveOrders(runner, None)
+        self._idempotency_ttl_s = idempotency_ttl_s
         self.directory = directory
         self._reload_directory = reload_directory
         self._batcher: MicroBatcher[Attempt, ReserveOutcome] | None = None
@@ -102,34 +108,31 @@ class ReservationEngine:
     async def reroute(self, order_id: str, from_warehouse_id: str, reason: str) -> Order:
         """Move an order its warehouse cannot fulfil to the nearest other warehouse with the
         stock (every known warehouse is a candidate, ring walk first), atomically in Redis."""
-        record = await read_record(self.runner.redis, order_id)
-        if record is None:
-            raise OrderNotFound(order_id)
+        operation_id = new_operation_id()
+        now_ms = int(time.time() * 1000)
+
+        def move(record: OrderRecord, copy: ArchivedCopy | None) -> scripts.Command[OrderRecord]:
+            candidates = self._reroute_candidates(record, from_warehouse_id)
+            return commands.reroute_order(
+                operation_id, order_id, record, from_warehouse_id, candidates, reason, now_ms, copy
+            )
+
+        return await self._orders.change(order_id, move)
+
+    def _reroute_candidates(
+        self, record: OrderRecord, from_warehouse_id: str
+    ) -> list[tuple[str, int]]:
         customer = Point(record.lat, record.lon)
         ranked = self.directory.nearest_first(customer)
         in_rings = {site_id for site_id, _ in ranked}
         rest = [w.warehouse_id for w in self.directory.all() if w.warehouse_id not in in_rings]
-        candidates = [
+        return [
             (warehouse_id, days)
             for warehouse_id, days in _with_days(
                 [*ranked, *self.directory.by_distance(customer, rest)]
             )
             if warehouse_id != from_warehouse_id
         ]
-        command = commands.reroute_order(
-            new_operation_id(),
-            order_id,
-            record,
-            from_warehouse_id,
-            candidates,
-            reason,
-            int(time.time() * 1000),
-        )
-        try:
-            updated = await self.runner.run(command)
-        except OutcomeUnknown as unknown:
-            raise unknown.about(order_id) from unknown
-        return updated.to_order(order_id)
 
     async def _rank_beyond_rings(
         self, request: OrderRequest, warehouse_ids: list[str]
@@ -148,7 +151,9 @@ class ReservationEngine:
         except TimeoutError:
             raise Overloaded(MAX_QUEUE_WAIT_S) from None
         try:
-            command = commands.reserve(int(time.time() * 1000), [attempt])
+            command = commands.reserve(
+                int(time.time() * 1000), [attempt], self._idempotency_ttl_s
+            )
             (outcome,) = await self.runner.run(command)
         finally:
             self._unbatched_slots.release()
@@ -164,7 +169,10 @@ class ReservationEngine:
             for start in range(0, len(idx), ORDERS_PER_SCRIPT_CALL)
         ]
         now_ms = int(time.time() * 1000)
-        calls = [commands.reserve(now_ms, [attempts[i] for i in group]) for group in groups]
+        calls = [
+            commands.reserve(now_ms, [attempts[i] for i in group], self._idempotency_ttl_s)
+            for group in groups
+        ]
         results: list[ReserveOutcome | BaseException] = [RuntimeError("no reply")] * len(attempts)
         for group, result in zip(groups, await self.runner.run_all(calls), strict=True):
             for position, i in enumerate(group):

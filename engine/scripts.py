@@ -90,7 +90,17 @@ CANCEL: Final = LuaScript.load("cancel")
 TRANSITION: Final = LuaScript.load("transition")
 RELEASE_HOLDS: Final = LuaScript.load("release_holds")
 REROUTE: Final = LuaScript.load("reroute")
-ALL_SCRIPTS: Final = (RESERVE, SET_STOCK, HOLD, CANCEL, TRANSITION, RELEASE_HOLDS, REROUTE)
+EXPIRE_PERSISTED: Final = LuaScript.load("expire_persisted")
+ALL_SCRIPTS: Final = (
+    RESERVE,
+    SET_STOCK,
+    HOLD,
+    CANCEL,
+    TRANSITION,
+    RELEASE_HOLDS,
+    REROUTE,
+    EXPIRE_PERSISTED,
+)
 
 
 async def load_all(redis: RedisClient) -> None:

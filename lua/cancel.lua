@@ -6,8 +6,8 @@
 -- KEYS[1] the partition's event stream, KEYS[2] the order key, KEYS[3] the product's stock hash,
 -- KEYS[4] the operation key
 -- ARGV: orderId, productId (as read before the call; guards against a mismatched stock key),
---   now ms, operation TTL s
--- Returns {'ok', record, available} | {'not_found'} | {'bad_state', status}
+--   now ms, operation TTL s, the order's copy from PostgreSQL ('' = none) and when it was read (ms)
+-- Returns {'ok', record, available} | {'not_found'} | {'bad_state', status} | {'stale_copy'}
 
 --- @include "includes/order_record"
 --- @include "includes/stock"
@@ -21,7 +21,8 @@ if not now_ms or not op_ttl_s or op_ttl_s < 1 then return bad_argument('now or t
 local replay = replayed_operation(op_key)
 if replay then return replay end
 
-local record = read_record(order_key)
+local record, refused = read_or_restore(order_key, ARGV[5] or '', ARGV[6] or '0')
+if refused then return {refused} end
 if not record or record[RECORD.product] ~= product_id then return {'not_found'} end
 if record[RECORD.status] ~= 'confirmed' then return {'bad_state', record[RECORD.status]} end
 local wid, qty = record[RECORD.warehouse], whole_number(record[RECORD.quantity])

@@ -8,9 +8,10 @@
 -- KEYS[1] the partition's event stream, KEYS[2] the order key, KEYS[3] the product's stock hash,
 -- KEYS[4] the operation key
 -- ARGV: orderId, productId (as read before the call), reporting warehouseId, now ms, reason,
---   a JSON array [[warehouseId...] nearest first, [deliveryDays...] of each], operation TTL s
+--   a JSON array [[warehouseId...] nearest first, [deliveryDays...] of each], operation TTL s,
+--   the order's copy from PostgreSQL ('' = none), when it was read (ms)
 -- Returns {'ok', record, available} | {'not_found'} | {'bad_state', status} |
---   {'wrong_warehouse', warehouseId} | {'out_of_stock'}
+--   {'wrong_warehouse', warehouseId} | {'out_of_stock'} | {'stale_copy'}
 
 --- @include "includes/order_record"
 --- @include "includes/stock"
@@ -32,7 +33,8 @@ end
 local replay = replayed_operation(op_key)
 if replay then return replay end
 
-local record = read_record(order_key)
+local record, refused = read_or_restore(order_key, ARGV[8], ARGV[9])
+if refused then return {refused} end
 if not record or record[RECORD.product] ~= product_id then return {'not_found'} end
 -- Before packing only: once packed, the units were found.
 local status = record[RECORD.status]

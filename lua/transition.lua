@@ -8,10 +8,10 @@
 --
 -- KEYS[1] the partition's event stream, KEYS[2] the order key, KEYS[3] the operation key
 -- ARGV: orderId, target status, now ms, reason ('' = none), warehouseId ('' = any),
---   expected sequence number (0 = any), operation TTL s, then the statuses the target may be
---   reached from
+--   expected sequence number (0 = any), operation TTL s, the order's copy from PostgreSQL
+--   ('' = none), when it was read (ms), then the statuses the target may be reached from
 -- Returns {'ok', record} | {'not_found'} | {'bad_state', status} | {'wrong_warehouse', warehouseId}
---   | {'moved_on', seq}
+--   | {'moved_on', seq} | {'stale_copy'}
 
 --- @include "includes/order_record"
 --- @include "includes/stock"
@@ -31,13 +31,14 @@ if not TARGETS[target] then return bad_argument('target status ' .. tostring(tar
 local replay = replayed_operation(op_key)
 if replay then return replay end
 
-local record = read_record(order_key)
+local record, refused = read_or_restore(order_key, ARGV[8], ARGV[9])
+if refused then return {refused} end
 if not record then return {'not_found'} end
 if expected_seq ~= 0 and (tonumber(record[RECORD.seq]) or 0) ~= expected_seq then
   return {'moved_on', record[RECORD.seq] or 0}
 end
 local allowed = false
-for i = 8, #ARGV do
+for i = 10, #ARGV do
   if record[RECORD.status] == ARGV[i] then allowed = true; break end
 end
 if not allowed then return {'bad_state', record[RECORD.status]} end

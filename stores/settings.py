@@ -23,6 +23,11 @@ class Settings(msgspec.Struct, frozen=True):
     # How long the engine keeps resending a command whose reply was lost before it answers
     # "outcome unknown". At most a quarter of engine.scripts.OPERATION_TTL_S.
     command_deadline_s: float = 3.0
+    # How long an order stays in Redis after its latest change reached PostgreSQL (an order in a
+    # final state leaves sooner, engine.orders.ORDER_FINAL_LINGER_S); then PostgreSQL is its home.
+    order_hot_window_s: int = 15 * 60
+    # How long a retry with the same Idempotency-Key gets the stored answer from Redis.
+    idempotency_ttl_s: int = 24 * 3600
     # Cluster only: node addresses as announced -> as reachable from here, for a NAT or a proxy
     # in front of each node; `host:port=host:port,...`.
     redis_address_map: str = ""
@@ -58,6 +63,8 @@ def load_settings() -> Settings:
         redis_socket_timeout_s=float(os.environ.get("REDIS_SOCKET_TIMEOUT_S", "1.0")),
         command_deadline_s=float(os.environ.get("COMMAND_DEADLINE_S", "3.0")),
         redis_address_map=os.environ.get("REDIS_ADDRESS_MAP", ""),
+        order_hot_window_s=int(os.environ.get("ORDER_HOT_WINDOW_S", str(15 * 60))),
+        idempotency_ttl_s=int(os.environ.get("IDEMPOTENCY_TTL_S", str(24 * 3600))),
         queue_redis_url=os.environ.get("QUEUE_REDIS_URL", ""),
     )
 

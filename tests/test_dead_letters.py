@@ -207,7 +207,7 @@ async def test_a_change_whose_order_was_dead_lettered_follows_it_and_both_replay
 ) -> None:
     await stock_products(redis, [PRODUCT], 100)
     [(_, placed)] = await place_orders(redis, [PRODUCT], 1)
-    await LiveOrders(runner_for(redis)).cancel(placed.order_id)
+    await LiveOrders(runner_for(redis), None).cancel(placed.order_id)
     page: list[Any] = await redis.xrange(STREAM) or []
     confirm_id, cancel_id = (
         str(i) for i, f in page if f["type"] in ("order.confirmed", "order.cancelled")

@@ -11,7 +11,8 @@ import asyncpg
 from engine import keys
 from engine.delivery import estimated_delivery
 from engine.events import OrderConfirmed
-from engine.live_orders import LiveOrders, read_record
+from engine.live_orders import LiveOrders
+from engine.records import decode_record
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from tests.conftest import runner_for
@@ -33,13 +34,14 @@ async def test_reroute_and_fulfil_events_in_every_order_end_as_redis_holds(
 ) -> None:
     await stock_products(redis, ["sku"], 10)
     [(_, placed)] = await place_orders(redis, ["sku"], 1)
-    orders = LiveOrders(runner_for(redis))
+    orders = LiveOrders(runner_for(redis), None)
     await orders.transition(placed.order_id, "picking")
     moved = await make_engine(redis).reroute(placed.order_id, placed.warehouse_id, "damaged")
     for step in ("picking", "packed", "shipped"):
         await orders.transition(placed.order_id, step, warehouse_id=moved.warehouse_id)
-    record = await read_record(redis, placed.order_id)
-    assert record is not None and record.seq == 6
+    partition = keys.partition_of_product("sku")
+    record = decode_record(await redis.get(keys.order(partition, placed.order_id)))
+    assert record.seq == 6
 
     entries = await all_entries(redis)
     [confirm] = [e for e in entries if isinstance(e.event, OrderConfirmed)]
@@ -75,7 +77,7 @@ async def test_the_sweep_leaves_an_order_rerouted_since_postgres_saw_it(
     await pg.execute("UPDATE orders SET updated_at = now() - interval '1 hour'")
     # Re-routed after PostgreSQL last saw it: confirmed again, but not the record it showed.
     await make_engine(redis).reroute(placed.order_id, placed.warehouse_id, "damaged")
-    orders = LiveOrders(runner_for(redis))
+    orders = LiveOrders(runner_for(redis), None)
     assert await flag_stuck_orders(pg, orders, {"confirmed": 60}) == 0
     assert (await orders.get(placed.order_id)).status == "confirmed"  # type: ignore[union-attr]
     partition = keys.partition_of_product("sku")

@@ -60,7 +60,9 @@ async def test_stock_is_untouched_by_shipping(redis: RedisClient) -> None:
     [(_, placed)] = await place_orders(redis, ["sku"], 1)
     stock_key = keys.stock(P, "sku")
     before = await redis.hgetall(stock_key)
-    shipped = await fulfill(LiveOrders(runner_for(redis)), placed.order_id, placed.warehouse_id)
+    shipped = await fulfill(
+        LiveOrders(runner_for(redis), None), placed.order_id, placed.warehouse_id
+    )
     assert shipped.status == "shipped"
     assert await redis.hgetall(stock_key) == before
 
@@ -68,7 +70,7 @@ async def test_stock_is_untouched_by_shipping(redis: RedisClient) -> None:
 async def test_fulfil_refuses_wrong_warehouse_state_and_unknown_orders(redis: RedisClient) -> None:
     await stock_products(redis, ["sku"], 5)
     [(_, placed)] = await place_orders(redis, ["sku"], 1)
-    orders = LiveOrders(runner_for(redis))
+    orders = LiveOrders(runner_for(redis), None)
     with pytest.raises(WrongWarehouse):
         await fulfill(orders, placed.order_id, "elsewhere")
     assert (await orders.get(placed.order_id)).status == "confirmed"  # type: ignore[union-attr]
@@ -88,7 +90,7 @@ async def test_every_step_reaches_postgres_once_with_its_time(
 ) -> None:
     await stock_products(redis, ["sku"], 10)
     [(_, a), (_, b)] = await place_orders(redis, ["sku"], 2)
-    orders = LiveOrders(runner_for(redis))
+    orders = LiveOrders(runner_for(redis), None)
     # Steps appended before the confirmation was persisted wait for it (same batch or later).
     await fulfill(orders, a.order_id, a.warehouse_id)
     consumers = consumers_for(redis, pg, mongo)

@@ -50,7 +50,7 @@ async def test_order_events_enqueue_one_job_each_and_replays_add_none(
 ) -> None:
     await stock_products(redis, ["sku"], 10)
     [(_, a), (_, b)] = await place_orders(redis, ["sku"], 2)
-    orders = LiveOrders(runner_for(redis))
+    orders = LiveOrders(runner_for(redis), None)
     await fulfill(orders, a.order_id, a.warehouse_id)  # picking, packed: no notice; shipped: one
     await orders.transition(a.order_id, "delivered")
     await orders.cancel(b.order_id)

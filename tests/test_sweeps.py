@@ -34,7 +34,7 @@ async def test_stuck_orders_are_flagged_failed_once_and_moving_ones_are_left(
     [(_, stuck), (_, moved), (_, fresh)] = await place_orders(redis, ["sku"], 3)
     consumers = consumers_for(redis, pg, mongo)
     await drain(redis, consumers)
-    orders = LiveOrders(runner_for(redis))
+    orders = LiveOrders(runner_for(redis), None)
     await orders.transition(moved.order_id, "picking")  # PostgreSQL has not seen this yet
     await asyncio.sleep(0.3)
     await pg.execute(  # the third order was placed just now

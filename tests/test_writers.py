@@ -245,7 +245,7 @@ async def test_a_cancel_lands_after_its_confirm(
     [(_, kept), (_, cancelled)] = await place_orders(redis, ["sku"], 2)
     consumers = consumers_for(redis, pg, mongo)
     await drain(redis, consumers)
-    await LiveOrders(runner_for(redis)).cancel(cancelled.order_id)
+    await LiveOrders(runner_for(redis), None).cancel(cancelled.order_id)
     await drain(redis, consumers)
 
     rows = await order_rows(pg)
@@ -269,7 +269,7 @@ async def test_a_cancel_whose_confirm_is_pending_elsewhere_waits_for_it(
     # A consumer reads the confirmation (and the stock events before it), then dies.
     await redis.xreadgroup(ORDERS_GROUP, "doomed", {stream: ">"})
     held_by_doomed = await pending_total(redis, ORDERS_GROUP)
-    await LiveOrders(runner_for(redis)).cancel(placed.order_id)
+    await LiveOrders(runner_for(redis), None).cancel(placed.order_id)
 
     survivor = GroupConsumer(redis, OrdersWriter(pg), "survivor", config=FAST)
     await survivor.step()

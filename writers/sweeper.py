@@ -25,6 +25,7 @@ from engine.inventory import release_expired_holds
 from engine.live_orders import LiveOrders
 from engine.orders import OrderStatus
 from engine.scripts import ScriptRunner
+from stores.order_archive import OrderArchive
 from stores.postgres import TRANSIENT_ERRORS as POSTGRES_TRANSIENT_ERRORS
 from writers.streams import REDIS_TRANSIENT_ERRORS
 
@@ -111,7 +112,7 @@ async def run_sweeps(
         )
     ]
     if pool is not None:
-        orders, deadlines = LiveOrders(runner), stuck_deadlines()
+        orders, deadlines = LiveOrders(runner, OrderArchive(pool)), stuck_deadlines()
         sweeps.append(
             every(
                 stuck_interval_s,

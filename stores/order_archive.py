@@ -1,0 +1,52 @@
+"""Orders in PostgreSQL, read back: an order's record (its only home once it left Redis) and its
+status history. The orders writer (`writers/orders.py`) is what writes them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import asyncpg
+
+from engine.records import OrderRecord
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+SELECT_ORDER: Final = """
+SELECT product_id, warehouse_id, quantity, status, estimated_delivery, created_at, customer_lat,
+       customer_lon, idempotency_key, seq
+FROM orders WHERE order_id = $1::uuid
+"""
+SELECT_HISTORY: Final = """
+SELECT status, at FROM order_status_history WHERE order_id = $1::uuid
+"""
+
+
+class OrderArchive:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def record(self, order_id: str) -> OrderRecord | None:
+        """The order as its last persisted event left it, in the form Redis keeps it."""
+        row: Any = await self._pool.fetchrow(SELECT_ORDER, order_id)
+        if row is None:
+            return None
+        created: datetime = row["created_at"]
+        return OrderRecord(
+            product_id=row["product_id"],
+            warehouse_id=row["warehouse_id"],
+            quantity=row["quantity"],
+            status=row["status"],
+            # The delivery date was confirmation day + eta_days (engine.delivery): exact.
+            eta_days=(row["estimated_delivery"] - created.astimezone(UTC).date()).days,
+            created_ms=(created - EPOCH) // timedelta(milliseconds=1),
+            lat=row["customer_lat"],
+            lon=row["customer_lon"],
+            idempotency_key=row["idempotency_key"] or "",
+            seq=row["seq"],
+        )
+
+    async def history(self, order_id: str) -> list[tuple[str, datetime]]:
+        """Every status the order went through and when, in no particular order."""
+        rows: Any = await self._pool.fetch(SELECT_HISTORY, order_id)
+        return [(row["status"], row["at"]) for row in rows]
