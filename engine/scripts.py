@@ -40,8 +40,10 @@ LUA_DIR: Final = Path(__file__).resolve().parent.parent / "lua"
 INCLUDE: Final = re.compile(r'^--- @include "([a-z_/]+)"$', re.MULTILINE)
 
 # The call may or may not have run: resend it (the scripts dedupe). MOVED/ASK are followed by
-# the cluster client itself and TRYAGAIN/CLUSTERDOWN mean "not run", so resending is safe too.
+# the cluster client itself and TRYAGAIN/CLUSTERDOWN mean "not run", so resending is safe too;
+# ClusterError is the cluster client giving up after 16 such redirections (a slot being moved).
 TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    redis_errors.ClusterError,
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
     redis_errors.ClusterDownError,
