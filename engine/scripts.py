@@ -266,7 +266,7 @@ def script_runner(redis: RedisClient, settings: Settings) -> ScriptRunner:
 
 def _as_error(command: Command[Any], reply: BaseException) -> BaseException:
     message = str(reply)
-    if message.startswith("OOM"):
+    if isinstance(reply, redis_errors.OutOfMemoryError) or message.startswith("OOM"):
         # maxmemory with noeviction: a script that may write is refused before it runs.
         return StoreFull()
     if message.startswith("BADARG"):

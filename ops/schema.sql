@@ -36,3 +36,21 @@ ALTER TABLE order_status_history ADD COLUMN IF NOT EXISTS reason text;
 -- is applied only when its seq is higher, so events arriving twice or out of order (two writers,
 -- a reclaimed batch) never leave an older state behind.
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS seq integer NOT NULL DEFAULT 0;
+
+-- One order per (idempotency key, product): Redis answers a retry with the stored confirmation
+-- for IDEMPOTENCY_TTL_S; a retry that comes later places a second order there, which the orders
+-- writer finds here (the insert conflicts), records below, and cancels (README, Guarantees).
+CREATE UNIQUE INDEX IF NOT EXISTS orders_idempotency_key_idx
+    ON orders (idempotency_key, product_id) WHERE idempotency_key IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS duplicate_orders (
+    order_id           uuid PRIMARY KEY,
+    original_order_id  uuid,
+    idempotency_key    text NOT NULL,
+    product_id         text NOT NULL,
+    warehouse_id       text NOT NULL,
+    quantity           integer NOT NULL,
+    status             text NOT NULL,
+    created_at         timestamptz NOT NULL,
+    detected_at        timestamptz NOT NULL DEFAULT now()
+);

@@ -80,7 +80,7 @@ async def redis(settings: Settings) -> AsyncIterator[RedisClient]:
 async def pg(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     pool = await connect_postgres(settings)
     await apply_schema(pool)
-    await pool.execute("TRUNCATE orders, order_status_history")
+    await pool.execute("TRUNCATE orders, order_status_history, duplicate_orders")
     yield pool
     await pool.close()
 

@@ -23,6 +23,7 @@ import pytest
 from engine import keys
 from engine.live_orders import LiveOrders
 from engine.records import decode_record
+from engine.scripts import ScriptRunner
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
@@ -92,8 +93,8 @@ class FailingOrdersWriter:
     transient_errors = OrdersWriter.transient_errors
     permanent_errors = OrdersWriter.permanent_errors
 
-    def __init__(self, pg: asyncpg.Pool, failing_order: str) -> None:
-        self._writer = OrdersWriter(pg)
+    def __init__(self, pg: asyncpg.Pool, runner: ScriptRunner, failing_order: str) -> None:
+        self._writer = OrdersWriter(pg, runner)
         self.failing_order = failing_order
         self.failed_alone = 0
 
@@ -156,7 +157,7 @@ async def test_a_row_postgres_refuses_is_dead_lettered_at_once_and_its_batch_lan
     # PostgreSQL refuses a NUL character in text: DataError, retrying cannot help.
     poison_id, poison_order = await append_poison(redis, product_id="sku\u0000dl")
     placed += await place_orders(redis, [PRODUCT], 10, seed=2)
-    consumer = GroupConsumer(redis, OrdersWriter(pg), "test", config=FAST)
+    consumer = GroupConsumer(redis, OrdersWriter(pg, runner_for(redis)), "test", config=FAST)
     await create_groups(redis, ALL_STREAMS, [ORDERS_GROUP])
 
     await consumer.step()
@@ -182,7 +183,7 @@ async def test_an_entry_failing_every_delivery_is_dead_lettered_after_n(
     await stock_products(redis, [PRODUCT], 100)
     placed = [c.order_id for _, c in await place_orders(redis, [PRODUCT], 20)]
     [(poison_id, _)] = [(i, f) for i, f in await confirmed_fields(redis) if f["order"] == placed[7]]
-    writer = FailingOrdersWriter(pg, placed[7])
+    writer = FailingOrdersWriter(pg, runner_for(redis), placed[7])
     consumer = GroupConsumer(redis, writer, "test", config=AFTER_3)
     await create_groups(redis, ALL_STREAMS, [ORDERS_GROUP])
 
@@ -212,7 +213,7 @@ async def test_a_change_whose_order_was_dead_lettered_follows_it_and_both_replay
     confirm_id, cancel_id = (
         str(i) for i, f in page if f["type"] in ("order.confirmed", "order.cancelled")
     )
-    writer = FailingOrdersWriter(pg, placed.order_id)
+    writer = FailingOrdersWriter(pg, runner_for(redis), placed.order_id)
     consumer = GroupConsumer(redis, writer, "test", config=AFTER_3)
 
     # The cancel waits for its order, which goes to the dead letters: the cancel follows it after
@@ -256,7 +257,7 @@ async def test_replay_puts_an_entry_back_and_it_is_persisted(
     await stock_products(redis, [PRODUCT], 100)
     placed = await place_orders(redis, [PRODUCT], 5)
     entry_id, order_id = await dead_letter_one_confirmation(redis)
-    consumer = GroupConsumer(redis, OrdersWriter(pg), "test", config=FAST)
+    consumer = GroupConsumer(redis, OrdersWriter(pg, runner_for(redis)), "test", config=FAST)
     await drain(redis, [consumer])  # claims the rest from "manual"
     assert sorted(await order_rows(pg)) == sorted(
         c.order_id for _, c in placed if c.order_id != order_id

@@ -47,7 +47,7 @@ async def test_reroute_and_fulfil_events_in_every_order_end_as_redis_holds(
     [confirm] = [e for e in entries if isinstance(e.event, OrderConfirmed)]
     changes = [e for e in entries if e is not confirm and hasattr(e.event, "order")]
     assert len(changes) == 5
-    writer = OrdersWriter(pg)
+    writer = OrdersWriter(pg, runner_for(redis))
     for order in itertools.permutations(changes):
         await pg.execute("TRUNCATE orders, order_status_history")
         assert await writer.persist([confirm]) == []

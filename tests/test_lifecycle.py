@@ -117,7 +117,7 @@ async def test_every_step_reaches_postgres_once_with_its_time(
     )
 
     # Every entry again, in one batch: nothing moves back, no history row is added.
-    assert await OrdersWriter(pg).persist(await all_entries(redis)) == []
+    assert await OrdersWriter(pg, runner_for(redis)).persist(await all_entries(redis)) == []
     assert {str(r["order_id"]): r["status"] for r in await pg.fetch("SELECT * FROM orders")} == {
         a.order_id: "delivered",
         b.order_id: "failed",

@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine import keys
 from stores.redis import RedisClient
+from tests.conftest import runner_for
 from tests.test_api import Client, client, order_body
 from writers.orders import ORDERS_GROUP, OrdersWriter
 from writers.streams import ALL_STREAMS, GroupConsumer, create_groups
@@ -68,7 +69,7 @@ async def test_metrics_count_outcomes_and_report_the_backlog(
     assert value(samples, "notification_failures") == 0
 
     await create_groups(redis, ALL_STREAMS, [ORDERS_GROUP])  # as `python -m writers` does
-    consumer = GroupConsumer(redis, OrdersWriter(pg), "metrics-test")
+    consumer = GroupConsumer(redis, OrdersWriter(pg, runner_for(redis)), "metrics-test")
     while await consumer.step():
         pass
     samples = await scrape(client)

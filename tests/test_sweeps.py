@@ -64,7 +64,7 @@ async def test_replaying_a_stream_from_an_id_adds_nothing_and_restores_what_was_
     lost = placed[-1][1].order_id
     await pg.execute("DELETE FROM orders WHERE order_id = $1::uuid", lost)  # a restore lost it
     [stream] = [s for s in ALL_STREAMS if await redis.xlen(s)]
-    count = await replay(redis, OrdersWriter(pg), stream, "-")
+    count = await replay(redis, OrdersWriter(pg, runner_for(redis)), stream, "-")
     assert count == await redis.xlen(stream)
     after = await order_rows(pg)
     assert sorted(after) == sorted(before)

@@ -108,7 +108,7 @@ def consumers_for(
     redis: RedisClient, pg: asyncpg.Pool, mongo: MongoDatabase, name: str = "test"
 ) -> list[GroupConsumer]:
     return [
-        GroupConsumer(redis, OrdersWriter(pg), name, config=FAST),
+        GroupConsumer(redis, OrdersWriter(pg, runner_for(redis)), name, config=FAST),
         GroupConsumer(redis, InventoryWriter(redis, mongo), name, config=FAST),
     ]
 
@@ -227,7 +227,7 @@ async def test_replaying_every_entry_adds_nothing(
     await drain(redis, consumers_for(redis, pg, mongo, name="replayer"))
     # And the same entries persisted directly, twice in one batch.
     entries = await all_entries(redis)
-    assert await OrdersWriter(pg).persist(entries + entries) == []
+    assert await OrdersWriter(pg, runner_for(redis)).persist(entries + entries) == []
     await InventoryWriter(redis, mongo).persist(entries + entries)
 
     assert await order_rows(pg) == orders_before
@@ -271,7 +271,7 @@ async def test_a_cancel_whose_confirm_is_pending_elsewhere_waits_for_it(
     held_by_doomed = await pending_total(redis, ORDERS_GROUP)
     await LiveOrders(runner_for(redis), None).cancel(placed.order_id)
 
-    survivor = GroupConsumer(redis, OrdersWriter(pg), "survivor", config=FAST)
+    survivor = GroupConsumer(redis, OrdersWriter(pg, runner_for(redis)), "survivor", config=FAST)
     await survivor.step()
     assert await order_rows(pg) == {}  # the cancel was not applied to a missing order...
     assert survivor.deferred_count == 1  # ...but kept for later,

@@ -25,7 +25,7 @@ from notify.jobs import Notices, notice_id
 from stores.postgres import connect_postgres
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings
-from tests.conftest import store_env
+from tests.conftest import runner_for, store_env
 from tests.notice_servers import SmtpServer, smtp_server
 from tests.test_writers import (
     FAST,
@@ -65,7 +65,9 @@ async def test_postgres_down_for_a_while_loses_and_duplicates_nothing(
     await stock_products(redis, ["sku-a", "sku-b"], 1_000)
     await create_groups(redis, ALL_STREAMS, ["orders-writer"])
     writer_pool = await connect_postgres(settings)
-    consumer = GroupConsumer(redis, OrdersWriter(writer_pool), "faulty", config=FAST)
+    consumer = GroupConsumer(
+        redis, OrdersWriter(writer_pool, runner_for(redis)), "faulty", config=FAST
+    )
     stop = asyncio.Event()
     running = asyncio.create_task(consumer.run(stop))
     placed = await place_orders(redis, ["sku-a", "sku-b"], 100, seed=1)

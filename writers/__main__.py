@@ -163,7 +163,8 @@ async def serve(
                 POSTGRES_TRANSIENT_ERRORS,
                 stop,
             )
-            consumers.append(GroupConsumer(redis, OrdersWriter(pool), name, config=config))
+            writer = OrdersWriter(pool, script_runner(redis, settings), settings.order_hot_window_s)
+            consumers.append(GroupConsumer(redis, writer, name, config=config))
         if only in (None, "inventory"):
             mongo, db = connect_mongo(settings)
             inventory_config = replace(
@@ -249,7 +250,9 @@ async def run_replay(settings: Settings, stream: str, from_id: str, names: Seque
             writer: Writer
             if name == "orders":
                 assert pool is not None
-                writer = OrdersWriter(pool)
+                writer = OrdersWriter(
+                    pool, script_runner(redis, settings), settings.order_hot_window_s
+                )
             elif name == "inventory":
                 writer = InventoryWriter(redis, db)
             else:

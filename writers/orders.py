@@ -13,13 +13,20 @@ handed back as not yet applicable and retried later.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
 import asyncpg
 
+from engine import commands
 from engine.delivery import estimated_delivery
+from engine.errors import InvalidTransition, OrderNotFound, OutcomeUnknown
+from engine.ids import partition_of_id
+from engine.orders import ORDER_FINAL_LINGER_S
+from engine.scripts import ScriptRunner
 from stores.postgres import PERMANENT_ERRORS, TRANSIENT_ERRORS
 from writers.streams import (
     OrderCancelled,
@@ -30,6 +37,8 @@ from writers.streams import (
 )
 
 ORDERS_GROUP: Final = "orders-writer"
+DEFAULT_HOT_WINDOW_S: Final = 15 * 60  # the default of the ORDER_HOT_WINDOW_S setting
+log = logging.getLogger(__name__)
 STAGING_TABLE: Final = "orders_staging"
 
 # Temporary, so it is private to the connection and never WAL-logged; ON COMMIT DELETE ROWS
@@ -72,13 +81,31 @@ SELECT order_id, product_id, warehouse_id, quantity, 'confirmed', customer_lat, 
        estimated_delivery, idempotency_key, created_at, created_at, seq
 FROM {STAGING_TABLE}
 ORDER BY order_id
-ON CONFLICT (order_id) DO NOTHING
+ON CONFLICT DO NOTHING
 """
 INSERT_CONFIRMED_HISTORY: Final = f"""
 INSERT INTO order_status_history (order_id, status, at, event_id)
-SELECT order_id, 'confirmed', created_at, event_id FROM {STAGING_TABLE}
+SELECT order_id, 'confirmed', s.created_at, event_id FROM {STAGING_TABLE} s
+JOIN orders o USING (order_id)
 ORDER BY order_id
 ON CONFLICT (order_id, event_id) DO NOTHING
+"""
+# Staged confirmations that did not become a row: another order holds their idempotency key for
+# the product (a retry that came after the key left Redis). Recorded, and returned to be cancelled.
+RECORD_DUPLICATES: Final = f"""
+INSERT INTO duplicate_orders (order_id, original_order_id, idempotency_key, product_id,
+                              warehouse_id, quantity, status, created_at)
+SELECT s.order_id, o.order_id, s.idempotency_key, s.product_id, s.warehouse_id, s.quantity,
+       'confirmed', s.created_at
+FROM {STAGING_TABLE} s
+JOIN orders o ON o.idempotency_key = s.idempotency_key AND o.product_id = s.product_id
+WHERE o.order_id <> s.order_id
+  AND NOT EXISTS (SELECT 1 FROM orders mine WHERE mine.order_id = s.order_id)
+ON CONFLICT (order_id) DO NOTHING
+"""
+CONFIRMED_DUPLICATES: Final = """
+SELECT order_id::text, product_id, original_order_id::text FROM duplicate_orders
+WHERE order_id = ANY($1::uuid[]) AND status = 'confirmed'
 """
 # Applies every change whose order exists and is older than the change, and returns the event IDs
 # of those whose order does not exist yet. All parts see the orders inserted earlier in this
@@ -102,9 +129,13 @@ WITH change AS (
     FROM change JOIN orders o USING (order_id)
     ORDER BY change.order_id
     ON CONFLICT (order_id, event_id) DO NOTHING
+), duplicate AS (
+    UPDATE duplicate_orders d SET status = latest.status
+    FROM latest WHERE d.order_id = latest.order_id
 )
 SELECT change.event_id FROM change
 WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = change.order_id)
+  AND NOT EXISTS (SELECT 1 FROM duplicate_orders d WHERE d.order_id = change.order_id)
 """
 
 StagingRow = tuple[str, str, str, int, float, float, date, str | None, datetime, str, int]
@@ -113,11 +144,22 @@ OrderChange = OrderCancelled | OrderStatusChanged | OrderRerouted
 
 class OrdersWriter:
     group: Final = ORDERS_GROUP
-    transient_errors: Final = TRANSIENT_ERRORS
+    # A lost Redis reply (letting records leave, cancelling a duplicate) is retried with the
+    # batch: both are idempotent, and so is the PostgreSQL part.
+    transient_errors: Final = (*TRANSIENT_ERRORS, OutcomeUnknown)
     permanent_errors: Final = PERMANENT_ERRORS
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        runner: ScriptRunner,
+        hot_window_s: int = DEFAULT_HOT_WINDOW_S,
+    ) -> None:
+        if hot_window_s < ORDER_FINAL_LINGER_S:
+            raise ValueError(f"the hot window must be at least {ORDER_FINAL_LINGER_S} s")
         self._pool = pool
+        self._runner = runner
+        self._hot_window_ms = hot_window_s * 1000
 
     async def persist(self, entries: Sequence[StreamEntry]) -> list[StreamEntry]:
         staged = [
@@ -136,8 +178,66 @@ class OrdersWriter:
                 )
                 await conn.execute(INSERT_ORDERS)
                 await conn.execute(INSERT_CONFIRMED_HISTORY)
+                await conn.execute(RECORD_DUPLICATES)
             waiting = await _apply_changes(conn, changes) if changes else set()
+        if staged:
+            await self._cancel_duplicates([row[0] for row in staged])
+        persisted = [e for e in entries if isinstance(e.event, OrderConfirmed)] + [
+            e for e in changes if e.entry_id not in waiting
+        ]
+        await self._let_leave_redis(persisted)
         return [entry for entry in changes if entry.entry_id in waiting]
+
+    async def _cancel_duplicates(self, order_ids: list[str]) -> None:
+        """Cancel, units back, the orders that repeated an idempotency key after it left Redis.
+        The operation ID is derived from the order, so a batch persisted again cancels once."""
+        rows = await self._pool.fetch(CONFIRMED_DUPLICATES, order_ids)
+        for row in rows:
+            order_id = row["order_id"]
+            command = commands.cancel_order(
+                f"duplicate-{order_id}", order_id, row["product_id"], int(time.time() * 1000)
+            )
+            try:
+                await self._runner.run(command)
+            except (InvalidTransition, OrderNotFound) as refused:
+                log.error(
+                    "duplicate order %s (of %s) could not be cancelled: %s",
+                    order_id,
+                    row["original_order_id"],
+                    refused,
+                    extra={"order_id": order_id},
+                )
+                continue
+            log.error(
+                "duplicate order %s cancelled: it repeated the idempotency key of %s after the "
+                "key left Redis",
+                order_id,
+                row["original_order_id"],
+                extra={"order_id": order_id},
+            )
+
+    async def _let_leave_redis(self, persisted: Sequence[StreamEntry]) -> None:
+        """PostgreSQL now holds these events: their orders' records may leave Redis after the
+        hot window (lua/expire_persisted.lua), each only if Redis has nothing newer."""
+        latest: dict[str, int] = {}
+        for entry in persisted:
+            event = entry.event
+            assert isinstance(event, OrderConfirmed | OrderChange)
+            latest[event.order] = max(latest.get(event.order, 0), event.record.seq)
+        per_partition: dict[int, list[tuple[str, int]]] = {}
+        for order_id, seq in latest.items():
+            partition = partition_of_id(order_id)
+            if partition is not None:
+                per_partition.setdefault(partition, []).append((order_id, seq))
+        expiries = [
+            commands.expire_persisted(
+                partition, orders, self._hot_window_ms, ORDER_FINAL_LINGER_S * 1000
+            )
+            for partition, orders in per_partition.items()
+        ]
+        for result in await self._runner.run_all(expiries):
+            if isinstance(result, BaseException):
+                raise result
 
 
 def _staging_row(event_id: str, event: OrderConfirmed) -> StagingRow:
