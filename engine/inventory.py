@@ -13,7 +13,9 @@ from engine.errors import UnknownProduct
 from engine.ids import new_id, new_operation_id
 
 HOLD_TTL_S: Final = 15 * 60
-RELEASE_BATCH: Final = 256  # expired holds released per partition per call
+RELEASE_BATCH: Final = 256  # expired holds released per partition per script call
+# One sweep releases rounds of RELEASE_BATCH per partition until none is left or this is spent.
+RELEASE_BUDGET_S: Final = 0.5
 VERSION_FIELD: Final = "_v"  # the stock hash's version counter, bumped by every change
 
 StockChange = Literal["set", "adjust"]
@@ -77,10 +79,24 @@ class Inventory:
         return Hold(hold_id, held.available, datetime.fromtimestamp(held.expires_ms / 1000, UTC))
 
 
-async def release_expired_holds(runner: scripts.ScriptRunner, now_ms: int | None = None) -> int:
-    """Return the units of every expired hold to stock, all partitions in one pipeline per step.
-    Returns how many holds were released."""
+async def release_expired_holds(
+    runner: scripts.ScriptRunner, now_ms: int | None = None, budget_s: float = RELEASE_BUDGET_S
+) -> int:
+    """Return the units of every expired hold to stock: rounds of up to RELEASE_BATCH holds per
+    partition, all partitions in one pipeline per step, until none is left or `budget_s` is
+    spent (the next sweep goes on from there). Returns how many holds were released."""
     now = _now_ms() if now_ms is None else now_ms
+    give_up_at = time.monotonic() + budget_s
+    released = 0
+    while True:
+        done, more = await _release_round(runner, now)
+        released += done
+        if not more or time.monotonic() >= give_up_at:
+            return released
+
+
+async def _release_round(runner: scripts.ScriptRunner, now: int) -> tuple[int, bool]:
+    """One round; returns (holds released, whether a partition may have more)."""
     redis = runner.redis
     partitions = range(keys.PARTITIONS)
     pipe = redis.pipeline(transaction=False)
@@ -89,7 +105,7 @@ async def release_expired_holds(runner: scripts.ScriptRunner, now_ms: int | None
     expired: list[list[str]] = list(await pipe.execute())
     found = [(p, hold_id) for p, ids in zip(partitions, expired, strict=True) for hold_id in ids]
     if not found:
-        return 0
+        return 0, False
     pipe = redis.pipeline(transaction=False)
     for partition, hold_id in found:
         pipe.hget(keys.hold(partition, hold_id), "product")
@@ -106,7 +122,7 @@ async def release_expired_holds(runner: scripts.ScriptRunner, now_ms: int | None
         if isinstance(result, BaseException):
             raise result
         released += result
-    return released
+    return released, any(len(ids) == RELEASE_BATCH for ids in expired)
 
 
 def _now_ms() -> int:

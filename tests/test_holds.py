@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from engine import keys
-from engine.inventory import HOLD_TTL_S, Inventory, release_expired_holds
+from engine import commands, keys
+from engine.inventory import HOLD_TTL_S, RELEASE_BATCH, Inventory, release_expired_holds
 from stores.redis import RedisClient
 from tests.conftest import runner_for
 from writers.streams import StockChanged, decode_event
@@ -40,3 +40,24 @@ async def test_a_live_hold_is_kept(redis: RedisClient) -> None:
     await inventory.hold("sku", "w1", 5)
     assert await release_expired_holds(runner_for(redis)) == 0
     assert [lv.quantity for lv in await inventory.levels("sku")] == [0]
+
+
+async def test_holds_expire_at_any_rate_not_a_fixed_number_per_sweep(redis: RedisClient) -> None:
+    """More expired holds in one partition than one script call takes (RELEASE_BATCH): one sweep
+    releases them all."""
+    inventory = Inventory(runner_for(redis))
+    await inventory.change("sku", "w1", "set", 2 * RELEASE_BATCH + 10, "test")
+    runner = runner_for(redis)
+    holds = [
+        commands.hold_stock(f"h{i}", "sku", "w1", 1, 0, 1_000)
+        for i in range(2 * RELEASE_BATCH + 10)
+    ]
+    for start in range(0, len(holds), 100):
+        assert not [
+            r
+            for r in await runner.run_all(holds[start : start + 100])
+            if isinstance(r, BaseException)
+        ]
+    assert [lv.quantity for lv in await inventory.levels("sku")] == [0]
+    assert await release_expired_holds(runner, 10_000) == 2 * RELEASE_BATCH + 10
+    assert [lv.quantity for lv in await inventory.levels("sku")] == [2 * RELEASE_BATCH + 10]
