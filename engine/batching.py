@@ -26,7 +26,11 @@ from engine.errors import Overloaded
 T = TypeVar("T")
 R = TypeVar("R")
 
-SendBatch = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
+# Sends a batch: returns each item's result (or the exception for it), and may hand results over
+# earlier through its `deliver(index, result)` argument, so that items whose answer is known do
+# not wait for the slowest of the batch (a node failing over, a slot being moved).
+Deliver = Callable[[int, R | BaseException], None]
+SendBatch = Callable[[list[T], Deliver[R]], Awaitable[Sequence[R | BaseException]]]
 
 
 @dataclass(slots=True)
@@ -111,8 +115,17 @@ class MicroBatcher(Generic[T, R]):
         self._schedule()
 
     async def _run(self, batch: list[_Queued[T, R]]) -> None:
+        def deliver(index: int, result: R | BaseException) -> None:
+            future = batch[index].future
+            if future.done():  # delivered already, or the caller went away
+                return
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
         try:
-            results = await self._send([queued.item for queued in batch])
+            results = await self._send([queued.item for queued in batch], deliver)
         except BaseException as exc:  # the whole round trip failed: every caller learns why
             for queued in batch:
                 if not queued.future.done():
@@ -120,10 +133,5 @@ class MicroBatcher(Generic[T, R]):
             if not isinstance(exc, Exception):
                 raise
             return
-        for queued, result in zip(batch, results, strict=True):
-            if queued.future.done():  # the caller went away (client disconnected)
-                continue
-            if isinstance(result, BaseException):
-                queued.future.set_exception(result)
-            else:
-                queued.future.set_result(result)
+        for index, result in enumerate(results):
+            deliver(index, result)

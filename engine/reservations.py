@@ -13,10 +13,10 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from engine import commands, scripts
-from engine.batching import MicroBatcher
+from engine.batching import Deliver, MicroBatcher
 from engine.commands import ArchivedCopy, Attempt, ReserveOutcome, StockBeyondRings
 from engine.delivery import delivery_days
 from engine.errors import DomainError, OutcomeUnknown, OutOfStock, Overloaded
@@ -159,7 +159,9 @@ class ReservationEngine:
             self._unbatched_slots.release()
         return outcome
 
-    async def _send(self, attempts: list[Attempt]) -> list[ReserveOutcome | BaseException]:
+    async def _send(
+        self, attempts: list[Attempt], deliver: Deliver[ReserveOutcome]
+    ) -> list[ReserveOutcome | BaseException]:
         by_partition: defaultdict[int, list[int]] = defaultdict(list)
         for i, attempt in enumerate(attempts):
             by_partition[attempt.partition].append(i)
@@ -174,14 +176,18 @@ class ReservationEngine:
             for group in groups
         ]
         results: list[ReserveOutcome | BaseException] = [RuntimeError("no reply")] * len(attempts)
-        for group, result in zip(groups, await self.runner.run_all(calls), strict=True):
-            for position, i in enumerate(group):
+
+        def settle(call: int, result: Any) -> None:
+            for position, i in enumerate(groups[call]):
                 if isinstance(result, OutcomeUnknown):
                     results[i] = result.about(attempts[i].order_id)
                 elif isinstance(result, BaseException):
                     results[i] = result
                 else:
                     results[i] = result[position]
+                deliver(i, results[i])
+
+        await self.runner.run_all(calls, settle)
         return results
 
 

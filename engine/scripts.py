@@ -63,6 +63,7 @@ RESEND_BACKOFF_MAX_S: Final = 0.5
 
 Arg = str | int | float | bytes
 R = TypeVar("R")
+ResultHook = Callable[[int, Any], None]
 log = logging.getLogger(__name__)
 
 
@@ -168,55 +169,84 @@ class ScriptRunner:
         done: R = result
         return done
 
-    async def run_all(self, commands: Sequence[Command[Any]]) -> list[Any]:
+    async def run_all(
+        self, commands: Sequence[Command[Any]], on_result: ResultHook | None = None
+    ) -> list[Any]:
         """Every command's result, or the exception its reply decoded to, in order; one round
         trip per node when nothing goes wrong. A command whose reply could not be had within the
-        deadline gets OutcomeUnknown."""
-        replies = await self._replies(commands)
-        results: list[Any] = []
-        for command, reply in zip(commands, replies, strict=True):
-            if isinstance(reply, BaseException):
-                results.append(_as_error(command, reply))
-                continue
-            try:
-                results.append(command.decode(reply))
-            except Exception as exc:  # a domain error, or an unexpected reply
-                results.append(exc)
+        deadline gets OutcomeUnknown. `on_result(i, result)` hears of each command as soon as
+        its result is final: after a fault, those that were answered need not wait for the
+        resends of those that were not."""
+        results: list[Any] = [None] * len(commands)
+
+        def settle(i: int, reply: Any) -> None:
+            results[i] = self._result(commands[i], reply)
+            if on_result is not None:
+                on_result(i, results[i])
+
+        await self._replies(commands, settle)
         return results
 
-    async def _replies(self, commands: Sequence[Command[Any]]) -> list[Any]:
-        """The raw replies; a call whose reply was lost to a transport fault is sent again until
-        the deadline, then answered OutcomeUnknown."""
-        replies: list[Any] = [None] * len(commands)
-        todo = list(range(len(commands)))
+    @staticmethod
+    def _result(command: Command[Any], reply: Any) -> Any:
+        if isinstance(reply, BaseException):
+            return _as_error(command, reply)
+        try:
+            return command.decode(reply)
+        except Exception as exc:  # a domain error, or an unexpected reply
+            return exc
+
+    async def _replies(
+        self, commands: Sequence[Command[Any]], settle: Callable[[int, Any], None]
+    ) -> None:
+        """Send every command in one pipeline; settle each reply that came back. A call whose
+        reply was lost to a transport fault is then sent again on its own (so one failing node
+        or slot holds up nothing else) until the deadline, then settled as OutcomeUnknown."""
         give_up_at = time.monotonic() + self.deadline_s
-        backoff_s = RESEND_BACKOFF_MIN_S
-        while True:
-            left_s = max(give_up_at - time.monotonic(), RESEND_BACKOFF_MIN_S)
-            try:
-                async with asyncio.timeout(left_s):
-                    got = await self._send_loading_scripts([commands[i] for i in todo])
-            except TRANSIENT_ERRORS as exc:
-                got = [exc] * len(todo)
-            lost = []
-            for i, reply in zip(todo, got, strict=True):
-                replies[i] = reply
-                if isinstance(reply, TRANSIENT_ERRORS):
-                    lost.append(i)
-            if not lost:
-                return replies
-            fault = replies[lost[0]]
-            if time.monotonic() + backoff_s >= give_up_at:
-                for i in lost:
-                    replies[i] = OutcomeUnknown(f"{type(fault).__name__}: {fault}")
-                return replies
+        got = await self._attempt(commands, give_up_at)
+        lost = []
+        for i, reply in enumerate(got):
+            if isinstance(reply, TRANSIENT_ERRORS):
+                lost.append(i)
+            else:
+                settle(i, reply)
+        if lost:
+            fault = got[lost[0]]
             log.warning(
                 "%d redis call(s) lost (%s: %s); resending", len(lost), type(fault).__name__, fault
             )
+            await asyncio.gather(
+                *(self._resend(i, commands[i], got[i], give_up_at, settle) for i in lost)
+            )
+
+    async def _resend(
+        self,
+        index: int,
+        command: Command[Any],
+        fault: BaseException,
+        give_up_at: float,
+        settle: Callable[[int, Any], None],
+    ) -> None:
+        backoff_s = RESEND_BACKOFF_MIN_S
+        while time.monotonic() + backoff_s < give_up_at:
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, RESEND_BACKOFF_MAX_S)
-            self.resends += len(lost)
-            todo = lost
+            self.resends += 1
+            (reply,) = await self._attempt([command], give_up_at)
+            if not isinstance(reply, TRANSIENT_ERRORS):
+                settle(index, reply)
+                return
+            fault = reply
+        settle(index, OutcomeUnknown(f"{type(fault).__name__}: {fault}"))
+
+    async def _attempt(self, commands: Sequence[Command[Any]], give_up_at: float) -> list[Any]:
+        """One send of the commands: their replies, or the transport fault in place of each."""
+        left_s = max(give_up_at - time.monotonic(), RESEND_BACKOFF_MIN_S)
+        try:
+            async with asyncio.timeout(left_s):
+                return await self._send_loading_scripts(commands)
+        except TRANSIENT_ERRORS as exc:
+            return [exc] * len(commands)
 
     async def _send_loading_scripts(self, commands: Sequence[Command[Any]]) -> list[Any]:
         replies = await self._send(commands)

@@ -117,7 +117,7 @@ async def place(engine: ReservationEngine, product_id: str, quantity: int, i: in
         confirmation = await engine.place(OrderRequest(product_id, quantity, customer))
         outcome, detail, order_id = "confirmed", "", confirmation.order_id
     except OutcomeUnknown as unknown:
-        outcome, detail, order_id = "OutcomeUnknown", str(unknown), unknown.order_id
+        outcome, detail, order_id = "OutcomeUnknown", str(unknown), unknown.subject_id
     except Exception as exc:  # a refusal of any kind: recorded, and the client goes on
         outcome, detail, order_id = type(exc).__name__, str(exc), None
     answered = time.monotonic()
