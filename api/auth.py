@@ -45,6 +45,7 @@ ROUTE_SCOPES: Final[dict[str, frozenset[str]]] = {
     "InventoryController.levels": frozenset({ORDERS, OPERATOR}),
     "InventoryController.stream": frozenset({ORDERS, OPERATOR}),
     "InventoryController.reserve": frozenset({ORDERS}),
+    "InventoryController.release": frozenset({ORDERS, OPERATOR}),  # a storefront only its own
     "InventoryController.set_level": frozenset({OPERATOR}),
     "InventoryController.adjust_level": frozenset({OPERATOR}),
     "WarehouseController.create": frozenset({OPERATOR}),
@@ -207,9 +208,15 @@ def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller | None:
 def require_owner(connection: ASGIConnection[Any, Any, Any, Any], order_id: str) -> None:
     """A storefront may touch only orders it placed; another's answers as unknown, so order IDs
     cannot be probed. Operators and the open API pass."""
-    caller = caller_of(connection)
-    if caller is not None and not caller.reads_any_order and not caller.owns(order_id):
+    if not may_touch(connection, order_id):
         raise OrderNotFound(order_id)
+
+
+def may_touch(connection: ASGIConnection[Any, Any, Any, Any], minted_id: str) -> bool:
+    """Whether the caller may use an order or a hold: its own (the owner tag minted into the
+    ID, engine.ids), or any for an operator and the open API."""
+    caller = caller_of(connection)
+    return caller is None or caller.reads_any_order or caller.owns(minted_id)
 
 
 def retry_after_header(wait_s: float) -> str:

@@ -17,6 +17,8 @@ from redis import exceptions as redis_errors
 from api.auth import Forbidden, RateLimited, Unauthenticated, retry_after_header
 from engine.errors import (
     DomainError,
+    HoldNotFound,
+    HoldUnavailable,
     IdempotencyKeyReused,
     InvalidTransition,
     NegativeStock,
@@ -56,6 +58,8 @@ DOMAIN_STATUS: Final[dict[type[DomainError], tuple[int, str]]] = {
     NegativeStock: (409, "negative_stock"),
     IdempotencyKeyReused: (422, "idempotency_key_reused"),
     OrderMovedOn: (409, "order_changed"),
+    HoldUnavailable: (409, "reservation_unavailable"),
+    HoldNotFound: (404, "reservation_not_found"),
     # 503s: nothing is wrong with the request; send it again after Retry-After.
     Overloaded: (503, "overloaded"),
     StoreFull: (503, "store_full"),

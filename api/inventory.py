@@ -5,18 +5,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
-from litestar import Controller, get, post, put
+from litestar import Controller, Request, delete, get, post, put
 from litestar.datastructures import State
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from api.auth import caller_of, may_touch
 from api.state import Services
 from api.stock_feed import Dropped, StockFeed, Subscription
-from api.types import ProductId, ProductIdPath, ProductIdQuery, WarehouseId, WarehouseIdPath
-from engine.errors import UnknownWarehouse
+from api.types import (
+    AnyIdPath,
+    ProductId,
+    ProductIdPath,
+    ProductIdQuery,
+    WarehouseId,
+    WarehouseIdPath,
+)
+from engine.errors import HoldNotFound, UnknownWarehouse
 from engine.inventory import StockChange
 
 MAX_STOCK_UNITS: Final = 1_000_000_000
@@ -42,6 +50,11 @@ class ReserveStock(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     product_id: ProductId
     warehouse_id: WarehouseId
     quantity: Units
+
+
+class HoldReleased(msgspec.Struct, rename="camel"):
+    status: str
+    reservation_id: str
 
 
 class StockReserved(msgspec.Struct, rename="camel"):
@@ -106,15 +119,32 @@ class InventoryController(Controller):
         return ServerSentEvent(_stock_events(state.services, product_id))
 
     @post("/reserve", status_code=200)
-    async def reserve(self, state: State, data: JSONBody[ReserveStock]) -> StockReserved:
+    async def reserve(
+        self, state: State, request: Request[Any, Any, Any], data: JSONBody[ReserveStock]
+    ) -> StockReserved:
         """Hold units at one named warehouse; the hold expires unless an order takes it."""
         await _require_warehouse(state.services, data.warehouse_id)
+        caller = caller_of(request)
         held = await state.services.inventory.hold(
-            data.product_id, data.warehouse_id, data.quantity
+            data.product_id,
+            data.warehouse_id,
+            data.quantity,
+            owner_tag=None if caller is None else caller.owner_tag,
         )
         return StockReserved(
             "success", "Stock reserved successfully", held.hold_id, held.expires_at
         )
+
+    @delete("/reservations/{reservation_id:str}", status_code=200)
+    async def release(
+        self, state: State, request: Request[Any, Any, Any], reservation_id: AnyIdPath
+    ) -> HoldReleased:
+        """Release a hold before it expires: its units go back to its warehouse. A hold an order
+        took, or that was released or expired, is 404: its units never come back twice."""
+        if not may_touch(request, reservation_id):
+            raise HoldNotFound(reservation_id)  # another's hold: as if unknown
+        await state.services.inventory.release(reservation_id)
+        return HoldReleased("released", reservation_id)
 
     @put("/{product_id:str}/stock/{warehouse_id:str}", tags=["operators"])
     async def set_level(

@@ -12,11 +12,11 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import HeaderParameter, JSONBody
 
-from api.auth import caller_of, require_owner
+from api.auth import caller_of, may_touch, require_owner
 from api.metrics import Metrics
-from api.types import AnyIdPath, Location, ProductId
+from api.types import AnyIdPath, Location, OrderId, ProductId
 from engine import lifecycle
-from engine.errors import OrderNotFound
+from engine.errors import HoldUnavailable, OrderNotFound
 from engine.ids import partition_of_id
 from engine.orders import MAX_ORDER_QUANTITY, Order, OrderRequest
 from geo.rings import Point
@@ -34,6 +34,8 @@ class PlaceOrder(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     product_id: ProductId
     quantity: Quantity
     customer_location: Location
+    # A hold of POST /inventory/reserve: the order takes its units from it, at its warehouse.
+    reservation_id: OrderId | None = None
 
 
 class OrderPlaced(msgspec.Struct, rename="camel"):
@@ -109,7 +111,10 @@ class OrderController(Controller):
             idempotency_key=idempotency_key,
             # Ownership rides in the order ID: no write per order records it (engine.ids).
             owner_tag=None if caller is None else caller.owner_tag,
+            hold_id=data.reservation_id,
         )
+        if data.reservation_id is not None and not may_touch(request, data.reservation_id):
+            raise HoldUnavailable(data.reservation_id, "gone")  # another's hold: as if gone
         metrics: Metrics = state.metrics
         try:
             with metrics.reservation_seconds.time():

@@ -22,6 +22,8 @@ from engine import keys, scripts
 from engine.delivery import estimated_delivery
 from engine.errors import (
     DomainError,
+    HoldNotFound,
+    HoldUnavailable,
     IdempotencyKeyReused,
     InvalidTransition,
     NegativeStock,
@@ -101,23 +103,9 @@ def reserve(
         script_keys += [
             keys.stock(partition, request.product_id),
             order_key,
-            keys.idempotency(partition, idem) if idem else order_key,
+            keys.idempotency(partition, request.product_id, idem) if idem else order_key,
         ]
-        orders.append(
-            (
-                attempt.order_id,
-                request.product_id,
-                request.quantity,
-                idem or "",
-                request.fingerprint(),
-                # As text: Lua's cjson keeps 14 significant digits, and a location must come back
-                # exactly as it was sent.
-                repr(request.customer.lat),
-                repr(request.customer.lon),
-                [warehouse_id for warehouse_id, _ in attempt.candidates],
-                [days for _, days in attempt.candidates],
-            )
-        )
+        orders.append(_wire_order(attempt))
 
     def decode(reply: Any) -> list[ReserveOutcome]:
         if not isinstance(reply, list) or len(reply) != len(attempts):
@@ -126,6 +114,53 @@ def reserve(
 
     args: list[scripts.Arg] = [now_ms, idempotency_ttl_s, msgspec.json.encode(orders)]
     return scripts.Command(scripts.RESERVE, script_keys, args, decode)
+
+
+def _wire_order(attempt: Attempt) -> tuple[object, ...]:
+    """One order as lua/reserve.lua and lua/place_from_hold.lua take it."""
+    request = attempt.request
+    return (
+        attempt.order_id,
+        request.product_id,
+        request.quantity,
+        request.idempotency_key or "",
+        request.fingerprint(),
+        # As text: Lua's cjson keeps 14 significant digits, and a location must come back
+        # exactly as it was sent.
+        repr(request.customer.lat),
+        repr(request.customer.lon),
+        [warehouse_id for warehouse_id, _ in attempt.candidates],
+        [days for _, days in attempt.candidates],
+    )
+
+
+def place_from_hold(
+    now_ms: int, attempt: Attempt, hold_id: str, idempotency_ttl_s: int = IDEMPOTENCY_TTL_S
+) -> scripts.Command[ReserveOutcome]:
+    """Place one order with the units of a hold; its one candidate is the hold's warehouse."""
+    partition, request = attempt.partition, attempt.request
+    order_key = keys.order(partition, attempt.order_id)
+    idem = request.idempotency_key
+
+    def decode(reply: Any) -> ReserveOutcome:
+        match reply:
+            case ["hold_unavailable", why]:
+                return HoldUnavailable(hold_id, str(why))
+        return _reserve_outcome(attempt, reply)
+
+    return scripts.Command(
+        scripts.PLACE_FROM_HOLD,
+        [
+            keys.stream(partition),
+            keys.stock(partition, request.product_id),
+            order_key,
+            keys.idempotency(partition, request.product_id, idem) if idem else order_key,
+            keys.hold(partition, hold_id),
+            keys.hold_expiries(partition),
+        ],
+        [now_ms, idempotency_ttl_s, msgspec.json.encode(_wire_order(attempt)), hold_id],
+        decode,
+    )
 
 
 def _reserve_outcome(attempt: Attempt, reply: Any) -> ReserveOutcome:
@@ -225,6 +260,32 @@ def hold_stock(
             keys.operation(partition, hold_id),
         ],
         [hold_id, product_id, warehouse_id, units, now_ms, ttl_ms, OPERATION_TTL_S],
+        decode,
+    )
+
+
+def release_hold(operation_id: str, hold_id: str, product_id: str) -> scripts.Command[int]:
+    """Give a hold's units back before it expires; the result is the warehouse's new level."""
+    partition = keys.partition_of_product(product_id)
+
+    def decode(reply: Any) -> int:
+        match reply:
+            case ["ok", available]:
+                return int(available)
+            case ["not_found"]:
+                raise HoldNotFound(hold_id)
+        raise UnexpectedReply("release_hold", reply)
+
+    return scripts.Command(
+        scripts.RELEASE_HOLD,
+        [
+            keys.stream(partition),
+            keys.hold(partition, hold_id),
+            keys.hold_expiries(partition),
+            keys.stock(partition, product_id),
+            keys.operation(partition, operation_id),
+        ],
+        [hold_id, product_id, OPERATION_TTL_S],
         decode,
     )
 

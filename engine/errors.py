@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Final
+
 
 class DomainError(Exception):
     """Base of every error the engine reports to a caller; the message is safe to show."""
@@ -65,6 +68,29 @@ class NegativeStock(DomainError):
             f"adjustment would take {product_id!r} at {warehouse_id!r} below zero "
             f"(available: {available})"
         )
+
+
+class HoldUnavailable(DomainError):
+    """An order named a hold it cannot take its units from."""
+
+    REASONS: Final[Mapping[str, str]] = {
+        "gone": "was used by an order, released, or never existed",
+        "expired": "has expired",
+        "other_product": "holds another product",
+        "other_warehouse": "is at another warehouse",
+        "too_few": "holds fewer units than the order",
+    }
+
+    def __init__(self, hold_id: str, why: str) -> None:
+        super().__init__(f"reservation {hold_id!r} {self.REASONS.get(why, why)}")
+        self.hold_id = hold_id
+        self.why = why
+
+
+class HoldNotFound(DomainError):
+    def __init__(self, hold_id: str) -> None:
+        super().__init__(f"reservation {hold_id!r} does not exist (used, released or expired)")
+        self.hold_id = hold_id
 
 
 class OrderMovedOn(DomainError):

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from typing import Final, Literal
 
 from engine import commands, keys, scripts
-from engine.errors import UnknownProduct
-from engine.ids import new_id, new_operation_id
+from engine.errors import HoldNotFound, UnknownProduct
+from engine.ids import new_id, new_operation_id, partition_of_id
 
 HOLD_TTL_S: Final = 15 * 60
 RELEASE_BATCH: Final = 256  # expired holds released per partition per script call
@@ -69,14 +69,30 @@ class Inventory:
             if isinstance(result, BaseException):
                 raise result
 
-    async def hold(self, product_id: str, warehouse_id: str, units: int) -> Hold:
-        hold_id = new_id(keys.partition_of_product(product_id))
+    async def hold(
+        self, product_id: str, warehouse_id: str, units: int, owner_tag: int | None = None
+    ) -> Hold:
+        """`owner_tag`: the holding storefront's, minted into the hold ID like an order's, so only
+        it can use or release the hold."""
+        hold_id = new_id(keys.partition_of_product(product_id), owner_tag=owner_tag)
         held = await self._runner.run(
             commands.hold_stock(
                 hold_id, product_id, warehouse_id, units, _now_ms(), HOLD_TTL_S * 1000
             )
         )
         return Hold(hold_id, held.available, datetime.fromtimestamp(held.expires_ms / 1000, UTC))
+
+    async def release(self, hold_id: str) -> int:
+        """Give a hold's units back before it expires; returns the warehouse's new level."""
+        partition = partition_of_id(hold_id)
+        if partition is None:
+            raise HoldNotFound(hold_id)
+        product_id = await self._runner.redis.hget(keys.hold(partition, hold_id), "product")
+        if product_id is None:
+            raise HoldNotFound(hold_id)
+        return await self._runner.run(
+            commands.release_hold(new_operation_id(), hold_id, str(product_id))
+        )
 
 
 async def release_expired_holds(

@@ -45,8 +45,10 @@ def order(partition: int, order_id: str) -> str:
     return f"order:{TAGS[partition]}:{order_id}"
 
 
-def idempotency(partition: int, idempotency_key: str) -> str:
-    return f"idem:{TAGS[partition]}:{idempotency_key}"
+def idempotency(partition: int, product_id: str, idempotency_key: str) -> str:
+    """A key is scoped to its product: the same key with another product is another request,
+    whatever the two products' partitions (README, "No duplicates")."""
+    return f"idem:{TAGS[partition]}:{product_id}:{idempotency_key}"
 
 
 def operation(partition: int, operation_id: str) -> str:

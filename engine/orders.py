@@ -28,6 +28,7 @@ class OrderRequest:
     customer: Point
     idempotency_key: str | None = None
     owner_tag: int | None = None  # the placing storefront's, minted into the order ID (engine.ids)
+    hold_id: str | None = None  # take the units from this hold (POST /inventory/reserve)
 
     def fingerprint(self) -> str:
         """What must match for a retry under the same idempotency key to be the same request."""

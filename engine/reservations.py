@@ -15,12 +15,12 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
-from engine import commands, scripts
+from engine import commands, keys, scripts
 from engine.batching import Deliver, MicroBatcher
 from engine.commands import ArchivedCopy, Attempt, ReserveOutcome, StockBeyondRings
 from engine.delivery import delivery_days
-from engine.errors import DomainError, OutcomeUnknown, OutOfStock, Overloaded
-from engine.ids import new_id, new_operation_id
+from engine.errors import DomainError, HoldUnavailable, OutcomeUnknown, OutOfStock, Overloaded
+from engine.ids import new_id, new_operation_id, partition_of_id
 from engine.keys import partition_of_product
 from engine.live_orders import LiveOrders
 from engine.orders import IDEMPOTENCY_TTL_S, Confirmation, Order, OrderRequest
@@ -87,6 +87,8 @@ class ReservationEngine:
         return Attempt(order_id, partition, request, _with_days(ranked))
 
     async def place(self, request: OrderRequest) -> Confirmation:
+        if request.hold_id is not None:
+            return await self._place_from_hold(request, request.hold_id)
         attempt = self.first_attempt(request)
         try:
             outcome = await self._attempt(attempt)
@@ -103,6 +105,36 @@ class ReservationEngine:
             raise OutOfStock(request.product_id, request.quantity)
         if isinstance(outcome, DomainError):
             raise outcome
+        return outcome
+
+    async def _place_from_hold(self, request: OrderRequest, hold_id: str) -> Confirmation:
+        """The order takes its units from the hold, at the hold's warehouse (no ring walk: the
+        storefront chose the warehouse when it held the units)."""
+        partition = partition_of_product(request.product_id)
+        if partition_of_id(hold_id) != partition:  # another product's hold, or no hold ID at all
+            raise HoldUnavailable(hold_id, "other_product")
+        held_at = await self.runner.redis.hget(keys.hold(partition, hold_id), "warehouse")
+        if held_at is None:
+            raise HoldUnavailable(hold_id, "gone")
+        warehouse_id = str(held_at)
+        if not warehouse_id:
+            raise HoldUnavailable(hold_id, "gone")
+        if warehouse_id not in self.directory:
+            self.directory = await self._reload_directory()
+        km = self.directory.distance_km(request.customer, warehouse_id)
+        order_id = new_id(partition, owner_tag=request.owner_tag)
+        attempt = Attempt(order_id, partition, request, ((warehouse_id, delivery_days(km)),))
+        command = commands.place_from_hold(
+            int(time.time() * 1000), attempt, hold_id, self._idempotency_ttl_s
+        )
+        try:
+            outcome = await self.runner.run(command)
+        except OutcomeUnknown as unknown:
+            raise unknown.about(order_id) from unknown
+        if isinstance(outcome, DomainError):
+            raise outcome
+        if not isinstance(outcome, Confirmation):
+            raise commands.UnexpectedReply("place_from_hold", outcome)
         return outcome
 
     async def reroute(self, order_id: str, from_warehouse_id: str, reason: str) -> Order:
@@ -151,9 +183,7 @@ class ReservationEngine:
         except TimeoutError:
             raise Overloaded(MAX_QUEUE_WAIT_S) from None
         try:
-            command = commands.reserve(
-                int(time.time() * 1000), [attempt], self._idempotency_ttl_s
-            )
+            command = commands.reserve(int(time.time() * 1000), [attempt], self._idempotency_ttl_s)
             (outcome,) = await self.runner.run(command)
         finally:
             self._unbatched_slots.release()

@@ -94,8 +94,12 @@ TRANSITION: Final = LuaScript.load("transition")
 RELEASE_HOLDS: Final = LuaScript.load("release_holds")
 REROUTE: Final = LuaScript.load("reroute")
 EXPIRE_PERSISTED: Final = LuaScript.load("expire_persisted")
+PLACE_FROM_HOLD: Final = LuaScript.load("place_from_hold")
+RELEASE_HOLD: Final = LuaScript.load("release_hold")
 ALL_SCRIPTS: Final = (
     RESERVE,
+    PLACE_FROM_HOLD,
+    RELEASE_HOLD,
     SET_STOCK,
     HOLD,
     CANCEL,
@@ -253,7 +257,12 @@ class ScriptRunner:
         # A Redis that restarted or failed over has an empty script cache: load, send those again.
         missing = [i for i, r in enumerate(replies) if isinstance(r, redis_errors.NoScriptError)]
         if missing:
-            await load_all(self.redis)
+            try:
+                await load_all(self.redis)
+            except redis_errors.ResponseError as refused:  # e.g. OOM: Redis is at maxmemory
+                for i in missing:
+                    replies[i] = refused
+                return replies
             resent = await self._send([commands[i] for i in missing])
             for i, reply in zip(missing, resent, strict=True):
                 replies[i] = reply

@@ -27,6 +27,7 @@
 
 --- @include "includes/order_record"
 --- @include "includes/stock"
+--- @include "includes/confirm_order"
 
 local now_ms, idem_ttl_s = whole_number(ARGV[1]), whole_number(ARGV[2])
 local orders = cjson.decode(ARGV[3])
@@ -48,8 +49,7 @@ for i, o in ipairs(orders) do
   end
   local placed = read_record(order_key)
   if placed then
-    replies[i] = {'ok', o[1], placed[RECORD.warehouse], placed[RECORD.eta_days],
-      placed[RECORD.created_ms], 0, placed[RECORD.seq]}
+    replies[i] = answer_for_record(o[1], placed)
   else
     pending[#pending + 1] = i
     if #ids > 0 then
@@ -93,14 +93,11 @@ local versioned, keys_used = {}, {}
 for _, i in ipairs(pending) do
   local o = orders[i]
   local stock_key, order_key, idem_key = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
-  local order_id, product_id, qty, idem, fingerprint = o[1], o[2], whole_number(o[3]), o[4], o[5]
-  local ids, days_of = o[8], o[9]
+  local qty, idem, ids, days_of = whole_number(o[3]), o[4], o[8], o[9]
 
-  -- stored as orderId|warehouseId|deliveryDays|createdMs|fingerprint
   local seen = idem ~= '' and (keys_used[idem_key] or redis.call('GET', idem_key))
   if seen then
-    local oid, wid, days, created, fp = string.match(seen, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-    replies[i] = fp == fingerprint and {'ok', oid, wid, days, created, 1, 0} or {'key_conflict'}
+    replies[i] = answer_for_key(seen, o[5])
   else
     local level, pick = levels[stock_key] or {}, nil
     for j = 1, #ids do
@@ -111,16 +108,9 @@ for _, i in ipairs(pending) do
       local left = redis.call('HINCRBY', stock_key, wid, -qty)
       level[wid] = left
       versioned[stock_key] = true
-      local record = new_record(product_id, wid, qty, days, now_ms, o[6], o[7], idem)
-      local encoded = save_record(order_key, record)
-      redis.call('XADD', stream, '*', 'type', 'order.confirmed', 'order', order_id,
-        'record', encoded, 'available', left)
-      if idem ~= '' then
-        local stored = order_id .. '|' .. wid .. '|' .. days .. '|' .. now_ms .. '|' .. fingerprint
-        redis.call('SET', idem_key, stored, 'EX', idem_ttl_s)
-        keys_used[idem_key] = stored
-      end
-      replies[i] = {'ok', order_id, wid, days, now_ms, 0, record[RECORD.seq]}
+      local stored
+      replies[i], stored = confirm_order(stream, order_key, idem_key, idem_ttl_s, now_ms, o, wid, days, left)
+      if stored ~= '' then keys_used[idem_key] = stored end
     else
       replies[i] = not_reserved(stock_key, qty, ids)
     end
