@@ -211,7 +211,7 @@ async def test_a_key_repeated_after_it_left_redis_is_caught_and_cancelled(
     await stock_products(redis, ["sku"], 10)
     first = await place(redis, key="retry-me")
     await drain(redis, pg, mongo)
-    await redis.delete(keys.idempotency(P, "retry-me"))  # its IDEMPOTENCY_TTL_S passed
+    await redis.delete(keys.idempotency(P, "sku", "retry-me"))  # its IDEMPOTENCY_TTL_S passed
     before = await level(redis, "1")
     again = await place(redis, key="retry-me")
     assert again.order_id != first.order_id  # Redis no longer knows the key
