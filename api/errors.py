@@ -125,6 +125,12 @@ def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Err
     return error_response(exc.status_code, code, exc.detail)
 
 
+def on_store_full(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    """A write outside the engine (a warehouse's version bump, a notice's job) refused at
+    maxmemory: the engine's own writes become StoreFull."""
+    return on_domain_error(request, StoreFull())
+
+
 def on_store_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     """A read that could not reach its store (the engine's writes go through its resends)."""
     log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
@@ -145,6 +151,7 @@ EXCEPTION_HANDLERS: Final = {
     RateLimited: on_rate_limited,
     ValidationException: on_validation_error,
     HTTPException: on_http_error,
+    redis_errors.OutOfMemoryError: on_store_full,
     redis_errors.ConnectionError: on_store_unavailable,
     redis_errors.TimeoutError: on_store_unavailable,
     # PostgreSQL down or restarting while an order that left Redis is read.

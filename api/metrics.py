@@ -2,8 +2,9 @@
 
 Counters the requests update (order outcomes, reservation latency, responses per status class)
 live in this process only: with several API processes, each is its own scrape target. The
-gauges of shared state (stream backlog, writer progress, dead letters, failed notices) are read
-from the stores at scrape time, so every process reports the same values for them.
+gauges of shared state (stream backlog, writer progress, dead letters, failed notices, Redis
+memory per node) are read from the stores at scrape time, so every process reports the same
+values for them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from litestar import Response, get
 from litestar.datastructures import State
@@ -22,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+from redis.asyncio import RedisCluster
 
 from api.state import Services
 from engine.errors import (
@@ -33,6 +35,7 @@ from engine.errors import (
     UnknownProduct,
 )
 from engine.stock_changes import StockChange
+from stores.redis import RedisClient
 from writers import CONSUMER_GROUPS, writer_backlog
 from writers.dead_letters import dead_letter_count  # clean-up: api/ should not import writers/
 from writers.streams import persisted_counts
@@ -68,6 +71,16 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class NodeMemory:
+    """One Redis node's memory, from INFO: at maxmemory (noeviction) a master refuses writes."""
+
+    node: str  # host:port
+    role: str  # "master" or "replica"
+    used_bytes: int  # used_memory
+    max_bytes: int  # maxmemory; 0 is no limit
+
+
+@dataclass(frozen=True, slots=True)
 class StoreReading:
     """The shared state, as read at one scrape."""
 
@@ -76,6 +89,7 @@ class StoreReading:
     persisted: dict[str, int]  # per group: entries acked since the counter key was created
     dead_letters: int  # entries in the dead-letter streams, every group's
     notification_failures: int
+    redis_memory: list[NodeMemory]  # every node that answered
 
 
 class StoreCollector(Collector):
@@ -115,6 +129,21 @@ class StoreCollector(Collector):
             "Notices that failed for good (rq FailedJobRegistry)",
             value=reading.notification_failures,
         )
+        used = GaugeMetricFamily(
+            "redis_memory_used_bytes",
+            "Memory Redis uses (INFO used_memory), per node",
+            labels=["node", "role"],
+        )
+        limit = GaugeMetricFamily(
+            "redis_memory_max_bytes",
+            "Redis maxmemory per node (0: no limit); a master past it refuses writes",
+            labels=["node", "role"],
+        )
+        for node in reading.redis_memory:
+            used.add_metric([node.node, node.role], node.used_bytes)
+            limit.add_metric([node.node, node.role], node.max_bytes)
+        yield used
+        yield limit
 
 
 class EngineCollector(Collector):
@@ -224,7 +253,35 @@ async def read_stores(services: Services) -> StoreReading:
         persisted=persisted,
         dead_letters=dead,
         notification_failures=failures,
+        redis_memory=await redis_memory(services.redis),
     )
+
+
+async def redis_memory(redis: RedisClient) -> list[NodeMemory]:
+    """INFO memory and replication of every node (a cluster's masters and replicas, or the one
+    server). A node that does not answer is left out, with a warning: one replica down must not
+    take the backlog series with it."""
+    replies: list[Any]
+    if isinstance(redis, RedisCluster):
+        nodes = redis.get_nodes()
+        names = [node.name for node in nodes]
+        # One call per node: with a single target redis-py answers that node's INFO as it is.
+        replies = await asyncio.gather(
+            *(redis.info("memory", "replication", target_nodes=node) for node in nodes),
+            return_exceptions=True,
+        )
+    else:  # the one server not answering fails the whole reading, like the reads above
+        address = redis.connection_pool.connection_kwargs
+        names = [f"{address.get('host', 'localhost')}:{address.get('port', 6379)}"]
+        replies = [await redis.info("memory", "replication")]
+    memory: list[NodeMemory] = []
+    for name, info in zip(names, replies, strict=True):
+        if isinstance(info, BaseException):
+            log.warning("metrics: INFO memory of redis %s failed: %s", name, info)
+            continue
+        role = "master" if info["role"] == "master" else "replica"
+        memory.append(NodeMemory(name, role, int(info["used_memory"]), int(info["maxmemory"])))
+    return memory
 
 
 @get("/metrics", include_in_schema=False)

@@ -1,10 +1,11 @@
-#!lua
+#!lua flags=allow-oom
 -- The orders writer committed these orders' latest events to PostgreSQL: let their records leave
 -- Redis, which keeps an order only while it is hot. A record leaves only if it is still at the
 -- seq that was persisted (a newer change keeps it until that change is persisted too, and a SET
 -- by any script drops the expiry again); an order in a final state leaves after a short linger
 -- (resends and copies from PostgreSQL need it, see includes/order_record.lua), any other after
--- the hot window.
+-- the hot window. It runs at maxmemory too (allow-oom): expiring records is how a full Redis
+-- frees itself.
 --
 -- KEYS: the order keys, all of one partition
 -- ARGV[1] hot window ms, ARGV[2] final-state linger ms, then the persisted seq of each order

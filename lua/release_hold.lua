@@ -1,8 +1,9 @@
-#!lua
+#!lua flags=allow-oom
 -- Release one hold before it expires (DELETE /inventory/reservations/{id}): its units go back to
 -- its warehouse, the hold is gone, a `stock.changed` event tells the inventory writer. A hold that
 -- an order took, or that was released or expired, is gone: its units never come back twice.
--- Safe to send twice (operation ID).
+-- Safe to send twice (operation ID). It runs at maxmemory too (allow-oom), like the release of
+-- expired holds.
 --
 -- KEYS[1] the partition's event stream, KEYS[2] the hold hash, KEYS[3] the partition's
 -- hold-expiry sorted set, KEYS[4] the hold's product's stock hash, KEYS[5] the operation key

@@ -1,10 +1,11 @@
-#!lua
+#!lua flags=allow-oom
 -- Return the units of expired holds (POST /inventory/reserve) to stock, atomically per partition:
 -- for each hold whose expiry has passed, add its units back at its warehouse, bump the product's
 -- stock version, forget the hold and append a `stock.changed` event for the inventory writer.
 -- The caller found the candidates (ZRANGEBYSCORE) and names their keys, as Redis Cluster wants
 -- every key a script touches declared; each is checked again here, so a hold is released once
--- and the script is safe to send twice.
+-- and the script is safe to send twice. It runs at maxmemory too (allow-oom): it frees the
+-- holds, and units must not stay held because Redis is full.
 --
 -- KEYS[1] the partition's event stream, KEYS[2] the partition's hold-expiry sorted set,
 -- KEYS[1 + 2i] hold i's hash, KEYS[2 + 2i] its product's stock hash

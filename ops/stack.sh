@@ -14,6 +14,7 @@
 # Every step checks before it acts, so a repeat `up` on a running stack takes a second or two.
 # Ports: PG_PORT (5432), REDIS_PORT (6379), MONGO_PORT (27017), FERRETDB_DEBUG_ADDR (127.0.0.1:8088),
 # CLUSTER_BASE_PORT (7000: the cluster uses 6 ports from there).
+# Memory limits: REDIS_MAXMEMORY (4gb), CLUSTER_NODE_MAXMEMORY (2gb a node), see redis_config_text.
 set -euo pipefail
 
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE[0]}")"
@@ -30,6 +31,9 @@ FERRETDB_VERSION="v1.24.2"
 CLUSTER_BASE_PORT="${CLUSTER_BASE_PORT:-7000}"
 CLUSTER_NODES=6                      # 3 masters, 1 replica each
 CLUSTER_NODE_TIMEOUT_MS=2000
+# Why these values: see the memory limit in redis_config_text.
+REDIS_MAXMEMORY="${REDIS_MAXMEMORY:-4gb}"
+CLUSTER_NODE_MAXMEMORY="${CLUSTER_NODE_MAXMEMORY:-2gb}"
 
 PG_DIR="$STACK/pg"          # may become a symlink, see pg_prepare_dir
 REDIS_DIR="$STACK/redis"
@@ -398,8 +402,17 @@ aof-use-rdb-preamble yes
 # RDB snapshots stay on too (no 'save ""' here, so Redis's default save points apply):
 # a second, compact copy for backups.
 
-# Never evict keys to make room: stock, reservations and idempotency keys must not silently
-# disappear. When memory is full, writes fail loudly instead.
+# Memory limit. Never evict keys to make room: stock, reservations and idempotency keys must not
+# silently disappear. At the limit Redis refuses every write (a script that may write is refused
+# before it runs, so nothing is half-written: the API answers 503 store_full) and keeps serving
+# reads, instead of growing until the kernel's OOM killer or swap takes it.
+# Why $REDIS_MAXMEMORY (REDIS_MAXMEMORY, default 4gb) on this 24 GiB machine: an AOF rewrite or
+# RDB save forks, and under writes copy-on-write can approach the dataset's size again, so a
+# Redis needs up to twice its limit; the machine also runs the local cluster (6 nodes x
+# CLUSTER_NODE_MAXMEMORY 2gb = 12 GB at most, replicas included), PostgreSQL, FerretDB, the API
+# and the writers. 4gb holds ~12M hot orders (~350 B each: record + stream entry; ~600 B with an
+# idempotency key), i.e. 20 min at 10k orders/s.
+maxmemory $REDIS_MAXMEMORY
 maxmemory-policy noeviction
 EOF
 }
@@ -410,7 +423,7 @@ redis_install() {
     new="$(redis_config_text)"
     if [ "$(cat "$conf" 2>/dev/null)" != "$new" ]; then
         printf '%s\n' "$new" >"$conf"
-        redis_ours && log "note: $conf changed; run 'ops/stack.sh down && ops/stack.sh up' to apply it"
+        redis_ours && log "note: $conf changed; up applies a missing memory limit at once, the rest takes 'ops/stack.sh down && ops/stack.sh up'"
     fi
     return 0
 }
@@ -419,6 +432,43 @@ redis_cli() { timeout 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 redis_ping() { [ "$(redis_cli ping 2>/dev/null)" = "PONG" ]; }
 # Ours = the Redis on the port works in our data dir (not a system redis-server).
 redis_ours() { [ "$(redis_cli config get dir 2>/dev/null | sed -n 2p)" = "$REDIS_DIR" ]; }
+
+# A memory size as Redis reads it (1k = 1000, 1kb = 1024, ... gb), in bytes.
+mem_bytes() {
+    local v="${1,,}" n unit
+    n="${v%%[a-z]*}"
+    unit="${v#"$n"}"
+    case "$unit" in
+        "" | b) echo "$n" ;;
+        k) echo $((n * 1000)) ;;
+        kb) echo $((n * 1024)) ;;
+        m) echo $((n * 1000000)) ;;
+        mb) echo $((n * 1024 * 1024)) ;;
+        g) echo $((n * 1000000000)) ;;
+        gb) echo $((n * 1024 * 1024 * 1024)) ;;
+        *) die "cannot read the memory size '$1'" ;;
+    esac
+}
+
+# ensure_memory_limit PORT LIMIT: a running Redis whose config had no limit yet (it started before
+# the limit was written) gets it now by CONFIG SET; its config file has it for the next start. One
+# with another non-zero limit is left alone and named: someone set it by hand, or a test holds a
+# limit for a moment (tests/test_store_full.py).
+ensure_memory_limit() {
+    local port="$1" limit="$2" current
+    current="$(timeout 10 redis-cli -h 127.0.0.1 -p "$port" config get maxmemory | sed -n 2p)"
+    if [ "$current" = 0 ]; then
+        log "127.0.0.1:$port had no memory limit: CONFIG SET maxmemory $limit"
+        [ "$(timeout 10 redis-cli -h 127.0.0.1 -p "$port" config set maxmemory "$limit")" = OK ] \
+            || die "CONFIG SET maxmemory $limit on 127.0.0.1:$port failed"
+    elif [ "$current" != "$(mem_bytes "$limit")" ]; then
+        log "note: 127.0.0.1:$port runs with maxmemory $current, its config says $limit (restart it, or CONFIG SET maxmemory $limit)"
+    fi
+    if [ "$(timeout 10 redis-cli -h 127.0.0.1 -p "$port" config get maxmemory-policy | sed -n 2p)" != noeviction ]; then
+        log "127.0.0.1:$port: CONFIG SET maxmemory-policy noeviction"
+        timeout 10 redis-cli -h 127.0.0.1 -p "$port" config set maxmemory-policy noeviction >/dev/null
+    fi
+}
 
 redis_up() {
     if redis_ping || port_open "$REDIS_PORT"; then
@@ -429,6 +479,7 @@ redis_up() {
         (cd "$REDIS_DIR" && redis-server "$REDIS_DIR/redis.conf") >/dev/null || { show_log "$REDIS_DIR/redis.log"; die "redis-server failed to start"; }
     fi
     wait_until "Redis" 30 "$REDIS_DIR/redis.log" redis_ping
+    ensure_memory_limit "$REDIS_PORT" "$REDIS_MAXMEMORY"
 }
 
 redis_down() {
@@ -470,6 +521,10 @@ cluster-require-full-coverage no
 appendonly yes
 appendfsync everysec
 aof-use-rdb-preamble yes
+# Same memory rule too, per node: 6 x $CLUSTER_NODE_MAXMEMORY (CLUSTER_NODE_MAXMEMORY) must fit
+# beside the single Redis with fork headroom (see redis_config_text). Replicas carry it as well:
+# a replica does not refuse its master's writes, but once promoted it must have the limit.
+maxmemory $CLUSTER_NODE_MAXMEMORY
 maxmemory-policy noeviction
 CONF
 }
@@ -510,6 +565,7 @@ cmd_cluster_up() {
         fi
     done
     wait_until "Redis cluster nodes" 30 "$CLUSTER_DIR/$CLUSTER_BASE_PORT/redis.log" cluster_all_ping
+    for p in $(cluster_ports); do ensure_memory_limit "$p" "$CLUSTER_NODE_MAXMEMORY"; done
     # Nodes that restarted with their nodes.conf find each other again; only brand-new nodes (one
     # known node, no slots) are joined into a cluster here.
     if [ "$(cluster_info "$CLUSTER_BASE_PORT" cluster_known_nodes)" = 1 ] \
@@ -680,13 +736,14 @@ cmd_status() {
         printf '%-9s DOWN  127.0.0.1:%s\n' postgres "$PG_PORT"; ok=1
     fi
     if have redis-cli && redis_ping; then
-        local aof fsync who=ours
+        local aof fsync maxmem who=ours
         aof="$(redis_cli config get appendonly | sed -n 2p)"
         fsync="$(redis_cli config get appendfsync | sed -n 2p)"
+        maxmem="$(redis_cli config get maxmemory | sed -n 2p)"
         pid="$(redis_cli info server | tr -d '\r' | sed -n 's/^process_id://p')"
         redis_ours || { who="NOT OURS (dir is not $REDIS_DIR)"; ok=1; }
-        printf '%-9s up    127.0.0.1:%-6s pid %-8s appendonly=%s appendfsync=%s %s\n' \
-            redis "$REDIS_PORT" "$pid" "$aof" "$fsync" "$who"
+        printf '%-9s up    127.0.0.1:%-6s pid %-8s appendonly=%s appendfsync=%s maxmemory=%s %s\n' \
+            redis "$REDIS_PORT" "$pid" "$aof" "$fsync" "$maxmem" "$who"
     else
         printf '%-9s DOWN  127.0.0.1:%s\n' redis "$REDIS_PORT"; ok=1
     fi

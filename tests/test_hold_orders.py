@@ -85,7 +85,8 @@ async def test_another_clients_hold_is_refused(
 ) -> None:
     api_keys = load_api_keys(
         {
-            "API_KEYS": '{"shop-a-key-0123456789abcdef": {"client": "shop-a", "scopes": ["orders"]},'
+            "API_KEYS": '{"shop-a-key-0123456789abcdef":'
+            ' {"client": "shop-a", "scopes": ["orders"]},'
             ' "shop-b-key-0123456789abcdef": {"client": "shop-b", "scopes": ["orders"]},'
             ' "ops-key-0123456789abcdef0": {"client": "ops", "scopes": ["operator"]}}'
         }

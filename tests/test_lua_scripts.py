@@ -333,7 +333,7 @@ async def test_a_corrupt_level_is_refused_before_any_write(
 
 async def test_every_loaded_script_is_whole() -> None:
     for script in scripts.ALL_SCRIPTS:
-        assert script.source.startswith("#!lua\n"), script.name
+        assert script.source.startswith("#!lua"), script.name
         assert "@include" not in script.source, script.name
 
 

@@ -427,9 +427,16 @@ class GroupConsumer:
         # batch twice: a slight over-count is fine for a progress rate, a second trip per batch
         # is not.
         pipe.incrby(persisted_key(self.group), sum(len(ids) for ids in by_stream.values()))
-        for reply in await pipe.execute(raise_on_error=False):
+        *acks, counted = await pipe.execute(raise_on_error=False)
+        for reply in acks:
             if isinstance(reply, Exception):
                 raise reply
+        if isinstance(counted, redis_errors.OutOfMemoryError):
+            # At maxmemory Redis refuses the counter, not the acks: the batch is done, and
+            # draining the backlog is what frees memory. Only the progress count misses it.
+            log.warning("%s: Redis is full; persisted count not updated", self.group)
+        elif isinstance(counted, Exception):
+            raise counted
 
     async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         return await retry_transient(
@@ -477,9 +484,27 @@ async def create_groups(redis: RedisClient, streams: Iterable[str], groups: Iter
     pipe = redis.pipeline(transaction=False)
     for stream, group in pairs:
         pipe.xgroup_create(stream, group, id=GROUP_START_ID, mkstream=True)
-    for reply in await pipe.execute(raise_on_error=False):
-        if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
+    replies = await pipe.execute(raise_on_error=False)
+    refused = []
+    for pair, reply in zip(pairs, replies, strict=True):
+        if isinstance(reply, redis_errors.OutOfMemoryError):
+            refused.append(pair)  # Redis is full: refused before it looked whether the group exists
+        elif isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
             raise reply
+    if refused:
+        await _require_existing_groups(redis, refused)
+
+
+async def _require_existing_groups(redis: RedisClient, pairs: Sequence[tuple[str, str]]) -> None:
+    """At maxmemory XGROUP CREATE is refused even for a group that exists; a writer can still
+    start (and drain, which frees memory) if it does. XINFO GROUPS is a read: allowed."""
+    infos = await _pipelined(redis, [s for s, _ in pairs], lambda pipe, s: pipe.xinfo_groups(s))
+    for (stream, group), info in zip(pairs, infos, strict=True):
+        names = set() if isinstance(info, Exception) else {str(g["name"]) for g in info}
+        if group not in names:
+            raise redis_errors.OutOfMemoryError(
+                f"Redis is full: cannot create group {group!r} on {stream!r}"
+            )
 
 
 async def trim_streams(redis: RedisClient, streams: Sequence[str]) -> int:
