@@ -88,6 +88,7 @@ class StoreReading:
     pending: dict[str, int]  # per group: delivered, not yet acked
     persisted: dict[str, int]  # per group: entries acked since the counter key was created
     dead_letters: int  # entries in the dead-letter streams, every group's
+    duplicate_orders: int | None  # orders that repeated an idempotency key (None: PG unreachable)
     notification_failures: int
     redis_memory: list[NodeMemory]  # every node that answered
 
@@ -124,6 +125,13 @@ class StoreCollector(Collector):
             "Stream entries the writers gave up on, in the dead-letter streams",
             value=reading.dead_letters,
         )
+        if reading.duplicate_orders is not None:
+            yield GaugeMetricFamily(
+                "duplicate_orders",
+                "Orders that repeated an idempotency key after it left Redis, caught and "
+                "cancelled by the orders writer (duplicate_orders in PostgreSQL)",
+                value=reading.duplicate_orders,
+            )
         yield GaugeMetricFamily(
             "notification_failures",
             "Notices that failed for good (rq FailedJobRegistry)",
@@ -252,6 +260,7 @@ async def read_stores(services: Services) -> StoreReading:
         pending={g.group: g.pending for g in report},
         persisted=persisted,
         dead_letters=dead,
+        duplicate_orders=await services.archive.duplicate_count(),
         notification_failures=failures,
         redis_memory=await redis_memory(services.redis),
     )

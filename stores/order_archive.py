@@ -9,6 +9,7 @@ from typing import Any, Final
 import asyncpg
 
 from engine.records import OrderRecord
+from stores.postgres import TRANSIENT_ERRORS
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -45,6 +46,15 @@ class OrderArchive:
             idempotency_key=row["idempotency_key"] or "",
             seq=row["seq"],
         )
+
+    async def duplicate_count(self) -> int | None:
+        """Orders caught repeating an idempotency key (writers/orders.py); None when PostgreSQL
+        cannot be reached, so a scrape still reports Redis's side."""
+        try:
+            count: int = await self._pool.fetchval("SELECT count(*) FROM duplicate_orders")
+        except TRANSIENT_ERRORS:
+            return None
+        return count
 
     async def history(self, order_id: str) -> list[tuple[str, datetime]]:
         """Every status the order went through and when, in no particular order."""

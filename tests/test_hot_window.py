@@ -224,3 +224,4 @@ async def test_a_key_repeated_after_it_left_redis_is_caught_and_cancelled(
     assert await level(redis, "1") == before  # its units are back
     await drain(redis, pg, mongo)  # persisting it again cancels nothing twice
     assert await level(redis, "1") == before
+    assert await OrderArchive(pg).duplicate_count() == 1  # what /metrics exports
