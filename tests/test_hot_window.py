@@ -27,9 +27,10 @@ from stores.order_archive import OrderArchive
 from stores.redis import RedisClient
 from tests.conftest import runner_for
 from tests.test_writers import FAST, WAREHOUSES, stock_products
+from tests.test_writers import drain as drain_consumers
 from writers.inventory import InventoryWriter
 from writers.orders import OrdersWriter
-from writers.streams import ALL_STREAMS, GroupConsumer, backlog, create_groups
+from writers.streams import GroupConsumer
 from writers.sweeper import flag_stuck_orders
 
 HOT_WINDOW_S = 120
@@ -52,20 +53,16 @@ def engine_of(redis: RedisClient, pg: asyncpg.Pool | None) -> ReservationEngine:
 
 
 async def drain(redis: RedisClient, pg: asyncpg.Pool, mongo: MongoDatabase) -> None:
-    consumers = [
-        GroupConsumer(redis, OrdersWriter(pg, runner_for(redis), HOT_WINDOW_S), "t", config=FAST),
-        GroupConsumer(redis, InventoryWriter(redis, mongo), "t", config=FAST),
-    ]
-    await create_groups(redis, ALL_STREAMS, [c.group for c in consumers])
-    deadline = time.monotonic() + 30
-    while True:
-        for consumer in consumers:
-            await consumer.step()
-        report = await backlog(redis, [c.group for c in consumers])
-        if all(group.lag == 0 and group.pending == 0 for group in report):
-            return
-        assert time.monotonic() < deadline, report
-        await asyncio.sleep(0.01)
+    """Both writers until nothing is left, the orders writer with a known hot window."""
+    await drain_consumers(
+        redis,
+        [
+            GroupConsumer(
+                redis, OrdersWriter(pg, runner_for(redis), HOT_WINDOW_S), "t", config=FAST
+            ),
+            GroupConsumer(redis, InventoryWriter(redis, mongo), "t", config=FAST),
+        ],
+    )
 
 
 async def place(redis: RedisClient, quantity: int = 2, key: str | None = None) -> Confirmation:
