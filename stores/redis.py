@@ -4,11 +4,13 @@ blocking client rq needs for its job queue."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Final
 
 import hiredis
 import redis
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -20,6 +22,7 @@ MAX_CONNECTIONS: Final = 256  # per server (per node, for a cluster)
 CONNECTION_WAIT_TIMEOUT_S: Final = 10
 # Connections per cluster node kept for pipelines, which bypass the command gate below.
 PIPELINE_HEADROOM: Final = 64
+SLOT_REREAD_S: Final = 0.5
 
 
 class HiredisPackedConnection(Connection):
@@ -50,10 +53,43 @@ class WaitingRedisCluster(RedisCluster):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._command_gate = asyncio.Semaphore(MAX_CONNECTIONS - PIPELINE_HEADROOM)
+        self._slots_read_at = 0.0
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self._command_gate:
             return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        # redis-py's own ClusterPipeline is concrete; its type hints leave one attribute abstract.
+        return SlotRefreshingPipeline(self, transaction)  # type: ignore[abstract]
+
+    async def reread_slots(self) -> None:
+        """Read the slot map again after a node failed: with retries off (see `_never_retry`),
+        redis-py's cluster pipeline never does, and would keep sending to a dead master after
+        its replica took over. At most once per SLOT_REREAD_S, however many pipelines failed."""
+        now = time.monotonic()
+        if now - self._slots_read_at < SLOT_REREAD_S:
+            return
+        self._slots_read_at = now
+        try:
+            await self.nodes_manager.initialize()
+        except (redis.exceptions.RedisError, OSError):
+            self._slots_read_at = 0.0  # no node answers yet: the next fault tries again
+
+
+class SlotRefreshingPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client = self.cluster_client
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.ClusterDownError,
+        ):
+            if isinstance(client, WaitingRedisCluster):
+                await client.reread_slots()
+            raise
 
 
 RedisClient = Redis | RedisCluster
