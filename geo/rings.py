@@ -3,13 +3,18 @@
 Resolution 4 cells have ~26 km edges, so ring k lies roughly 45*k km from the customer's cell;
 RING_MAX_K = 10 reaches ~450 km. Sites beyond the last ring are still reachable: `beyond()`
 ranks them by exact distance, so an order is never refused while stock exists anywhere.
+
+A ring is the grid distance: the fewest steps from cell to neighbouring cell. Near the 12
+pentagons h3's `grid_distance` has no answer for some pairs (its path would cross the pentagon's
+missing wedge) although the cells are close; those sites get their ring by walking the rings,
+the same ring the walk gives everyone, so a site 30 km away across a pentagon is never skipped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from math import asin, cos, radians, sin, sqrt
+from math import acos, asin, ceil, cos, radians, sin, sqrt
 from typing import Final, NamedTuple
 
 import h3
@@ -20,6 +25,14 @@ RESOLUTION: Final = 4
 RING_MAX_K: Final = 10
 RING_CACHE_CELLS: Final = 65_536
 DISK_CELLS: Final = 3 * RING_MAX_K * (RING_MAX_K + 1) + 1  # cells within RING_MAX_K rings
+# The widest step between the centres of two neighbouring cells at RESOLUTION (49.7 km, measured
+# over all 288,122 resolution 4 cells; tests/test_rings.py checks a sample): a cell whose centre is
+# farther than RING_MAX_K such steps cannot be within RING_MAX_K rings, so no grid distance is
+# asked for it.
+MAX_NEIGHBOUR_STEP_KM: Final = 50.0
+RING_REACH_KM: Final = RING_MAX_K * MAX_NEIGHBOUR_STEP_KM
+# The same bound as the dot product of two unit vectors: three multiplications, no trigonometry.
+COS_RING_REACH: Final = cos(RING_REACH_KM / EARTH_RADIUS_KM)
 
 
 class Point(NamedTuple):
@@ -52,6 +65,22 @@ class _Site(NamedTuple):
     cos_lat: float
 
 
+class _Cell(NamedTuple):
+    """A cell holding sites, with its centre as a unit vector (for the reach test)."""
+
+    x: float
+    y: float
+    z: float
+    cell: str
+    sites: tuple[_Site, ...]
+
+
+def _unit_vector(cell: str) -> tuple[float, float, float]:
+    lat, lon = h3.cell_to_latlng(cell)
+    lat_rad, lon_rad = radians(lat), radians(lon)
+    return cos(lat_rad) * cos(lon_rad), cos(lat_rad) * sin(lon_rad), sin(lat_rad)
+
+
 class RingIndex:
     """Immutable index of sites by H3 cell; build a new one when the sites change."""
 
@@ -63,6 +92,9 @@ class RingIndex:
         self._by_cell: dict[str, list[_Site]] = {}
         for site_id, point in sorted(sites.items()):
             self._by_cell.setdefault(cell_of(point), []).append(self._sites[site_id])
+        self._cells = [
+            _Cell(*_unit_vector(cell), cell, tuple(sites)) for cell, sites in self._by_cell.items()
+        ]
         # Walking rings costs ~20 us per ring in h3; customers cluster in few cells, so cache.
         self._rings_of_cell = lru_cache(maxsize=RING_CACHE_CELLS)(self._rings)
 
@@ -90,14 +122,29 @@ class RingIndex:
         """The same rings, found from the sites' side: with fewer site cells than the disk has
         cells, one grid_distance per site cell (~0.4 us) beats walking every ring (~240 us), which
         matters on a worker's first orders from each customer cell."""
+        ox, oy, oz = _unit_vector(origin)
         by_ring: dict[int, list[_Site]] = {}
-        for cell, sites in self._by_cell.items():
+        no_grid_distance: set[str] = set()
+        lowest_ring = RING_MAX_K
+        for x, y, z, cell, sites in self._cells:
+            # Out of reach: no grid distance to ask for (h3 takes ~1.4 us to refuse a far pair).
+            cos_angle = ox * x + oy * y + oz * z
+            if cos_angle < COS_RING_REACH:
+                continue
             try:
                 k = h3.grid_distance(origin, cell)
-            except h3.H3BaseException:  # no grid path (across a pentagon, or too far): beyond
+            except h3.H3BaseException:  # a path across a pentagon's missing wedge
+                no_grid_distance.add(cell)
+                # No step is longer than MAX_NEIGHBOUR_STEP_KM: the walk can start this far out.
+                km = acos(min(1.0, cos_angle)) * EARTH_RADIUS_KM
+                lowest_ring = min(lowest_ring, ceil(km / MAX_NEIGHBOUR_STEP_KM))
                 continue
             if k <= RING_MAX_K:
                 by_ring.setdefault(k, []).extend(sites)
+        # Only near a pentagon: the walk costs up to ~0.7 ms there, once per customer cell like
+        # the rest of this method (cached).
+        for cell, k in _rings_by_walking_to(origin, no_grid_distance, lowest_ring).items():
+            by_ring.setdefault(k, []).extend(self._by_cell[cell])
         return tuple(tuple(by_ring[k]) for k in sorted(by_ring))
 
     def ranked(self, customer: Point) -> list[RankedSite]:
@@ -125,6 +172,22 @@ class RingIndex:
     def distance_km(self, customer: Point, site_id: str) -> float:
         lat = radians(customer.lat)
         return _km(lat, radians(customer.lon), cos(lat), self._sites[site_id])
+
+
+def _rings_by_walking_to(origin: str, cells: set[str], from_ring: int) -> dict[str, int]:
+    """The ring of each of `cells` within RING_MAX_K of `origin`, found by walking the rings
+    (defined across pentagons too) from `from_ring`, which none of them is nearer than; the walk
+    stops once every cell was met."""
+    found: dict[str, int] = {}
+    if not cells:
+        return found
+    for k in range(from_ring, RING_MAX_K + 1):
+        for cell in _ring_cells(origin, k):
+            if cell in cells:
+                found[cell] = k
+        if len(found) == len(cells):
+            break
+    return found
 
 
 def _km(lat: float, lon: float, cos_lat: float, site: _Site) -> float:
