@@ -1,11 +1,15 @@
 """The benchmark: every target of the brief measured in one run on this machine, each beside its
 reference so the ratio holds on a noisy machine. Prints a table and writes BENCHMARKS.md.
 
-    python -m loadtest.bench            (~6 min)
-    python -m loadtest.bench --quick    (~3 min: shorter runs, 200k products for memory)
+    python -m loadtest.bench                (~19 min, of which the soak ~13)
+    python -m loadtest.bench --quick        (~8 min: shorter runs, 200k products for memory,
+                                             a 3-minute soak)
+    python -m loadtest.bench --parts soak   (one part; its rows and sections replace theirs in
+                                             BENCHMARKS.md, the rest of the file stays)
 
 It starts its own Redis servers (AOF everysec like the stack), API workers, writers and a Redis
-Cluster on loopback, and uses the stack's PostgreSQL and MongoDB under `*_bench` databases.
+Cluster on loopback, and uses the stack's PostgreSQL and MongoDB under `*_bench` databases (the
+soak under `fulfillment_soak`).
 """
 
 from __future__ import annotations
@@ -30,10 +34,10 @@ from engine import keys, scripts
 from engine.inventory import Inventory
 from engine.warehouses import Warehouse, WarehouseDirectory
 from geo.rings import Point
-from loadtest import engine_load, processes
+from loadtest import engine_load, processes, soak
 from loadtest.catalog import FLASH_PRODUCT, WAREHOUSES, Traffic, product_id
 from loadtest.cluster import cluster_scaling
-from loadtest.memory import measure_memory
+from loadtest.memory import measure_key_costs, measure_memory
 from loadtest.sql_baseline import run_sql_baseline
 from loadtest.stock_watch import percentile, watch_stock
 from stores.mongo import WAREHOUSES as WAREHOUSE_COLLECTION
@@ -46,10 +50,16 @@ from writers.inventory import INVENTORY_GROUP
 from writers.orders import ORDERS_GROUP
 
 REPORT: Final = processes.ROOT / "BENCHMARKS.md"
+SOAK_PLOT: Final = processes.ROOT / "BENCHMARKS-soak.png"
 BENCH_REDIS_PORT: Final = 6400
 ENGINE_REDIS_PORT: Final = 6402
+SOAK_REDIS_PORT: Final = 6403
+SOAK_QUEUE_REDIS_PORT: Final = 6404
 API_PORT: Final = 8400
 NOOP_PORT: Final = 8401
+SOAK_API_PORT: Final = 8402
+BENCH_DATABASE: Final = "fulfillment_bench"
+SOAK_DATABASE: Final = "fulfillment_soak"
 CLUSTER_PORTS: Final = (7100, 7101, 7102)
 PRODUCTS: Final = 10_000
 UNITS: Final = 10**9  # per product and warehouse: no run sells out
@@ -61,7 +71,22 @@ READING: Final = (
     "What the figures mean, where each missed target's time goes and what would close it: "
     "README.md, section Performance and scaling."
 )
-PARTS: Final = ("engine", "api", "writers", "sql", "memory", "cluster")
+PARTS: Final = ("engine", "api", "writers", "sql", "memory", "cluster", "soak")
+SOAK_S: Final = 600
+SOAK_QUICK_S: Final = 180
+# The shortest hot window the orders writer accepts (engine.orders.ORDER_FINAL_LINGER_S); the
+# idempotency keys get the same TTL, so both kinds of state turn over within the soak.
+SOAK_WINDOW_S: Final = 60
+# Fixed, not a share of the API's peak: on 2 cores the API beside the writers, the stores and the
+# driver takes ~1,000 orders/s at most (alone it peaks at ~4,600), and FerretDB's mirror trails
+# further (README, The MongoDB mirror).
+SOAK_DEFAULT_RATE: Final = 500
+# The soak's orders go to the 1,000 most popular products: the inventory writer costs one FerretDB
+# write per distinct product per batch, and over 10,000 products FerretDB (~75-1,400 writes/s
+# here, with the machine shared) makes its batches last minutes, so the streams would measure
+# FerretDB, not the hot window (README, The MongoDB mirror).
+SOAK_PRODUCTS: Final = 1_000
+SOAK_DRAIN_TIMEOUT_S: Final = 300
 
 
 @dataclass
@@ -91,10 +116,10 @@ def verdict(ok: bool) -> str:
 # --- setup ---
 
 
-def bench_settings(redis_url: str) -> Settings:
+def bench_settings(redis_url: str, database: str = BENCH_DATABASE) -> Settings:
     base = load_settings()
-    dsn = base.postgres_dsn.rsplit("/", 1)[0] + "/fulfillment_bench"
-    return Settings(redis_url, False, dsn, base.mongo_url, "fulfillment_bench")
+    dsn = base.postgres_dsn.rsplit("/", 1)[0] + f"/{database}"
+    return Settings(redis_url, False, dsn, base.mongo_url, database)
 
 
 def bench_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -109,18 +134,19 @@ def bench_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 async def prepare_stores(settings: Settings) -> WarehouseDirectory:
+    """The settings' PostgreSQL database (created if missing) and MongoDB database emptied, the
+    warehouses written, every product stocked in the settings' Redis."""
+    database = settings.mongo_db  # bench_settings names both databases alike
     admin = await asyncpg.connect(load_settings().postgres_dsn)
     try:
-        exists = await admin.fetchval(
-            "SELECT 1 FROM pg_database WHERE datname = 'fulfillment_bench'"
-        )
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if not exists:
-            await admin.execute("CREATE DATABASE fulfillment_bench")
+            await admin.execute(f'CREATE DATABASE "{database}"')
     finally:
         await admin.close()
     pool = await connect_postgres(settings)
     await apply_schema(pool)
-    await pool.execute("TRUNCATE orders, order_status_history")
+    await pool.execute("TRUNCATE orders, order_status_history, duplicate_orders")
     await pool.close()
     client, mongo = connect_mongo(settings)
     await mongo.drop_collection("inventory")
@@ -199,8 +225,11 @@ def build_ratedriver() -> Path:
     return binary
 
 
-def fixed_rate(binary: Path, url: str, bodies: Path, rate: float, seconds: int) -> dict[str, Any]:
-    """Open loop at a fixed rate; latency counted from each request's scheduled time."""
+def fixed_rate(
+    binary: Path, url: str, bodies: Path, rate: float, seconds: int, idempotency_share: float = 0.0
+) -> dict[str, Any]:
+    """Open loop at a fixed rate; latency counted from each request's scheduled time. A share of
+    the requests may carry an Idempotency-Key each (a new one per request)."""
     done = subprocess.run(
         [
             str(binary),
@@ -212,6 +241,8 @@ def fixed_rate(binary: Path, url: str, bodies: Path, rate: float, seconds: int) 
             str(int(rate)),
             "-duration",
             f"{seconds}s",
+            "-idempotency-share",
+            str(idempotency_share),
         ],
         capture_output=True,
         check=True,
@@ -507,6 +538,108 @@ async def measure_cluster(results: Results, directory: WarehouseDirectory, quick
     )
 
 
+async def measure_soak(results: Results, quick: bool, rate: float) -> list[str]:
+    """Bounded state: orders at a fixed rate for SOAK_S into one API worker with the writers and
+    sweeps beside it (`python -m writers`), hot window and idempotency TTL at SOAK_WINDOW_S, on a
+    Redis of its own; sampled throughout, then the writers drain and the records leave."""
+    seconds = SOAK_QUICK_S if quick else SOAK_S
+    print(
+        f"soak: {seconds // 60} min at {rate:,.0f} orders/s, ORDER_HOT_WINDOW_S={SOAK_WINDOW_S}",
+        flush=True,
+    )
+    costs = await measure_key_costs()
+    binary = build_ratedriver()
+    bodies = write_bodies(processes.BENCH_DIR / "soak.jsonl", Traffic(SOAK_PRODUCTS, seed=5))
+    samples: list[soak.Sample] = []
+    with (
+        processes.redis_server(SOAK_REDIS_PORT, persistent=True) as redis_url,
+        processes.redis_server(SOAK_QUEUE_REDIS_PORT, persistent=False) as queue_url,
+    ):
+        settings = bench_settings(redis_url, SOAK_DATABASE)
+        await prepare_stores(settings)
+        env = bench_env(
+            settings,
+            ORDER_HOT_WINDOW_S=str(SOAK_WINDOW_S),
+            IDEMPOTENCY_TTL_S=str(SOAK_WINDOW_S),
+            QUEUE_REDIS_URL=queue_url,
+        )
+        redis = connect_redis(settings)
+        queue = connect_redis(Settings(queue_url, False, "", "", ""))
+        postgres = await asyncpg.connect(settings.postgres_dsn)
+        try:
+            probe = soak.Probe(redis, queue, postgres)
+            # The seed's replies to its operations (kept OPERATION_TTL_S for resends) would leave
+            # during the soak: gone now, so the empty baseline is stock and scripts alone.
+            operations = [key async for key in redis.scan_iter(match="op:*", count=5_000)]
+            for start in range(0, len(operations), 5_000):
+                await redis.unlink(*operations[start : start + 5_000])
+            with (
+                processes.writers(env),
+                processes.asgi_worker("api.app:app", SOAK_API_PORT, env) as base,
+            ):
+                # The writers first persist the seed's stock events, which are then trimmed.
+                baseline = await soak.settle(probe, SOAK_DRAIN_TIMEOUT_S)
+                started = time.monotonic()
+                stop = asyncio.Event()
+                sampler = asyncio.create_task(soak.sample_every(probe, started, stop, samples))
+                try:
+                    run = await asyncio.to_thread(
+                        fixed_rate, binary, f"{base}/orders", bodies, rate, seconds, 1.0
+                    )
+                    load_s = time.monotonic() - started
+                    print(f"soak: load stopped ({json.dumps(run)}); draining", flush=True)
+                    drained, _ = await drain(settings, SOAK_DRAIN_TIMEOUT_S)
+                    # Watch the last records leave: one hot window after they were persisted.
+                    await asyncio.sleep(
+                        max(0.0, load_s + SOAK_WINDOW_S + 15 - (time.monotonic() - started))
+                    )
+                finally:
+                    stop.set()
+                    await sampler
+            persisted = await persisted_orders(settings)
+            pg_bytes = await soak.postgres_bytes(postgres)
+        finally:
+            await postgres.close()
+            await redis.aclose()
+            await queue.aclose()
+    confirmed = int(run["status_counts"].get("201", 0))
+    result = soak.SoakResult(
+        rate=rate,
+        products=SOAK_PRODUCTS,
+        load_s=load_s,
+        window_s=SOAK_WINDOW_S,
+        baseline_bytes=baseline.used_bytes,
+        samples=samples,
+        confirmed=confirmed,
+        refused=int(run["sent"]) - confirmed,
+        p99_ms=float(run["latency_ms"]["p99"]),
+        persisted=persisted,
+        drain_s=max(drained.values()),
+        postgres=pg_bytes,
+        costs=costs,
+    )
+    (processes.BENCH_DIR / "soak.csv").write_text(soak.samples_csv(samples))
+    soak.plot(result, SOAK_PLOT)
+    low, mean, high = result.memory
+    results.figures.update(
+        soak_rate=rate, soak_memory_mean=mean, soak_per_hot_order=result.per_hot_order()
+    )
+    results.add(
+        Row(
+            f"Soak: Redis memory once the hot window ({SOAK_WINDOW_S} s) has turned over; "
+            "every confirmed order in PostgreSQL",
+            f"{seconds // 60} min at {rate:,.0f} orders/s: {low / 2**20:,.1f} / "
+            f"{mean / 2**20:,.1f} / {high / 2**20:,.1f} MiB (min / mean / max after "
+            f"{soak.STEADY_AFTER_WINDOWS * SOAK_WINDOW_S} s); {persisted:,} of {confirmed:,} "
+            f"confirmed orders in PostgreSQL ({result.refused:,} refused or unanswered)",
+            f"{result.per_hot_order():,.0f} bytes per hot order; see Soak",
+            f"within ±{soak.FLAT_TOLERANCE:.0%} of the mean; all persisted",
+            verdict(result.flat and result.complete),
+        )
+    )
+    return soak.report_lines(result, SOAK_PLOT.name)
+
+
 def machine_facts() -> list[str]:
     cpu = "unknown CPU"
     with open("/proc/cpuinfo") as info:
@@ -548,7 +681,16 @@ def scaling_table(f: dict[str, float]) -> list[str]:
     return lines
 
 
-def write_report(results: Results, facts: list[str], memory: list[str], command: str) -> None:
+def format_row(row: Row) -> str:
+    return f"| {row.what} | {row.measured} | {row.reference} | {row.target} | {row.verdict} |"
+
+
+def write_report(
+    results: Results,
+    facts: list[str],
+    sections: dict[str, list[str]],
+    command: str,
+) -> None:
     lines = [
         "# Benchmarks",
         "",
@@ -563,15 +705,11 @@ def write_report(results: Results, facts: list[str], memory: list[str], command:
         "| what | measured | side by side | target | verdict |",
         "|---|---|---|---|---|",
     ]
+    lines += [format_row(r) for r in results.rows]
+    for name in ("Soak", "Memory"):
+        if name in sections:
+            lines += ["", f"## {name}", "", *sections[name]]
     lines += [
-        f"| {r.what} | {r.measured} | {r.reference} | {r.target} | {r.verdict} |"
-        for r in results.rows
-    ]
-    lines += [
-        "",
-        "## Memory",
-        "",
-        *memory,
         "",
         "## Scaling to 100,000 orders/s",
         "",
@@ -584,12 +722,59 @@ def write_report(results: Results, facts: list[str], memory: list[str], command:
     REPORT.write_text("\n".join(lines))
 
 
+def update_report(
+    results: Results, sections: dict[str, list[str]], command: str, date: str
+) -> None:
+    """A run of some parts only: its rows replace the rows of the same name in the Targets table
+    (new ones are added at its end) and its sections replace theirs, each marked with this run's
+    command and date; the rest of BENCHMARKS.md stays as the full run left it."""
+    lines = REPORT.read_text().split("\n")
+    for row in results.rows:
+        same = [i for i, line in enumerate(lines) if line.startswith(f"| {row.what} |")]
+        if same:
+            lines[same[0]] = format_row(row)
+        else:
+            targets = lines.index("## Targets")
+            end = targets + 1
+            while end < len(lines) and not lines[end].startswith("## "):
+                end += 1
+            while not lines[end - 1].startswith("|"):
+                end -= 1
+            lines.insert(end, format_row(row))
+    for name, body in sections.items():
+        marked = [f"Measured by `{command}` on {date}, apart from the run named at the top.", ""]
+        marked += body
+        heading = f"## {name}"
+        if heading in lines:
+            start = lines.index(heading) + 1
+            end = start
+            while end < len(lines) and not lines[end].startswith("## ") and lines[end] != READING:
+                end += 1
+            lines[start:end] = ["", *marked, ""]
+        else:
+            at = (
+                lines.index("## Memory")
+                if name == "Soak"
+                else lines.index("## Scaling to 100,000 orders/s")
+            )
+            lines[at:at] = [heading, "", *marked, ""]
+    REPORT.write_text("\n".join(lines))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"a subset of {','.join(PARTS)}")
+    parser.add_argument(
+        "--soak-rate",
+        type=float,
+        default=0.0,
+        help=f"orders/s for the soak (default {SOAK_DEFAULT_RATE:,})",
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
+    if not parts <= set(PARTS):
+        raise SystemExit(f"--parts: unknown {','.join(sorted(parts - set(PARTS)))}")
     seconds = 5 if args.quick else 10
     for tool in ("wrk", "go", "redis-server"):
         if shutil.which(tool) is None:
@@ -598,28 +783,51 @@ async def main() -> None:
             )
     results = Results()
     facts = machine_facts()
-    with processes.redis_server(BENCH_REDIS_PORT, persistent=True) as redis_url:
-        settings = bench_settings(redis_url)
-        print("seeding", flush=True)
-        directory = await prepare_stores(settings)
-        bodies = {
-            "spread": write_bodies(processes.BENCH_DIR / "spread.jsonl", Traffic(PRODUCTS, seed=1)),
-            "flash": write_bodies(
-                processes.BENCH_DIR / "flash.jsonl", Traffic(PRODUCTS, seed=2, flash_sale=True)
-            ),
-        }
-        if "engine" in parts:
-            await measure_engine(results, directory, args.quick)
-        if "api" in parts:
-            await measure_api(results, settings, bodies, seconds)
-        if "writers" in parts:
-            await measure_writers(results, settings, bodies["spread"], seconds)
+    sections: dict[str, list[str]] = {}
+    directory = WarehouseDirectory(
+        [Warehouse(w, name, Point(lat, lon)) for w, (name, lat, lon) in WAREHOUSES.items()]
+    )
+    if parts & {"engine", "api", "writers"}:
+        with processes.redis_server(BENCH_REDIS_PORT, persistent=True) as redis_url:
+            settings = bench_settings(redis_url)
+            print("seeding", flush=True)
+            directory = await prepare_stores(settings)
+            bodies = {
+                "spread": write_bodies(
+                    processes.BENCH_DIR / "spread.jsonl", Traffic(PRODUCTS, seed=1)
+                ),
+                "flash": write_bodies(
+                    processes.BENCH_DIR / "flash.jsonl",
+                    Traffic(PRODUCTS, seed=2, flash_sale=True),
+                ),
+            }
+            if "engine" in parts:
+                await measure_engine(results, directory, args.quick)
+            if "api" in parts:
+                await measure_api(results, settings, bodies, seconds)
+            if "writers" in parts:
+                await measure_writers(results, settings, bodies["spread"], seconds)
     if "sql" in parts:
         await measure_sql(results, seconds)
-    memory = await measure_memory(200_000 if args.quick else 1_000_000) if "memory" in parts else []
+    if "memory" in parts:
+        sections["Memory"] = await measure_memory(200_000 if args.quick else 1_000_000)
     if "cluster" in parts:
         await measure_cluster(results, directory, args.quick)
-    write_report(results, facts, memory, "make bench" + (" (--quick)" if args.quick else ""))
+    if "soak" in parts:
+        rate = args.soak_rate or SOAK_DEFAULT_RATE
+        sections["Soak"] = await measure_soak(results, args.quick, rate)
+    command = "make bench" + (" (--quick)" if args.quick else "")
+    if parts == set(PARTS) or not REPORT.exists():
+        write_report(results, facts, sections, command)
+    else:
+        flags = " --quick" if args.quick else ""
+        flags += f" --soak-rate {args.soak_rate:g}" if args.soak_rate else ""
+        update_report(
+            results,
+            sections,
+            f"python -m loadtest.bench --parts {args.parts}{flags}",
+            facts[0].removeprefix("date: "),
+        )
     print(f"\nwrote {REPORT}")
 
 

@@ -1,27 +1,38 @@
 """Redis memory: bytes per product-warehouse stock level, and per order in flight, measured on a
-Redis of its own loaded with N products x 50 warehouses."""
+Redis of its own loaded with N products x 50 warehouses; and what one idempotency key and one
+order record cost alone, each written as the scripts write it into an empty Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from typing import Final
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
 
 from engine import keys, scripts
-from engine.orders import OrderRequest
+from engine.ids import new_id
+from engine.orders import IDEMPOTENCY_TTL_S, OrderRequest
+from engine.records import OrderRecord, encode_record
 from engine.reservations import ReservationEngine
 from engine.warehouses import Warehouse, WarehouseDirectory
 from geo.rings import Point
 from loadtest import processes
-from loadtest.catalog import Traffic, product_id
+from loadtest.catalog import WAREHOUSES, Traffic, product_id
 from stores.redis import RedisClient, connect_redis
 from stores.settings import Settings, load_settings
+from writers import CONSUMER_GROUPS
+from writers.orders import DEFAULT_HOT_WINDOW_S
 
 MEMORY_PORT: Final = 6401
 WAREHOUSE_COUNT: Final = 50
 PRODUCTS_PER_CALL: Final = 1_000
 ORDERS_IN_FLIGHT: Final = 100_000
 UNITS: Final = 1_000
+KEY_COST_COUNT: Final = 200_000
+KEY_COST_PIPELINE: Final = 1_000
 
 # Bench-only loader: one call writes a thousand stock hashes (the engine's own set_stock.lua
 # would take one call per level, 50 million calls for the full load).
@@ -87,6 +98,7 @@ async def measure_memory(products: int) -> list[str]:
         per_order = (await _used(redis) - before) / ORDERS_IN_FLIGHT
         await redis.aclose()
     total_gib = per_level * 1_000_000 * WAREHOUSE_COUNT / 2**30
+    costs = await measure_key_costs()
     return [
         f"- Stock: {per_level:.1f} bytes per (product, warehouse) level, {per_product:,.0f} bytes "
         f"per product of {WAREHOUSE_COUNT} warehouses, measured on {products:,} products "
@@ -95,8 +107,144 @@ async def measure_memory(products: int) -> list[str]:
         f"- Orders in flight: {per_order:,.0f} bytes per order (its record, its stream entry and "
         f"its idempotency key), measured over {ORDERS_IN_FLIGHT:,} orders; a million orders "
         f"awaiting fulfilment = {per_order * 1e6 / 2**30:.2f} GiB. Stream entries are trimmed once "
-        "both writers have acked them; order records do not expire yet.",
+        "every group has acked them; an order record leaves ORDER_HOT_WINDOW_S after PostgreSQL "
+        "holds its latest change, an idempotency key after IDEMPOTENCY_TTL_S (see Soak).",
+        *key_cost_lines(costs),
     ]
+
+
+def key_cost_lines(costs: KeyCosts) -> list[str]:
+    return [
+        f"- One idempotency key alone: {costs.idempotency_key:,.0f} bytes (its stored confirmation "
+        f"and TTL); one order record alone: {costs.order_record:,.0f} bytes (with a storefront's "
+        f"key in it and its expiry); one `order.confirmed` stream entry: "
+        f"{costs.stream_entry:,.0f} bytes, plus {costs.pending_entry:,.0f} while a group has it "
+        f"pending. Each the used_memory delta of {costs.count:,} of them written as the scripts "
+        "write them into an empty Redis, hash tables included.",
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCosts:
+    """Bytes of Redis memory (used_memory) per key, the main and the expiry tables included."""
+
+    idempotency_key: float  # `idem:{tag}:<key>` -> the stored confirmation, with its TTL
+    order_record: float  # `order:{tag}:<orderId>` -> the record, expiring (persisted, hot)
+    stream_entry: float  # an `order.confirmed` entry that every group has read and acked
+    pending_entry: float  # what a group's pending list adds while an entry is not acked yet
+    count: int
+
+
+async def measure_key_costs(count: int = KEY_COST_COUNT) -> KeyCosts:
+    """Each kind of key alone, `count` of them, into an empty Redis: used_memory delta / count."""
+    print(
+        f"memory: one idempotency key, order record, stream entry ({count:,} of each)", flush=True
+    )
+    rng = random.Random(5)
+    traffic = Traffic(10_000, seed=5)
+    warehouses = list(WAREHOUSES)
+    now_ms = int(time.time() * 1000)
+
+    def idempotency_key(i: int) -> tuple[str, str]:
+        # As lua/reserve.lua stores it: orderId|warehouseId|deliveryDays|createdMs|fingerprint,
+        # under a storefront's UUID key (api/auth.py prefixes an authenticated client's name).
+        request = _request(traffic, str(uuid.UUID(int=rng.getrandbits(128), version=4)))
+        partition = keys.partition_of_product(request.product_id)
+        stored = (
+            f"{new_id(partition, now_ms)}|{rng.choice(warehouses)}|{rng.randint(1, 3)}|{now_ms}"
+            f"|{request.fingerprint()}"
+        )
+        assert request.idempotency_key is not None
+        return keys.idempotency(partition, request.product_id, request.idempotency_key), stored
+
+    def order_record(i: int) -> tuple[str, str]:
+        # As lua/reserve.lua writes it (a storefront's key in it), then lua/expire_persisted.lua
+        # gives it the hot window once PostgreSQL holds it.
+        request = _request(traffic, str(uuid.UUID(int=rng.getrandbits(128), version=4)))
+        partition = keys.partition_of_product(request.product_id)
+        record = OrderRecord(
+            request.product_id,
+            rng.choice(warehouses),
+            request.quantity,
+            "confirmed",
+            rng.randint(1, 3),
+            now_ms,
+            request.customer.lat,
+            request.customer.lon,
+            request.idempotency_key or "",
+            1,
+        )
+        return keys.order(partition, new_id(partition, now_ms)), encode_record(record).decode()
+
+    with processes.redis_server(MEMORY_PORT, persistent=False) as url:
+        redis = connect_redis(Settings(url, False, "", "", ""))
+        try:
+            per_key = await _bytes_per_key(redis, count, idempotency_key, IDEMPOTENCY_TTL_S * 1000)
+            await redis.flushall()
+            per_record = await _bytes_per_key(
+                redis, count, order_record, DEFAULT_HOT_WINDOW_S * 1000
+            )
+            await redis.flushall()
+            per_entry, per_pending = await _bytes_per_stream_entry(redis, count, order_record)
+        finally:
+            await redis.aclose()
+    return KeyCosts(per_key, per_record, per_entry, per_pending, count)
+
+
+def _request(traffic: Traffic, idempotency_key: str) -> OrderRequest:
+    body = traffic.order_body()
+    location = body["customerLocation"]
+    return OrderRequest(
+        str(body["productId"]),
+        int(body["quantity"]),  # type: ignore[call-overload]
+        Point(location["lat"], location["lon"]),  # type: ignore[index]
+        idempotency_key=idempotency_key,
+    )
+
+
+async def _bytes_per_key(
+    redis: RedisClient, count: int, make: Callable[[int], tuple[str, str]], ttl_ms: int
+) -> float:
+    before = await _used(redis)
+    for start in range(0, count, KEY_COST_PIPELINE):
+        pipe = redis.pipeline(transaction=False)
+        for i in range(start, min(start + KEY_COST_PIPELINE, count)):
+            key, value = make(i)
+            pipe.set(key, value, px=ttl_ms)
+        await pipe.execute()
+    return (await _used(redis) - before) / count
+
+
+async def _bytes_per_stream_entry(
+    redis: RedisClient, count: int, make: Callable[[int], tuple[str, str]]
+) -> tuple[float, float]:
+    """`order.confirmed` entries as lua/reserve.lua appends them, spread over the partition
+    streams, each with the writers' groups: bytes per entry, then per entry left pending in one
+    group. (MEMORY USAGE of a stream counts several times more per pending entry than used_memory
+    grows by.)"""
+    streams = [keys.stream(p) for p in range(keys.PARTITIONS)]
+    for stream in streams:
+        for group in CONSUMER_GROUPS:
+            await redis.xgroup_create(stream, group, id="$", mkstream=True)
+    before = await _used(redis)
+    for start in range(0, count, KEY_COST_PIPELINE):
+        pipe = redis.pipeline(transaction=False)
+        for i in range(start, min(start + KEY_COST_PIPELINE, count)):
+            key, record = make(i)
+            order_id = key.rsplit(":", 1)[1]
+            fields: dict[Any, Any] = {
+                "type": "order.confirmed",
+                "order": order_id,
+                "record": record,
+                "available": 999_999_000 + i % 997,
+            }
+            pipe.xadd(streams[i % len(streams)], fields)
+        await pipe.execute()
+    appended = await _used(redis)
+    for stream in streams:
+        await redis.xreadgroup(CONSUMER_GROUPS[0], "soak", {stream: ">"}, count=count)
+    pending = await _used(redis)
+    return (appended - before) / count, (pending - appended) / count
 
 
 def _fixed(directory: WarehouseDirectory):  # type: ignore[no-untyped-def]

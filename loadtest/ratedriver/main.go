@@ -1,4 +1,6 @@
 // ratedriver sends HTTP POSTs at a fixed rate (open loop) and reports latency percentiles.
+// With -idempotency-share, that share of the requests carries an Idempotency-Key header, a new
+// key for each request (UUID-shaped, as a storefront's would be).
 //
 // Latency is measured from each request's scheduled send time, not from when a connection was
 // free: a server that stalls is charged for the queue it causes (no coordinated omission).
@@ -13,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand"
 	"net/http"
 	"os"
 	"sort"
@@ -63,7 +66,13 @@ func main() {
 	rate := flag.Float64("rate", 1000, "requests per second")
 	duration := flag.Duration("duration", 10*time.Second, "how long to send")
 	conns := flag.Int("conns", 512, "most requests in flight; past it a scheduled request is dropped")
+	keyShare := flag.Float64("idempotency-share", 0, "share of requests (0-1) sent with a new Idempotency-Key")
 	flag.Parse()
+	if *keyShare < 0 || *keyShare > 1 {
+		fmt.Fprintln(os.Stderr, "ratedriver: -idempotency-share must be between 0 and 1")
+		os.Exit(2)
+	}
+	run := rand.Uint64() // this run's keys differ from every other run's
 
 	bodies, err := readBodies(*bodiesPath)
 	if err != nil || len(bodies) == 0 {
@@ -89,10 +98,19 @@ func main() {
 		dropped   atomic.Int64
 		wg        sync.WaitGroup
 	)
-	send := func(scheduled time.Time, body []byte) {
+	send := func(scheduled time.Time, body []byte, key string) {
 		defer wg.Done()
 		defer inFlight.Add(-1)
-		resp, err := client.Post(*url, "application/json", bytes.NewReader(body))
+		req, err := http.NewRequest(http.MethodPost, *url, bytes.NewReader(body))
+		if err != nil {
+			errors.Add(1)
+			return
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if key != "" {
+			req.Header.Set("Idempotency-Key", key)
+		}
+		resp, err := client.Do(req)
 		if err != nil {
 			errors.Add(1)
 			return
@@ -122,9 +140,14 @@ func main() {
 				dropped.Add(1)
 				continue
 			}
+			key := ""
+			if int64(float64(sent+1)**keyShare) > int64(float64(sent)**keyShare) {
+				key = fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", uint32(run>>32), uint16(run>>16),
+					uint16(run), uint16(sent>>48), sent&0xffffffffffff)
+			}
 			inFlight.Add(1)
 			wg.Add(1)
-			go send(scheduled, bodies[sent%int64(len(bodies))])
+			go send(scheduled, bodies[sent%int64(len(bodies))], key)
 		}
 		time.Sleep(interval / 2)
 	}
