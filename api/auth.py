@@ -54,6 +54,7 @@ ROUTE_SCOPES: Final[dict[str, frozenset[str]]] = {
     "FulfillmentController.fulfill_order": frozenset({OPERATOR}),
     "FulfillmentController.report_unfulfillable": frozenset({OPERATOR}),
     "NotificationController.send": frozenset({ORDERS}),  # about its own orders only
+    "NotificationController.status": frozenset({ORDERS, OPERATOR}),  # a storefront only its own
 }
 OPEN_HANDLERS: Final = frozenset({"healthz", "readyz", "metrics"})
 OPERATOR_ONLY: Final = frozenset({OPERATOR})

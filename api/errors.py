@@ -15,6 +15,7 @@ from litestar.exceptions import HTTPException, SerializationException, Validatio
 from redis import exceptions as redis_errors
 
 from api.auth import Forbidden, RateLimited, Unauthenticated, retry_after_header
+from api.bodies import MalformedJson, UnsupportedMediaType
 from engine.errors import (
     DomainError,
     HoldNotFound,
@@ -33,6 +34,8 @@ from engine.errors import (
     WarehouseExists,
     WrongWarehouse,
 )
+from notify.jobs import NotificationNotFound
+from stores.breaker import CircuitOpen
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ DOMAIN_STATUS: Final[dict[type[DomainError], tuple[int, str]]] = {
     UnknownProduct: (404, "unknown_product"),
     UnknownWarehouse: (404, "unknown_warehouse"),
     OrderNotFound: (404, "order_not_found"),
+    NotificationNotFound: (404, "notification_not_found"),
     OutOfStock: (409, "out_of_stock"),
     InvalidTransition: (409, "invalid_transition"),
     WarehouseExists: (409, "warehouse_exists"),
@@ -66,6 +70,7 @@ DOMAIN_STATUS: Final[dict[type[DomainError], tuple[int, str]]] = {
     OutcomeUnknown: (503, "outcome_unknown"),
 }
 RETRY_AFTER_S: Final = 1
+MISSING_BODY: Final = {"message": "the body is empty", "source": "body"}
 
 HTTP_CODES: Final = {
     400: "bad_request",
@@ -111,8 +116,23 @@ def on_rate_limited(_: Request[Any, Any, Any], exc: RateLimited) -> Response[Err
     return response
 
 
+def on_unsupported_media_type(
+    _: Request[Any, Any, Any], exc: UnsupportedMediaType
+) -> Response[ErrorBody]:
+    return error_response(415, "unsupported_media_type", str(exc))
+
+
+def on_malformed_json(_: Request[Any, Any, Any], exc: MalformedJson) -> Response[ErrorBody]:
+    return error_response(400, "malformed_json", str(exc))
+
+
 def on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
     details = exc.extra if isinstance(exc.extra, list) else None
+    if details and any(d.get("key") == "data" for d in details if isinstance(d, dict)):
+        # Litestar's words for an empty body are "'data'": say what is missing instead.
+        return error_response(
+            400, "validation_error", "a JSON request body is required", [MISSING_BODY]
+        )
     return error_response(400, "validation_error", exc.detail, details)
 
 
@@ -122,7 +142,10 @@ def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Err
             400, "malformed_json", f"request body is not valid JSON: {exc.detail}"
         )
     code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    return error_response(exc.status_code, code, exc.detail)
+    response = error_response(exc.status_code, code, exc.detail)
+    if exc.headers:  # a 405's `Allow` (RFC 9110: the methods the path does take)
+        response.headers.update(exc.headers)
+    return response
 
 
 def on_store_full(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
@@ -149,6 +172,8 @@ EXCEPTION_HANDLERS: Final = {
     Unauthenticated: on_unauthenticated,
     Forbidden: on_forbidden,
     RateLimited: on_rate_limited,
+    UnsupportedMediaType: on_unsupported_media_type,
+    MalformedJson: on_malformed_json,
     ValidationException: on_validation_error,
     HTTPException: on_http_error,
     redis_errors.OutOfMemoryError: on_store_full,
@@ -158,5 +183,7 @@ EXCEPTION_HANDLERS: Final = {
     asyncpg.PostgresConnectionError: on_store_unavailable,
     asyncpg.CannotConnectNowError: on_store_unavailable,
     OSError: on_store_unavailable,
+    # A breaker open on MongoDB (the warehouse directory) or PostgreSQL: the call was not made.
+    CircuitOpen: on_store_unavailable,
     Exception: on_unexpected_error,
 }

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 from datetime import date
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
 from litestar import Controller, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 
-from api.types import OrderId, WarehouseId
+from api.types import OrderId, Reason, WarehouseId
 from engine.fulfillment import fulfill
 
 log = logging.getLogger(__name__)
@@ -23,12 +23,14 @@ class FulfillOrder(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
 
 
 class OrderFulfilled(msgspec.Struct, rename="camel"):
+    """The brief's shape first (`status`, `message`: the call succeeded), then the order: its
+    ID, where it shipped from and the status it reached."""
+
+    status: Literal["success"]
+    message: Literal["Order fulfilled successfully"]
     order_id: str
-    status: Literal["shipped"]
     warehouse_id: str
-
-
-Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    order_status: Literal["shipped"]
 
 
 class ReportUnfulfillable(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -52,12 +54,15 @@ class FulfillmentController(Controller):
     async def fulfill_order(self, state: State, data: JSONBody[FulfillOrder]) -> OrderFulfilled:
         """Walk the order confirmed -> picking -> packed -> shipped, each step recorded; the
         shipping notice follows from the `shipped` event (writers/notifier.py)."""
-        await fulfill(state.services.live_orders, data.order_id, data.warehouse_id)
+        order = await fulfill(state.services.live_orders, data.order_id, data.warehouse_id)
         log.info(
             "order shipped",
-            extra={"order_id": data.order_id, "warehouse_id": data.warehouse_id},
+            extra={"order_id": order.order_id, "warehouse_id": order.warehouse_id},
         )
-        return OrderFulfilled(data.order_id, "shipped", data.warehouse_id)
+        # fulfill() returns only once the order is shipped: any other end is an error raised.
+        return OrderFulfilled(
+            "success", "Order fulfilled successfully", order.order_id, order.warehouse_id, "shipped"
+        )
 
     @post("/unfulfillable", status_code=200)
     async def report_unfulfillable(

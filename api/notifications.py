@@ -1,8 +1,10 @@
 """Notification service: send a message about an order to its customer (email and/or SMS).
 
-The notice is queued (rq, `notify.jobs`) and answered 202 at once; sending, retrying and the
-failed registry are the job's. Confirmation, shipping, delivery and cancellation notices need no
-call: the notifier consumer group sends them from the order events.
+The notice is queued (rq, `notify.jobs`) and answered 202 at once, saying so and by which
+channels; sending, retrying and the failed registry are the job's, and `GET
+/notifications/{notificationId}` reads where each channel stands. Confirmation, shipping, delivery
+and cancellation notices need no call: the notifier consumer group sends them from the order
+events (their IDs, `notice_{orderId}_{status}`, can be read the same way).
 """
 
 from __future__ import annotations
@@ -11,16 +13,24 @@ import asyncio
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
-from litestar import Controller, Request, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.params import JSONBody
+from litestar.params import JSONBody, PathParameter
 
-from api.auth import require_owner
-from api.types import OrderId
+from api.auth import may_touch, require_owner
+from api.types import LINES, OrderId
 from engine.errors import OrderNotFound
+from notify.channels import Channel
+from notify.jobs import (
+    ChannelState,
+    ChannelStates,
+    NoticeStatus,
+    NotificationNotFound,
+    parse_notice_id,
+)
 
 MAX_MESSAGE_CHARS: Final = 1_000
-Message = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_CHARS)]
+Message = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_CHARS, pattern=LINES)]
 
 
 class SendNotification(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -28,9 +38,40 @@ class SendNotification(msgspec.Struct, rename="camel", forbid_unknown_fields=Tru
     message: Message
 
 
+# `notice_` + an order ID (up to 64) + `_message-` + 32 hex digits: 105 at most. A longer text is
+# no notice's ID: 404 like any other unknown ID, without a store read.
+MAX_NOTIFICATION_ID_CHARS: Final = 128
+NotificationIdPath = Annotated[str, PathParameter(min_length=1)]
+CHANNEL_NAMES: Final[dict[Channel, str]] = {"email": "email", "sms": "SMS"}
+
+
 class NotificationQueued(msgspec.Struct, rename="camel"):
-    status: Literal["queued"]
+    """The brief's shape first (`status`, `message`), then the ID to follow the notice by."""
+
+    status: Literal["success"]
+    message: str  # says the notice is queued, and for which channels
     notification_id: str
+
+
+class ChannelStatus(msgspec.Struct):
+    channel: Channel
+    status: ChannelState
+
+
+class NotificationStatus(msgspec.Struct, rename="camel"):
+    notification_id: str
+    order_id: str
+    channels: list[ChannelStatus]
+
+
+def queued_message(channels: ChannelStates) -> str:
+    names = " and ".join(CHANNEL_NAMES[channel] for channel, _ in channels)
+    return f"Notification queued for delivery by {names}"
+
+
+def _status_body(notice: NoticeStatus) -> NotificationStatus:
+    channels = [ChannelStatus(channel, state) for channel, state in notice.channels]
+    return NotificationStatus(notice.notice_id, notice.order_id, channels)
 
 
 class NotificationController(Controller):
@@ -42,11 +83,32 @@ class NotificationController(Controller):
         self, state: State, request: Request[Any, Any, Any], data: JSONBody[SendNotification]
     ) -> NotificationQueued:
         require_owner(request, data.order_id)
-        # Redis holds every order the system accepted: no record there means no such order.
+        # Found wherever it is: Redis while hot, PostgreSQL after (engine.live_orders).
         if await state.services.live_orders.get(data.order_id) is None:
             raise OrderNotFound(data.order_id)
         # rq's client is blocking: keep it off the event loop.
-        notification_id = await asyncio.to_thread(
+        queued: NoticeStatus = await asyncio.to_thread(
             state.services.notices.enqueue_message, data.order_id, data.message
         )
-        return NotificationQueued("queued", notification_id)
+        return NotificationQueued("success", queued_message(queued.channels), queued.notice_id)
+
+    @get("/{notification_id:str}")
+    async def status(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        notification_id: NotificationIdPath,
+    ) -> NotificationStatus:
+        """Each channel of a notice (sent by POST /notifications, or an automatic one): queued,
+        sent, retrying (it failed, rq tries again after its backoff) or failed (given up on,
+        waiting for an operator's replay). 404 `notification_not_found` for an ID no notice
+        has, and for another storefront's."""
+        too_long = len(notification_id) > MAX_NOTIFICATION_ID_CHARS
+        parsed = None if too_long else parse_notice_id(notification_id)
+        # The order ID in the notice ID carries its owner: no store is read for another's.
+        if parsed is None or not may_touch(request, parsed[0]):
+            raise NotificationNotFound(notification_id)
+        notice = await asyncio.to_thread(state.services.notices.status, notification_id)
+        if notice is None:
+            raise NotificationNotFound(notification_id)
+        return _status_body(notice)

@@ -1,7 +1,8 @@
 """The two ways a notice leaves: email through an SMTP server (smtplib) and SMS through an HTTP
 provider (a JSON POST). Where they are comes from the environment at send time, so a worker picks
 up a changed setting without a code change: SMTP_HOST, SMTP_PORT, NOTICE_FROM, SMS_URL (unset: no
-SMS is sent).
+SMS is sent). Which channels a notice goes by is fixed when it is queued (`ChannelSettings.channels`
+of the process that queues it), so that what the API tells a client is what the worker sends.
 
 The SMTP send goes through a breaker shared by every worker process (stores.breaker): while the
 server is down, jobs fail at once and rq retries them on its backoff, instead of each holding a
@@ -14,8 +15,9 @@ import os
 import smtplib
 import urllib.request
 from dataclasses import dataclass
+from email import policy
 from email.message import EmailMessage
-from typing import Final
+from typing import Final, Literal
 
 import redis
 
@@ -28,6 +30,12 @@ DEFAULT_SENDER: Final = "orders@example.invalid"
 SMTP_FAILURES_TO_OPEN: Final = 5
 # Short against rq's first retry intervals (1, 2, 5 s): a server that is back is used soon.
 SMTP_COOLDOWN_S: Final = 5.0
+# Lines up to RFC 5322's hard limit: at the default 78 a message's X-Notice-Id (84 characters) would
+# be folded into RFC 2047 encoded words, which a receiver matching IDs as text would not recognise.
+EMAIL_POLICY: Final = policy.SMTP.clone(max_line_length=998)
+
+Channel = Literal["email", "sms"]
+CHANNELS: Final[tuple[Channel, ...]] = ("email", "sms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +54,23 @@ class ChannelSettings:
             sms_url=os.environ.get("SMS_URL", ""),
         )
 
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        """What a notice queued now goes by: email always, SMS when a provider is configured."""
+        return CHANNELS if self.sms_url else ("email",)
+
 
 class SmsRefused(Exception):
     """The SMS provider answered, but not with success: retried like a network error."""
+
+
+class ChannelNotConfigured(Exception):
+    """The notice was queued to go by a channel this worker has no settings for (SMS_URL unset
+    here but set where it was queued): failed rather than skipped, since the customer was
+    promised it; set the variable on the worker and replay the failed notices."""
+
+    def __init__(self, channel: Channel, variable: str) -> None:
+        super().__init__(f"the notice goes by {channel}, but {variable} is not set on this worker")
 
 
 def smtp_breaker(connection: redis.Redis) -> SharedBreaker:
@@ -65,7 +87,7 @@ def send_email(
     ref: str,
     breaker: SharedBreaker | None = None,
 ) -> None:
-    message = EmailMessage()
+    message = EmailMessage(policy=EMAIL_POLICY)
     message["From"] = settings.sender
     message["To"] = to
     message["Subject"] = subject

@@ -8,23 +8,37 @@ Redis marker per channel after that channel's send succeeded (SET NX) and skips 
 marker exists, so a retry after a partial failure does not send again what already went out.
 What remains: a worker dying between a successful send and its marker sends that one channel twice
 (the notice carries its ID, `X-Notice-Id` / `reference`, for the receiver to drop the copy).
+
+A notice's ID is also what the API calls its notificationId: `status()` reads, per channel, whether
+it is queued, sent, retrying or failed, from rq's job and the sent markers.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 import redis
 from rq import Queue, Retry, SimpleWorker, Worker, get_current_job
-from rq.job import Job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from rq.queue import EnqueueData
 from rq.registry import FailedJobRegistry
 
-from notify.channels import ChannelSettings, send_email, send_sms, smtp_breaker
+from engine.errors import DomainError
+from notify.channels import (
+    CHANNELS,
+    Channel,
+    ChannelNotConfigured,
+    ChannelSettings,
+    send_email,
+    send_sms,
+    smtp_breaker,
+)
 from notify.contacts import contact_for
 
 QUEUE_NAME: Final = "notices"
@@ -47,32 +61,69 @@ AUTOMATIC: Final[dict[str, tuple[str, str]]] = {
         "Your order {order} now ships from another warehouse; the delivery date may change.",
     ),
 }
+NOTICE_PREFIX: Final = "notice_"
+MESSAGE_EVENT_PREFIX: Final = "message-"  # + 32 hex digits: one per POST /notifications
+# The event closes the ID and holds no `_`, so an ID splits at its last `_` whatever the order ID.
+_EVENT: Final = re.compile("|".join([*AUTOMATIC, re.escape(MESSAGE_EVENT_PREFIX) + "[0-9a-f]{32}"]))
+# What a channel of a notice is doing: waiting for its first try, gone out, waiting for another
+# try after a failure (rq's backoff), or given up on (in the failed registry, for a person).
+ChannelState = Literal["queued", "sent", "retrying", "failed"]
+ChannelStates = tuple[tuple[Channel, ChannelState], ...]  # in CHANNELS order
+_GIVEN_UP: Final = frozenset({JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
 log = logging.getLogger(__name__)
 
 
+class NotificationNotFound(DomainError):
+    """No notice has this ID (or it is past its markers' 30 days, or another client's)."""
+
+    def __init__(self, notification_id: str) -> None:
+        super().__init__(f"notification {notification_id!r} does not exist")
+        self.notification_id = notification_id
+
+
 def notice_id(order_id: str, event: str) -> str:
-    return f"notice_{order_id}_{event}"
+    return f"{NOTICE_PREFIX}{order_id}_{event}"
+
+
+def parse_notice_id(text: str) -> tuple[str, str] | None:
+    """(order ID, event) of a notice ID, or None when the text is not one."""
+    if not text.startswith(NOTICE_PREFIX):
+        return None
+    order_id, _, event = text[len(NOTICE_PREFIX) :].rpartition("_")
+    if not order_id or _EVENT.fullmatch(event) is None:
+        return None
+    return order_id, event
 
 
 def sent_marker(notice: str, channel: str) -> str:
     return f"{notice}:sent:{channel}"
 
 
-def send_notice(order_id: str, event: str, subject: str, body: str) -> list[str]:
-    """The rq job: email, then SMS (when configured), each skipped if it already went out.
-    Returns the channels sent by this run. Raises on any failure, so rq retries."""
+def send_notice(
+    order_id: str,
+    event: str,
+    subject: str,
+    body: str,
+    channels: Sequence[Channel] | None = None,
+) -> list[str]:
+    """The rq job: email, then SMS, as `channels` (fixed when queued) say, each skipped if it
+    already went out. Returns the channels sent by this run. Raises on any failure, so rq
+    retries. A job queued before channels were fixed (None) goes by this worker's settings."""
     job = get_current_job()
     assert job is not None, "send_notice runs inside an rq worker"
     connection: redis.Redis = job.connection
     settings = ChannelSettings.from_env()
+    wanted = settings.channels if channels is None else channels
     contact = contact_for(order_id)
     ref = notice_id(order_id, event)
     sent = []
-    if not connection.exists(sent_marker(ref, "email")):
+    if "email" in wanted and not connection.exists(sent_marker(ref, "email")):
         send_email(settings, contact.email, subject, body, ref, smtp_breaker(connection))
         connection.set(sent_marker(ref, "email"), 1, nx=True, ex=SENT_MARKER_TTL_S)
         sent.append("email")
-    if settings.sms_url and not connection.exists(sent_marker(ref, "sms")):
+    if "sms" in wanted and not connection.exists(sent_marker(ref, "sms")):
+        if not settings.sms_url:
+            raise ChannelNotConfigured("sms", "SMS_URL")
         send_sms(settings, contact.phone, body, ref)
         connection.set(sent_marker(ref, "sms"), 1, nx=True, ex=SENT_MARKER_TTL_S)
         sent.append("sms")
@@ -83,6 +134,13 @@ def send_notice(order_id: str, event: str, subject: str, body: str) -> list[str]
 class FailedNotice:
     job_id: str
     error: str  # the last line of the last failure
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeStatus:
+    notice_id: str
+    order_id: str
+    channels: ChannelStates
 
 
 class Notices:
@@ -103,22 +161,61 @@ class Notices:
             pipe.exists(Job.key_for(job_id))
         known = pipe.execute()
         datas: list[EnqueueData] = []
+        channels = ChannelSettings.from_env().channels
         for (job_id, (order_id, status)), exists in zip(wanted.items(), known, strict=True):
             if exists:  # a replayed event: the job is queued, running, done or failed already
                 continue
             subject, text = AUTOMATIC[status]
-            datas.append(self._data(job_id, order_id, status, subject, text.format(order=order_id)))
+            text = text.format(order=order_id)
+            datas.append(self._data(job_id, order_id, status, subject, text, channels))
         if datas:
             self.queue.enqueue_many(datas)
         return len(datas)
 
-    def enqueue_message(self, order_id: str, message: str) -> str:
-        """A message someone asked to send (POST /notifications); returns its notification ID."""
-        notification = uuid.uuid4().hex
-        event = f"message-{notification}"
-        data = self._data(notice_id(order_id, event), order_id, event, "About your order", message)
+    def enqueue_message(self, order_id: str, message: str) -> NoticeStatus:
+        """A message someone asked to send (POST /notifications): its notice ID (the API's
+        notificationId) and the channels it was queued for."""
+        event = f"{MESSAGE_EVENT_PREFIX}{uuid.uuid4().hex}"
+        ref = notice_id(order_id, event)
+        channels = ChannelSettings.from_env().channels
+        data = self._data(ref, order_id, event, "About your order", message, channels)
         self.queue.enqueue_many([data])
-        return notification
+        return NoticeStatus(ref, order_id, tuple((c, "queued") for c in channels))
+
+    def status(self, notice: str) -> NoticeStatus | None:
+        """Where each channel of a notice stands, or None for an ID no notice has. rq keeps a
+        job for 500 s after it finished (its result TTL) and a failed one for FAILED_TTL_S; past
+        that the sent markers (SENT_MARKER_TTL_S) still tell which channels went out."""
+        parsed = parse_notice_id(notice)
+        if parsed is None:
+            return None
+        pipe = self._redis.pipeline(transaction=False)
+        for channel in CHANNELS:
+            pipe.exists(sent_marker(notice, channel))
+        sent = {c for c, hit in zip(CHANNELS, pipe.execute(), strict=True) if hit}
+        try:
+            job = Job.fetch(notice, connection=self._redis)
+        except NoSuchJobError:
+            if not sent:
+                return None
+            # The job finished and left: it sent every channel it had, each of which is marked.
+            went_out: ChannelStates = tuple((c, "sent") for c in CHANNELS if c in sent)
+            return NoticeStatus(notice, parsed[0], went_out)
+        status = job.get_status(refresh=False)
+        unsent: ChannelState
+        if status == JobStatus.FINISHED:  # the job returns only when every channel went out
+            unsent = "sent"
+        elif status in _GIVEN_UP:
+            unsent = "failed"
+        elif job.retries_left is not None and job.retries_left < len(RETRY_INTERVALS_S):
+            unsent = "retrying"  # it failed before (a replayed failed job has 0 retries left)
+        else:
+            unsent = "queued"
+        return NoticeStatus(
+            notice,
+            parsed[0],
+            tuple((c, "sent" if c in sent else unsent) for c in _channels_of(job)),
+        )
 
     def failed(self) -> list[FailedNotice]:
         registry = FailedJobRegistry(queue=self.queue)
@@ -153,12 +250,30 @@ class Notices:
         worker = worker_class([self.queue], connection=self._redis)
         worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
 
-    def _data(self, job_id: str, order_id: str, event: str, subject: str, body: str) -> EnqueueData:
+    def _data(
+        self,
+        job_id: str,
+        order_id: str,
+        event: str,
+        subject: str,
+        body: str,
+        channels: Sequence[Channel],
+    ) -> EnqueueData:
         return Queue.prepare_data(
             send_notice,
             (order_id, event, subject, body),
+            {"channels": list(channels)},
             job_id=job_id,
             retry=Retry(max=len(RETRY_INTERVALS_S), interval=RETRY_INTERVALS_S),
             timeout=JOB_TIMEOUT_S,
             failure_ttl=FAILED_TTL_S,
         )
+
+
+def _channels_of(job: Job) -> tuple[Channel, ...]:
+    """The channels a job was queued for; one queued before they were fixed goes by what its
+    worker has configured, read here as this process has it."""
+    channels = job.kwargs.get("channels")
+    if channels is None:
+        return ChannelSettings.from_env().channels
+    return tuple(c for c in CHANNELS if c in channels)

@@ -4,6 +4,7 @@ the status history read back from PostgreSQL, and queued notifications."""
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
 from engine.ids import new_id
 from engine.keys import partition_of_product
@@ -29,7 +30,14 @@ async def test_fulfil_ships_and_delivery_completes(
     body = {"orderId": order_id, "warehouseId": "paris"}
     shipped = await client.post("/warehouse/fulfill", json=body)
     assert shipped.status_code == 200
-    assert shipped.json() == {"orderId": order_id, "status": "shipped", "warehouseId": "paris"}
+    assert shipped.json() == {
+        "status": "success",
+        "message": "Order fulfilled successfully",
+        "orderId": order_id,
+        "warehouseId": "paris",
+        "orderStatus": "shipped",
+    }
+    assert list(shipped.json())[:2] == ["status", "message"]  # the brief's two fields lead
     assert (await client.get(f"/orders/{order_id}")).json()["status"] == "shipped"
 
     delivered = await client.post(f"/orders/{order_id}/delivered")
@@ -73,11 +81,24 @@ async def test_fulfil_refusals(client: Client) -> None:
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "validation_error"
 
 
-async def test_notifications_are_queued_for_known_orders_only(client: Client) -> None:
+async def test_notifications_are_queued_for_known_orders_only(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     order_id = await place(client)
+    monkeypatch.delenv("SMS_URL", raising=False)
     queued = await client.post("/notifications", json={"orderId": order_id, "message": "Hello"})
     assert queued.status_code == 202
-    assert queued.json() == {"status": "queued", "notificationId": queued.json()["notificationId"]}
+    notification_id = queued.json()["notificationId"]
+    assert queued.json() == {
+        "status": "success",
+        "message": "Notification queued for delivery by email",
+        "notificationId": notification_id,
+    }
+    assert notification_id.startswith(f"notice_{order_id}_message-")
+    monkeypatch.setenv("SMS_URL", "http://127.0.0.1:9/sms")  # an SMS provider is configured
+    both = await client.post("/notifications", json={"orderId": order_id, "message": "Hello"})
+    assert both.json()["message"] == "Notification queued for delivery by email and SMS"
+    assert both.json()["notificationId"] != notification_id
     unknown = new_id(partition_of_product("sku-1"))
     missing = await client.post("/notifications", json={"orderId": unknown, "message": "Hi"})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "order_not_found"
