@@ -10,15 +10,18 @@ from typing import Final
 
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
+from litestar.plugins import ReceiveRoutePlugin
+from litestar.routes import BaseRoute, HTTPRoute
 
 from api.auth import ApiKeys, load_api_keys, require_api_key
+from api.bodies import StrictJsonRequest
 from api.errors import EXCEPTION_HANDLERS
 from api.fulfillment import FulfillmentController
 from api.health import healthz, readyz
 from api.inventory import InventoryController
 from api.metrics import Metrics, metrics
 from api.notifications import NotificationController
+from api.openapi import ClosedStructs, ErrorResponses, openapi_config
 from api.orders import OrderController
 from api.state import open_services
 from api.warehouses import WarehouseController
@@ -28,6 +31,19 @@ from telemetry.logs import configure_json_logging
 MAX_BODY_BYTES: Final = 16 * 1024  # the largest legitimate body is well under 1 KiB
 SCHEMA_PATH: Final = "/schema"
 log = logging.getLogger(__name__)
+
+
+class OptionsListEveryMethod(ReceiveRoutePlugin):
+    """Litestar 2.x makes a path's automatic OPTIONS answer when the path's first handler is
+    registered, and keeps it when a controller adds a second method on the same path: `OPTIONS
+    /warehouses` then answers `Allow: OPTIONS, POST` without GET. Each route as the app receives
+    it gets that answer made again from its own, complete, method set."""
+
+    def receive_route(self, route: BaseRoute) -> None:
+        if isinstance(route, HTTPRoute) and "OPTIONS" in route.route_handler_map:
+            handler, _ = route.route_handler_map["OPTIONS"]
+            if handler.handler_name == "options_handler":  # Litestar's own, not an app handler
+                handler(route.create_options_handler(route.path).fn)
 
 
 def create_app(
@@ -67,9 +83,15 @@ def create_app(
         before_send=[registry.count_response],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=MAX_BODY_BYTES,
-        openapi_config=OpenAPIConfig(
-            title="Order fulfillment API", version="0.1.0", path=SCHEMA_PATH
-        ),
+        # Every handler's body is decoded here, strictly and only from application/json.
+        request_class=StrictJsonRequest,
+        openapi_config=openapi_config(SCHEMA_PATH, keys_required=api_keys is not None),
+        # The schema declares every error a route can answer, and the key where one is needed.
+        plugins=[
+            ErrorResponses(keys_required=api_keys is not None),
+            ClosedStructs(),
+            OptionsListEveryMethod(),
+        ],
         logging_config=None,
     )
 

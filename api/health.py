@@ -8,6 +8,7 @@ from typing import Final
 import msgspec
 from litestar import Response, get
 from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 
 from api.state import Services
 
@@ -24,7 +25,13 @@ async def healthz() -> Health:
     return Health("ok")
 
 
-@get("/readyz", tags=["health"])
+@get(
+    "/readyz",
+    tags=["health"],
+    responses={
+        503: ResponseSpec(Health, description="a store does not answer: `checks` says which")
+    },
+)
 async def readyz(state: State) -> Response[Health]:
     services: Services = state.services
     probes = {

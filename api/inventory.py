@@ -21,6 +21,7 @@ from api.types import (
     ProductId,
     ProductIdPath,
     ProductIdQuery,
+    Reason,
     WarehouseId,
     WarehouseIdPath,
 )
@@ -31,7 +32,6 @@ MAX_STOCK_UNITS: Final = 1_000_000_000
 Units = Annotated[int, msgspec.Meta(ge=1, le=MAX_STOCK_UNITS)]
 StockUnits = Annotated[int, msgspec.Meta(ge=0, le=MAX_STOCK_UNITS)]
 Delta = Annotated[int, msgspec.Meta(ge=-MAX_STOCK_UNITS, le=MAX_STOCK_UNITS)]
-Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 # A comment line this often keeps a quiet stream open through proxies (nginx cuts at 60 s idle).
 STREAM_PING_S: Final = 15.0
 

@@ -13,6 +13,12 @@ ProductId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=ID_
 WarehouseId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=ID_PATTERN)]
 OrderId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]  # unknown IDs answer 404
 Latitude = Annotated[float, msgspec.Meta(ge=-90.0, le=90.0)]
+# Free text is stored (PostgreSQL, and MongoDB through FerretDB on PostgreSQL, refuse U+0000: a
+# writer would fail on it for good), logged and sent to customers: no control characters, but
+# for tabs and line breaks in a message.
+ONE_LINE: Final = r"^[^\x00-\x1f\x7f]*$"
+LINES: Final = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=ONE_LINE)]
 Longitude = Annotated[float, msgspec.Meta(ge=-180.0, le=180.0)]
 
 

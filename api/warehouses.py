@@ -10,12 +10,12 @@ from litestar.datastructures import State
 from litestar.params import JSONBody
 from pymongo.errors import DuplicateKeyError
 
-from api.types import AnyIdPath, Location, WarehouseId
+from api.types import ONE_LINE, AnyIdPath, Location, WarehouseId
 from engine.errors import UnknownWarehouse, WarehouseExists
 from engine.warehouses import Warehouse
 from stores.mongo import WAREHOUSES
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=ONE_LINE)]
 
 
 class NewWarehouse(msgspec.Struct, rename="camel", forbid_unknown_fields=True):

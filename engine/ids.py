@@ -5,13 +5,17 @@ PostgreSQL's primary-key index append-mostly; the partition lets any worker find
 in Redis from the ID alone. An order placed by an authenticated storefront carries the client's
 16-bit owner tag in the top of the random bits (46 stay random), so who placed it is read from the
 ID too: no per-order write records ownership.
+
+An ID has one spelling, the one `new_id` mints (lower-case hex, hyphenated). Any other spelling of
+the same UUID (upper case, no hyphens, braces, `urn:uuid:`) is not one of our IDs: Redis keys
+and hash tags are built from the text, so a second spelling would miss the live record.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
-import uuid
 from typing import Final
 
 from engine.keys import PARTITIONS
@@ -22,6 +26,11 @@ OWNER_TAG_BITS: Final = 16
 _RANDOM_BITS: Final = 62
 _OWNER_SHIFT: Final = _RANDOM_BITS - OWNER_TAG_BITS
 _OWNER_MASK: Final = (1 << OWNER_TAG_BITS) - 1
+# Exactly what new_id prints: version 8, variant 0b10, lower-case hex, hyphens at 8-4-4-4-12.
+_CANONICAL_ID: Final = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+)
+_PARTITION_CHARS: Final = slice(15, 18)  # the 12 bits after the version digit
 
 
 def new_id(partition: int, now_ms: int | None = None, owner_tag: int | None = None) -> str:
@@ -42,15 +51,17 @@ def new_operation_id() -> str:
 
 
 def partition_of_id(id_text: str) -> int | None:
-    """The partition an ID was minted for, or None when the text is not one of our IDs."""
-    try:
-        value = uuid.UUID(id_text)
-    except ValueError:
+    """The partition an ID was minted for, or None when the text is not one of our IDs in its
+    one canonical spelling."""
+    if _CANONICAL_ID.fullmatch(id_text) is None:
         return None
-    partition = (value.int >> 64) & 0xFFF
-    if value.version != 8 or partition >= PARTITIONS:
-        return None
-    return partition
+    partition = int(id_text[_PARTITION_CHARS], 16)
+    return partition if partition < PARTITIONS else None
+
+
+def is_canonical_id(id_text: str) -> bool:
+    """True for an order or hold ID spelled exactly as this system minted it."""
+    return partition_of_id(id_text) is not None
 
 
 def owner_tag_of_id(id_text: str) -> int | None:
@@ -58,4 +69,4 @@ def owner_tag_of_id(id_text: str) -> int | None:
     None when the text is not one of our IDs."""
     if partition_of_id(id_text) is None:
         return None
-    return (uuid.UUID(id_text).int >> _OWNER_SHIFT) & _OWNER_MASK
+    return (int(id_text.replace("-", ""), 16) >> _OWNER_SHIFT) & _OWNER_MASK

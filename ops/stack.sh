@@ -2,7 +2,7 @@
 # Local stack for development and CI, without Docker: PostgreSQL, Redis and FerretDB
 # (MongoDB wire protocol on PostgreSQL), all on 127.0.0.1, all data under .stack/.
 #
-#   ops/stack.sh install     OS packages, FerretDB binary, .venv, data dirs and configs
+#   ops/stack.sh install     OS packages (nginx too: the gateway), FerretDB binary, .venv, data dirs, configs
 #   ops/stack.sh up          install + start all three + roles/databases/schema, wait until they answer
 #   ops/stack.sh down        stop all three cleanly
 #   ops/stack.sh status      one line per service; exit 0 only if all three answer
@@ -117,6 +117,9 @@ ensure_os_packages() {
     find_pgbin || pkgs+=(postgresql postgresql-client)
     have redis-server || pkgs+=(redis-server)
     have redis-cli || pkgs+=(redis-tools)
+    # The gateway (ops/gateway.sh, the package it names): installed here so that `make test`,
+    # whose setup runs this, tests it on a fresh machine instead of skipping it.
+    have nginx || [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
     # runuser/flock (util-linux), sha256sum/timeout (coreutils) are in every Debian base image.
     if [ "${#pkgs[@]}" -gt 0 ]; then
         apt_install "${pkgs[@]}"

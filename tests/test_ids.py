@@ -1,0 +1,48 @@
+"""Order and hold IDs have one spelling, the one `new_id` mints: any other spelling of the same
+UUID is not one of our IDs (engine.ids), so no route can reach an order by a second name."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from engine.ids import is_canonical_id, new_id, owner_tag_of_id, partition_of_id
+from engine.keys import PARTITIONS
+
+
+@pytest.mark.parametrize("partition", [0, 7, PARTITIONS - 1])
+def test_a_minted_id_is_canonical_and_carries_its_partition_and_owner(partition: int) -> None:
+    order_id = new_id(partition, owner_tag=0xBEEF)
+    assert is_canonical_id(order_id)
+    assert partition_of_id(order_id) == partition
+    assert owner_tag_of_id(order_id) == 0xBEEF
+    assert order_id == str(uuid.UUID(order_id))  # the standard text form, lower case
+
+
+ORDER_ID = new_id(5)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        ORDER_ID.upper(),
+        ORDER_ID.replace("-", ""),
+        "{" + ORDER_ID + "}",
+        "urn:uuid:" + ORDER_ID,
+        ORDER_ID + "\n",
+        " " + ORDER_ID,
+        ORDER_ID[:-1],
+        ORDER_ID + "0",
+        ORDER_ID[:14] + "4" + ORDER_ID[15:],  # version 4, not ours
+        ORDER_ID[:19] + "c" + ORDER_ID[20:],  # another variant
+        str(uuid.UUID(int=(uuid.UUID(ORDER_ID).int & ~(0xFFF << 64)) | (PARTITIONS << 64))),
+        "",
+        "not-an-id",
+        "\uff10" + ORDER_ID[1:],  # a full-width digit zero: int() would read it
+    ],
+)
+def test_any_other_spelling_is_not_one_of_our_ids(spelling: str) -> None:
+    assert not is_canonical_id(spelling)
+    assert partition_of_id(spelling) is None
+    assert owner_tag_of_id(spelling) is None
