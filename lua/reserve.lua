@@ -8,8 +8,8 @@
 -- the order, append an `order.confirmed` event to the partition's stream and remember the key.
 -- Everything for one order happens inside this call, so no unit can be sold twice.
 --
--- The whole call is checked before its first write (arguments and every level it reads), so no
--- argument can leave part of a batch applied.
+-- The whole call is checked before its first write, so no argument can leave part of a batch
+-- applied; a stock level that is not a whole number counts as no stock at that warehouse.
 --
 -- KEYS[1]            the partition's event stream
 -- KEYS[2 + 3*(i-1)]  order i: stock hash (field per warehouse -> available units; `_v` version)
@@ -35,17 +35,24 @@ local stream = KEYS[1]
 if not now_ms or not idem_ttl_s or idem_ttl_s < 1 then return bad_argument('now or ttl') end
 if type(orders) ~= 'table' or #KEYS ~= 1 + 3 * #orders then return bad_argument('keys') end
 
--- Phase 1, reads only: check every order and every level this call can take from.
+-- Phase 1, reads only: check every order, and read every level this call can take from. A level
+-- that is not a whole number is treated as no stock there (HINCRBY would fail on it mid-call).
+-- Checks are inlined: this loop runs for every candidate of every order.
 local replies, pending, levels = {}, {}, {}
 for i, o in ipairs(orders) do
-  local stock_key, order_key, idem_key = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
-  local qty, ids, days_of = whole_number(o[3]), o[8], o[9]
-  if not qty or qty < 1 then return bad_argument('quantity of order ' .. i) end
+  local stock_key, order_key = KEYS[3 * i - 1], KEYS[3 * i]
+  local qty, ids, days_of = o[3], o[8], o[9]
+  if type(qty) ~= 'number' or qty < 1 or qty % 1 ~= 0 then
+    return bad_argument('quantity of order ' .. i)
+  end
   if type(ids) ~= 'table' or type(days_of) ~= 'table' or #ids ~= #days_of then
     return bad_argument('candidates of order ' .. i)
   end
   for j = 1, #days_of do
-    if not whole_number(days_of[j]) then return bad_argument('delivery days of order ' .. i) end
+    local days = days_of[j]
+    if type(days) ~= 'number' or days % 1 ~= 0 then
+      return bad_argument('delivery days of order ' .. i)
+    end
   end
   local placed = read_record(order_key)
   if placed then
@@ -53,14 +60,12 @@ for i, o in ipairs(orders) do
   else
     pending[#pending + 1] = i
     if #ids > 0 then
-      levels[stock_key] = levels[stock_key] or {}
+      local level = levels[stock_key]
+      if not level then level = {}; levels[stock_key] = level end
       local read = redis.call('HMGET', stock_key, unpack(ids))
       for j = 1, #ids do
-        if read[j] then
-          local units = whole_number(read[j])
-          if not units then return bad_argument('stock level of ' .. ids[j]) end
-          if levels[stock_key][ids[j]] == nil then levels[stock_key][ids[j]] = units end
-        end
+        local units = tonumber(read[j])
+        if units and units % 1 == 0 and level[ids[j]] == nil then level[ids[j]] = units end
       end
     end
   end
@@ -93,7 +98,7 @@ local versioned, keys_used = {}, {}
 for _, i in ipairs(pending) do
   local o = orders[i]
   local stock_key, order_key, idem_key = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
-  local qty, idem, ids, days_of = whole_number(o[3]), o[4], o[8], o[9]
+  local qty, idem, ids, days_of = o[3], o[4], o[8], o[9]
 
   local seen = idem ~= '' and (keys_used[idem_key] or redis.call('GET', idem_key))
   if seen then

@@ -316,15 +316,16 @@ async def test_a_bad_order_in_a_batch_leaves_the_whole_call_unapplied(
     assert not await redis.exists(keys.order(P, good.order_id))
 
 
-async def test_a_corrupt_level_is_refused_before_any_write(
+async def test_a_corrupt_level_counts_as_no_stock_and_is_never_changed(
     runner: scripts.ScriptRunner, redis: RedisClient
 ) -> None:
     await set_stock(runner, "w1", 10)
     await redis.hset(STOCK, "w2", "lots")
     good = attempt(1, [("w1", 1)])
-    with pytest.raises(scripts.ScriptRefused):
-        await reserve(runner, good, attempt(1, [("w2", 1)]))
-    assert await redis.hget(STOCK, "w1") == "10"
+    placed, refused = await reserve(runner, good, attempt(1, [("w2", 1)]))
+    assert isinstance(placed, Confirmation) and placed.warehouse_id == "w1"
+    assert isinstance(refused, StockBeyondRings | OutOfStock)
+    assert await redis.hmget(STOCK, ["w1", "w2"]) == ["9", "lots"]
     with pytest.raises(scripts.ScriptRefused):
         await runner.run(commands.adjust_stock("op-x", "sku", "w2", 1, "t"))
     with pytest.raises(scripts.ScriptRefused):
