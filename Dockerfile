@@ -8,20 +8,26 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, in their own layer: a code change does not reinstall them. The throwaway
-# package skeleton lets pip resolve pyproject.toml before the sources are copied.
+# Dependencies first, in their own layer: a code change does not reinstall them. The list is read
+# from pyproject.toml itself ([project] dependencies), so nothing here names a package or a
+# dependency that could drift from it (a hand-made package skeleton once missed notify/ and
+# telemetry/, and `pip install .` failed). tests/test_docker.py replays these steps.
 COPY pyproject.toml ./
-RUN mkdir -p engine geo api writers stores loadtest lua \
-    && pip install . \
-    && pip uninstall -y fulfillment \
-    && rm -rf build *.egg-info engine geo api writers stores loadtest lua
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > requirements.txt \
+    && pip install -r requirements.txt \
+    && rm requirements.txt
 
 COPY . .
 # Editable install: the code runs from /app, so lua/*.lua stay where engine/ expects them.
+# --no-deps: they are above; pip check fails the build if that layer does not satisfy them.
 RUN pip install --no-deps -e . \
-    && useradd --system --uid 10001 app
+    && pip check
+# Not replayed by the test (it would add a user to the machine running it).
+RUN useradd --system --uid 10001 app
 USER app
 
 EXPOSE 8000
-# Shell form so API_WORKERS can be set at run time.
+# Shell form so API_WORKERS can be set at run time. docker-compose.yml keeps it at 1: each API
+# process must be its own Prometheus target (README, "Metrics and alerts").
 CMD granian --interface asgi --host 0.0.0.0 --port 8000 --workers "${API_WORKERS:-1}" --loop uvloop api.app:app

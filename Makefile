@@ -17,7 +17,7 @@ help:
 	@echo "make test-cluster  the same tests on a local Redis Cluster (3 masters + 3 replicas), plus failover"
 	@echo "make run     up + API + writers + demo (ops/run.sh)"
 	@echo "make bench   up + load benchmark (loadtest.bench)"
-	@echo "make lint    ruff check, ruff format --check, mypy --strict"
+	@echo "make lint    ruff check, ruff format --check, mypy --strict, promtool check (alerts, prometheus.yml)"
 
 setup:
 	bash ops/stack.sh install
@@ -64,3 +64,5 @@ lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy engine geo api writers stores notify telemetry loadtest
+	promtool check rules ops/alerts.yml
+	promtool check config ops/prometheus.yml

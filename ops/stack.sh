@@ -2,7 +2,7 @@
 # Local stack for development and CI, without Docker: PostgreSQL, Redis and FerretDB
 # (MongoDB wire protocol on PostgreSQL), all on 127.0.0.1, all data under .stack/.
 #
-#   ops/stack.sh install     OS packages (nginx too: the gateway), FerretDB binary, .venv, data dirs, configs
+#   ops/stack.sh install     OS packages (nginx too: the gateway; promtool: the alert tests), FerretDB binary, .venv, data dirs, configs
 #   ops/stack.sh up          install + start all three + roles/databases/schema, wait until they answer
 #   ops/stack.sh down        stop all three cleanly
 #   ops/stack.sh status      one line per service; exit 0 only if all three answer
@@ -120,6 +120,10 @@ ensure_os_packages() {
     # The gateway (ops/gateway.sh, the package it names): installed here so that `make test`,
     # whose setup runs this, tests it on a fresh machine instead of skipping it.
     have nginx || [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
+    # promtool, for the same reason: `make test` runs the alert rules' unit tests
+    # (ops/alerts.test.yml) and `make lint` checks the rules. Debian ships it in the prometheus
+    # package, whose server the policy-rc.d in apt_install keeps from starting.
+    have promtool || pkgs+=(prometheus)
     # runuser/flock (util-linux), sha256sum/timeout (coreutils) are in every Debian base image.
     if [ "${#pkgs[@]}" -gt 0 ]; then
         apt_install "${pkgs[@]}"

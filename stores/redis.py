@@ -80,16 +80,24 @@ class WaitingRedisCluster(RedisCluster):
 class SlotRefreshingPipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
         client = self.cluster_client
-        try:
-            return await super().execute(raise_on_error, allow_redirections)
-        except (
+        node_faults = (
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,
             redis.exceptions.ClusterDownError,
-        ):
+        )
+        try:
+            replies = await super().execute(raise_on_error, allow_redirections)
+        except node_faults:
             if isinstance(client, WaitingRedisCluster):
                 await client.reread_slots()
             raise
+        # A fault while reading replies comes back in the list (raise_on_error=False), not
+        # raised: a hung master that was failed over must be noticed that way too.
+        if any(isinstance(r, node_faults) for r in replies) and isinstance(
+            client, WaitingRedisCluster
+        ):
+            await client.reread_slots()
+        return replies
 
 
 RedisClient = Redis | RedisCluster

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import pytest
@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from engine import keys
 from stores.redis import RedisClient
 from tests.conftest import runner_for
+from tests.test_alerts import queried_metric_names
 from tests.test_api import Client, client, order_body
 from writers.orders import ORDERS_GROUP, OrdersWriter
 from writers.streams import ALL_STREAMS, GroupConsumer, create_groups
@@ -18,6 +19,8 @@ from writers.streams import ALL_STREAMS, GroupConsumer, create_groups
 __all__ = ["client"]  # the fixture, shared with the API tests
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+# Series Prometheus adds to every target itself rather than reading them from /metrics.
+PROMETHEUS_OWN_SERIES: Final = frozenset({"up"})
 
 
 async def scrape(client: Client) -> Samples:
@@ -75,3 +78,27 @@ async def test_metrics_count_outcomes_and_report_the_backlog(
     samples = await scrape(client)
     assert value(samples, "stream_backlog", group=ORDERS_GROUP) == 0
     assert value(samples, "writer_persisted_total", group=ORDERS_GROUP) == entries
+
+
+async def test_every_metric_the_dashboard_and_alerts_query_is_served(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The names in ops/alerts.yml and the Grafana dashboard against a real exposition (a typo
+    there is a panel that stays empty, an alert that never fires), and the reverse: every
+    family /metrics serves is on the dashboard or in an alert."""
+    monkeypatch.setattr("api.metrics.STORE_CACHE_S", 0.0)
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    families = list(text_string_to_metric_families(response.text))
+    served = {sample.name for family in families for sample in family.samples}
+    queried = queried_metric_names()
+    unserved = {name: sorted(where) for name, where in queried.items() if name not in served}
+    for name in PROMETHEUS_OWN_SERIES:
+        unserved.pop(name, None)
+    assert unserved == {}, "queried, not served by /metrics"
+    names = {f.name for f in families}
+    # prometheus_client's text format serves each counter's and histogram's creation time as a
+    # gauge family of its own, `<name>_created`: a timestamp, nothing to plot.
+    shown = [f.name for f in families if f.name.removesuffix("_created") not in names - {f.name}]
+    unshown = [family for family in shown if not any(n.startswith(family) for n in queried)]
+    assert unshown == [], "served, on neither the dashboard nor an alert"

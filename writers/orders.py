@@ -23,7 +23,7 @@ import asyncpg
 
 from engine import commands
 from engine.delivery import estimated_delivery
-from engine.errors import InvalidTransition, OrderNotFound, OutcomeUnknown
+from engine.errors import InvalidTransition, OrderNotFound, OutcomeUnknown, StoreFull
 from engine.ids import partition_of_id
 from engine.orders import ORDER_FINAL_LINGER_S
 from engine.scripts import ScriptRunner
@@ -146,7 +146,7 @@ class OrdersWriter:
     group: Final = ORDERS_GROUP
     # A lost Redis reply (letting records leave, cancelling a duplicate) is retried with the
     # batch: both are idempotent, and so is the PostgreSQL part.
-    transient_errors: Final = (*TRANSIENT_ERRORS, OutcomeUnknown)
+    transient_errors: Final = (*TRANSIENT_ERRORS, OutcomeUnknown, StoreFull)
     permanent_errors: Final = PERMANENT_ERRORS
 
     def __init__(

@@ -26,7 +26,7 @@ end
 -- caller read from there (the same JSON array) and when it read it: the copy stands in for the
 -- record when the key is gone, and is written back by the change. Redis lets a record go only
 -- once PostgreSQL holds its latest seq (lua/expire_persisted.lua) and keeps every record at least
--- COPY_MAX_AGE_MS * 12 after that, so a copy this fresh cannot predate a newer record that came
+-- ORDER_FINAL_LINGER_S (6 x COPY_MAX_AGE_MS) after that, so a copy this fresh cannot predate a newer record that came
 -- and went meanwhile. Returns the record (or nil), or nil and 'stale_copy'.
 local COPY_MAX_AGE_MS = 10000
 
