@@ -20,9 +20,7 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
@@ -43,7 +41,9 @@ from engine.records import OrderRecord, decode_record
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
+from tests.api_process import granian_api
 from tests.conftest import store_env
+from tests.notice_servers import free_port
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.faults
@@ -683,37 +683,6 @@ AFTER_PAUSE_S: Final = 2.5
 RSS_GROWTH_MAX_BYTES: Final = 64 * 1024 * 1024
 PAUSE_STOCK: Final = {(product, w): 1_000_000 for product in PRODUCT_WEIGHTS for w in LOCATIONS}
 START_TIMEOUT_S: Final = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def granian_api(env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    granian = str(Path(sys.executable).parent / "granian")
-    command = [granian, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*command, "--workers", "1", "api.app:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 async def wait_healthy(http: Http, process: subprocess.Popen[bytes], log: Path) -> None:

@@ -10,11 +10,8 @@ FUZZ_MAX_TIME_S); the seed is fixed so a run is repeatable (FUZZ_SEED to explore
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +26,9 @@ import pytest
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
+from tests.api_process import granian_api
 from tests.conftest import store_env
+from tests.notice_servers import free_port
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 CONFIG: Final = Path(__file__).resolve().parent / "schemathesis.toml"
@@ -44,13 +43,6 @@ SEED: Final = int(os.environ.get("FUZZ_SEED", "20261126"))
 START_TIMEOUT_S: Final = 30.0
 # An endless Server-Sent Events stream: every request to it would wait for the timeout.
 NOT_FUZZED: Final = ("/inventory/stream",)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def call(base: str, method: str, path: str, body: Any = None) -> int:
@@ -77,20 +69,9 @@ def api(
     valid requests get past 404."""
     port = free_port()
     env = {**store_env(settings), "API_KEYS": json.dumps(API_KEYS), "API_KEYS_FILE": ""}
-    granian = str(Path(sys.executable).parent / "granian")
-    command = [granian, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
     log = tmp_path / "api.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*command, "--workers", "1", "api.app:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     base = f"http://127.0.0.1:{port}"
-    try:
+    with granian_api(env, port, log) as process:
         deadline = time.monotonic() + START_TIMEOUT_S
         while call(base, "GET", "/healthz") != 200:
             assert process.poll() is None, f"the API exited: {log.read_text()[-2000:]}"
@@ -101,16 +82,8 @@ def api(
         assert call(base, "POST", "/warehouses", warehouse) == 201
         assert call(base, "PUT", "/inventory/sku-1/stock/paris", {"quantity": 100_000}) == 200
         yield base
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        errors = [line for line in log.read_text().splitlines() if '"level":"ERROR"' in line]
-        assert not errors, "the API logged errors while fuzzed:\n" + "\n".join(errors[:5])
+    errors = [line for line in log.read_text().splitlines() if '"level":"ERROR"' in line]
+    assert not errors, "the API logged errors while fuzzed:\n" + "\n".join(errors[:5])
 
 
 def test_the_api_answers_every_generated_request_as_its_schema_says(api: str) -> None:
