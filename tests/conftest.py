@@ -63,6 +63,15 @@ async def flush(client: RedisClient) -> None:
         await client.flushdb()
 
 
+async def scan_keys(client: RedisClient, pattern: str) -> list[str]:
+    """Every key matching `pattern`; on a cluster, over every master."""
+    if isinstance(client, RedisCluster):
+        found = client.scan_iter(match=pattern, count=1000, target_nodes=RedisCluster.PRIMARIES)
+    else:
+        found = client.scan_iter(match=pattern, count=1000)
+    return [key async for key in found]
+
+
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[RedisClient]:
     client = connect_redis(settings)

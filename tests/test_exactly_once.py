@@ -42,7 +42,7 @@ from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
 from tests.api_process import granian_api
-from tests.conftest import store_env
+from tests.conftest import scan_keys, store_env
 from tests.notice_servers import free_port
 from tests.tcp_proxy import TcpProxy
 
@@ -329,20 +329,12 @@ async def storefronts(
 # --- what Redis holds -------------------------------------------------------------------------
 
 
-async def scan(redis: RedisClient, pattern: str) -> list[str]:
-    if isinstance(redis, RedisCluster):
-        found = redis.scan_iter(match=pattern, count=1000, target_nodes=RedisCluster.PRIMARIES)
-    else:
-        found = redis.scan_iter(match=pattern, count=1000)
-    return [key async for key in found]
-
-
 async def orders_in_redis(redis: RedisClient) -> dict[str, OrderRecord]:
     """Every order that exists, found by its key: `order:{tag}:<orderId>`."""
     # Only `order:{tag}:<id>` itself: any other key under the prefix is not an order record.
     order_keys = [
         key
-        for key in await scan(redis, "order:*")
+        for key in await scan_keys(redis, "order:*")
         if partition_of_id(key.split(":")[-1]) is not None and key.count(":") == 2
     ]
     pipe = redis.pipeline(transaction=False)
@@ -657,7 +649,7 @@ async def _assert_one_record(
     """What the operation recorded besides the level: one hold, one order, one cancellation."""
     orders = await orders_in_redis(redis)
     if name == "hold":
-        assert len(await scan(redis, "hold:*")) == 1, "the hold was recorded twice"
+        assert len(await scan_keys(redis, "hold:*")) == 1, "the hold was recorded twice"
     elif name == "order":
         new = set(orders) - set(orders_before)
         assert new == {response.json()["orderId"]}, f"orders created: {new}"

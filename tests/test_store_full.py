@@ -32,7 +32,7 @@ from engine.scripts import LUA_DIR
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
-from tests.conftest import runner_for
+from tests.conftest import runner_for, scan_keys
 from writers.orders import ORDERS_GROUP, OrdersWriter
 from writers.streams import (
     ALL_STREAMS,
@@ -204,14 +204,6 @@ async def place_round(http: Client, ledger: Ledger) -> tuple[int, int]:
     return confirmed, ROUND_ORDERS - confirmed
 
 
-async def scan(redis: RedisClient, pattern: str) -> list[str]:
-    if isinstance(redis, RedisCluster):
-        found = redis.scan_iter(match=pattern, count=1000, target_nodes=RedisCluster.PRIMARIES)
-    else:
-        found = redis.scan_iter(match=pattern, count=1000)
-    return [key async for key in found]
-
-
 async def redis_state(redis: RedisClient) -> dict[str, Any]:
     """Everything a write would change: stock levels with their version, stream lengths, order
     records, idempotency keys, holds."""
@@ -220,9 +212,9 @@ async def redis_state(redis: RedisClient) -> dict[str, Any]:
             await redis.hgetall(keys.stock(keys.partition_of_product(p), p)) for p in PRODUCTS
         ],
         "streams": [await redis.xlen(keys.stream(p)) for p in range(keys.PARTITIONS)],
-        "orders": sorted(await scan(redis, "order:*")),
-        "idempotency_keys": len(await scan(redis, "idem:*")),
-        "holds": len(await scan(redis, "hold:*")),
+        "orders": sorted(await scan_keys(redis, "order:*")),
+        "idempotency_keys": len(await scan_keys(redis, "idem:*")),
+        "holds": len(await scan_keys(redis, "hold:*")),
     }
 
 
@@ -258,12 +250,12 @@ async def assert_books_balance(http: Client, redis: RedisClient, ledger: Ledger)
         left = sum(level["quantity"] for level in response.json()["stockLevels"])
         taken = sum(units for p, units in ledger.confirmed.values() if p == product)
         assert len(WAREHOUSES) * UNITS_PER_WAREHOUSE - left == taken, product
-    order_ids = {key.rsplit(":", 1)[1] for key in await scan(redis, "order:*")}
+    order_ids = {key.rsplit(":", 1)[1] for key in await scan_keys(redis, "order:*")}
     assert order_ids == set(ledger.confirmed)
     events = await confirmed_events(redis)
     assert set(events) == set(ledger.confirmed)
     assert set(events.values()) == {1}
-    assert len(await scan(redis, "idem:*")) == len(ledger.confirmed)
+    assert len(await scan_keys(redis, "idem:*")) == len(ledger.confirmed)
 
 
 async def scrape(http: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
