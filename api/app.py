@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import Any, Final
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -22,6 +22,7 @@ from api.inventory import InventoryController
 from api.metrics import Metrics, metrics
 from api.notifications import NotificationController
 from api.openapi import ClosedStructs, ErrorResponses, openapi_config
+from api.order_intake import OrderIntake, serves
 from api.orders import OrderController
 from api.state import open_services
 from api.warehouses import WarehouseController
@@ -46,6 +47,21 @@ class OptionsListEveryMethod(ReceiveRoutePlugin):
                 handler(route.create_options_handler(route.path).fn)
 
 
+class FulfillmentApi(Litestar):
+    """The Litestar app, with POST /orders answered by api.order_intake before Litestar's own
+    routing: everything else, lifespan included, is Litestar's."""
+
+    def __init__(self, *, api_keys: ApiKeys | None, **config: Any) -> None:
+        super().__init__(**config)
+        self._order_intake = OrderIntake(self.state, api_keys, MAX_BODY_BYTES)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and serves(scope):
+            await self._order_intake(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None, *, batched: bool = True, api_keys: ApiKeys | None = None
 ) -> Litestar:
@@ -65,7 +81,8 @@ def create_app(
             services.stock_feed.on_low_stock = registry.count_low_stock
             yield
 
-    return Litestar(
+    return FulfillmentApi(
+        api_keys=api_keys,
         route_handlers=[
             OrderController,
             InventoryController,
@@ -81,7 +98,7 @@ def create_app(
         guards=[require_api_key(api_keys, (SCHEMA_PATH,))] if api_keys is not None else [],
         state=State({"metrics": registry}),
         before_send=[registry.count_response],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY_BYTES,
         # Every handler's body is decoded here, strictly and only from application/json.
         request_class=StrictJsonRequest,

@@ -166,6 +166,17 @@ class ApiKeys:
             raise Unauthenticated("unknown API key")
         return caller
 
+    def admit(self, key: str | None, handler_name: str) -> Caller:
+        """The caller of the route handler `handler_name` with this key, or why it may not."""
+        caller = self.authenticate(key)
+        # Counted before the scope check: a key hammering routes it may not call is still slowed.
+        wait_s = caller.bucket.take()
+        if wait_s > 0:
+            raise RateLimited(caller.client, wait_s)
+        if not ROUTE_SCOPES.get(handler_name, OPERATOR_ONLY) & caller.scopes:
+            raise Forbidden(f"client {caller.client!r} may not call this route")
+        return caller
+
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
@@ -188,14 +199,7 @@ def require_api_key(keys: ApiKeys, open_path_prefixes: tuple[str, ...]) -> Guard
             return
         if connection.scope.get("method") == "OPTIONS":  # Litestar's own: lists the methods
             return
-        caller = keys.authenticate(connection.headers.get(API_KEY_HEADER))
-        # Counted before the scope check: a key hammering routes it may not call is still slowed.
-        wait_s = caller.bucket.take()
-        if wait_s > 0:
-            raise RateLimited(caller.client, wait_s)
-        if not ROUTE_SCOPES.get(name, OPERATOR_ONLY) & caller.scopes:
-            raise Forbidden(f"client {caller.client!r} may not call this route")
-        connection.state[CALLER_STATE] = caller
+        connection.state[CALLER_STATE] = keys.admit(connection.headers.get(API_KEY_HEADER), name)
 
     return guard
 
@@ -216,7 +220,11 @@ def require_owner(connection: ASGIConnection[Any, Any, Any, Any], order_id: str)
 def may_touch(connection: ASGIConnection[Any, Any, Any, Any], minted_id: str) -> bool:
     """Whether the caller may use an order or a hold: its own (the owner tag minted into the
     ID, engine.ids), or any for an operator and the open API."""
-    caller = caller_of(connection)
+    return caller_may_touch(caller_of(connection), minted_id)
+
+
+def caller_may_touch(caller: Caller | None, minted_id: str) -> bool:
+    """`may_touch` for a caller already known (None: the open API)."""
     return caller is None or caller.reads_any_order or caller.owns(minted_id)
 
 

@@ -21,6 +21,9 @@ from typing import Any, Final
 
 import msgspec
 from litestar import Request
+
+# What Request.content_type parses with: both ways into POST /orders read the header alike.
+from litestar._multipart import parse_content_header
 from litestar.exceptions import ValidationException
 from msgspec import inspect as mi
 
@@ -217,6 +220,11 @@ def check_media_type(content_type: tuple[str, dict[str, str]]) -> None:
         raise UnsupportedMediaType(
             f"the body must be {JSON_MEDIA_TYPE} (UTF-8); got {media_type or 'no Content-Type'}"
         )
+
+
+def check_content_type(header: str) -> None:
+    """check_media_type for a raw Content-Type header, parsed as Litestar's requests parse it."""
+    check_media_type(parse_content_header(header))
 
 
 class StrictJsonRequest(Request[Any, Any, Any]):

@@ -6,6 +6,7 @@ Domain errors map to a status here and nowhere else.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import asyncpg
@@ -84,106 +85,107 @@ HTTP_CODES: Final = {
 }
 
 
-def error_response(
-    status: int, code: str, message: str, details: Any = None
-) -> Response[ErrorBody]:
-    return Response(ErrorBody(ErrorDetail(code, message, details)), status_code=status)
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """An error as the client gets it, before any framework's response object."""
+
+    status: int
+    body: ErrorBody
+    headers: dict[str, str] = field(default_factory=dict)
 
 
-def on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[ErrorBody]:
+def _answer(status: int, code: str, message: str, details: Any = None) -> ErrorAnswer:
+    return ErrorAnswer(status, ErrorBody(ErrorDetail(code, message, details)))
+
+
+def _retry_later(answer: ErrorAnswer, wait_s: float = RETRY_AFTER_S) -> ErrorAnswer:
+    answer.headers["Retry-After"] = retry_after_header(wait_s)
+    return answer
+
+
+# A read that could not reach its store (the engine's writes go through its resends): Redis,
+# PostgreSQL down or restarting while an order that left Redis is read, or a breaker open on
+# MongoDB (the warehouse directory) or PostgreSQL, so the call was not made.
+_STORE_UNAVAILABLE: Final = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    OSError,
+    CircuitOpen,
+)
+
+
+def answer_for(exc: BaseException, method: str, path: str) -> ErrorAnswer:
+    """What the client is told about `exc`: the one mapping of errors to statuses."""
+    match exc:
+        case DomainError():
+            return _domain_answer(exc)
+        case Unauthenticated():
+            return _answer(401, "unauthenticated", str(exc))
+        case Forbidden():
+            return _answer(403, "forbidden", str(exc))
+        case RateLimited():
+            return _retry_later(_answer(429, "rate_limited", str(exc)), exc.retry_after_s)
+        case UnsupportedMediaType():
+            return _answer(415, "unsupported_media_type", str(exc))
+        case MalformedJson():
+            return _answer(400, "malformed_json", str(exc))
+        case ValidationException():
+            return _validation_answer(exc)
+        case HTTPException():
+            return _http_answer(exc)
+        case redis_errors.OutOfMemoryError():
+            # A write outside the engine (a warehouse's version bump, a notice's job) refused at
+            # maxmemory: the engine's own writes become StoreFull.
+            return _domain_answer(StoreFull())
+    if isinstance(exc, _STORE_UNAVAILABLE):
+        log.warning("store unavailable on %s %s: %s", method, path, exc)
+        message = "a store did not answer; retry later"
+        return _retry_later(_answer(503, "store_unavailable", message))
+    log.exception("unhandled error on %s %s", method, path, exc_info=exc)
+    return _answer(500, "internal_error", "the server failed to handle this request")
+
+
+def _domain_answer(exc: DomainError) -> ErrorAnswer:
     status, code = DOMAIN_STATUS[type(exc)]
     details = None
     if isinstance(exc, OutcomeUnknown) and exc.subject_id is not None:
         # The client is told which order to look up (GET /orders/{orderId}) or to retry.
         details = [{"orderId": exc.subject_id}]
-    response = error_response(status, code, str(exc), details)
-    if status == 503:
-        response.headers["Retry-After"] = str(RETRY_AFTER_S)
-    return response
+    answer = _answer(status, code, str(exc), details)
+    # 503s: nothing is wrong with the request; send it again after Retry-After.
+    return _retry_later(answer) if status == 503 else answer
 
 
-def on_unauthenticated(_: Request[Any, Any, Any], exc: Unauthenticated) -> Response[ErrorBody]:
-    return error_response(401, "unauthenticated", str(exc))
-
-
-def on_forbidden(_: Request[Any, Any, Any], exc: Forbidden) -> Response[ErrorBody]:
-    return error_response(403, "forbidden", str(exc))
-
-
-def on_rate_limited(_: Request[Any, Any, Any], exc: RateLimited) -> Response[ErrorBody]:
-    response = error_response(429, "rate_limited", str(exc))
-    response.headers["Retry-After"] = retry_after_header(exc.retry_after_s)
-    return response
-
-
-def on_unsupported_media_type(
-    _: Request[Any, Any, Any], exc: UnsupportedMediaType
-) -> Response[ErrorBody]:
-    return error_response(415, "unsupported_media_type", str(exc))
-
-
-def on_malformed_json(_: Request[Any, Any, Any], exc: MalformedJson) -> Response[ErrorBody]:
-    return error_response(400, "malformed_json", str(exc))
-
-
-def on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
+def _validation_answer(exc: ValidationException) -> ErrorAnswer:
     details = exc.extra if isinstance(exc.extra, list) else None
     if details and any(d.get("key") == "data" for d in details if isinstance(d, dict)):
         # Litestar's words for an empty body are "'data'": say what is missing instead.
-        return error_response(
-            400, "validation_error", "a JSON request body is required", [MISSING_BODY]
-        )
-    return error_response(400, "validation_error", exc.detail, details)
+        return _answer(400, "validation_error", "a JSON request body is required", [MISSING_BODY])
+    return _answer(400, "validation_error", exc.detail, details)
 
 
-def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+def _http_answer(exc: HTTPException) -> ErrorAnswer:
     if isinstance(exc.__cause__, SerializationException):  # Litestar's wrap of a decode error
-        return error_response(
-            400, "malformed_json", f"request body is not valid JSON: {exc.detail}"
-        )
+        return _answer(400, "malformed_json", f"request body is not valid JSON: {exc.detail}")
     code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    response = error_response(exc.status_code, code, exc.detail)
+    answer = _answer(exc.status_code, code, exc.detail)
     if exc.headers:  # a 405's `Allow` (RFC 9110: the methods the path does take)
-        response.headers.update(exc.headers)
-    return response
+        answer.headers.update(exc.headers)
+    return answer
 
 
-def on_store_full(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
-    """A write outside the engine (a warehouse's version bump, a notice's job) refused at
-    maxmemory: the engine's own writes become StoreFull."""
-    return on_domain_error(request, StoreFull())
+def on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    """Litestar's exception handler for every error: the answer `answer_for` gives."""
+    answer = answer_for(exc, request.method, request.url.path)
+    return Response(answer.body, status_code=answer.status, headers=answer.headers)
 
 
-def on_store_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
-    """A read that could not reach its store (the engine's writes go through its resends)."""
-    log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
-    response = error_response(503, "store_unavailable", "a store did not answer; retry later")
-    response.headers["Retry-After"] = str(RETRY_AFTER_S)
-    return response
-
-
-def on_unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "the server failed to handle this request")
-
-
+# Litestar looks a handler up by the exception's classes; ValidationException and HTTPException
+# are listed because Litestar has its own handlers for them otherwise.
 EXCEPTION_HANDLERS: Final = {
-    DomainError: on_domain_error,
-    Unauthenticated: on_unauthenticated,
-    Forbidden: on_forbidden,
-    RateLimited: on_rate_limited,
-    UnsupportedMediaType: on_unsupported_media_type,
-    MalformedJson: on_malformed_json,
-    ValidationException: on_validation_error,
-    HTTPException: on_http_error,
-    redis_errors.OutOfMemoryError: on_store_full,
-    redis_errors.ConnectionError: on_store_unavailable,
-    redis_errors.TimeoutError: on_store_unavailable,
-    # PostgreSQL down or restarting while an order that left Redis is read.
-    asyncpg.PostgresConnectionError: on_store_unavailable,
-    asyncpg.CannotConnectNowError: on_store_unavailable,
-    OSError: on_store_unavailable,
-    # A breaker open on MongoDB (the warehouse directory) or PostgreSQL: the call was not made.
-    CircuitOpen: on_store_unavailable,
-    Exception: on_unexpected_error,
+    Exception: on_error,
+    HTTPException: on_error,
+    ValidationException: on_error,
 }

@@ -229,9 +229,12 @@ class Metrics:
     async def count_response(self, message: Message, _: Scope) -> None:
         """Litestar's before_send hook: sees every response, error handlers' included."""
         if message["type"] == "http.response.start":
-            status: int = message["status"]
-            if 100 <= status < 600:
-                self._responses[status // 100 - 1].inc()
+            self.count_status(message["status"])
+
+    def count_status(self, status: int) -> None:
+        """One response by its status class (also for api.order_intake, which Litestar skips)."""
+        if 100 <= status < 600:
+            self._responses[status // 100 - 1].inc()
 
     async def refresh(self, services: Services) -> None:
         self._engine.services = services
