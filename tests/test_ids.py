@@ -3,6 +3,7 @@ UUID is not one of our IDs (engine.ids), so no route can reach an order by a sec
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -46,3 +47,20 @@ def test_any_other_spelling_is_not_one_of_our_ids(spelling: str) -> None:
     assert not is_canonical_id(spelling)
     assert partition_of_id(spelling) is None
     assert owner_tag_of_id(spelling) is None
+
+
+def test_a_forked_process_mints_other_ids_than_its_parent() -> None:
+    """IDs draw on a block of random words: a child must not reuse the block its parent drew."""
+    new_id(7)  # the parent now holds a block
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write_end, "\n".join(new_id(7, now_ms=1) for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        from_child = set(pipe.read().split("\n"))
+    os.waitpid(child, 0)
+    from_parent = {new_id(7, now_ms=1) for _ in range(50)}
+    assert len(from_child) == 50
+    assert not from_child & from_parent
