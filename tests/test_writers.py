@@ -367,7 +367,7 @@ async def test_a_writer_killed_mid_batch_loses_nothing(
 # --- (e) the backlog report ---
 
 
-async def test_lag_reports_the_backlog_then_zero(
+async def test_status_reports_the_backlog_then_zero(
     redis: RedisClient,
     pg: asyncpg.Pool,
     mongo: MongoDatabase,
@@ -384,7 +384,7 @@ async def test_lag_reports_the_backlog_then_zero(
         (INVENTORY_GROUP, events, 0),
     ]
     assert sum(s.lag for s in report[0].top_streams) == events  # two products: <= 2 streams
-    printed = lag_command(settings)
+    printed = status_command(settings)
     assert f"{ORDERS_GROUP:<32} {events:>10} {0:>10}" in printed
 
     await drain(redis, consumers_for(redis, pg, mongo))
@@ -392,15 +392,15 @@ async def test_lag_reports_the_backlog_then_zero(
         (0, 0, []),
         (0, 0, []),
     ]
-    assert f"{INVENTORY_GROUP:<32} {0:>10} {0:>10}" in lag_command(settings)
+    assert f"{INVENTORY_GROUP:<32} {0:>10} {0:>10}" in status_command(settings)
 
 
-def lag_command(settings: Settings) -> str:
+def status_command(settings: Settings) -> str:
     env = {
         **store_env(settings),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "writers", "lag"],
+        [sys.executable, "-m", "writers", "status"],
         cwd=ROOT,
         env=env,
         capture_output=True,

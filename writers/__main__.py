@@ -1,8 +1,10 @@
 """`python -m writers` runs the orders and inventory writers, the notifier and the sweeps (expired
 holds, stuck orders) in one process until SIGTERM/SIGINT (each writer finishes the batch in hand,
-then exits). `python -m writers lag` prints every group's backlog. `python -m writers notices
-worker|failed|replay` runs the notice worker, lists the notices that failed for good, re-enqueues
-them. `python -m writers replay --stream S --from ID` re-persists a stream from an entry ID.
+then exits). `python -m writers status [--json] [--interval S]` prints, per group and partition,
+the backlog, pending entries, the oldest one's age, dead letters and read rate. `python -m
+writers notices worker|failed|replay` runs the notice worker, lists the notices
+that failed for good, re-enqueues them. `python -m writers replay --stream S --from ID`
+re-persists a stream from an entry ID, with a checkpoint per page that `--resume` continues from.
 `python -m writers dead-letters list|replay` lists the entries the writers gave up on, re-appends
 them to their stream. Stores are configured from the environment (`stores.settings`), and so is
 after how many deliveries an entry that keeps failing is dead-lettered
@@ -20,7 +22,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import asyncpg
 from pymongo import AsyncMongoClient
@@ -33,7 +35,7 @@ from stores.postgres import apply_schema, connect_postgres
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings, load_settings
 from telemetry.logs import configure_json_logging
-from writers import CONSUMER_GROUPS, dead_letters, writer_backlog
+from writers import CONSUMER_GROUPS, dead_letters
 from writers.dead_letters import (
     DEAD_LETTER_AFTER_DELIVERIES,
     AmbiguousEntry,
@@ -43,14 +45,14 @@ from writers.dead_letters import (
 from writers.inventory import INVENTORY_BATCH_FACTOR, InventoryWriter
 from writers.notifier import NotifierWriter
 from writers.orders import OrdersWriter
-from writers.replay import replay
+from writers.replay import PAGE_ENTRIES, Checkpoint, load_checkpoint, replay
+from writers.status import DEFAULT_INTERVAL_S, print_status
 from writers.streams import (
     ALL_STREAMS,
     CLAIM_IDLE_MS,
     READ_COUNT_PER_STREAM,
     REDIS_TRANSIENT_ERRORS,
     ConsumerConfig,
-    GroupBacklog,
     GroupConsumer,
     Stopping,
     Writer,
@@ -63,6 +65,7 @@ log = logging.getLogger("writers")
 # What --only and --writer accept: the consumers this process can run.
 CONSUMER_NAMES: Final = ("orders", "inventory", "notifier")
 DEAD_LETTERS_LIST_LIMIT: Final = 100
+T = TypeVar("T")
 
 
 def consumer_name() -> str:
@@ -74,7 +77,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=("run", "lag", "notices", "replay", "dead-letters"),
+        choices=("run", "status", "notices", "replay", "dead-letters"),
         default="run",
     )
     parser.add_argument(
@@ -98,7 +101,27 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--stream",
         help="for `replay` and `dead-letters replay`: the stream, e.g. 'events:{p3.0}'",
     )
-    parser.add_argument("--from", dest="from_id", default="-", help="for `replay`: first entry ID")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        help="for `status`: seconds over which the read rate is measured (default %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="for `status`: JSON, for machines")
+    parser.add_argument(
+        "--from", dest="from_id", help="for `replay`: first entry ID (default: the beginning)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="for `replay`: continue each writer after its checkpoint (instead of --from)",
+    )
+    parser.add_argument(
+        "--page-entries",
+        type=int,
+        default=PAGE_ENTRIES,
+        help="for `replay`: entries read and persisted per page (default %(default)s)",
+    )
     parser.add_argument(
         "--writer",
         action="append",
@@ -131,7 +154,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=READ_COUNT_PER_STREAM,
         help="entries read per stream per round (default %(default)s)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.interval <= 0:
+        parser.error("--interval must be above 0")
+    if args.page_entries < 1:
+        parser.error("--page-entries must be at least 1")
+    return args
 
 
 async def serve(
@@ -201,23 +229,6 @@ async def _postgres_with_schema(settings: Settings) -> asyncpg.Pool:
     return pool
 
 
-async def print_lag(settings: Settings) -> None:
-    redis: RedisClient = connect_redis(settings)
-    try:
-        report = await writer_backlog(redis, CONSUMER_GROUPS)
-    finally:
-        await redis.aclose()
-    print(format_backlog(report))
-
-
-def format_backlog(report: Sequence[GroupBacklog]) -> str:
-    lines = [f"{'group / top streams':<32} {'backlog':>10} {'pending':>10}"]
-    for group in report:
-        lines.append(f"{group.group:<32} {group.lag:>10} {group.pending:>10}")
-        lines += [f"  {s.stream:<30} {s.lag:>10} {s.pending:>10}" for s in group.top_streams]
-    return "\n".join(lines)
-
-
 def run_notices(settings: Settings, action: str | None) -> int:
     connection = connect_sync_redis(settings)
     notices = Notices(connection)
@@ -240,31 +251,69 @@ def run_notices(settings: Settings, action: str | None) -> int:
     return 0
 
 
-async def run_replay(settings: Settings, stream: str, from_id: str, names: Sequence[str]) -> None:
+async def run_replay(
+    settings: Settings,
+    stream: str,
+    names: Sequence[str],
+    *,
+    from_id: str | None,
+    page_entries: int,
+) -> int:
+    """Replay `stream` through each named writer in turn: from `from_id`, or, when it is None,
+    after each writer's checkpoint. Progress goes to stderr, one line per writer to stdout."""
     redis = connect_redis(settings)
     notice_redis = connect_sync_redis(settings)
     pool = await _postgres_with_schema(settings) if "orders" in names else None
     mongo, db = connect_mongo(settings)
     try:
+        writers: list[Writer] = []
         for name in names:
-            writer: Writer
             if name == "orders":
                 assert pool is not None
-                writer = OrdersWriter(
-                    pool, script_runner(redis, settings), settings.order_hot_window_s
-                )
+                runner = script_runner(redis, settings)
+                writers.append(OrdersWriter(pool, runner, settings.order_hot_window_s))
             elif name == "inventory":
-                writer = InventoryWriter(redis, db)
+                writers.append(InventoryWriter(redis, db))
             else:
-                writer = NotifierWriter(Notices(notice_redis))
-            count = await replay(redis, writer, stream, from_id)
-            print(f"{writer.group}: {count} entries of {stream} re-persisted from {from_id}")
+                writers.append(NotifierWriter(Notices(notice_redis)))
+        starts = await _replay_starts(redis, stream, [w.group for w in writers], from_id)
+        if starts is None:
+            return 2
+        for writer, start in zip(writers, starts, strict=True):
+            if start.done:
+                print(f"{writer.group}: the replay of {stream} is already complete")
+                continue
+            where = f"after {start.last_id}" if start.last_id else f"from {start.from_id}"
+            count = await replay(
+                redis, writer, stream, start, page_entries=page_entries, progress=sys.stderr
+            )
+            print(f"{writer.group}: {count} entries of {stream} re-persisted {where}; complete")
     finally:
         if pool is not None:
             await pool.close()
         await mongo.close()
         await redis.aclose()
         notice_redis.close()
+    return 0
+
+
+async def _replay_starts(
+    redis: RedisClient, stream: str, groups: Sequence[str], from_id: str | None
+) -> list[Checkpoint] | None:
+    """Where each group's replay starts; None (after saying why) when one has nothing to resume."""
+    if from_id is not None:
+        return [Checkpoint(from_id) for _ in groups]
+    found = [await load_checkpoint(redis, stream, group) for group in groups]
+    starts = [checkpoint for checkpoint in found if checkpoint is not None]
+    if len(starts) < len(groups):
+        missing = [g for g, checkpoint in zip(groups, found, strict=True) if checkpoint is None]
+        print(
+            f"no replay checkpoint of {stream} for {', '.join(missing)}: "
+            "start with --from (default: the beginning) instead of --resume",
+            file=sys.stderr,
+        )
+        return None
+    return starts
 
 
 async def list_dead_letters(settings: Settings, limit: int) -> None:
@@ -339,32 +388,37 @@ def dead_letter_after_deliveries() -> int:
     return int(raw)
 
 
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop  # optional: a faster event loop when installed
     except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     settings = load_settings()
-    if args.command == "lag":
-        run_loop(print_lag(settings))
-        return 0
+    if args.command == "status":
+        return run_loop(print_status(settings, args.interval, args.json))
     if args.command == "notices":
         return run_notices(settings, args.action)
     if args.command == "dead-letters":
         return run_dead_letters(settings, args)
     if args.command == "replay":
-        if not args.stream:
-            print("replay needs --stream (and --from, default: the beginning)", file=sys.stderr)
+        if not args.stream or (args.resume and args.from_id is not None):
+            print(
+                "replay needs --stream, and either --from (default: the beginning) or --resume",
+                file=sys.stderr,
+            )
             return 2
+        from_id = None if args.resume else (args.from_id or "-")
         writers = args.writer or ["orders", "inventory"]
-        run_loop(run_replay(settings, args.stream, args.from_id, writers))
-        return 0
+        return run_loop(
+            run_replay(
+                settings, args.stream, writers, from_id=from_id, page_entries=args.page_entries
+            )
+        )
     configure_json_logging()
     config = ConsumerConfig(
         read_count_per_stream=args.read_count,
