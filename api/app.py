@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -79,7 +80,13 @@ def create_app(
         async with open_services(resolved, batched=batched) as services:
             app.state.services = services
             services.stock_feed.on_low_stock = registry.count_low_stock
-            yield
+            # What start-up made lives as long as the worker: kept out of the collector's full
+            # passes, which otherwise walk it all, in the middle of requests.
+            gc.freeze()
+            try:
+                yield
+            finally:
+                gc.unfreeze()
 
     return FulfillmentApi(
         api_keys=api_keys,

@@ -20,7 +20,7 @@ from redis.asyncio import RedisCluster
 
 from engine import keys
 from engine.events import decode_event
-from engine.stock_changes import LowStockThresholds, StockChange, stock_change_of
+from engine.stock_changes import LowStockThresholds, StockChange, stock_changes_of
 from stores.redis import RedisClient
 
 STREAMS: Final[tuple[str, ...]] = tuple(keys.stream(p) for p in range(keys.PARTITIONS))
@@ -205,8 +205,7 @@ class StockFeed:
             for entry_id, fields in entries:
                 self._last_ids[stream] = entry_id
                 seen += 1
-                change = stock_change_of(decode_event(fields))
-                if change is not None:
+                for change in stock_changes_of(decode_event(fields)):
                     self._deliver(StockUpdate(change, entry_id, self._low_threshold(change)))
         return seen
 

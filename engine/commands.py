@@ -124,7 +124,8 @@ def _wire_order(attempt: Attempt) -> tuple[object, ...]:
         request.product_id,
         request.quantity,
         request.idempotency_key or "",
-        request.fingerprint(),
+        # Compared only under an idempotency key: not sent (nor built) for an order without one.
+        request.fingerprint() if request.idempotency_key else "",
         # As text: Lua's cjson keeps 14 significant digits, and a location must come back
         # exactly as it was sent.
         repr(request.customer.lat),

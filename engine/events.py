@@ -13,14 +13,27 @@ import msgspec
 from engine.records import EpochMs, OrderRecord, decode_record
 
 
-class OrderConfirmed(msgspec.Struct, frozen=True, tag_field="type", tag="order.confirmed"):
+class OrderConfirmed(msgspec.Struct, array_like=True, frozen=True):
+    """One order of an `orders.confirmed` event: [orderId, record, available]."""
+
     order: str
     record: OrderRecord
-    available: int
+    available: int  # its warehouse's level after it
 
     @property
     def product(self) -> str:
         return self.record.product_id
+
+
+class OrdersConfirmed(msgspec.Struct, frozen=True, tag_field="type", tag="orders.confirmed"):
+    """Every order one script call confirmed, in the order it decided them: one stream entry per
+    call rather than per order (lua/includes/confirm_order.lua, append_confirmed)."""
+
+    orders: tuple[OrderConfirmed, ...]
+
+    @property
+    def products(self) -> set[str]:
+        return {placed.product for placed in self.orders}
 
 
 class OrderCancelled(msgspec.Struct, frozen=True, tag_field="type", tag="order.cancelled"):
@@ -78,12 +91,12 @@ class StockHeld(msgspec.Struct, frozen=True, tag_field="type", tag="stock.held")
 
 
 Event = (
-    OrderConfirmed | OrderCancelled | OrderStatusChanged | OrderRerouted | StockChanged | StockHeld
+    OrdersConfirmed | OrderCancelled | OrderStatusChanged | OrderRerouted | StockChanged | StockHeld
 )
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
     str(t.__struct_config__.tag): t
     for t in (
-        OrderConfirmed,
+        OrdersConfirmed,
         OrderCancelled,
         OrderStatusChanged,
         OrderRerouted,
@@ -106,8 +119,18 @@ class MalformedEvent(msgspec.Struct, frozen=True):
     error: str
 
 
+# Its `orders` field is one JSON text: decoded in one pass, records included (strict=False: a
+# record's location is written as text).
+_CONFIRMED_ORDERS: Final = msgspec.json.Decoder(tuple[OrderConfirmed, ...], strict=False)
+# The entry a script appended per confirmed order before OrdersConfirmed: still read, so that
+# entries written by an older engine are persisted after an upgrade, not ignored.
+ONE_ORDER_CONFIRMED: Final = "order.confirmed"
+
+
 def decode_event(fields: Mapping[str, str]) -> Event | UnknownEvent | MalformedEvent:
     kind = fields.get("type", "")
+    if kind == OrdersConfirmed.__struct_config__.tag or kind == ONE_ORDER_CONFIRMED:
+        return _orders_confirmed(fields)
     event_type = EVENT_TYPES.get(kind)
     if event_type is None:
         return UnknownEvent(kind) if kind else MalformedEvent("no 'type' field")
@@ -122,3 +145,26 @@ def decode_event(fields: Mapping[str, str]) -> Event | UnknownEvent | MalformedE
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return MalformedEvent(str(exc))
     return event
+
+
+def _orders_confirmed(fields: Mapping[str, str]) -> OrdersConfirmed | MalformedEvent:
+    try:
+        if fields["type"] == ONE_ORDER_CONFIRMED:
+            one = f'["{fields["order"]}",{fields["record"]},{fields["available"]}]'
+            return OrdersConfirmed(_CONFIRMED_ORDERS.decode(f"[{one}]"))
+        return OrdersConfirmed(_CONFIRMED_ORDERS.decode(fields["orders"]))
+    except KeyError as missing:
+        return MalformedEvent(f"no {missing} field")
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return MalformedEvent(str(exc))
+
+
+def order_ids_of(fields: Mapping[str, str]) -> str:
+    """The orders a stream entry is about, comma-separated, for logs and the dead-letter list;
+    '' for stock events and for an entry that does not decode."""
+    if "order" in fields:
+        return fields["order"]
+    event = decode_event(fields) if "orders" in fields else None
+    if isinstance(event, OrdersConfirmed):
+        return ",".join(placed.order for placed in event.orders)
+    return ""

@@ -12,8 +12,8 @@ from engine.events import (
     Event,
     MalformedEvent,
     OrderCancelled,
-    OrderConfirmed,
     OrderRerouted,
+    OrdersConfirmed,
     StockChanged,
     StockHeld,
     UnknownEvent,
@@ -30,21 +30,25 @@ class StockChange:
     reason: str  # order, cancel, hold, hold expired, or the operator's restock/adjust reason
 
 
-def stock_change_of(event: Event | UnknownEvent | MalformedEvent) -> StockChange | None:
-    """The level an event left behind; None for events that move no stock (lifecycle steps)."""
+def stock_changes_of(event: Event | UnknownEvent | MalformedEvent) -> list[StockChange]:
+    """The levels an event left behind, in the order it moved them; none for events that move
+    no stock (lifecycle steps)."""
     match event:
-        case OrderConfirmed(record=record, available=available):
-            return StockChange(record.product_id, record.warehouse_id, available, "order")
+        case OrdersConfirmed(orders=orders):
+            return [
+                StockChange(o.record.product_id, o.record.warehouse_id, o.available, "order")
+                for o in orders
+            ]
         case OrderCancelled(record=record, available=available):
-            return StockChange(record.product_id, record.warehouse_id, available, "cancel")
+            return [StockChange(record.product_id, record.warehouse_id, available, "cancel")]
         case OrderRerouted(record=record, available=available):
-            return StockChange(record.product_id, record.warehouse_id, available, "reroute")
+            return [StockChange(record.product_id, record.warehouse_id, available, "reroute")]
         case StockChanged(product=product, warehouse=warehouse, available=available, reason=why):
-            return StockChange(product, warehouse, available, why)
+            return [StockChange(product, warehouse, available, why)]
         case StockHeld(product=product, warehouse=warehouse, available=available):
-            return StockChange(product, warehouse, available, "hold")
+            return [StockChange(product, warehouse, available, "hold")]
         case _:
-            return None
+            return []
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,8 @@ ORDERS_IN_FLIGHT: Final = 100_000
 UNITS: Final = 1_000
 KEY_COST_COUNT: Final = 200_000
 KEY_COST_PIPELINE: Final = 1_000
+# Orders per `orders.confirmed` entry as the API's micro-batches make them (8 per call).
+ORDERS_PER_SHARED_ENTRY: Final = 8
 
 # Bench-only loader: one call writes a thousand stock hashes (the engine's own set_stock.lua
 # would take one call per level, 50 million calls for the full load).
@@ -117,10 +119,13 @@ def key_cost_lines(costs: KeyCosts) -> list[str]:
     return [
         f"- One idempotency key alone: {costs.idempotency_key:,.0f} bytes (its stored confirmation "
         f"and TTL); one order record alone: {costs.order_record:,.0f} bytes (with a storefront's "
-        f"key in it and its expiry); one `order.confirmed` stream entry: "
-        f"{costs.stream_entry:,.0f} bytes, plus {costs.pending_entry:,.0f} while a group has it "
-        f"pending. Each the used_memory delta of {costs.count:,} of them written as the scripts "
-        "write them into an empty Redis, hash tables included.",
+        f"key in it and its expiry); an order in an `orders.confirmed` stream entry: "
+        f"{costs.stream_entry:,.0f} bytes alone in its entry (plus {costs.pending_entry:,.0f} "
+        f"while a group has it pending), {costs.stream_entry_shared:,.0f} bytes in an entry of "
+        f"{ORDERS_PER_SHARED_ENTRY} orders (plus {costs.pending_entry_shared:,.0f}), as a script "
+        f"call of {ORDERS_PER_SHARED_ENTRY} orders of one partition appends them. Each the "
+        f"used_memory delta of {costs.count:,} of them written as the scripts write them into an "
+        "empty Redis, hash tables included.",
     ]
 
 
@@ -130,8 +135,13 @@ class KeyCosts:
 
     idempotency_key: float  # `idem:{tag}:<key>` -> the stored confirmation, with its TTL
     order_record: float  # `order:{tag}:<orderId>` -> the record, expiring (persisted, hot)
-    stream_entry: float  # an `order.confirmed` entry that every group has read and acked
-    pending_entry: float  # what a group's pending list adds while an entry is not acked yet
+    # Per order in an `orders.confirmed` entry that every group has read and acked, alone in its
+    # entry and sharing one with others of its script call; and per order, what a group's pending
+    # list adds while the entry is not acked yet.
+    stream_entry: float
+    pending_entry: float
+    stream_entry_shared: float
+    pending_entry_shared: float
     count: int
 
 
@@ -185,10 +195,14 @@ async def measure_key_costs(count: int = KEY_COST_COUNT) -> KeyCosts:
                 redis, count, order_record, DEFAULT_HOT_WINDOW_S * 1000
             )
             await redis.flushall()
-            per_entry, per_pending = await _bytes_per_stream_entry(redis, count, order_record)
+            alone = await _bytes_per_stream_entry(redis, count, order_record, 1)
+            await redis.flushall()
+            shared = await _bytes_per_stream_entry(
+                redis, count, order_record, ORDERS_PER_SHARED_ENTRY
+            )
         finally:
             await redis.aclose()
-    return KeyCosts(per_key, per_record, per_entry, per_pending, count)
+    return KeyCosts(per_key, per_record, *alone, *shared, count)
 
 
 def _request(traffic: Traffic, idempotency_key: str) -> OrderRequest:
@@ -216,12 +230,12 @@ async def _bytes_per_key(
 
 
 async def _bytes_per_stream_entry(
-    redis: RedisClient, count: int, make: Callable[[int], tuple[str, str]]
+    redis: RedisClient, count: int, make: Callable[[int], tuple[str, str]], per_entry: int
 ) -> tuple[float, float]:
-    """`order.confirmed` entries as lua/reserve.lua appends them, spread over the partition
-    streams, each with the writers' groups: bytes per entry, then per entry left pending in one
-    group. (MEMORY USAGE of a stream counts several times more per pending entry than used_memory
-    grows by.)"""
+    """`count` orders in `orders.confirmed` entries of `per_entry` orders as lua/reserve.lua
+    appends them, spread over the partition streams, each with the writers' groups: bytes per
+    order, then per order left pending in one group. (MEMORY USAGE of a stream counts several
+    times more per pending entry than used_memory grows by.)"""
     streams = [keys.stream(p) for p in range(keys.PARTITIONS)]
     for stream in streams:
         for group in CONSUMER_GROUPS:
@@ -229,15 +243,12 @@ async def _bytes_per_stream_entry(
     before = await _used(redis)
     for start in range(0, count, KEY_COST_PIPELINE):
         pipe = redis.pipeline(transaction=False)
-        for i in range(start, min(start + KEY_COST_PIPELINE, count)):
-            key, record = make(i)
-            order_id = key.rsplit(":", 1)[1]
-            fields: dict[Any, Any] = {
-                "type": "order.confirmed",
-                "order": order_id,
-                "record": record,
-                "available": 999_999_000 + i % 997,
-            }
+        for i in range(start, min(start + KEY_COST_PIPELINE, count), per_entry):
+            parts = []
+            for j in range(i, min(i + per_entry, count)):
+                key, record = make(j)
+                parts.append(f'["{key.rsplit(":", 1)[1]}",{record},{999_999_000 + j % 997}]')
+            fields: dict[Any, Any] = {"type": "orders.confirmed", "orders": f"[{','.join(parts)}]"}
             pipe.xadd(streams[i % len(streams)], fields)
         await pipe.execute()
     appended = await _used(redis)

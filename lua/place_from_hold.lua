@@ -50,5 +50,8 @@ if held > qty then left = redis.call('HINCRBY', stock_key, wid, held - qty) end
 bump_stock_version(stock_key)
 redis.call('DEL', hold_key)
 redis.call('ZREM', expiries, hold_id)
-local reply = confirm_order(stream, order_key, idem_key, idem_ttl_s, now_ms, o, wid, days, left)
-return reply
+-- The order ID was read above, in this same call: the record is new.
+local encoded = write_new_record(order_key, o, wid, days, now_ms)
+remember_answer(idem_key, idem_ttl_s, o, wid, days, now_ms)
+append_confirmed(stream, {confirmed_part(o[1], encoded, left)})
+return confirmed_reply(o[1], wid, days, now_ms)

@@ -5,8 +5,8 @@
 -- reply), answer what was decided then; if its idempotency key was seen, answer the stored
 -- confirmation; else walk the candidate warehouses (nearest H3 ring first, exact distance inside a
 -- ring, as ranked by the caller), take the first with available >= quantity, decrement it, record
--- the order, append an `order.confirmed` event to the partition's stream and remember the key.
--- Everything for one order happens inside this call, so no unit can be sold twice.
+-- the order and remember the key. Everything for one order happens inside this call, so no unit
+-- can be sold twice. The call appends one `orders.confirmed` event with every order it confirmed.
 --
 -- The whole call is checked before its first write, so no argument can leave part of a batch
 -- applied; a stock level that is not a whole number counts as no stock at that warehouse.
@@ -38,7 +38,7 @@ if type(orders) ~= 'table' or #KEYS ~= 1 + 3 * #orders then return bad_argument(
 -- Phase 1, reads only: check every order, and read every level this call can take from. A level
 -- that is not a whole number is treated as no stock there (HINCRBY would fail on it mid-call).
 -- Checks are inlined: this loop runs for every candidate of every order.
-local replies, pending, levels = {}, {}, {}
+local replies, levels = {}, {}
 for i, o in ipairs(orders) do
   local stock_key, order_key = KEYS[3 * i - 1], KEYS[3 * i]
   local qty, ids, days_of = o[3], o[8], o[9]
@@ -54,19 +54,13 @@ for i, o in ipairs(orders) do
       return bad_argument('delivery days of order ' .. i)
     end
   end
-  local placed = read_record(order_key)
-  if placed then
-    replies[i] = answer_for_record(o[1], placed)
-  else
-    pending[#pending + 1] = i
-    if #ids > 0 then
-      local level = levels[stock_key]
-      if not level then level = {}; levels[stock_key] = level end
-      local read = redis.call('HMGET', stock_key, unpack(ids))
-      for j = 1, #ids do
-        local units = tonumber(read[j])
-        if units and units % 1 == 0 and level[ids[j]] == nil then level[ids[j]] = units end
-      end
+  if #ids > 0 then
+    local level = levels[stock_key]
+    if not level then level = {}; levels[stock_key] = level end
+    local read = redis.call('HMGET', stock_key, unpack(ids))
+    for j = 1, #ids do
+      local units = tonumber(read[j])
+      if units and units % 1 == 0 and level[ids[j]] == nil then level[ids[j]] = units end
     end
   end
 end
@@ -93,16 +87,18 @@ local function not_reserved(stock_key, qty, ids)
   return far
 end
 
--- Phase 2: decide and write, in arrival order.
-local versioned, keys_used = {}, {}
-for _, i in ipairs(pending) do
-  local o = orders[i]
+-- Phase 2: decide and write, in arrival order. An order already recorded under its ID (a resend
+-- after a lost reply) is answered what was decided then, and takes nothing: its record is found
+-- by the SET NX that would write it, or read when no warehouse is picked or its key answers.
+local versioned, keys_used, confirmed = {}, {}, {}
+for i, o in ipairs(orders) do
   local stock_key, order_key, idem_key = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
   local qty, idem, ids, days_of = o[3], o[4], o[8], o[9]
 
   local seen = idem ~= '' and (keys_used[idem_key] or redis.call('GET', idem_key))
   if seen then
-    replies[i] = answer_for_key(seen, o[5])
+    local recorded = answered_this_order(seen, o[1]) and read_record(order_key)
+    replies[i] = recorded and answer_for_record(o[1], recorded) or answer_for_key(seen, o[5])
   else
     local level, pick = levels[stock_key] or {}, nil
     for j = 1, #ids do
@@ -110,18 +106,26 @@ for _, i in ipairs(pending) do
     end
     if pick then
       local wid, days = ids[pick], days_of[pick]
-      local left = redis.call('HINCRBY', stock_key, wid, -qty)
-      level[wid] = left
-      versioned[stock_key] = true
-      local stored
-      replies[i], stored = confirm_order(stream, order_key, idem_key, idem_ttl_s, now_ms, o, wid, days, left)
-      if stored ~= '' then keys_used[idem_key] = stored end
+      local encoded, recorded = write_new_record(order_key, o, wid, days, now_ms)
+      if recorded then
+        replies[i] = answer_for_record(o[1], recorded)
+      else
+        local left = redis.call('HINCRBY', stock_key, wid, -qty)
+        level[wid] = left
+        versioned[stock_key] = true
+        local stored = remember_answer(idem_key, idem_ttl_s, o, wid, days, now_ms)
+        if stored ~= '' then keys_used[idem_key] = stored end
+        confirmed[#confirmed + 1] = confirmed_part(o[1], encoded, left)
+        replies[i] = confirmed_reply(o[1], wid, days, now_ms)
+      end
     else
-      replies[i] = not_reserved(stock_key, qty, ids)
+      local recorded = read_record(order_key)
+      replies[i] = recorded and answer_for_record(o[1], recorded) or not_reserved(stock_key, qty, ids)
     end
   end
 end
 
+append_confirmed(stream, confirmed)
 -- The stock version moves once per product per call: the inventory writer only needs to know
 -- that a product changed, and mirrors its whole current stock.
 for stock_key in pairs(versioned) do bump_stock_version(stock_key) end

@@ -21,8 +21,8 @@ import msgspec
 import pytest
 
 from engine import keys
+from engine.events import decode_event, order_ids_of
 from engine.live_orders import LiveOrders
-from engine.records import decode_record
 from engine.scripts import ScriptRunner
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
@@ -37,6 +37,7 @@ from tests.test_writers import (
     order_rows,
     pending_total,
     place_orders,
+    place_orders_one_by_one,
     stock_products,
 )
 from writers import WRITER_GROUPS, dead_letters
@@ -47,7 +48,7 @@ from writers.streams import (
     ALL_STREAMS,
     ConsumerConfig,
     GroupConsumer,
-    OrderConfirmed,
+    OrdersConfirmed,
     StreamEntry,
     create_groups,
     trim_streams,
@@ -66,18 +67,22 @@ AFTER_3 = ConsumerConfig(claim_idle_ms=300, deferred_retry_s=0.05, dead_letter_a
 
 
 async def confirmed_fields(redis: RedisClient) -> list[tuple[str, dict[str, str]]]:
-    """The `order.confirmed` entries of STREAM, as stored."""
+    """The `orders.confirmed` entries of STREAM, as stored."""
     page: list[Any] = await redis.xrange(STREAM) or []
-    return [(str(i), dict(f)) for i, f in page if f.get("type") == "order.confirmed"]
+    return [(str(i), dict(f)) for i, f in page if f.get("type") == "orders.confirmed"]
 
 
 async def append_poison(redis: RedisClient, **record_changes: Any) -> tuple[str, str]:
     """Append a copy of a real confirmation for a new order ID, its record changed as given;
     returns (entry ID, order ID)."""
     _, fields = (await confirmed_fields(redis))[0]
-    record = msgspec.structs.replace(decode_record(fields["record"]), **record_changes)
+    event = decode_event(fields)
+    assert isinstance(event, OrdersConfirmed)
+    placed = event.orders[0]
+    record = msgspec.structs.replace(placed.record, **record_changes)
     order_id = str(uuid.uuid4())
-    poison = {**fields, "order": order_id, "record": msgspec.json.encode(record).decode()}
+    one = msgspec.json.encode([[order_id, record, placed.available]]).decode()
+    poison = {"type": "orders.confirmed", "orders": one}
     return str(await redis.xadd(STREAM, poison)), order_id  # type: ignore[arg-type]
 
 
@@ -100,8 +105,10 @@ class FailingOrdersWriter:
 
     async def persist(self, entries: Sequence[StreamEntry]) -> list[StreamEntry]:
         if any(
-            isinstance(e.event, OrderConfirmed) and e.event.order == self.failing_order
+            placed.order == self.failing_order
             for e in entries
+            if isinstance(e.event, OrdersConfirmed)
+            for placed in e.event.orders
         ):
             self.failed_alone += len(entries) == 1
             raise RuntimeError("the order service is confused")
@@ -116,7 +123,7 @@ async def test_a_malformed_entry_is_dead_lettered_at_once_and_its_batch_persiste
 ) -> None:
     await stock_products(redis, [PRODUCT], 100)
     placed = await place_orders(redis, [PRODUCT], 10, seed=1)
-    malformed = {"type": "order.confirmed", "order": "o-1", "record": "[1,"}
+    malformed = {"type": "orders.confirmed", "orders": "[1,"}
     poison_id = str(await redis.xadd(STREAM, malformed))  # type: ignore[arg-type]
     placed += await place_orders(redis, [PRODUCT], 10, seed=2)
     consumers = consumers_for(redis, pg, mongo)
@@ -168,7 +175,7 @@ async def test_a_row_postgres_refuses_is_dead_lettered_at_once_and_its_batch_lan
     [letter] = await letters(redis)
     assert (letter.stream, letter.entry_id, letter.group) == (STREAM, poison_id, ORDERS_GROUP)
     assert letter.order_id == poison_order
-    assert letter.event_type == "order.confirmed"
+    assert letter.event_type == "orders.confirmed"
     assert letter.error.startswith("CharacterNotInRepertoireError: ")  # an asyncpg DataError
     assert letter.deliveries == 1
     assert await pending_total(redis, ORDERS_GROUP) == 0
@@ -181,8 +188,15 @@ async def test_an_entry_failing_every_delivery_is_dead_lettered_after_n(
     redis: RedisClient, pg: asyncpg.Pool
 ) -> None:
     await stock_products(redis, [PRODUCT], 100)
-    placed = [c.order_id for _, c in await place_orders(redis, [PRODUCT], 20)]
-    [(poison_id, _)] = [(i, f) for i, f in await confirmed_fields(redis) if f["order"] == placed[7]]
+    # Three calls, three entries: the 8th order alone in the middle one.
+    placed = [
+        c.order_id
+        for count, seed in ((7, 1), (1, 2), (12, 3))
+        for _, c in await place_orders(redis, [PRODUCT], count, seed)
+    ]
+    [(poison_id, _)] = [
+        (i, f) for i, f in await confirmed_fields(redis) if order_ids_of(f) == placed[7]
+    ]
     writer = FailingOrdersWriter(pg, runner_for(redis), placed[7])
     consumer = GroupConsumer(redis, writer, "test", config=AFTER_3)
     await create_groups(redis, ALL_STREAMS, [ORDERS_GROUP])
@@ -211,7 +225,7 @@ async def test_a_change_whose_order_was_dead_lettered_follows_it_and_both_replay
     await LiveOrders(runner_for(redis), None).cancel(placed.order_id)
     page: list[Any] = await redis.xrange(STREAM) or []
     confirm_id, cancel_id = (
-        str(i) for i, f in page if f["type"] in ("order.confirmed", "order.cancelled")
+        str(i) for i, f in page if f["type"] in ("orders.confirmed", "order.cancelled")
     )
     writer = FailingOrdersWriter(pg, runner_for(redis), placed.order_id)
     consumer = GroupConsumer(redis, writer, "test", config=AFTER_3)
@@ -248,14 +262,14 @@ async def dead_letter_one_confirmation(redis: RedisClient) -> tuple[str, str]:
     entry_id, fields = (await confirmed_fields(redis))[0]
     failure = Failure(STREAM, entry_id, "moved by hand", permanent=True)
     assert await dead_letters.move(redis, ORDERS_GROUP, [(failure, 1)]) == 1
-    return entry_id, fields["order"]
+    return entry_id, order_ids_of(fields)
 
 
 async def test_replay_puts_an_entry_back_and_it_is_persisted(
     redis: RedisClient, pg: asyncpg.Pool
 ) -> None:
     await stock_products(redis, [PRODUCT], 100)
-    placed = await place_orders(redis, [PRODUCT], 5)
+    placed = await place_orders_one_by_one(redis, [PRODUCT], 5)
     entry_id, order_id = await dead_letter_one_confirmation(redis)
     consumer = GroupConsumer(redis, OrdersWriter(pg, runner_for(redis)), "test", config=FAST)
     await drain(redis, [consumer])  # claims the rest from "manual"
@@ -318,7 +332,7 @@ async def test_the_cli_lists_and_replays_dead_letters(
     assert header.split("\t")[:3] == ["stream", "entry_id", "group"]
     stream, listed_id, group, deliveries, _, event_type, listed_order, error = row.split("\t")
     assert (stream, listed_id, group, deliveries) == (STREAM, entry_id, ORDERS_GROUP, "1")
-    assert (event_type, listed_order, error) == ("order.confirmed", order_id, "moved by hand")
+    assert (event_type, listed_order, error) == ("orders.confirmed", order_id, "moved by hand")
     assert "1 of 1 dead letter(s) shown" in listed.stderr
 
     replayed = writers_cli(settings, "dead-letters", "replay", "--entry", entry_id)

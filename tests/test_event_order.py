@@ -10,7 +10,7 @@ import asyncpg
 
 from engine import keys
 from engine.delivery import estimated_delivery
-from engine.events import OrderConfirmed
+from engine.events import OrdersConfirmed
 from engine.live_orders import LiveOrders
 from engine.records import decode_record
 from stores.mongo import MongoDatabase
@@ -44,7 +44,7 @@ async def test_reroute_and_fulfil_events_in_every_order_end_as_redis_holds(
     assert record.seq == 6
 
     entries = await all_entries(redis)
-    [confirm] = [e for e in entries if isinstance(e.event, OrderConfirmed)]
+    [confirm] = [e for e in entries if isinstance(e.event, OrdersConfirmed)]
     changes = [e for e in entries if e is not confirm and hasattr(e.event, "order")]
     assert len(changes) == 5
     writer = OrdersWriter(pg, runner_for(redis))

@@ -20,6 +20,7 @@ from engine.errors import (
     UnknownProduct,
     WrongWarehouse,
 )
+from engine.events import OrdersConfirmed, decode_event
 from engine.ids import new_id
 from engine.orders import Confirmation, OrderRequest
 from engine.records import OrderRecord, decode_record
@@ -179,12 +180,60 @@ async def test_confirmation_records_the_order_and_appends_one_event(
     )
     ((_, event),) = await redis.xrevrange(STREAM, count=1)
     assert event == {
-        "type": "order.confirmed",
-        "order": order.order_id,
-        "record": record,
-        "available": "3",
+        "type": "orders.confirmed",
+        "orders": f'[["{order.order_id}",{record},3]]',
     }
     assert await redis.hget(STOCK, "_v") == "2"  # set_stock was version 1
+
+
+async def test_one_event_carries_every_order_a_call_confirmed(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "w1", 2)
+    first, refused, second = (
+        attempt(1, [("w1", 1)]),
+        attempt(5, [("w1", 1)]),
+        attempt(1, [("w1", 1)]),
+    )
+    events = await redis.xlen(STREAM)
+    await reserve(runner, first, refused, second)
+    assert await redis.xlen(STREAM) == events + 1
+    ((_, fields),) = await redis.xrevrange(STREAM, count=1)
+    event = decode_event(fields)
+    assert isinstance(event, OrdersConfirmed)
+    assert [(o.order, o.available) for o in event.orders] == [
+        (first.order_id, 1),
+        (second.order_id, 0),
+    ]
+
+
+async def test_a_resend_finds_its_order_whatever_the_stock_now_is(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    """The first send took the last unit at w1: resent, the order is not out of stock; with
+    stock back at w2 only, it takes none there. With its key, it is not a replay either."""
+    await set_stock(runner, "w1", 1)
+    order = attempt(1, [("w1", 1), ("w2", 2)], idem="k")
+    (first,) = await reserve(runner, order)
+    assert await reserve(runner, order) == [first]
+    await set_stock(runner, "w2", 5)
+    unkeyed = attempt(1, [("w2", 2), ("w1", 1)])
+    (placed,) = await reserve(runner, unkeyed)
+    await set_stock(runner, "w1", 3)
+    assert await reserve(runner, unkeyed) == [placed]  # found by the write that would repeat it
+    assert not first.replayed and not placed.replayed
+    assert (await redis.hget(STOCK, "w1"), await redis.hget(STOCK, "w2")) == ("3", "4")
+    assert await confirmed_orders(redis) == [order.order_id, unkeyed.order_id]
+
+
+async def confirmed_orders(redis: RedisClient) -> list[str]:
+    entries = await redis.xrange(STREAM)
+    return [
+        o.order
+        for _, fields in entries
+        if isinstance(event := decode_event(fields), OrdersConfirmed)
+        for o in event.orders
+    ]
 
 
 async def test_the_version_moves_once_per_product_per_call(

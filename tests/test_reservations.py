@@ -14,6 +14,7 @@ import pytest
 
 from engine import keys
 from engine.errors import IdempotencyKeyReused, OutOfStock, UnknownProduct
+from engine.events import OrdersConfirmed, decode_event
 from engine.inventory import Inventory
 from engine.orders import Confirmation, OrderRequest
 from engine.reservations import ReservationEngine
@@ -146,8 +147,13 @@ async def test_no_oversell_with_200_concurrent_clients_on_one_product(
     assert all(lv.quantity == 0 for lv in await inventory.levels("flash"))
     partition = keys.partition_of_product("flash")
     events = await redis.xrange(keys.stream(partition))
-    confirmations = [e for _, e in events if e["type"] == "order.confirmed"]
-    assert sorted(e["order"] for e in confirmations) == sorted(c.order_id for c in confirmed)
+    confirmations = [
+        placed.order
+        for _, fields in events
+        if isinstance(event := decode_event(fields), OrdersConfirmed)
+        for placed in event.orders
+    ]
+    assert sorted(confirmations) == sorted(c.order_id for c in confirmed)
 
 
 async def test_concurrent_retries_with_one_key_make_one_order(

@@ -27,7 +27,7 @@ from redis.asyncio import Redis, RedisCluster
 from api.app import create_app
 from api.orders import IDEMPOTENCY_KEY_MAX_LENGTH
 from engine import keys
-from engine.events import OrderConfirmed, decode_event
+from engine.events import OrdersConfirmed, decode_event
 from engine.scripts import LUA_DIR
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
@@ -229,14 +229,14 @@ async def fill(http: Client, ledger: Ledger) -> None:
 
 
 async def confirmed_events(redis: RedisClient) -> Counter[str]:
-    """Order ID of every `order.confirmed` entry, over every partition stream."""
+    """Order ID of every order in the `orders.confirmed` entries, over every partition stream."""
     found: Counter[str] = Counter()
     for stream in ALL_STREAMS:
         entries: list[tuple[str, dict[str, str]]] = await redis.xrange(stream)  # type: ignore[assignment]
         for _, fields in entries:
             event = decode_event(fields)
-            if isinstance(event, OrderConfirmed):
-                found[event.order] += 1
+            if isinstance(event, OrdersConfirmed):
+                found.update(placed.order for placed in event.orders)
     return found
 
 
@@ -386,9 +386,13 @@ async def test_a_group_consumer_drains_its_backlog_at_the_limit(
     consumer = GroupConsumer(redis, writer, "store-full")
     while await consumer.step():
         pass
-    assert {e.event.order for e in writer.persisted if isinstance(e.event, OrderConfirmed)} == set(
-        ledger.confirmed
-    )
+    persisted = {
+        placed.order
+        for e in writer.persisted
+        if isinstance(e.event, OrdersConfirmed)
+        for placed in e.event.orders
+    }
+    assert persisted == set(ledger.confirmed)
     (group,) = await backlog(redis, [writer.group])
     assert (group.lag, group.pending) == (0, 0)
     assert await trim_streams(redis, ALL_STREAMS) > 0  # memory frees

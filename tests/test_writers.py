@@ -42,7 +42,7 @@ from writers.streams import (
     GroupConsumer,
     MalformedEvent,
     OrderCancelled,
-    OrderConfirmed,
+    OrdersConfirmed,
     StockChanged,
     StreamEntry,
     UnknownEvent,
@@ -102,6 +102,16 @@ async def place_orders(
     ]
     confirmations = await asyncio.gather(*(engine.place(request) for request in requests))
     return list(zip(requests, confirmations, strict=True))
+
+
+async def place_orders_one_by_one(
+    redis: RedisClient, products: Sequence[str], count: int, seed: int = 7
+) -> list[tuple[OrderRequest, Confirmation]]:
+    """As place_orders, each order in a script call of its own: one stream entry per order."""
+    placed: list[tuple[OrderRequest, Confirmation]] = []
+    for i in range(count):
+        placed += await place_orders(redis, products, 1, seed=seed * 1_000 + i)
+    return placed
 
 
 def consumers_for(
@@ -182,9 +192,10 @@ async def test_orders_reach_postgres_once_and_mongo_mirrors_redis(
     rows = await order_rows(pg)
     assert len(rows) == len(placed)
     confirmed_entries = {
-        e.event.order: e.entry_id
+        placed.order: e.entry_id
         for e in await all_entries(redis)
-        if isinstance(e.event, OrderConfirmed)
+        if isinstance(e.event, OrdersConfirmed)
+        for placed in e.event.orders
     }
     for request, confirmation in placed:
         row = rows[confirmation.order_id]

@@ -17,11 +17,12 @@ import pytest
 from redis.crc import key_slot
 
 from engine import keys
+from engine.events import OrdersConfirmed, order_ids_of
 from stores.redis import RedisClient
 from stores.settings import Settings
 from tests.conftest import runner_for
 from tests.test_dead_letters import FailingOrdersWriter, writers_cli
-from tests.test_writers import order_rows, place_orders, stock_products
+from tests.test_writers import order_rows, place_orders_one_by_one, stock_products
 from writers import CONSUMER_GROUPS, dead_letters
 from writers.dead_letters import Failure
 from writers.inventory import INVENTORY_GROUP
@@ -65,7 +66,7 @@ async def test_status_reports_backlog_pending_age_and_dead_letters_per_partition
     redis: RedisClient, settings: Settings
 ) -> None:
     await stock_products(redis, [PRODUCT], 100)
-    await place_orders(redis, [PRODUCT], 10)
+    await place_orders_one_by_one(redis, [PRODUCT], 10)
     total = len(await entry_ids(redis))
     await create_groups(redis, ALL_STREAMS, CONSUMER_GROUPS)
     delivered = await deliver(redis, ORDERS_GROUP, 6)
@@ -110,7 +111,7 @@ async def test_status_reports_backlog_pending_age_and_dead_letters_per_partition
 
 async def test_status_measures_the_read_rate_over_the_interval(redis: RedisClient) -> None:
     await stock_products(redis, [PRODUCT], 100)
-    await place_orders(redis, [PRODUCT], 10)
+    await place_orders_one_by_one(redis, [PRODUCT], 10)
     await create_groups(redis, ALL_STREAMS, [ORDERS_GROUP, INVENTORY_GROUP])
     await deliver(redis, ORDERS_GROUP, 1)  # before: Redis counts reads once a group has read
     await deliver(redis, INVENTORY_GROUP, 1)
@@ -145,7 +146,7 @@ async def test_an_interrupted_replay_resumes_after_its_checkpoint_and_persists_e
     redis: RedisClient, pg: asyncpg.Pool, settings: Settings
 ) -> None:
     await stock_products(redis, [PRODUCT], 1_000)
-    placed = await place_orders(redis, [PRODUCT], 60)
+    placed = await place_orders_one_by_one(redis, [PRODUCT], 60)
     page: list[Any] = await redis.xrange(STREAM) or []
     ids = [str(entry_id) for entry_id, _ in page]
     key = checkpoint_key(STREAM, ORDERS_GROUP)
@@ -153,7 +154,9 @@ async def test_an_interrupted_replay_resumes_after_its_checkpoint_and_persists_e
 
     # Pages 1 to 3 are persisted and checkpointed; the 4th fails, as if the process died there.
     failing_order = next(
-        fields["order"] for _, fields in page[3 * PAGE :] if fields["type"] == "order.confirmed"
+        order_ids_of(fields)
+        for _, fields in page[3 * PAGE :]
+        if fields["type"] == "orders.confirmed"
     )
     writer = FailingOrdersWriter(pg, runner_for(redis), failing_order)
     progress = io.StringIO()
@@ -195,4 +198,8 @@ async def test_an_interrupted_replay_resumes_after_its_checkpoint_and_persists_e
 
 async def confirmations_up_to(redis: RedisClient, last_id: str) -> int:
     page: list[Any] = await redis.xrange(STREAM, max=last_id) or []
-    return sum(1 for _, fields in page if fields["type"] == "order.confirmed")
+    return sum(
+        len(event.orders)
+        for _, fields in page
+        if isinstance(event := decode_event(fields), OrdersConfirmed)
+    )

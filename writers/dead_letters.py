@@ -20,6 +20,7 @@ from typing import Any, Final
 import msgspec
 
 from engine import keys
+from engine.events import order_ids_of
 from stores.redis import RedisClient
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,8 @@ class DeadLetter(msgspec.Struct, frozen=True):
 
     @property
     def order_id(self) -> str:
-        return self.fields.get("order", "")
+        """The order it is about; several, comma-separated, for an `orders.confirmed` entry."""
+        return order_ids_of(self.fields)
 
 
 # --- Moving entries: what the consumer calls. ---
@@ -200,7 +202,7 @@ async def move(redis: RedisClient, group: str, failures: Sequence[tuple[Failure,
                 "group": group,
                 "stream": failure.stream,
                 "entry_id": failure.entry_id,
-                "order_id": originals[failure.key].get("order", ""),
+                "order_id": order_ids_of(originals[failure.key]),
                 "deliveries": deliveries,
             },
         )

@@ -30,7 +30,7 @@ from engine import keys
 from engine.inventory import VERSION_FIELD
 from stores.mongo import INVENTORY, MongoDatabase
 from stores.redis import RedisClient
-from writers.streams import MalformedEvent, StreamEntry, UnknownEvent
+from writers.streams import Event, MalformedEvent, OrdersConfirmed, StreamEntry, UnknownEvent
 
 INVENTORY_GROUP: Final = "inventory-writer"
 UPDATES_IN_FLIGHT: Final = 8
@@ -62,6 +62,16 @@ PERMANENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
 InventoryDoc = dict[str, Any]
 
 
+def _products(event: Event | UnknownEvent | MalformedEvent) -> set[str]:
+    """The products whose stock the event moved (their whole stock is mirrored, not the event)."""
+    match event:
+        case OrdersConfirmed():
+            return event.products
+        case UnknownEvent() | MalformedEvent():
+            return set()
+    return {event.product}
+
+
 class InventoryWriter:
     group: Final = INVENTORY_GROUP
     transient_errors: Final = TRANSIENT_ERRORS
@@ -76,13 +86,7 @@ class InventoryWriter:
         self._mirrored: dict[str, int] = {}
 
     async def persist(self, entries: Sequence[StreamEntry]) -> list[StreamEntry]:
-        products = sorted(
-            {
-                entry.event.product
-                for entry in entries
-                if not isinstance(entry.event, UnknownEvent | MalformedEvent)
-            }
-        )
+        products = sorted({product for entry in entries for product in _products(entry.event)})
         if products:
             await self.mirror(products)
         return []

@@ -15,8 +15,8 @@ from notify.jobs import Notices
 from writers.streams import (
     REDIS_TRANSIENT_ERRORS,
     OrderCancelled,
-    OrderConfirmed,
     OrderRerouted,
+    OrdersConfirmed,
     OrderStatusChanged,
     StreamEntry,
 )
@@ -36,17 +36,24 @@ class NotifierWriter:
         self.enqueued = 0
 
     async def persist(self, entries: Sequence[StreamEntry]) -> list[StreamEntry]:
-        changes = [
-            # A re-route keeps the status (confirmed) but is news to the customer of its own.
-            (entry.event.order, "rerouted")
-            if isinstance(entry.event, OrderRerouted)
-            else (entry.event.order, entry.event.record.status)
-            for entry in entries
-            if isinstance(
-                entry.event, OrderConfirmed | OrderCancelled | OrderStatusChanged | OrderRerouted
-            )
-        ]
+        changes = [change for entry in entries for change in _notice_changes(entry.event)]
         if changes:
             # rq's client is blocking: keep it off the event loop the other writers share.
             self.enqueued += await asyncio.to_thread(self._notices.enqueue_automatic, changes)
         return []
+
+
+def _notice_changes(event: object) -> list[tuple[str, str]]:
+    """(order ID, what the customer is told) for each order the event moved."""
+    match event:
+        case OrdersConfirmed(orders=orders):
+            return [(placed.order, placed.record.status) for placed in orders]
+        case OrderRerouted(order=order_id):
+            # A re-route keeps the status (confirmed) but is news to the customer of its own.
+            return [(order_id, "rerouted")]
+        case (
+            OrderCancelled(order=order_id, record=record)
+            | OrderStatusChanged(order=order_id, record=record)
+        ):
+            return [(order_id, record.status)]
+    return []

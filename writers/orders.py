@@ -32,6 +32,7 @@ from writers.streams import (
     OrderCancelled,
     OrderConfirmed,
     OrderRerouted,
+    OrdersConfirmed,
     OrderStatusChanged,
     StreamEntry,
 )
@@ -162,11 +163,13 @@ class OrdersWriter:
         self._hot_window_ms = hot_window_s * 1000
 
     async def persist(self, entries: Sequence[StreamEntry]) -> list[StreamEntry]:
-        staged = [
-            _staging_row(entry.entry_id, entry.event)
+        confirmed = [
+            (entry.entry_id, placed)
             for entry in entries
-            if isinstance(entry.event, OrderConfirmed)
+            if isinstance(entry.event, OrdersConfirmed)
+            for placed in entry.event.orders
         ]
+        staged = [_staging_row(entry_id, placed) for entry_id, placed in confirmed]
         changes = [entry for entry in entries if isinstance(entry.event, OrderChange)]
         if not staged and not changes:
             return []
@@ -182,9 +185,11 @@ class OrdersWriter:
             waiting = await _apply_changes(conn, changes) if changes else set()
         if staged:
             await self._cancel_duplicates([row[0] for row in staged])
-        persisted = [e for e in entries if isinstance(e.event, OrderConfirmed)] + [
-            e for e in changes if e.entry_id not in waiting
-        ]
+        persisted: list[OrderConfirmed | OrderChange] = [placed for _, placed in confirmed]
+        for entry in changes:
+            if entry.entry_id not in waiting:
+                assert isinstance(entry.event, OrderChange)
+                persisted.append(entry.event)
         await self._let_leave_redis(persisted)
         return [entry for entry in changes if entry.entry_id in waiting]
 
@@ -216,13 +221,11 @@ class OrdersWriter:
                 extra={"order_id": order_id},
             )
 
-    async def _let_leave_redis(self, persisted: Sequence[StreamEntry]) -> None:
-        """PostgreSQL now holds these events: their orders' records may leave Redis after the
+    async def _let_leave_redis(self, persisted: Sequence[OrderConfirmed | OrderChange]) -> None:
+        """PostgreSQL now holds these orders' states: their records may leave Redis after the
         hot window (lua/expire_persisted.lua), each only if Redis has nothing newer."""
         latest: dict[str, int] = {}
-        for entry in persisted:
-            event = entry.event
-            assert isinstance(event, OrderConfirmed | OrderChange)
+        for event in persisted:
             latest[event.order] = max(latest.get(event.order, 0), event.record.seq)
         per_partition: dict[int, list[tuple[str, int]]] = {}
         for order_id, seq in latest.items():

@@ -31,6 +31,7 @@ from engine.events import MalformedEvent as MalformedEvent
 from engine.events import OrderCancelled as OrderCancelled
 from engine.events import OrderConfirmed as OrderConfirmed
 from engine.events import OrderRerouted as OrderRerouted
+from engine.events import OrdersConfirmed as OrdersConfirmed
 from engine.events import OrderStatusChanged as OrderStatusChanged
 from engine.events import StockChanged as StockChanged
 from engine.events import StockHeld as StockHeld
@@ -674,8 +675,10 @@ def _entries(stream: str, items: Iterable[Any]) -> list[StreamEntry]:
 def _log_fields(group: str, entry: StreamEntry) -> dict[str, str]:
     """The structured fields of a log line about one entry: the order ID when it has one."""
     fields = {"group": group, "stream": entry.stream, "entry_id": entry.entry_id}
-    if isinstance(entry.event, OrderConfirmed | OrderCancelled | OrderStatusChanged):
+    if isinstance(entry.event, OrderCancelled | OrderStatusChanged | OrderRerouted):
         fields["order_id"] = entry.event.order
+    elif isinstance(entry.event, OrdersConfirmed):
+        fields["order_id"] = ",".join(placed.order for placed in entry.event.orders)
     return fields
 
 

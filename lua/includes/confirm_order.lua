@@ -1,6 +1,6 @@
--- Confirming an order, as every script that places one does it: the idempotency key's stored
--- answer, and the order's record, event and key written once its warehouse is decided. Needs
--- includes/order_record.
+-- Confirming an order, as every script that places one does it: its record written once and only
+-- once under its ID, the idempotency key's stored answer, and its part of the call's one
+-- `orders.confirmed` event. Needs includes/order_record.
 
 -- The stored answer of an idempotency key is `orderId|warehouseId|deliveryDays|createdMs|fingerprint`:
 -- the same request gets the confirmation it got then, another request under the key is refused.
@@ -16,19 +16,48 @@ local function answer_for_record(order_id, record)
     record[RECORD.created_ms], 0, record[RECORD.seq]}
 end
 
+-- Whether the idempotency key's stored answer is this very order's: a resend of an order that
+-- was confirmed under its key, not another request repeating the key.
+local function answered_this_order(seen, order_id)
+  return string.sub(seen, 1, #order_id + 1) == order_id .. '|'
+end
+
 -- o is the order as the engine sends it: [orderId, productId, quantity, idempotencyKey,
--- fingerprint, lat, lon, ...]. Returns the reply and the idempotency key's stored answer ('' when
+-- fingerprint, lat, lon, ...]. Writes its record unless one exists under its ID: SET NX makes
+-- the check that keeps a resend harmless part of the write. Returns the record as written, or
+-- nil and the record found (the order was placed by an earlier send: take no stock for it).
+local function write_new_record(order_key, o, wid, days, now_ms)
+  local record = new_record(o[2], wid, whole_number(o[3]), days, now_ms, o[6], o[7], o[4])
+  record[RECORD.seq] = 1
+  local encoded = cjson.encode(record)
+  if redis.call('SET', order_key, encoded, 'NX') then return encoded, nil end
+  return nil, read_record(order_key)
+end
+
+-- Stores the confirmation under the order's idempotency key; returns what it stored ('' when
 -- the order has no key).
-local function confirm_order(stream, order_key, idem_key, idem_ttl_s, now_ms, o, wid, days, left)
-  local order_id, idem = o[1], o[4]
-  local record = new_record(o[2], wid, whole_number(o[3]), days, now_ms, o[6], o[7], idem)
-  local encoded = save_record(order_key, record)
-  redis.call('XADD', stream, '*', 'type', 'order.confirmed', 'order', order_id,
-    'record', encoded, 'available', left)
-  local stored = ''
-  if idem ~= '' then
-    stored = order_id .. '|' .. wid .. '|' .. days .. '|' .. now_ms .. '|' .. o[5]
-    redis.call('SET', idem_key, stored, 'EX', idem_ttl_s)
+local function remember_answer(idem_key, idem_ttl_s, o, wid, days, now_ms)
+  if o[4] == '' then return '' end
+  local stored = o[1] .. '|' .. wid .. '|' .. days .. '|' .. now_ms .. '|' .. o[5]
+  redis.call('SET', idem_key, stored, 'EX', idem_ttl_s)
+  return stored
+end
+
+local function confirmed_reply(order_id, wid, days, now_ms)
+  return {'ok', order_id, wid, days, now_ms, 0, 1}
+end
+
+-- One order's part of the `orders.confirmed` event: [orderId, record, available]. The order ID
+-- is one this system minted (hex and hyphens), so it is quoted as it is.
+local function confirmed_part(order_id, encoded_record, left)
+  return '["' .. order_id .. '",' .. encoded_record .. ',' .. left .. ']'
+end
+
+-- Appends a call's one event: every order it confirmed, in the order they were decided
+-- (engine/events.py, OrdersConfirmed).
+local function append_confirmed(stream, parts)
+  if #parts > 0 then
+    redis.call('XADD', stream, '*', 'type', 'orders.confirmed',
+      'orders', '[' .. table.concat(parts, ',') .. ']')
   end
-  return {'ok', order_id, wid, days, now_ms, 0, record[RECORD.seq]}, stored
 end
