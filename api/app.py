@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -16,6 +15,7 @@ from litestar.routes import BaseRoute, HTTPRoute
 
 from api.auth import ApiKeys, load_api_keys, require_api_key
 from api.bodies import StrictJsonRequest
+from api.dependencies import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
 from api.fulfillment import FulfillmentController
 from api.health import healthz, readyz
@@ -101,6 +101,7 @@ def create_app(
             metrics,
         ],
         lifespan=[lifespan],
+        dependencies=DEPENDENCIES,
         # The schema stays readable without a key, like health, readiness and metrics.
         guards=[require_api_key(api_keys, (SCHEMA_PATH,))] if api_keys is not None else [],
         state=State({"metrics": registry}),
@@ -121,5 +122,5 @@ def create_app(
 
 
 configure_json_logging()
-# API_BATCHING=0 sends one EVALSHA per order: the baseline the benchmark measures batching against.
-app = create_app(batched=os.environ.get("API_BATCHING", "1") != "0", api_keys=load_api_keys())
+_settings = load_settings()
+app = create_app(_settings, batched=_settings.api_batching, api_keys=load_api_keys(_settings))

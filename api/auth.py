@@ -1,7 +1,8 @@
 """API keys: who is calling (header `X-API-Key`), what its scopes let it call, how fast, and which
 orders are its own.
 
-Keys come from the environment: API_KEYS_FILE (a JSON file) or API_KEYS (the same JSON inline),
+Keys come from the settings (stores/settings.py): API_KEYS_FILE (a JSON file) or API_KEYS (the same
+JSON inline),
 mapping each key to {"client", "scopes", "rate"?, "burst"?}. With neither set the API runs open
 (the dev and test default, warned about loudly at start). The check is one app-level guard that
 runs before a handler reads its body; it holds no store round trip: keys, scopes and rate limits
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ from litestar.types import Guard
 from api.types import ID_PATTERN
 from engine.errors import OrderNotFound
 from engine.ids import OWNER_TAG_BITS, owner_tag_of_id
+from stores.settings import Settings
 
 API_KEY_HEADER: Final = "x-api-key"
 DEFAULT_RATE_PER_S: Final = 50.0
@@ -182,14 +183,12 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def load_api_keys(environ: Mapping[str, str] = os.environ) -> ApiKeys | None:
+def load_api_keys(settings: Settings) -> ApiKeys | None:
     """The configured keys, or None when none are (the API then runs open)."""
-    path = environ.get("API_KEYS_FILE", "")
-    if path:
-        with open(path, "rb") as file:
+    if settings.api_keys_file:
+        with open(settings.api_keys_file, "rb") as file:
             return ApiKeys.parse(file.read())
-    inline = environ.get("API_KEYS", "")
-    return ApiKeys.parse(inline) if inline else None
+    return ApiKeys.parse(settings.api_keys_json) if settings.api_keys_json else None
 
 
 def require_api_key(keys: ApiKeys, open_path_prefixes: tuple[str, ...]) -> Guard:

@@ -8,9 +8,10 @@ from typing import Literal
 
 import msgspec
 from litestar import Controller, post
-from litestar.datastructures import State
 from litestar.params import JSONBody
 
+from api.dependencies import Injected
+from api.state import Services
 from api.types import OrderId, Reason, WarehouseId
 from engine.fulfillment import fulfill
 
@@ -51,10 +52,12 @@ class FulfillmentController(Controller):
     tags = ("warehouses",)
 
     @post("/fulfill", status_code=200)
-    async def fulfill_order(self, state: State, data: JSONBody[FulfillOrder]) -> OrderFulfilled:
+    async def fulfill_order(
+        self, services: Injected[Services], data: JSONBody[FulfillOrder]
+    ) -> OrderFulfilled:
         """Walk the order confirmed -> picking -> packed -> shipped, each step recorded; the
         shipping notice follows from the `shipped` event (writers/notifier.py)."""
-        order = await fulfill(state.services.live_orders, data.order_id, data.warehouse_id)
+        order = await fulfill(services.live_orders, data.order_id, data.warehouse_id)
         log.info(
             "order shipped",
             extra={"order_id": order.order_id, "warehouse_id": order.warehouse_id},
@@ -66,12 +69,12 @@ class FulfillmentController(Controller):
 
     @post("/unfulfillable", status_code=200)
     async def report_unfulfillable(
-        self, state: State, data: JSONBody[ReportUnfulfillable]
+        self, services: Injected[Services], data: JSONBody[ReportUnfulfillable]
     ) -> OrderRerouted:
         """The warehouse holding the order cannot fulfil it (units damaged or missing): the order
         moves to the nearest other warehouse with the stock, atomically; the customer is told by
         a `rerouted` notice. 409 `out_of_stock` when no other warehouse has it (order unchanged)."""
-        order = await state.services.engine.reroute(data.order_id, data.warehouse_id, data.reason)
+        order = await services.engine.reroute(data.order_id, data.warehouse_id, data.reason)
         log.info(
             "order re-routed",
             extra={"order_id": order.order_id, "from": data.warehouse_id, "to": order.warehouse_id},

@@ -7,9 +7,9 @@ from typing import Final
 
 import msgspec
 from litestar import Response, get
-from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 
+from api.dependencies import Injected
 from api.state import Services
 
 READY_TIMEOUT_S: Final = 2.0
@@ -32,8 +32,7 @@ async def healthz() -> Health:
         503: ResponseSpec(Health, description="a store does not answer: `checks` says which")
     },
 )
-async def readyz(state: State) -> Response[Health]:
-    services: Services = state.services
+async def readyz(services: Injected[Services]) -> Response[Health]:
     probes = {
         "redis": services.redis.ping(),
         "postgres": services.postgres.fetchval("SELECT 1"),

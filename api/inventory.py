@@ -9,11 +9,11 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Controller, Request, delete, get, post, put
-from litestar.datastructures import State
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.auth import caller_of, may_touch
+from api.dependencies import Injected
 from api.state import Services
 from api.stock_feed import Dropped, StockFeed, Subscription
 from api.types import (
@@ -103,29 +103,36 @@ class InventoryController(Controller):
     tags = ("inventory",)
 
     @get("/")
-    async def levels(self, state: State, product_id: ProductIdQuery) -> ProductStock:
-        levels = await state.services.inventory.levels(product_id)
+    async def levels(
+        self, services: Injected[Services], product_id: ProductIdQuery
+    ) -> ProductStock:
+        levels = await services.inventory.levels(product_id)
         return ProductStock(
             product_id, [StockLevelOut(lv.warehouse_id, lv.quantity) for lv in levels]
         )
 
     @get("/stream")
-    async def stream(self, state: State, product_id: ProductIdQuery) -> ServerSentEvent:
+    async def stream(
+        self, services: Injected[Services], product_id: ProductIdQuery
+    ) -> ServerSentEvent:
         """Server-Sent Events: `levels` (as GET /inventory) first, then a `stock` event per change
         of a level, `low_stock` after a change to or below the product's threshold, and `dropped`
         (the stream then ends) when this client fell too far behind."""
         # Read once here so an unknown product is a 404, not a stream that ends at once.
-        await state.services.inventory.levels(product_id)
-        return ServerSentEvent(_stock_events(state.services, product_id))
+        await services.inventory.levels(product_id)
+        return ServerSentEvent(_stock_events(services, product_id))
 
     @post("/reserve", status_code=200)
     async def reserve(
-        self, state: State, request: Request[Any, Any, Any], data: JSONBody[ReserveStock]
+        self,
+        services: Injected[Services],
+        request: Request[Any, Any, Any],
+        data: JSONBody[ReserveStock],
     ) -> StockReserved:
         """Hold units at one named warehouse; the hold expires unless an order takes it."""
-        await _require_warehouse(state.services, data.warehouse_id)
+        await _require_warehouse(services, data.warehouse_id)
         caller = caller_of(request)
-        held = await state.services.inventory.hold(
+        held = await services.inventory.hold(
             data.product_id,
             data.warehouse_id,
             data.quantity,
@@ -137,44 +144,47 @@ class InventoryController(Controller):
 
     @delete("/reservations/{reservation_id:str}", status_code=200)
     async def release(
-        self, state: State, request: Request[Any, Any, Any], reservation_id: AnyIdPath
+        self,
+        services: Injected[Services],
+        request: Request[Any, Any, Any],
+        reservation_id: AnyIdPath,
     ) -> HoldReleased:
         """Release a hold before it expires: its units go back to its warehouse. A hold an order
         took, or that was released or expired, is 404: its units never come back twice."""
         if not may_touch(request, reservation_id):
             raise HoldNotFound(reservation_id)  # another's hold: as if unknown
-        await state.services.inventory.release(reservation_id)
+        await services.inventory.release(reservation_id)
         return HoldReleased("released", reservation_id)
 
     @put("/{product_id:str}/stock/{warehouse_id:str}", tags=["operators"])
     async def set_level(
         self,
-        state: State,
+        services: Injected[Services],
         product_id: ProductIdPath,
         warehouse_id: WarehouseIdPath,
         data: JSONBody[SetStock],
     ) -> StockLevelChanged:
         """Set a level outright (restock or count); creates the product on first use."""
         return await _change_level(
-            state.services, product_id, warehouse_id, "set", data.quantity, data.reason
+            services, product_id, warehouse_id, "set", data.quantity, data.reason
         )
 
     @post("/{product_id:str}/stock/{warehouse_id:str}/adjust", status_code=200, tags=["operators"])
     async def adjust_level(
         self,
-        state: State,
+        services: Injected[Services],
         product_id: ProductIdPath,
         warehouse_id: WarehouseIdPath,
         data: JSONBody[AdjustStock],
     ) -> StockLevelChanged:
         """Add (delta > 0) or remove (delta < 0) units; never takes a level below zero."""
         return await _change_level(
-            state.services, product_id, warehouse_id, "adjust", data.delta, data.reason
+            services, product_id, warehouse_id, "adjust", data.delta, data.reason
         )
 
 
 async def _stock_events(
-    services: Services, product_id: str
+    services: Injected[Services], product_id: str
 ) -> AsyncIterator[ServerSentEventMessage]:
     feed: StockFeed = services.stock_feed
     # Subscribed inside the generator: its `finally` runs only once it has started, and it is
@@ -214,7 +224,7 @@ async def _changes(subscription: Subscription) -> AsyncIterator[ServerSentEventM
 
 
 async def _change_level(
-    services: Services,
+    services: Injected[Services],
     product_id: str,
     warehouse_id: str,
     mode: StockChange,
@@ -226,7 +236,7 @@ async def _change_level(
     return StockLevelChanged(product_id, warehouse_id, level)
 
 
-async def _require_warehouse(services: Services, warehouse_id: str) -> None:
+async def _require_warehouse(services: Injected[Services], warehouse_id: str) -> None:
     if warehouse_id in services.engine.directory:
         return
     # Created moments ago through another worker? Look again before refusing.

@@ -14,10 +14,11 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.datastructures import State
 from litestar.params import JSONBody, PathParameter
 
 from api.auth import may_touch, require_owner
+from api.dependencies import Injected
+from api.state import Services
 from api.types import LINES, OrderId
 from engine.errors import OrderNotFound
 from notify.channels import Channel
@@ -80,22 +81,25 @@ class NotificationController(Controller):
 
     @post("/", status_code=202)
     async def send(
-        self, state: State, request: Request[Any, Any, Any], data: JSONBody[SendNotification]
+        self,
+        services: Injected[Services],
+        request: Request[Any, Any, Any],
+        data: JSONBody[SendNotification],
     ) -> NotificationQueued:
         require_owner(request, data.order_id)
         # Found wherever it is: Redis while hot, PostgreSQL after (engine.live_orders).
-        if await state.services.live_orders.get(data.order_id) is None:
+        if await services.live_orders.get(data.order_id) is None:
             raise OrderNotFound(data.order_id)
         # rq's client is blocking: keep it off the event loop.
         queued: NoticeStatus = await asyncio.to_thread(
-            state.services.notices.enqueue_message, data.order_id, data.message
+            services.notices.enqueue_message, data.order_id, data.message
         )
         return NotificationQueued("success", queued_message(queued.channels), queued.notice_id)
 
     @get("/{notification_id:str}")
     async def status(
         self,
-        state: State,
+        services: Injected[Services],
         request: Request[Any, Any, Any],
         notification_id: NotificationIdPath,
     ) -> NotificationStatus:
@@ -108,7 +112,7 @@ class NotificationController(Controller):
         # The order ID in the notice ID carries its owner: no store is read for another's.
         if parsed is None or not may_touch(request, parsed[0]):
             raise NotificationNotFound(notification_id)
-        notice = await asyncio.to_thread(state.services.notices.status, notification_id)
+        notice = await asyncio.to_thread(services.notices.status, notification_id)
         if notice is None:
             raise NotificationNotFound(notification_id)
         return _status_body(notice)

@@ -9,12 +9,13 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody
 
 from api.auth import Caller, caller_may_touch, caller_of, require_owner
+from api.dependencies import Injected
 from api.metrics import Metrics
+from api.state import Services
 from api.types import AnyIdPath, Location, OrderId, ProductId
 from engine import lifecycle
 from engine.errors import HoldUnavailable, OrderNotFound
@@ -157,13 +158,14 @@ class OrderController(Controller):
     )
     async def place(
         self,
-        state: State,
+        services: Injected[Services],
+        metrics: Injected[Metrics],
         request: Request[Any, Any, Any],
         data: JSONBody[PlaceOrder],
         idempotency_key: IdempotencyKey = None,
     ) -> OrderPlaced | Response[OrderPlaced]:
         placed = await place_order(
-            state.services.engine, state.metrics, caller_of(request), data, idempotency_key
+            services.engine, metrics, caller_of(request), data, idempotency_key
         )
         if placed.replayed:
             return Response(placed.body, status_code=201, headers=REPLAYED_HEADERS)
@@ -172,10 +174,9 @@ class OrderController(Controller):
 
     @get("/{order_id:str}")
     async def read(
-        self, state: State, request: Request[Any, Any, Any], order_id: AnyIdPath
+        self, services: Injected[Services], request: Request[Any, Any, Any], order_id: AnyIdPath
     ) -> OrderView:
         require_owner(request, order_id)
-        services = state.services
         # Redis while the order is hot, PostgreSQL after (engine.live_orders).
         order = await services.live_orders.get(order_id)
         if order is None:
@@ -186,17 +187,17 @@ class OrderController(Controller):
 
     @post("/{order_id:str}/cancel", status_code=200)
     async def cancel(
-        self, state: State, request: Request[Any, Any, Any], order_id: AnyIdPath
+        self, services: Injected[Services], request: Request[Any, Any, Any], order_id: AnyIdPath
     ) -> OrderView:
         require_owner(request, order_id)
-        order = await state.services.live_orders.cancel(order_id)
+        order = await services.live_orders.cancel(order_id)
         log.info("order cancelled", extra={"order_id": order_id, "status": order.status})
         return OrderView.of(order)
 
     @post("/{order_id:str}/delivered", status_code=200)
-    async def delivered(self, state: State, order_id: AnyIdPath) -> OrderView:
+    async def delivered(self, services: Injected[Services], order_id: AnyIdPath) -> OrderView:
         """The carrier's callback: a shipped order was handed to the customer."""
-        order = await state.services.live_orders.transition(order_id, "delivered")
+        order = await services.live_orders.transition(order_id, "delivered")
         log.info("order delivered", extra={"order_id": order_id, "status": order.status})
         return OrderView.of(order)
 

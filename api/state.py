@@ -24,7 +24,7 @@ from engine import keys, scripts
 from engine.inventory import Inventory
 from engine.live_orders import LiveOrders
 from engine.reservations import ReservationEngine
-from engine.stock_changes import load_thresholds
+from engine.stock_changes import LowStockThresholds, parse_overrides
 from engine.warehouses import Warehouse, WarehouseDirectory
 from geo.rings import Point
 from notify.jobs import Notices
@@ -112,7 +112,12 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
             live_orders=live_orders,
             archive=archive,
             notices=Notices(notice_redis),
-            stock_feed=StockFeed(redis, load_thresholds()),
+            stock_feed=StockFeed(
+                redis,
+                LowStockThresholds(
+                    settings.low_stock_threshold, parse_overrides(settings.low_stock_thresholds)
+                ),
+            ),
             mongo_breaker=mongo_breaker,
         )
         poller = asyncio.create_task(_poll_directory(services))

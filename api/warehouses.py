@@ -6,10 +6,11 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.datastructures import State
 from litestar.params import JSONBody
 from pymongo.errors import DuplicateKeyError
 
+from api.dependencies import Injected
+from api.state import Services
 from api.types import ONE_LINE, AnyIdPath, Location, WarehouseId
 from engine.errors import UnknownWarehouse, WarehouseExists
 from engine.warehouses import Warehouse
@@ -40,7 +41,9 @@ class WarehouseController(Controller):
     tags = ("warehouses",)
 
     @post("/", status_code=201)
-    async def create(self, state: State, data: JSONBody[NewWarehouse]) -> WarehouseOut:
+    async def create(
+        self, services: Injected[Services], data: JSONBody[NewWarehouse]
+    ) -> WarehouseOut:
         doc = {
             "_id": data.warehouse_id,
             "name": data.name,
@@ -48,21 +51,21 @@ class WarehouseController(Controller):
             "lon": data.location.lon,
         }
         try:
-            await state.services.mongo[WAREHOUSES].insert_one(doc)
+            await services.mongo[WAREHOUSES].insert_one(doc)
         except DuplicateKeyError as exc:
             raise WarehouseExists(data.warehouse_id) from exc
-        await state.services.warehouses_changed()
+        await services.warehouses_changed()
         return WarehouseOut(data.warehouse_id, data.name, data.location)
 
     @get("/")
-    async def list_all(self, state: State) -> list[WarehouseOut]:
-        return [WarehouseOut.of(w) for w in state.services.engine.directory.all()]
+    async def list_all(self, services: Injected[Services]) -> list[WarehouseOut]:
+        return [WarehouseOut.of(w) for w in services.engine.directory.all()]
 
     @get("/{warehouse_id:str}")
-    async def read(self, state: State, warehouse_id: AnyIdPath) -> WarehouseOut:
-        warehouse = state.services.engine.directory.get(warehouse_id)
+    async def read(self, services: Injected[Services], warehouse_id: AnyIdPath) -> WarehouseOut:
+        warehouse = services.engine.directory.get(warehouse_id)
         if warehouse is None:
-            warehouse = (await state.services.reload_directory()).get(warehouse_id)
+            warehouse = (await services.reload_directory()).get(warehouse_id)
         if warehouse is None:
             raise UnknownWarehouse(warehouse_id)
         return WarehouseOut.of(warehouse)

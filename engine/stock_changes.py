@@ -3,10 +3,8 @@ from the engine's events, and judged against the product's low-stock threshold."
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
 
 from engine.events import (
     Event,
@@ -18,8 +16,6 @@ from engine.events import (
     StockHeld,
     UnknownEvent,
 )
-
-DEFAULT_LOW_STOCK_THRESHOLD_UNITS: Final = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +51,7 @@ def stock_changes_of(event: Event | UnknownEvent | MalformedEvent) -> list[Stock
 class LowStockThresholds:
     """Units per warehouse at or below which a product's level counts as low."""
 
-    default_units: int = DEFAULT_LOW_STOCK_THRESHOLD_UNITS
+    default_units: int
     per_product: Mapping[str, int] = field(default_factory=dict)
 
     def of(self, product_id: str) -> int:
@@ -63,13 +59,6 @@ class LowStockThresholds:
 
     def is_low(self, change: StockChange) -> bool:
         return change.quantity <= self.of(change.product_id)
-
-
-def load_thresholds() -> LowStockThresholds:
-    """LOW_STOCK_THRESHOLD (units, default 10) and per-product overrides in
-    LOW_STOCK_THRESHOLDS=`sku-1=5,sku-2=50`."""
-    default = int(os.environ.get("LOW_STOCK_THRESHOLD", DEFAULT_LOW_STOCK_THRESHOLD_UNITS))
-    return LowStockThresholds(default, parse_overrides(os.environ.get("LOW_STOCK_THRESHOLDS", "")))
 
 
 def parse_overrides(text: str) -> dict[str, int]:

@@ -1,7 +1,7 @@
 """The two ways a notice leaves: email through an SMTP server (smtplib) and SMS through an HTTP
 provider (a JSON POST). Where they are comes from the environment at send time, so a worker picks
 up a changed setting without a code change: SMTP_HOST, SMTP_PORT, NOTICE_FROM, SMS_URL (unset: no
-SMS is sent). Which channels a notice goes by is fixed when it is queued (`ChannelSettings.channels`
+SMS is sent). Which channels a notice goes by is fixed when it is queued (`channels_of`
 of the process that queues it), so that what the API tells a client is what the worker sends.
 
 The SMTP send goes through a breaker shared by every worker process (stores.breaker): while the
@@ -11,10 +11,8 @@ worker for a connect timeout."""
 from __future__ import annotations
 
 import json
-import os
 import smtplib
 import urllib.request
-from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from typing import Final, Literal
@@ -22,11 +20,9 @@ from typing import Final, Literal
 import redis
 
 from stores.breaker import SharedBreaker
+from stores.settings import NoticeSettings
 
 SEND_TIMEOUT_S: Final = 10.0
-DEFAULT_SMTP_HOST: Final = "127.0.0.1"
-DEFAULT_SMTP_PORT: Final = 1025
-DEFAULT_SENDER: Final = "orders@example.invalid"
 SMTP_FAILURES_TO_OPEN: Final = 5
 # Short against rq's first retry intervals (1, 2, 5 s): a server that is back is used soon.
 SMTP_COOLDOWN_S: Final = 5.0
@@ -38,26 +34,9 @@ Channel = Literal["email", "sms"]
 CHANNELS: Final[tuple[Channel, ...]] = ("email", "sms")
 
 
-@dataclass(frozen=True, slots=True)
-class ChannelSettings:
-    smtp_host: str
-    smtp_port: int
-    sender: str
-    sms_url: str  # '' = SMS disabled
-
-    @classmethod
-    def from_env(cls) -> ChannelSettings:
-        return cls(
-            smtp_host=os.environ.get("SMTP_HOST", DEFAULT_SMTP_HOST),
-            smtp_port=int(os.environ.get("SMTP_PORT", DEFAULT_SMTP_PORT)),
-            sender=os.environ.get("NOTICE_FROM", DEFAULT_SENDER),
-            sms_url=os.environ.get("SMS_URL", ""),
-        )
-
-    @property
-    def channels(self) -> tuple[Channel, ...]:
-        """What a notice queued now goes by: email always, SMS when a provider is configured."""
-        return CHANNELS if self.sms_url else ("email",)
+def channels_of(settings: NoticeSettings) -> tuple[Channel, ...]:
+    """What a notice queued now goes by: email always, SMS when a provider is configured."""
+    return CHANNELS if settings.sms_url else ("email",)
 
 
 class SmsRefused(Exception):
@@ -80,7 +59,7 @@ def smtp_breaker(connection: redis.Redis) -> SharedBreaker:
 
 
 def send_email(
-    settings: ChannelSettings,
+    settings: NoticeSettings,
     to: str,
     subject: str,
     body: str,
@@ -102,12 +81,12 @@ def send_email(
         _send_smtp(settings, message)
 
 
-def _send_smtp(settings: ChannelSettings, message: EmailMessage) -> None:
+def _send_smtp(settings: NoticeSettings, message: EmailMessage) -> None:
     with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SEND_TIMEOUT_S) as smtp:
         smtp.send_message(message)
 
 
-def send_sms(settings: ChannelSettings, to: str, body: str, ref: str) -> None:
+def send_sms(settings: NoticeSettings, to: str, body: str, ref: str) -> None:
     payload = json.dumps({"to": to, "message": body, "reference": ref}).encode()
     request = urllib.request.Request(
         settings.sms_url,

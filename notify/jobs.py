@@ -34,12 +34,13 @@ from notify.channels import (
     CHANNELS,
     Channel,
     ChannelNotConfigured,
-    ChannelSettings,
+    channels_of,
     send_email,
     send_sms,
     smtp_breaker,
 )
 from notify.contacts import contact_for
+from stores.settings import load_notice_settings
 
 QUEUE_NAME: Final = "notices"
 # Transient failures (SMTP down, provider 5xx) are retried 5 times over ~48 s; after that the job
@@ -112,8 +113,8 @@ def send_notice(
     job = get_current_job()
     assert job is not None, "send_notice runs inside an rq worker"
     connection: redis.Redis = job.connection
-    settings = ChannelSettings.from_env()
-    wanted = settings.channels if channels is None else channels
+    settings = load_notice_settings()
+    wanted = channels_of(settings) if channels is None else channels
     contact = contact_for(order_id)
     ref = notice_id(order_id, event)
     sent = []
@@ -161,7 +162,7 @@ class Notices:
             pipe.exists(Job.key_for(job_id))
         known = pipe.execute()
         datas: list[EnqueueData] = []
-        channels = ChannelSettings.from_env().channels
+        channels = channels_of(load_notice_settings())
         for (job_id, (order_id, status)), exists in zip(wanted.items(), known, strict=True):
             if exists:  # a replayed event: the job is queued, running, done or failed already
                 continue
@@ -177,7 +178,7 @@ class Notices:
         notificationId) and the channels it was queued for."""
         event = f"{MESSAGE_EVENT_PREFIX}{uuid.uuid4().hex}"
         ref = notice_id(order_id, event)
-        channels = ChannelSettings.from_env().channels
+        channels = channels_of(load_notice_settings())
         data = self._data(ref, order_id, event, "About your order", message, channels)
         self.queue.enqueue_many([data])
         return NoticeStatus(ref, order_id, tuple((c, "queued") for c in channels))
@@ -275,5 +276,5 @@ def _channels_of(job: Job) -> tuple[Channel, ...]:
     worker has configured, read here as this process has it."""
     channels = job.kwargs.get("channels")
     if channels is None:
-        return ChannelSettings.from_env().channels
+        return channels_of(load_notice_settings())
     return tuple(c for c in CHANNELS if c in channels)

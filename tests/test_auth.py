@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
+from msgspec.structs import replace
 
 from api.app import create_app
 from api.auth import OPEN_HANDLERS, ROUTE_SCOPES, ApiKeys, load_api_keys, owner_tag
@@ -19,6 +20,7 @@ from engine.ids import new_id, owner_tag_of_id, partition_of_id
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
+from tests.conftest import TEST_SETTINGS
 
 Client = AsyncTestClient[Any]
 PARIS = {"lat": 48.8566, "lon": 2.3522}
@@ -151,12 +153,12 @@ def test_every_route_has_its_scopes_declared(settings: Settings) -> None:
 def test_keys_load_from_a_file_or_inline(tmp_path: Any) -> None:
     path = tmp_path / "keys.json"
     path.write_text(json.dumps(KEYS))
-    from_file = load_api_keys({"API_KEYS_FILE": str(path)})
-    inline = load_api_keys({"API_KEYS": json.dumps(KEYS)})
+    from_file = load_api_keys(replace(TEST_SETTINGS, api_keys_file=str(path)))
+    inline = load_api_keys(replace(TEST_SETTINGS, api_keys_json=json.dumps(KEYS)))
     assert from_file is not None and inline is not None
     assert from_file.authenticate("key-ops").client == "ops"
     assert inline.authenticate("key-shop-a").scopes == frozenset({"orders"})
-    assert load_api_keys({}) is None
+    assert load_api_keys(TEST_SETTINGS) is None
     with pytest.raises(Exception):  # noqa: B017 - msgspec's error: an unknown scope
         ApiKeys.parse(json.dumps({"k": {"client": "c", "scopes": ["admin"]}}))
 

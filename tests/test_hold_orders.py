@@ -8,7 +8,7 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from api.auth import load_api_keys
+from api.auth import ApiKeys
 from engine import keys
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
@@ -83,13 +83,10 @@ async def test_a_used_hold_cannot_be_released(client: Client) -> None:
 async def test_another_clients_hold_is_refused(
     settings: Settings, redis: RedisClient, mongo: MongoDatabase
 ) -> None:
-    api_keys = load_api_keys(
-        {
-            "API_KEYS": '{"shop-a-key-0123456789abcdef":'
-            ' {"client": "shop-a", "scopes": ["orders"]},'
-            ' "shop-b-key-0123456789abcdef": {"client": "shop-b", "scopes": ["orders"]},'
-            ' "ops-key-0123456789abcdef0": {"client": "ops", "scopes": ["operator"]}}'
-        }
+    api_keys = ApiKeys.parse(
+        '{"shop-a-key-0123456789abcdef": {"client": "shop-a", "scopes": ["orders"]},'
+        ' "shop-b-key-0123456789abcdef": {"client": "shop-b", "scopes": ["orders"]},'
+        ' "ops-key-0123456789abcdef0": {"client": "ops", "scopes": ["operator"]}}'
     )
     async with AsyncTestClient(create_app(settings, api_keys=api_keys)) as http:
         ops = {"X-API-Key": "ops-key-0123456789abcdef0"}
