@@ -121,6 +121,22 @@ def create_app(
     )
 
 
-configure_json_logging()
-_settings = load_settings()
-app = create_app(_settings, batched=_settings.api_batching, api_keys=load_api_keys(_settings))
+class ServedApi:
+    """What a server runs (`api.app:app`): the app, made from this process's settings the first
+    time the server calls it (its lifespan start-up), so that importing this module reads no
+    environment, opens no file and sets up no logging."""
+
+    def __init__(self) -> None:
+        self._app: Litestar | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._app is None:
+            configure_json_logging()
+            settings = load_settings()
+            self._app = create_app(
+                settings, batched=settings.api_batching, api_keys=load_api_keys(settings)
+            )
+        await self._app(scope, receive, send)
+
+
+app = ServedApi()
