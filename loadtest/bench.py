@@ -1,15 +1,19 @@
 """The benchmark: every target of the brief measured in one run on this machine, each beside its
-reference so the ratio holds on a noisy machine. Prints a table and writes BENCHMARKS.md.
+reference so the ratio holds on a noisy machine. Prints a table and writes BENCHMARKS.md with its
+plots (BENCHMARKS-latency.png, BENCHMARKS-soak.png).
 
-    python -m loadtest.bench                (~19 min, of which the soak ~13)
-    python -m loadtest.bench --quick        (~8 min: shorter runs, 200k products for memory,
+    python -m loadtest.bench                (~22 min, of which the soak ~13)
+    python -m loadtest.bench --quick        (~11 min: shorter runs, 200k products for memory,
                                              a 3-minute soak)
     python -m loadtest.bench --parts soak   (one part; its rows and sections replace theirs in
                                              BENCHMARKS.md, the rest of the file stays)
+    python -m loadtest.bench --parts workers,swarm --report /tmp/b/BENCHMARKS.md
+                                            (a copy of the report elsewhere, plots beside it)
 
-It starts its own Redis servers (AOF everysec like the stack), API workers, writers and a Redis
-Cluster on loopback, and uses the stack's PostgreSQL and MongoDB under `*_bench` databases (the
-soak under `fulfillment_soak`).
+It starts its own Redis servers (AOF everysec like the stack), API workers, the nginx gateway, a
+Locust swarm, writers and a Redis Cluster on loopback, and uses the stack's PostgreSQL and MongoDB
+under `*_bench` databases (the soak under `fulfillment_soak`). Progress goes to stderr as it runs
+(loadtest/progress.py); results to stdout and the report.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import platform
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -34,23 +40,38 @@ from engine import keys, scripts
 from engine.inventory import Inventory
 from engine.warehouses import Warehouse, WarehouseDirectory
 from geo.rings import Point
-from loadtest import engine_load, processes, soak
+from loadtest import curves, engine_load, plots, processes, progress, soak, swarm
 from loadtest.catalog import FLASH_PRODUCT, WAREHOUSES, Traffic, product_id
 from loadtest.cluster import cluster_scaling
 from loadtest.memory import measure_key_costs, measure_memory
+from loadtest.processes import API_APP
+from loadtest.report import (
+    LATENCY,
+    MEMORY,
+    SCALING,
+    SOAK,
+    SWARM,
+    TARGET_ORDERS_PER_S,
+    Results,
+    Row,
+    cores_for,
+    latency_lines,
+    remember,
+    scaling_lines,
+    update_report,
+    verdict,
+    write_report,
+)
 from loadtest.sql_baseline import run_sql_baseline
 from loadtest.stock_watch import percentile, watch_stock
 from stores.mongo import WAREHOUSES as WAREHOUSE_COLLECTION
 from stores.mongo import connect_mongo
 from stores.postgres import apply_schema, connect_postgres
-from stores.redis import connect_redis
+from stores.redis import RedisClient, connect_redis
 from stores.settings import Settings, load_settings
-from writers import writer_backlog
-from writers.inventory import INVENTORY_GROUP
-from writers.orders import ORDERS_GROUP
+from stores.streams import INVENTORY_GROUP, ORDERS_GROUP, writer_backlog
 
 REPORT: Final = processes.ROOT / "BENCHMARKS.md"
-SOAK_PLOT: Final = processes.ROOT / "BENCHMARKS-soak.png"
 BENCH_REDIS_PORT: Final = 6400
 ENGINE_REDIS_PORT: Final = 6402
 SOAK_REDIS_PORT: Final = 6403
@@ -58,6 +79,8 @@ SOAK_QUEUE_REDIS_PORT: Final = 6404
 API_PORT: Final = 8400
 NOOP_PORT: Final = 8401
 SOAK_API_PORT: Final = 8402
+# The gateway of the workers and swarm parts; its API workers on the next ports.
+GATEWAY_PORT: Final = 8410
 BENCH_DATABASE: Final = "fulfillment_bench"
 SOAK_DATABASE: Final = "fulfillment_soak"
 CLUSTER_PORTS: Final = (7100, 7101, 7102)
@@ -66,12 +89,27 @@ UNITS: Final = 10**9  # per product and warehouse: no run sells out
 WRK_CONNECTIONS: Final = 64
 WARMUP_S: Final = 2
 LATENCY_WARMUP_S: Final = 6
-TARGET_ORDERS_PER_S: Final = 100_000
-READING: Final = (
-    "What the figures mean, where each missed target's time goes and what would close it: "
-    "README.md, section Performance and scaling."
-)
-PARTS: Final = ("engine", "api", "writers", "sql", "memory", "cluster", "soak")
+# A granian worker, or nginx and its workers, until they answer: for the expected durations.
+START_S: Final = 3
+# In this order; workers and swarm before writers, whose first step drains what the API runs left.
+PARTS: Final = ("engine", "api", "workers", "swarm", "writers", "sql", "memory", "cluster", "soak")
+# Roughly how long each part takes here, full and --quick: for the progress lines.
+PART_EXPECTED_S: Final = {
+    "engine": (60, 30),
+    "api": (130, 75),
+    "workers": (30, 20),
+    "swarm": (40, 25),
+    "writers": (60, 45),
+    "sql": (80, 45),
+    "memory": (150, 45),
+    "cluster": (60, 35),
+    "soak": (780, 380),
+}
+WORKER_COUNTS: Final = (1, 2)
+SWARM_WORKERS: Final = 2
+SWARM_USERS: Final = 64  # as many as wrk's connections
+SWARM_S: Final = 30
+SWARM_QUICK_S: Final = 15
 SOAK_S: Final = 600
 SOAK_QUICK_S: Final = 180
 # The shortest hot window the orders writer accepts (engine.orders.ORDER_FINAL_LINGER_S); the
@@ -87,30 +125,6 @@ SOAK_DEFAULT_RATE: Final = 500
 # FerretDB, not the hot window (README, The MongoDB mirror).
 SOAK_PRODUCTS: Final = 1_000
 SOAK_DRAIN_TIMEOUT_S: Final = 300
-
-
-@dataclass
-class Row:
-    what: str
-    measured: str
-    reference: str = ""
-    target: str = ""
-    verdict: str = ""
-
-
-@dataclass
-class Results:
-    rows: list[Row] = field(default_factory=list)
-    figures: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, row: Row) -> None:
-        self.rows.append(row)
-        print(f"  {row.what}: {row.measured}  {row.reference}  {row.verdict}", flush=True)
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
 
 
 # --- setup ---
@@ -192,26 +206,23 @@ def write_bodies(path: Path, traffic: Traffic, count: int = 100_000) -> Path:
 # --- load drivers ---
 
 
+async def _json_report(what: str, *command: str, env: dict[str, str] | None = None) -> Any:
+    """Runs a load driver that prints a JSON summary as its last line, and returns it."""
+    proc = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    last = out.decode().strip().splitlines()[-1] if out.strip() else ""
+    if proc.returncode != 0 or not last.startswith("{"):
+        raise RuntimeError(f"{what} failed: {out.decode()[-500:]} {err.decode()[-500:]}")
+    return json.loads(last)
+
+
 async def wrk(url: str, bodies: Path, seconds: int) -> dict[str, Any]:
     """Closed-loop peak: wrk, 1 thread, 64 connections (the brief's reference setup)."""
     script = processes.ROOT / "loadtest" / "wrk_post.lua"
-    proc = await asyncio.create_subprocess_exec(
-        "wrk",
-        "-t1",
-        f"-c{WRK_CONNECTIONS}",
-        f"-d{seconds}s",
-        "-s",
-        str(script),
-        url,
-        env={**os.environ, "BODIES": str(bodies)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    last = out.decode().strip().splitlines()[-1] if out else ""
-    if proc.returncode != 0 or not last.startswith("{"):
-        raise RuntimeError(f"wrk failed: {out.decode()[-500:]} {err.decode()[-500:]}")
-    return dict(json.loads(last))
+    command = ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "-s", str(script), url]
+    return dict(await _json_report("wrk", *command, env={**os.environ, "BODIES": str(bodies)}))
 
 
 def build_ratedriver() -> Path:
@@ -225,36 +236,56 @@ def build_ratedriver() -> Path:
     return binary
 
 
-def fixed_rate(
+async def fixed_rate(
     binary: Path, url: str, bodies: Path, rate: float, seconds: int, idempotency_share: float = 0.0
 ) -> dict[str, Any]:
     """Open loop at a fixed rate; latency counted from each request's scheduled time. A share of
     the requests may carry an Idempotency-Key each (a new one per request)."""
-    done = subprocess.run(
-        [
-            str(binary),
-            "-url",
-            url,
-            "-bodies",
-            str(bodies),
-            "-rate",
-            str(int(rate)),
-            "-duration",
-            f"{seconds}s",
-            "-idempotency-share",
-            str(idempotency_share),
-        ],
-        capture_output=True,
-        check=True,
-        text=True,
+    command = [str(binary), "-url", url, "-bodies", str(bodies), "-rate", str(int(rate))]
+    command += ["-duration", f"{seconds}s", "-idempotency-share", str(idempotency_share)]
+    return dict(await _json_report("ratedriver", *command))
+
+
+async def ratedriver_point(
+    binary: Path, url: str, bodies: Path, rate: float, seconds: int
+) -> curves.Point:
+    run = await fixed_rate(binary, url, bodies, rate, seconds)
+    latency = run["latency_ms"]
+    return curves.Point(
+        rate, run["achieved_rate"], latency["p50"], latency["p99"], latency["p99.9"], run["dropped"]
     )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-async def api_peak(settings: Settings, bodies: Path, seconds: int, **env: str) -> dict[str, Any]:
-    with processes.asgi_worker("api.app:app", API_PORT, bench_env(settings, **env)) as base:
-        await wrk(f"{base}/orders", bodies, WARMUP_S)
-        return await wrk(f"{base}/orders", bodies, seconds)
+async def sql_point(rate: float, seconds: int) -> curves.Point:
+    run = await run_sql_baseline(flash_sale=False, seconds=seconds, rate=rate)
+    latency = run.latency_ms
+    return curves.Point(rate, run.per_s, latency[50], latency[99], latency[99.9])
+
+
+async def peak(
+    what: str, app: str, port: int, env: dict[str, str], bodies: Path, seconds: int
+) -> dict[str, Any]:
+    """The closed-loop peak of one fresh worker of `app`, after WARMUP_S of the same load."""
+    expected_s = START_S + WARMUP_S + seconds
+    async with progress.step(f"{what}: wrk -t1 -c{WRK_CONNECTIONS}, {seconds} s", expected_s):
+        with processes.asgi_worker(app, port, env) as worker:
+            await wrk(f"{worker.url}/orders", bodies, WARMUP_S)
+            return await wrk(f"{worker.url}/orders", bodies, seconds)
+
+
+def confirmed_count(workers: Sequence[processes.Server]) -> progress.Count:
+    """The orders the API workers confirmed so far, for the progress lines."""
+
+    async def count() -> float:
+        return await asyncio.to_thread(processes.confirmed_orders, workers)
+
+    return count
+
+
+async def redis_cpu_s(redis: RedisClient) -> float:
+    """CPU seconds the Redis server has used (user + system, its threads; not its forks)."""
+    cpu = await redis.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 async def drain(settings: Settings, timeout_s: float) -> tuple[dict[str, float], int]:
@@ -279,6 +310,16 @@ async def drain(settings: Settings, timeout_s: float) -> tuple[dict[str, float],
     return {g: done.get(g, float("nan")) for g in (ORDERS_GROUP, INVENTORY_GROUP)}, largest
 
 
+async def backlog_fallen(settings: Settings) -> int:
+    """Minus the writers' backlog (entries not yet delivered or not yet acked, every group): a
+    count that grows as they work it off, for the progress lines."""
+    redis = connect_redis(settings)
+    try:
+        return -sum(group.lag + group.pending for group in await writer_backlog(redis))
+    finally:
+        await redis.aclose()
+
+
 async def persisted_orders(settings: Settings) -> int:
     conn = await asyncpg.connect(settings.postgres_dsn)
     try:
@@ -294,7 +335,6 @@ async def measure_engine(results: Results, directory: WarehouseDirectory, quick:
     """On a Redis of its own (AOF everysec, as the stack runs it): the ~1M orders it places would
     otherwise weigh on the API's Redis (memory, AOF rewrites) in the runs after it."""
     orders = 100_000 if quick else 300_000
-    print("engine alone (lua/reserve.lua pipelined from one client, depth 32)", flush=True)
     with processes.redis_server(ENGINE_REDIS_PORT, persistent=True) as url:
         await seed_stock(
             url, [Warehouse(w.warehouse_id, w.name, w.location) for w in directory.all()]
@@ -305,9 +345,21 @@ async def measure_engine(results: Results, directory: WarehouseDirectory, quick:
 async def _measure_engine(results: Results, directory: WarehouseDirectory, orders: int) -> None:
     tiny = engine_load.tiny_decrement_load(orders)
     redis = connect_redis(Settings(f"redis://127.0.0.1:{ENGINE_REDIS_PORT}/0", False, "", "", ""))
-    await redis.script_load(engine_load.TINY_DECREMENT)
-    await redis.aclose()
-    tiny_rate, _ = await engine_load.send_pipelined(ENGINE_REDIS_PORT, tiny, 32)
+    try:
+        await redis.script_load(engine_load.TINY_DECREMENT)
+        tiny_rate, _ = await engine_load.send_pipelined(ENGINE_REDIS_PORT, tiny, 32)
+        await _measure_reservations(results, redis, directory, orders, tiny_rate)
+    finally:
+        await redis.aclose()
+
+
+async def _measure_reservations(
+    results: Results,
+    redis: RedisClient,
+    directory: WarehouseDirectory,
+    orders: int,
+    tiny_rate: float,
+) -> None:
     results.figures["tiny_lua_per_s"] = tiny_rate
     results.add(
         Row(
@@ -320,13 +372,16 @@ async def _measure_engine(results: Results, directory: WarehouseDirectory, order
         load = engine_load.reservation_load(
             directory, Traffic(PRODUCTS, seed=per_call), orders, per_call
         )
+        cpu_s = await redis_cpu_s(redis)
         rate, errors = await engine_load.send_pipelined(ENGINE_REDIS_PORT, load, 32)
+        per_core = len(load.commands) * load.orders_per_command / (await redis_cpu_s(redis) - cpu_s)
         results.figures[f"engine_{per_call}_per_s"] = rate
+        results.figures[f"engine_{per_call}_per_core"] = per_core
         ratio = rate / tiny_rate
         results.add(
             Row(
                 f"Engine: reservations/s, {per_call} order(s) per script call",
-                f"{rate:,.0f} /s ({errors} errors)",
+                f"{rate:,.0f} /s ({errors} errors; {per_core:,.0f} per Redis CPU-second)",
                 f"{ratio:.2f}x the tiny script",
                 ">= 100,000 /s (= 0.20x the brief's tiny-script figure)",
                 verdict(rate >= 100_000 or ratio >= 0.20) if per_call == 32 else "",
@@ -337,16 +392,23 @@ async def _measure_engine(results: Results, directory: WarehouseDirectory, order
 async def measure_api(
     results: Results, settings: Settings, bodies: dict[str, Path], seconds: int
 ) -> None:
-    print("API end to end, one granian worker, wrk -t1 -c64", flush=True)
-    with processes.asgi_worker("loadtest.noop_app:app", NOOP_PORT, {}) as base:
-        await wrk(f"{base}/orders", bodies["spread"], WARMUP_S)
-        noop = await wrk(f"{base}/orders", bodies["spread"], seconds)
-    spread = await api_peak(settings, bodies["spread"], seconds)
+    env = bench_env(settings)
+    spread_bodies = bodies["spread"]
+    noop_app = "loadtest.noop_app:app"
+    noop = await peak("no-op handler", noop_app, NOOP_PORT, {}, spread_bodies, seconds)
+    spread = await peak("API, spread traffic", API_APP, API_PORT, env, spread_bodies, seconds)
     results.figures["api_per_s"] = spread["rate"]
-    # Right after the peak it is half of, while this Redis is still small (see measure_engine).
+    # Right after the peak it is a share of, while this Redis is still small (see measure_engine).
     await measure_latency(results, settings, bodies["spread"], seconds)
-    flash = await api_peak(settings, bodies["flash"], seconds)
-    single = await api_peak(settings, bodies["spread"], seconds, API_BATCHING="0")
+    flash = await peak("API, flash sale", API_APP, API_PORT, env, bodies["flash"], seconds)
+    single = await peak(
+        "API, one EVALSHA per request",
+        API_APP,
+        API_PORT,
+        bench_env(settings, API_BATCHING="0"),
+        spread_bodies,
+        seconds,
+    )
     f = results.figures
     f.update(noop_per_s=noop["rate"], flash_per_s=flash["rate"], evalsha_per_s=single["rate"])
     results.add(
@@ -390,37 +452,44 @@ async def measure_api(
 
 
 async def measure_latency(results: Results, settings: Settings, bodies: Path, seconds: int) -> None:
-    """Orders at half the peak, open loop, on a warmed worker; then the same load while one client
-    watches the live stock stream of the most popular product (its tailer decodes every event in
-    the worker, so the two are measured apart)."""
-    rate = results.figures["api_per_s"] / 2
-    print(f"latency at half the peak ({rate:,.0f} orders/s, open loop)", flush=True)
+    """Open loop on one warmed worker: at half the peak while one client watches the live stock
+    stream of the most popular product, then at shares of the peak without it (its tailer decodes
+    every event in the worker, so the two are measured apart): the API's throughput-latency
+    curve, whose point at half the peak is the latency target. The stream first, so that it is
+    measured on a worker that the curve's highest points have not overloaded."""
+    peak_rate = results.figures["api_per_s"]
     binary = build_ratedriver()
     delays_ms: list[float] = []
-    with processes.asgi_worker("api.app:app", API_PORT, bench_env(settings)) as base:
-        url = f"{base}/orders"
+    with processes.asgi_worker(API_APP, API_PORT, bench_env(settings)) as worker:
+        url = f"{worker.url}/orders"
         # A new worker fills its ring cache and connection pools first: warm it as a server
         # that has been up a while would be.
-        await asyncio.to_thread(fixed_rate, binary, url, bodies, rate, LATENCY_WARMUP_S)
-        run = await asyncio.to_thread(fixed_rate, binary, url, bodies, rate, seconds)
-        watcher = asyncio.create_task(watch_stock(base, product_id(0), delays_ms))
-        await asyncio.to_thread(fixed_rate, binary, url, bodies, rate, WARMUP_S)
-        delays_ms.clear()
-        watched = await asyncio.to_thread(fixed_rate, binary, url, bodies, rate, seconds)
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-    p99 = run["latency_ms"]["p99"]
-    results.figures["p99_half_ms"] = p99
+        async with progress.step("API warm-up, open loop at half the peak", LATENCY_WARMUP_S):
+            await fixed_rate(binary, url, bodies, peak_rate / 2, LATENCY_WARMUP_S)
+        async with progress.step("live stock stream at half the peak", WARMUP_S + seconds):
+            watcher = asyncio.create_task(watch_stock(worker.url, product_id(0), delays_ms))
+            await fixed_rate(binary, url, bodies, peak_rate / 2, WARMUP_S)
+            delays_ms.clear()
+            watched = await fixed_rate(binary, url, bodies, peak_rate / 2, seconds)
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        measure = functools.partial(ratedriver_point, binary, url, bodies)
+        curve = await curves.sweep(
+            "API, 1 worker", "loadtest/ratedriver", peak_rate, seconds, measure
+        )
+    results.curves["api"] = curve
+    half = curve.at(0.5)
+    results.figures["p99_half_ms"] = half.p99_ms
     results.add(
         Row(
             "Latency at half the peak rate",
-            f"p50 {run['latency_ms']['p50']:.2f} ms, p99 {p99:.2f} ms, "
-            f"p99.9 {run['latency_ms']['p99.9']:.2f} ms "
-            f"({run['achieved_rate']:,.0f} /s achieved, {run['dropped']} dropped)",
-            "",
+            f"p50 {half.p50_ms:.2f} ms, p99 {half.p99_ms:.2f} ms, p99.9 {half.p999_ms:.2f} ms "
+            f"({half.achieved_per_s:,.0f} /s achieved, {half.dropped} dropped)",
+            f"{LATENCY}: p99 {', '.join(f'{p.p99_ms:.1f}' for p in curve.points)} ms at "
+            + ", ".join(f"{share:.0%}" for share in curves.SHARES),
             "p99 < 10 ms",
-            verdict(p99 < 10),
+            verdict(half.p99_ms < 10),
         )
     )
     stream_p99 = percentile(delays_ms, 99)
@@ -436,34 +505,173 @@ async def measure_latency(results: Results, settings: Settings, bodies: Path, se
     )
 
 
+@dataclass(frozen=True)
+class GatewayRun:
+    workers: int
+    per_s: float  # confirmed orders (2xx answers) per second
+    p99_ms: float
+    errors: int  # wrk's: connection errors, timeouts and non-2xx answers
+    # By tier (gateway, api, redis): orders per CPU-second of its processes.
+    per_core: dict[str, float]
+
+
+async def measure_workers(results: Results, settings: Settings, bodies: Path, seconds: int) -> None:
+    """1, then 2 API workers behind the nginx gateway, wrk through it: confirmed orders/s and p99
+    of each; and in the 2-worker run what each tier did per CPU-second it used (nginx, the API
+    workers, Redis): the per-core figures of the scaling table."""
+    redis = connect_redis(settings)
+    try:
+        runs = [
+            await _behind_gateway(redis, bench_env(settings), bodies, seconds, count)
+            for count in WORKER_COUNTS
+        ]
+    finally:
+        await redis.aclose()
+    for run in runs:
+        results.figures[f"workers_{run.workers}_per_s"] = run.per_s
+        results.figures[f"workers_{run.workers}_p99_ms"] = run.p99_ms
+        if run.errors:
+            results.notes.append(f"wrk counted {run.errors} errors/non-2xx through the gateway")
+    most = runs[-1]
+    results.figures.update({f"{tier}_per_core": rate for tier, rate in most.per_core.items()})
+    alone = results.figures.get("api_per_s")
+    results.add(
+        Row(
+            "API workers behind the nginx gateway (wrk -t1 -c64 through it): "
+            + " / ".join(str(run.workers) for run in runs),
+            " / ".join(f"{run.per_s:,.0f}" for run in runs)
+            + " confirmed orders/s, p99 "
+            + " / ".join(f"{run.p99_ms:.1f}" for run in runs)
+            + " ms",
+            f"{most.workers} workers = {most.per_s / runs[0].per_s:.2f}x one, on 2 cores shared "
+            f"with nginx, Redis and wrk; per CPU-second: API workers "
+            f"{most.per_core['api']:,.0f} orders, nginx {most.per_core['gateway']:,.0f}, Redis "
+            f"{most.per_core['redis']:,.0f}"
+            + (f"; 1 worker without the gateway: {alone:,.0f} /s" if alone else ""),
+        )
+    )
+
+
+async def _behind_gateway(
+    redis: RedisClient, env: dict[str, str], bodies: Path, seconds: int, count: int
+) -> GatewayRun:
+    what = f"{count} API worker(s) behind the gateway: wrk -t1 -c{WRK_CONNECTIONS}, {seconds} s"
+    async with progress.step(what, 2 * START_S + WARMUP_S + seconds):
+        with (
+            processes.api_workers(count, GATEWAY_PORT, env) as workers,
+            processes.gateway(GATEWAY_PORT, count) as nginx,
+        ):
+            url = f"{nginx.url}/orders"
+            await wrk(url, bodies, WARMUP_S)
+            before = await _tiers_cpu_s(redis, nginx, workers)
+            run = await wrk(url, bodies, seconds)
+            after = await _tiers_cpu_s(redis, nginx, workers)
+    answered = run["requests"] - run["errors"]
+    return GatewayRun(
+        count,
+        answered / run["duration_s"],
+        run["p99_ms"],
+        run["errors"],
+        {tier: answered / (after[tier] - before[tier]) for tier in before},
+    )
+
+
+async def _tiers_cpu_s(
+    redis: RedisClient, nginx: processes.Server, workers: Sequence[processes.Server]
+) -> dict[str, float]:
+    return {
+        "gateway": nginx.cpu_s(),
+        "api": sum(worker.cpu_s() for worker in workers),
+        "redis": await redis_cpu_s(redis),
+    }
+
+
+async def measure_swarm(results: Results, settings: Settings, quick: bool) -> list[str]:
+    """Locust in distributed mode (1 master, SWARM_WORKERS workers, headless, --csv) through the
+    gateway to 2 API workers: what it drove, and what a Locust worker costs per order, hence the
+    workers a swarm at 100,000 orders/s needs."""
+    seconds = SWARM_QUICK_S if quick else SWARM_S
+    what = (
+        f"swarm: Locust, 1 master + {SWARM_WORKERS} workers, {SWARM_USERS} users, {seconds} s, "
+        "through the gateway"
+    )
+    with (
+        processes.api_workers(2, GATEWAY_PORT, bench_env(settings)) as workers,
+        processes.gateway(GATEWAY_PORT, 2) as nginx,
+    ):
+        async with progress.step(what, seconds + swarm.START_S, confirmed_count(workers)):
+            run = await asyncio.to_thread(
+                swarm.run_swarm,
+                nginx.url,
+                processes.BENCH_DIR / "swarm",
+                workers=SWARM_WORKERS,
+                users=SWARM_USERS,
+                seconds=seconds,
+                env={"PRODUCTS": str(PRODUCTS)},
+            )
+    per_core = run.orders_per_worker_core()
+    results.figures.update(
+        swarm_per_s=run.total.per_s,
+        swarm_orders_per_s=run.orders.per_s,
+        swarm_orders_per_worker_core=per_core,
+    )
+    results.add(
+        Row(
+            f"Locust swarm: 1 master + {SWARM_WORKERS} workers (distributed, headless) through "
+            "the gateway to 2 API workers",
+            f"{run.orders.per_s:,.0f} orders/s ({run.total.per_s:,.0f} requests/s), "
+            f"{run.total.failures:,} failures, POST /orders p99 {run.orders.p99_ms:.0f} ms; "
+            f"requests by worker: {' / '.join(f'{n:,}' for n in run.by_worker.values())}",
+            f"{per_core:,.0f} orders per Locust worker CPU-second: "
+            f"{cores_for(per_core)} workers for {TARGET_ORDERS_PER_S:,} orders/s (computed); "
+            f"see {SWARM}",
+            "every worker connected and sending; 0 failures",
+            verdict(run.healthy()),
+        )
+    )
+    return swarm.report_lines(run, TARGET_ORDERS_PER_S)
+
+
 async def measure_writers(results: Results, settings: Settings, bodies: Path, seconds: int) -> None:
     """One process per writer (each a core in production), started on the backlog the earlier
-    runs left; then both beside the API, and the time the backlog takes to clear after it."""
-    print("writers: drain the backlog the API runs left, then keep up under load", flush=True)
+    runs left, with the CPU each used for it; then both beside the API, and the time the backlog
+    takes to clear after it."""
     before = await persisted_orders(settings)
     env = bench_env(settings)
-    with processes.writers(env, "--only", "orders"), processes.writers(env, "--only", "inventory"):
-        drained, backlog = await drain(settings, 900)
+    with (
+        processes.writers(env, "--only", "orders") as orders_writer,
+        processes.writers(env, "--only", "inventory") as inventory_writer,
+    ):
+        writer_of = {ORDERS_GROUP: orders_writer, INVENTORY_GROUP: inventory_writer}
+        what = "writers: drain the backlog the API runs left"
+        acked = functools.partial(backlog_fallen, settings)
+        async with progress.step(what, 20, acked, "stream entries acked/s"):
+            drained, backlog = await drain(settings, 900)
         orders = await persisted_orders(settings) - before
         for group, label in (
             (ORDERS_GROUP, "orders -> PostgreSQL"),
             (INVENTORY_GROUP, "inventory -> MongoDB (FerretDB)"),
         ):
             rate = orders / drained[group]
+            # From its start: the few hundred milliseconds it takes to connect are counted too.
+            per_core = orders / processes.group_cpu_s(writer_of[group].pid)
             results.figures[f"{group}_per_s"] = rate
+            results.figures[f"{group}_per_core"] = per_core
             results.add(
                 Row(
                     f"Writer {label}: sustained rate from a backlog (one process)",
                     f"{orders:,} orders in {drained[group]:.1f} s = {rate:,.0f} orders/s "
-                    f"(backlog {backlog:,} entries in all)",
+                    f"(backlog {backlog:,} entries in all; {per_core:,.0f} per CPU-second)",
                     f"{rate / results.figures['api_per_s']:.2f}x the API's peak",
                     ">= the API's peak",
                     verdict(rate >= results.figures["api_per_s"]),
                 )
             )
-        with processes.asgi_worker("api.app:app", API_PORT, env) as base:
-            run = await wrk(f"{base}/orders", bodies, seconds)
-        after, left = await drain(settings, 900)
+        what = "writers beside the API, then the drain"
+        async with progress.step(what, seconds + 20, acked, "stream entries acked/s"):
+            with processes.asgi_worker(API_APP, API_PORT, env) as worker:
+                run = await wrk(f"{worker.url}/orders", bodies, seconds)
+            after, left = await drain(settings, 900)
     slowest = max(after.values())
     results.add(
         Row(
@@ -478,14 +686,20 @@ async def measure_writers(results: Results, settings: Settings, bodies: Path, se
 
 
 async def measure_sql(results: Results, seconds: int) -> None:
-    print("the usual approach: one SQL transaction per order, pgbench, 32 clients", flush=True)
-    spread = await run_sql_baseline(flash_sale=False, seconds=seconds)
-    flash = await run_sql_baseline(flash_sale=True, seconds=seconds)
+    """The usual approach, one SQL transaction per order (pgbench, 32 clients): its peak, on
+    random products and on one, then its throughput-latency curve at shares of that peak."""
+    async with progress.step("SQL baseline peaks: pgbench, spread then flash sale", 2 * seconds):
+        spread_run = await run_sql_baseline(flash_sale=False, seconds=seconds)
+        flash = (await run_sql_baseline(flash_sale=True, seconds=seconds)).per_s
+    spread = spread_run.per_s
+    results.curves["sql"] = await curves.sweep(
+        "SQL baseline", "pgbench -R", spread, seconds, sql_point
+    )
     results.figures.update(sql_per_s=spread, sql_flash_per_s=flash)
     results.add(
         Row(
             "SQL baseline: one transaction per order, random products",
-            f"{spread:,.0f} /s",
+            f"{spread:,.0f} /s, p99 {spread_run.latency_ms[99]:.1f} ms (closed loop)",
             "brief's machine: ~8,500 /s",
         )
     )
@@ -524,7 +738,6 @@ async def measure_sql(results: Results, seconds: int) -> None:
 
 async def measure_cluster(results: Results, directory: WarehouseDirectory, quick: bool) -> None:
     """Engine alone on 1 master, then on 3 masters at once (one client process per master)."""
-    print("Redis Cluster: engine alone on one shard, then three", flush=True)
     one, three = await cluster_scaling(CLUSTER_PORTS, directory, 60_000 if quick else 150_000)
     results.figures.update(cluster_one_per_s=one, cluster_three_per_s=three)
     results.add(
@@ -538,16 +751,13 @@ async def measure_cluster(results: Results, directory: WarehouseDirectory, quick
     )
 
 
-async def measure_soak(results: Results, quick: bool, rate: float) -> list[str]:
+async def measure_soak(results: Results, quick: bool, rate: float, plot: Path) -> list[str]:
     """Bounded state: orders at a fixed rate for SOAK_S into one API worker with the writers and
     sweeps beside it (`python -m writers`), hot window and idempotency TTL at SOAK_WINDOW_S, on a
     Redis of its own; sampled throughout, then the writers drain and the records leave."""
     seconds = SOAK_QUICK_S if quick else SOAK_S
-    print(
-        f"soak: {seconds // 60} min at {rate:,.0f} orders/s, ORDER_HOT_WINDOW_S={SOAK_WINDOW_S}",
-        flush=True,
-    )
-    costs = await measure_key_costs()
+    async with progress.step("soak: each kind of key's memory, alone", 15):
+        costs = await measure_key_costs()
     binary = build_ratedriver()
     bodies = write_bodies(processes.BENCH_DIR / "soak.jsonl", Traffic(SOAK_PRODUCTS, seed=5))
     samples: list[soak.Sample] = []
@@ -575,24 +785,31 @@ async def measure_soak(results: Results, quick: bool, rate: float) -> list[str]:
                 await redis.unlink(*operations[start : start + 5_000])
             with (
                 processes.writers(env),
-                processes.asgi_worker("api.app:app", SOAK_API_PORT, env) as base,
+                processes.asgi_worker(API_APP, SOAK_API_PORT, env) as worker,
             ):
                 # The writers first persist the seed's stock events, which are then trimmed.
-                baseline = await soak.settle(probe, SOAK_DRAIN_TIMEOUT_S)
+                async with progress.step("soak: the writers settle the seed's events", 30):
+                    baseline = await soak.settle(probe, SOAK_DRAIN_TIMEOUT_S)
                 started = time.monotonic()
                 stop = asyncio.Event()
                 sampler = asyncio.create_task(soak.sample_every(probe, started, stop, samples))
                 try:
-                    run = await asyncio.to_thread(
-                        fixed_rate, binary, f"{base}/orders", bodies, rate, seconds, 1.0
-                    )
+                    async with progress.step(
+                        f"soak: {rate:,.0f} orders/s for {progress.duration(seconds)}, "
+                        f"ORDER_HOT_WINDOW_S={SOAK_WINDOW_S}",
+                        seconds,
+                        confirmed_count([worker]),
+                    ):
+                        url = f"{worker.url}/orders"
+                        run = await fixed_rate(binary, url, bodies, rate, seconds, 1.0)
                     load_s = time.monotonic() - started
-                    print(f"soak: load stopped ({json.dumps(run)}); draining", flush=True)
-                    drained, _ = await drain(settings, SOAK_DRAIN_TIMEOUT_S)
+                    progress.say(f"soak: load stopped ({json.dumps(run)})")
+                    async with progress.step("soak: the writers drain", 15):
+                        drained, _ = await drain(settings, SOAK_DRAIN_TIMEOUT_S)
                     # Watch the last records leave: one hot window after they were persisted.
-                    await asyncio.sleep(
-                        max(0.0, load_s + SOAK_WINDOW_S + 15 - (time.monotonic() - started))
-                    )
+                    linger_s = load_s + SOAK_WINDOW_S + 15 - (time.monotonic() - started)
+                    async with progress.step("soak: the last records leave Redis", linger_s):
+                        await asyncio.sleep(max(0.0, linger_s))
                 finally:
                     stop.set()
                     await sampler
@@ -619,7 +836,7 @@ async def measure_soak(results: Results, quick: bool, rate: float) -> list[str]:
         costs=costs,
     )
     (processes.BENCH_DIR / "soak.csv").write_text(soak.samples_csv(samples))
-    soak.plot(result, SOAK_PLOT)
+    plots.soak_memory(result, plot)
     low, mean, high = result.memory
     results.figures.update(
         soak_rate=rate, soak_memory_mean=mean, soak_per_hot_order=result.per_hot_order()
@@ -637,7 +854,7 @@ async def measure_soak(results: Results, quick: bool, rate: float) -> list[str]:
             verdict(result.flat and result.complete),
         )
     )
-    return soak.report_lines(result, SOAK_PLOT.name)
+    return soak.report_lines(result, plot.name)
 
 
 def machine_facts() -> list[str]:
@@ -659,109 +876,7 @@ def machine_facts() -> list[str]:
     ]
 
 
-def scaling_table(f: dict[str, float]) -> list[str]:
-    def cores(per_core: float) -> str:
-        return f"{-(-TARGET_ORDERS_PER_S // max(per_core, 1)):.0f}"
-
-    rows = [
-        ("API workers (1 core each)", f.get("api_per_s", 0)),
-        (
-            "Redis masters running lua/reserve.lua (1 core each; 32 orders/call)",
-            f.get("engine_32_per_s", 0),
-        ),
-        ("Redis masters at the API's real batch size (8 orders/call)", f.get("engine_8_per_s", 0)),
-        ("Orders writer processes (PostgreSQL, 1 core each)", f.get("orders-writer_per_s", 0)),
-        ("Inventory writer processes (FerretDB)", f.get("inventory-writer_per_s", 0)),
-    ]
-    lines = ["| tier | measured per core | cores for 100,000 orders/s |", "|---|---|---|"]
-    lines += [
-        f"| {name} | {rate:,.0f} /s | {cores(rate)} |" if rate else f"| {name} | not measured | |"
-        for name, rate in rows
-    ]
-    return lines
-
-
-def format_row(row: Row) -> str:
-    return f"| {row.what} | {row.measured} | {row.reference} | {row.target} | {row.verdict} |"
-
-
-def write_report(
-    results: Results,
-    facts: list[str],
-    sections: dict[str, list[str]],
-    command: str,
-) -> None:
-    lines = [
-        "# Benchmarks",
-        "",
-        f"Produced by `{command}` (loadtest/bench.py); numbers of one run.",
-        "",
-    ]
-    lines += [f"- {fact}" for fact in facts]
-    lines += [
-        "",
-        "## Targets",
-        "",
-        "| what | measured | side by side | target | verdict |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [format_row(r) for r in results.rows]
-    for name in ("Soak", "Memory"):
-        if name in sections:
-            lines += ["", f"## {name}", "", *sections[name]]
-    lines += [
-        "",
-        "## Scaling to 100,000 orders/s",
-        "",
-        *scaling_table(results.figures),
-        "",
-    ]
-    if results.notes:
-        lines += ["## Notes", "", *[f"- {note}" for note in results.notes], ""]
-    lines += [READING, ""]
-    REPORT.write_text("\n".join(lines))
-
-
-def update_report(
-    results: Results, sections: dict[str, list[str]], command: str, date: str
-) -> None:
-    """A run of some parts only: its rows replace the rows of the same name in the Targets table
-    (new ones are added at its end) and its sections replace theirs, each marked with this run's
-    command and date; the rest of BENCHMARKS.md stays as the full run left it."""
-    lines = REPORT.read_text().split("\n")
-    for row in results.rows:
-        same = [i for i, line in enumerate(lines) if line.startswith(f"| {row.what} |")]
-        if same:
-            lines[same[0]] = format_row(row)
-        else:
-            targets = lines.index("## Targets")
-            end = targets + 1
-            while end < len(lines) and not lines[end].startswith("## "):
-                end += 1
-            while not lines[end - 1].startswith("|"):
-                end -= 1
-            lines.insert(end, format_row(row))
-    for name, body in sections.items():
-        marked = [f"Measured by `{command}` on {date}, apart from the run named at the top.", ""]
-        marked += body
-        heading = f"## {name}"
-        if heading in lines:
-            start = lines.index(heading) + 1
-            end = start
-            while end < len(lines) and not lines[end].startswith("## ") and lines[end] != READING:
-                end += 1
-            lines[start:end] = ["", *marked, ""]
-        else:
-            at = (
-                lines.index("## Memory")
-                if name == "Soak"
-                else lines.index("## Scaling to 100,000 orders/s")
-            )
-            lines[at:at] = [heading, "", *marked, ""]
-    REPORT.write_text("\n".join(lines))
-
-
-async def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"a subset of {','.join(PARTS)}")
@@ -771,64 +886,125 @@ async def main() -> None:
         default=0.0,
         help=f"orders/s for the soak (default {SOAK_DEFAULT_RATE:,})",
     )
+    parser.add_argument(
+        "--report", type=Path, default=REPORT, help="the report to write; plots go beside it"
+    )
     args = parser.parse_args()
-    parts = set(args.parts.split(","))
-    if not parts <= set(PARTS):
-        raise SystemExit(f"--parts: unknown {','.join(sorted(parts - set(PARTS)))}")
-    seconds = 5 if args.quick else 10
+    unknown = set(args.parts.split(",")) - set(PARTS)
+    if unknown:
+        raise SystemExit(f"--parts: unknown {','.join(sorted(unknown))}")
     for tool in ("wrk", "go", "redis-server"):
         if shutil.which(tool) is None:
             raise SystemExit(
                 f"{tool} is missing: run `bash ops/stack.sh install` (make bench does)"
             )
+    return args
+
+
+class Parts:
+    """The parts this run measures, in PARTS order, each announced with its expected duration."""
+
+    def __init__(self, names: str, quick: bool) -> None:
+        self.names: list[str] = [name for name in PARTS if name in names.split(",")]
+        self._quick = quick
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names
+
+    def expected_s(self, name: str) -> int:
+        full, quick = PART_EXPECTED_S[name]
+        return quick if self._quick else full
+
+    def step(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        number = f"{self.names.index(name) + 1}/{len(self.names)}"
+        return progress.step(f"part {number}: {name}", self.expected_s(name))
+
+
+async def main() -> None:
+    args = parse_args()
+    parts = Parts(args.parts, args.quick)
+    seconds = 5 if args.quick else 10
+    total_s = sum(parts.expected_s(name) for name in parts.names)
+    progress.say(f"parts {', '.join(parts.names)}: expected ~{progress.duration(total_s)} in all")
     results = Results()
     facts = machine_facts()
     sections: dict[str, list[str]] = {}
     directory = WarehouseDirectory(
         [Warehouse(w, name, Point(lat, lon)) for w, (name, lat, lon) in WAREHOUSES.items()]
     )
-    if parts & {"engine", "api", "writers"}:
+    if set(parts.names) & {"engine", "api", "workers", "swarm", "writers"}:
         with processes.redis_server(BENCH_REDIS_PORT, persistent=True) as redis_url:
             settings = bench_settings(redis_url)
-            print("seeding", flush=True)
-            directory = await prepare_stores(settings)
-            bodies = {
-                "spread": write_bodies(
-                    processes.BENCH_DIR / "spread.jsonl", Traffic(PRODUCTS, seed=1)
-                ),
-                "flash": write_bodies(
-                    processes.BENCH_DIR / "flash.jsonl",
-                    Traffic(PRODUCTS, seed=2, flash_sale=True),
-                ),
-            }
+            async with progress.step("seeding the bench stores", 20):
+                directory = await prepare_stores(settings)
+                bodies = {
+                    "spread": write_bodies(
+                        processes.BENCH_DIR / "spread.jsonl", Traffic(PRODUCTS, seed=1)
+                    ),
+                    "flash": write_bodies(
+                        processes.BENCH_DIR / "flash.jsonl",
+                        Traffic(PRODUCTS, seed=2, flash_sale=True),
+                    ),
+                }
             if "engine" in parts:
-                await measure_engine(results, directory, args.quick)
+                async with parts.step("engine"):
+                    await measure_engine(results, directory, args.quick)
             if "api" in parts:
-                await measure_api(results, settings, bodies, seconds)
+                async with parts.step("api"):
+                    await measure_api(results, settings, bodies, seconds)
+            if "workers" in parts:
+                async with parts.step("workers"):
+                    await measure_workers(results, settings, bodies["spread"], seconds)
+            if "swarm" in parts:
+                async with parts.step("swarm"):
+                    sections[SWARM] = await measure_swarm(results, settings, args.quick)
             if "writers" in parts:
-                await measure_writers(results, settings, bodies["spread"], seconds)
+                async with parts.step("writers"):
+                    await measure_writers(results, settings, bodies["spread"], seconds)
     if "sql" in parts:
-        await measure_sql(results, seconds)
+        async with parts.step("sql"):
+            await measure_sql(results, seconds)
     if "memory" in parts:
-        sections["Memory"] = await measure_memory(200_000 if args.quick else 1_000_000)
+        async with parts.step("memory"):
+            sections[MEMORY] = await measure_memory(200_000 if args.quick else 1_000_000)
     if "cluster" in parts:
-        await measure_cluster(results, directory, args.quick)
+        async with parts.step("cluster"):
+            await measure_cluster(results, directory, args.quick)
     if "soak" in parts:
         rate = args.soak_rate or SOAK_DEFAULT_RATE
-        sections["Soak"] = await measure_soak(results, args.quick, rate)
-    command = "make bench" + (" (--quick)" if args.quick else "")
-    if parts == set(PARTS) or not REPORT.exists():
-        write_report(results, facts, sections, command)
+        async with parts.step("soak"):
+            soak_plot = plot(args.report, "soak")
+            sections[SOAK] = await measure_soak(results, args.quick, rate, soak_plot)
+    stored = remember(results, args.report)
+    if stored.curves:
+        latency_plot = plot(args.report, "latency")
+        plots.throughput_latency(list(stored.curves.values()), latency_plot)
+        sections[LATENCY] = latency_lines(stored, latency_plot.name)
+    sections[SCALING] = scaling_lines(stored.figures)
+    write(args, results, facts, sections)
+    print(f"\nwrote {args.report}")
+
+
+def plot(report: Path, name: str) -> Path:
+    """A plot's file, beside the report: BENCHMARKS-soak.png for BENCHMARKS.md."""
+    return report.with_name(f"{report.stem}-{name}.png")
+
+
+def write(
+    args: argparse.Namespace, results: Results, facts: list[str], sections: dict[str, list[str]]
+) -> None:
+    """The whole report after a run of every part (or when there is none yet); else this run's
+    rows and sections in place."""
+    every_part = set(args.parts.split(",")) == set(PARTS)
+    flags = " --quick" if args.quick else ""
+    flags += f" --soak-rate {args.soak_rate:g}" if args.soak_rate else ""
+    command = f"python -m loadtest.bench --parts {args.parts}{flags}"
+    if every_part:
+        command = "make bench" + (" (--quick)" if args.quick else "")
+    if every_part or not args.report.exists():
+        write_report(args.report, results, facts, sections, command)
     else:
-        flags = " --quick" if args.quick else ""
-        flags += f" --soak-rate {args.soak_rate:g}" if args.soak_rate else ""
-        update_report(
-            results,
-            sections,
-            f"python -m loadtest.bench --parts {args.parts}{flags}",
-            facts[0].removeprefix("date: "),
-        )
-    print(f"\nwrote {REPORT}")
+        update_report(args.report, results, sections, command, facts[0].removeprefix("date: "))
 
 
 if __name__ == "__main__":

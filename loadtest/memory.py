@@ -23,7 +23,7 @@ from loadtest import processes
 from loadtest.catalog import WAREHOUSES, Traffic, product_id
 from stores.redis import RedisClient, connect_redis
 from stores.settings import Settings, load_settings
-from writers import CONSUMER_GROUPS
+from stores.streams import CONSUMER_GROUPS
 from writers.orders import DEFAULT_HOT_WINDOW_S
 
 MEMORY_PORT: Final = 6401

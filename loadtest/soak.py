@@ -1,7 +1,7 @@
 """The soak's instruments: what Redis, its streams and PostgreSQL hold, sampled every few seconds
 while the API takes orders at a fixed rate beside the writers; the verdict (Redis memory flat once
-the hot window has turned over, every confirmed order in PostgreSQL), the plot, and what a day at
-100,000 orders/s needs, from the figures measured."""
+the hot window has turned over, every confirmed order in PostgreSQL), and what a day at 100,000
+orders/s needs, from the figures measured. Its plot is drawn by loadtest/plots.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 import asyncpg
@@ -19,11 +18,14 @@ import asyncpg
 from engine import keys
 from loadtest.memory import KeyCosts
 from stores.redis import RedisClient
-from writers import CONSUMER_GROUPS
-from writers.inventory import INVENTORY_GROUP
-from writers.notifier import NOTIFIER_GROUP
-from writers.orders import ORDERS_GROUP
-from writers.streams import TRIM_INTERVAL_S, backlog
+from stores.streams import (
+    CONSUMER_GROUPS,
+    INVENTORY_GROUP,
+    NOTIFIER_GROUP,
+    ORDERS_GROUP,
+    backlog,
+)
+from writers.consumer import TRIM_INTERVAL_S
 
 SAMPLE_INTERVAL_S: Final = 5.0
 SCAN_COUNT: Final = 5_000
@@ -232,7 +234,8 @@ class SoakResult:
 
     def stream_bytes_from_costs(self) -> float:
         """The streams' mean memory from the isolated costs: every entry, plus every pending one
-        (MEMORY USAGE counts a pending entry several times over)."""
+        (MEMORY USAGE counts a pending entry several times over), each priced as an entry of one
+        order (an upper bound: an entry holds every order of its script call)."""
         pending = self.mean("orders_pending") + self.mean("inventory_pending")
         pending += self.mean("notifier_pending")
         return (
@@ -316,8 +319,9 @@ def report_lines(soak: SoakResult, plot_name: str) -> list[str]:
             for g in ("orders", "inventory", "notifier")
         )
         + " |",
-        f"| alone (loadtest/memory.py): an idempotency key, an order record, a stream entry, "
-        f"a pending entry | {soak.costs.idempotency_key:,.0f}, {soak.costs.order_record:,.0f}, "
+        "| alone (loadtest/memory.py): an idempotency key, an order record, an order alone in a "
+        f"stream entry, its pending entry | {soak.costs.idempotency_key:,.0f}, "
+        f"{soak.costs.order_record:,.0f}, "
         f"{soak.costs.stream_entry:,.0f}, +{soak.costs.pending_entry:,.0f} bytes |",
         f"| PostgreSQL per order: orders row / history row, indexes included | "
         f"{pg.per_order_row:,.0f} / {pg.per_history_row:,.0f} bytes "
@@ -353,7 +357,7 @@ def day_lines(soak: SoakResult, rate: float = 100_000) -> list[str]:
         f"{_size(idem_short)} |",
         f"| streams | rate x ({TRIM_INTERVAL_S:.0f} s trim interval + "
         f"{stream_s - TRIM_INTERVAL_S:.0f} s writer lag) x "
-        f"{costs.stream_entry + costs.pending_entry:,.0f} B | "
+        f"{costs.stream_entry + costs.pending_entry:,.0f} B (an order alone in its entry) | "
         f"{_size(streams)} |",
         f"| PostgreSQL, orders as confirmed | {orders_day:,.0f} orders x "
         f"{pg.per_order_row + pg.per_history_row:,.0f} B | "
@@ -362,63 +366,6 @@ def day_lines(soak: SoakResult, rate: float = 100_000) -> list[str]:
         f"{HISTORY_ROWS_PER_DELIVERED_ORDER} x {pg.per_history_row:,.0f} B) | "
         f"{_size(orders_day * pg.per_delivered_order)} per day |",
     ]
-
-
-def plot(soak: SoakResult, path: Path) -> None:
-    """Redis memory (total, streams) and the hot keys over time, the steady part shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    samples = soak.samples
-    t = [s.t_s / 60 for s in samples]
-    mean = soak.memory[1]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
-    top.plot(t, [s.used_bytes / 2**20 for s in samples], label="used_memory")
-    top.plot(t, [s.stream_bytes / 2**20 for s in samples], label="streams (MEMORY USAGE)")
-    top.axhline(soak.baseline_bytes / 2**20, color="grey", lw=0.8, ls=":", label="empty")
-    start = STEADY_AFTER_WINDOWS * soak.window_s / 60
-    top.fill_between(
-        [start, soak.load_s / 60],
-        mean * (1 - FLAT_TOLERANCE) / 2**20,
-        mean * (1 + FLAT_TOLERANCE) / 2**20,
-        color="green",
-        alpha=0.12,
-        label=f"mean ±{FLAT_TOLERANCE:.0%}",
-    )
-    top.set_ylabel("Redis memory (MiB)")
-    # Headroom above the curves for the legends, so they hide no data.
-    top.set_ylim(0, max(s.used_bytes for s in samples) / 2**20 * 1.4)
-    top.legend(loc="upper center", fontsize=8, ncol=4)
-    top.set_title(
-        f"Soak: {soak.rate:,.0f} orders/s, ORDER_HOT_WINDOW_S={soak.window_s}, "
-        f"IDEMPOTENCY_TTL_S={soak.window_s}"
-    )
-    bottom.plot(t, [s.order_keys for s in samples], label="hot order records")
-    bottom.plot(t, [s.idempotency_keys for s in samples], label="idempotency keys")
-    bottom.plot(t, [s.stream_entries for s in samples], label="stream entries")
-    for group in ("orders", "inventory", "notifier"):
-        backlog = [getattr(s, group + "_lag") + getattr(s, group + "_pending") for s in samples]
-        bottom.plot(t, backlog, lw=0.9, ls="--", label=f"{group} writer's backlog")
-    bottom.set_ylabel("keys / entries")
-    bottom.set_xlabel("minutes since the load started")
-    highest = max(max(s.order_keys, s.idempotency_keys, s.stream_entries) for s in samples)
-    bottom.set_ylim(0, highest * 1.45)
-    bottom.legend(loc="upper center", fontsize=8, ncol=3)
-    for axis in (top, bottom):
-        axis.axvline(soak.load_s / 60, color="black", lw=0.8, ls="--")
-        axis.grid(alpha=0.3)
-    bottom.annotate(
-        "load stops",
-        (soak.load_s / 60, highest * 0.5),
-        xytext=(4, 0),
-        textcoords="offset points",
-        fontsize=8,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def samples_csv(samples: Sequence[Sample]) -> str:

@@ -1,5 +1,6 @@
 """The usual approach, measured for comparison: one SQL transaction per order (decrement the stock
-row if enough is left, insert the order), driven by pgbench with 32 clients."""
+row if enough is left, insert the order), driven by pgbench with 32 clients, as fast as it goes
+or at a fixed rate (-R)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import re
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
 import asyncpg
 
+from loadtest.stock_watch import percentile
 from stores.settings import load_settings
 
 CLIENTS: Final = 32
@@ -50,8 +54,17 @@ def _pgbench() -> str:
     return found
 
 
-async def run_sql_baseline(*, flash_sale: bool, seconds: int) -> float:
-    """Orders/s of the one-transaction-per-order approach on the stack's PostgreSQL."""
+@dataclass(frozen=True)
+class SqlRun:
+    per_s: float  # orders (transactions) per second
+    # By percentile (50, 99, 99.9), from pgbench's log of every transaction; with a rate, counted
+    # from each transaction's scheduled start, so a queue is charged to the server.
+    latency_ms: dict[float, float]
+
+
+async def run_sql_baseline(*, flash_sale: bool, seconds: int, rate: float = 0) -> SqlRun:
+    """The one-transaction-per-order approach on the stack's PostgreSQL, as fast as it goes or,
+    with `rate`, at that many orders/s."""
     dsn = load_settings().postgres_dsn.rsplit("/", 1)[0] + "/fulfillment_bench"
     conn = await asyncpg.connect(dsn)
     try:
@@ -60,12 +73,15 @@ async def run_sql_baseline(*, flash_sale: bool, seconds: int) -> float:
         await conn.close()
     product = "1" if flash_sale else f"random(1, {PRODUCTS})"
     url = urlsplit(dsn)
-    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
-        script.write(TRANSACTION.format(product=product, warehouses=WAREHOUSES))
-        script.flush()
+    with tempfile.TemporaryDirectory() as work:
+        script = Path(work) / "order.sql"
+        script.write_text(TRANSACTION.format(product=product, warehouses=WAREHOUSES))
         done = subprocess.run(
             [
                 _pgbench(),
+                *(["-R", str(rate)] if rate else []),
+                "-l",
+                f"--log-prefix={work}/log",
                 "-n",
                 "-c",
                 str(CLIENTS),
@@ -74,7 +90,7 @@ async def run_sql_baseline(*, flash_sale: bool, seconds: int) -> float:
                 "-T",
                 str(seconds),
                 "-f",
-                script.name,
+                str(script),
                 "-h",
                 url.hostname or "127.0.0.1",
                 "-p",
@@ -88,7 +104,20 @@ async def run_sql_baseline(*, flash_sale: bool, seconds: int) -> float:
             check=True,
             env={**os.environ, "PGPASSWORD": url.password or ""},
         )
+        latencies_ms = _logged_latencies_ms(Path(work))
     match = re.search(r"tps = ([0-9.]+)", done.stdout)
     if match is None:
         raise RuntimeError(f"no tps in pgbench output: {done.stdout[-500:]}")
-    return float(match.group(1))
+    return SqlRun(float(match.group(1)), {p: percentile(latencies_ms, p) for p in (50, 99, 99.9)})
+
+
+def _logged_latencies_ms(work: Path) -> list[float]:
+    """The third field of each line of pgbench's logs (one per thread): the transaction's
+    latency in microseconds, or `failed`."""
+    latencies = []
+    for log in work.glob("log.*"):
+        for line in log.read_text().splitlines():
+            latency_us = line.split()[2]
+            if latency_us.isdigit():
+                latencies.append(int(latency_us) / 1000)
+    return latencies
