@@ -1,4 +1,5 @@
-# Entry points for humans and CI. `make test` is THE test command (CI runs it via .ci/run).
+# Entry points for humans and CI. `make test` is THE test command (CI runs it via .ci/run): the unit
+# tier first (tests/unit: no store, seconds), then the store tier on the real stores.
 # The local stack (PostgreSQL, Redis, FerretDB on 127.0.0.1) is managed by ops/stack.sh.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -6,14 +7,15 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status test test-cluster cluster-up cluster-down run bench lint
+.PHONY: help setup up down status test test-unit test-cluster cluster-up cluster-down run bench lint
 
 help:
 	@echo "make setup   install OS packages, FerretDB, .venv (ops/stack.sh install)"
 	@echo "make up      start PostgreSQL, Redis, FerretDB and wait until they answer"
 	@echo "make down    stop them"
 	@echo "make status  show what is running"
-	@echo "make test    up + pytest (extra args: make test PYTEST_ARGS='-k foo -x')"
+	@echo "make test    the unit tier, then up + the store tier (extra args for the store tier: make test PYTEST_ARGS='-k foo -x')"
+	@echo "make test-unit  the unit tier only: tests/unit, no store needed, a few seconds"
 	@echo "make test-cluster  the same tests on a local Redis Cluster (3 masters + 3 replicas), plus failover"
 	@echo "make run     up + API + writers + demo (ops/run.sh)"
 	@echo "make bench   up + load benchmark (loadtest.bench)"
@@ -32,15 +34,22 @@ status:
 	bash ops/stack.sh status
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
-test: up
-	@. ops/env.sh; rc=0; $(PY) -m pytest -q tests $(PYTEST_ARGS) || rc=$$?; \
+# The unit tier needs no store and no setting: it runs before the stack is even started.
+test-unit:
+	@rc=0; $(PY) -m pytest -q tests/unit -m unit || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-unit: pytest collected no tests -> failing"; fi; \
+	exit $$rc
+
+test: test-unit up
+	@. ops/env.sh; rc=0; $(PY) -m pytest -q tests --ignore=tests/unit $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests -> failing"; fi; \
 	exit $$rc
 
-# The same suite on Redis Cluster (ports 7000-7005), including the failover test that only runs there.
+# The same store tier on Redis Cluster (ports 7000-7005), including the failover test that only runs
+# there; the unit tier does not depend on the store, so `make test` runs it once.
 test-cluster: up cluster-up
 	@. ops/env.sh; rc=0; TEST_REDIS_CLUSTER=1 TEST_REDIS_URL=redis://127.0.0.1:$${CLUSTER_BASE_PORT:-7000}/0 \
-	$(PY) -m pytest -q tests $(PYTEST_ARGS) || rc=$$?; \
+	$(PY) -m pytest -q tests --ignore=tests/unit $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-cluster: pytest collected no tests -> failing"; fi; \
 	exit $$rc
 

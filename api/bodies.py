@@ -86,7 +86,7 @@ class BodyDecoder:
         as its quoted name twice in the text. Single orders (the hot path) pass both tests."""
         if self.quoted_keys is None or b"\\" in raw:
             return True
-        # A plain loop: any() over a generator costs twice this, on every order.
+        # A plain loop: any() over a generator costs more, on every order.
         for quoted in self.quoted_keys:  # noqa: SIM110
             if raw.count(quoted) > 1:
                 return True

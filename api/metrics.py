@@ -36,9 +36,7 @@ from engine.errors import (
 )
 from engine.stock_changes import StockChange
 from stores.redis import RedisClient
-from writers import CONSUMER_GROUPS, writer_backlog
-from writers.dead_letters import dead_letter_count  # clean-up: api/ should not import writers/
-from writers.streams import persisted_counts
+from stores.streams import CONSUMER_GROUPS, dead_letter_count, persisted_counts, writer_backlog
 
 # `error` is anything unexpected (a store down, a bug): the request answered 5xx.
 ORDER_OUTCOMES: Final = (
@@ -60,7 +58,8 @@ ORDER_FAILURES: Final[dict[type[BaseException], str]] = {
     OutcomeUnknown: "outcome_unknown",
     StoreFull: "store_full",
 }
-# A batched reservation takes ~0.5-5 ms; the upper buckets show a slow Redis or a retry storm.
+# The lower buckets span a batched reservation's usual time (README, "Performance and scaling");
+# the upper ones show a slow Redis or a retry storm.
 RESERVATION_BUCKETS_S: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
 # Scrapes from several Prometheus servers (or a gateway fan-out) within this window share one

@@ -18,12 +18,11 @@ from typing import Any, Final
 
 from redis.asyncio import RedisCluster
 
-from engine import keys
 from engine.events import decode_event
 from engine.stock_changes import LowStockThresholds, StockChange, stock_changes_of
 from stores.redis import RedisClient
+from stores.streams import PARTITION_STREAMS, node_of
 
-STREAMS: Final[tuple[str, ...]] = tuple(keys.stream(p) for p in range(keys.PARTITIONS))
 READ_BLOCK_MS: Final = 500  # one Redis: how long one XREAD waits; below the socket timeout
 READ_COUNT_PER_STREAM: Final = 1_000
 # Redis Cluster: streams of different slots cannot share one XREAD, and one blocking XREAD per
@@ -133,12 +132,12 @@ class StockFeed:
         """From the streams' current ends (what `$` means), resolved to IDs once so that nothing
         appended between two reads is skipped."""
         pipe = self._redis.pipeline(transaction=False)
-        for stream in STREAMS:
+        for stream in PARTITION_STREAMS:
             pipe.xrevrange(stream, count=1)
         lasts = await pipe.execute()
         self._last_ids = {
             stream: str(last[0][0]) if last else EMPTY_STREAM_ID
-            for stream, last in zip(STREAMS, lasts, strict=True)
+            for stream, last in zip(PARTITION_STREAMS, lasts, strict=True)
         }
         self._task = asyncio.create_task(self._run(), name="stock-feed")
 
@@ -191,7 +190,7 @@ class StockFeed:
                 "STREAMS",
                 stream,
                 last_id,
-                target_nodes=self._redis.get_node_from_key(stream),
+                **node_of(self._redis, stream),
             )
         return [item for reply in await pipe.execute() for item in reply or ()]
 

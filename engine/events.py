@@ -136,7 +136,7 @@ def decode_event(fields: Mapping[str, str]) -> Event | UnknownEvent | MalformedE
         return UnknownEvent(kind) if kind else MalformedEvent("no 'type' field")
     try:
         # strict=False: the numeric fields arrive as strings and are parsed here, once. The
-        # concrete type, not the tagged union: converting to the union is ~8x slower.
+        # concrete type, not the tagged union: converting to the union is several times slower.
         # The order record is a JSON text inside the entry: decoded here too, in one place.
         decoded: Mapping[str, object] = fields
         if "record" in fields:

@@ -40,7 +40,7 @@ def new_id(partition: int, now_ms: int | None = None, owner_tag: int | None = No
     if owner_tag is not None:
         rand = (rand & ((1 << _OWNER_SHIFT) - 1)) | (owner_tag & _OWNER_MASK) << _OWNER_SHIFT
     value = (ms & ((1 << 48) - 1)) << 80 | 0x8 << 76 | (partition & 0xFFF) << 64 | 0b10 << 62 | rand
-    # str(uuid.UUID(int=value)) gives the same text at three times the cost (it runs per order).
+    # str(uuid.UUID(int=value)) gives the same text at several times the cost (it runs per order).
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

@@ -26,9 +26,9 @@ RING_MAX_K: Final = 10
 RING_CACHE_CELLS: Final = 65_536
 DISK_CELLS: Final = 3 * RING_MAX_K * (RING_MAX_K + 1) + 1  # cells within RING_MAX_K rings
 # The widest step between the centres of two neighbouring cells at RESOLUTION (49.7 km, measured
-# over all 288,122 resolution 4 cells; tests/test_rings.py checks a sample): a cell whose centre is
-# farther than RING_MAX_K such steps cannot be within RING_MAX_K rings, so no grid distance is
-# asked for it.
+# over all 288,122 resolution 4 cells; tests/unit/test_rings.py checks a sample): a cell whose
+# centre is farther than RING_MAX_K such steps cannot be within RING_MAX_K rings, so no grid
+# distance is asked for it.
 MAX_NEIGHBOUR_STEP_KM: Final = 50.0
 RING_REACH_KM: Final = RING_MAX_K * MAX_NEIGHBOUR_STEP_KM
 # The same bound as the dot product of two unit vectors: three multiplications, no trigonometry.
@@ -95,7 +95,7 @@ class RingIndex:
         self._cells = [
             _Cell(*_unit_vector(cell), cell, tuple(sites)) for cell, sites in self._by_cell.items()
         ]
-        # Walking rings costs ~20 us per ring in h3; customers cluster in few cells, so cache.
+        # Walking rings is costly in h3; customers cluster in few cells, so cache.
         self._rings_of_cell = lru_cache(maxsize=RING_CACHE_CELLS)(self._rings)
 
     def __contains__(self, site_id: object) -> bool:
@@ -120,14 +120,14 @@ class RingIndex:
 
     def _rings_by_grid_distance(self, origin: str) -> tuple[tuple[_Site, ...], ...]:
         """The same rings, found from the sites' side: with fewer site cells than the disk has
-        cells, one grid_distance per site cell (~0.4 us) beats walking every ring (~240 us), which
+        cells, one grid_distance per site cell is far cheaper than walking every ring, which
         matters on a worker's first orders from each customer cell."""
         ox, oy, oz = _unit_vector(origin)
         by_ring: dict[int, list[_Site]] = {}
         no_grid_distance: set[str] = set()
         lowest_ring = RING_MAX_K
         for x, y, z, cell, sites in self._cells:
-            # Out of reach: no grid distance to ask for (h3 takes ~1.4 us to refuse a far pair).
+            # Out of reach: no grid distance to ask for (h3 is slow even to refuse a far pair).
             cos_angle = ox * x + oy * y + oz * z
             if cos_angle < COS_RING_REACH:
                 continue
@@ -141,8 +141,8 @@ class RingIndex:
                 continue
             if k <= RING_MAX_K:
                 by_ring.setdefault(k, []).extend(sites)
-        # Only near a pentagon: the walk costs up to ~0.7 ms there, once per customer cell like
-        # the rest of this method (cached).
+        # Only near a pentagon: the walk is slow there, but once per customer cell like the rest
+        # of this method (cached).
         for cell, k in _rings_by_walking_to(origin, no_grid_distance, lowest_ring).items():
             by_ring.setdefault(k, []).extend(self._by_cell[cell])
         return tuple(tuple(by_ring[k]) for k in sorted(by_ring))

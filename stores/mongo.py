@@ -18,10 +18,13 @@ from stores.settings import Settings
 WAREHOUSES: Final = "warehouses"
 INVENTORY: Final = "inventory"
 SERVER_SELECTION_TIMEOUT_MS: Final = 5_000
-# MongoDB unreachable, electing, or timing out: the store's trouble, not the caller's.
+# MongoDB unreachable, electing, or timing out: the store's trouble, not the caller's. The one
+# list for every caller (the API's breaker, the inventory writer's retries).
 TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
-    mongo_errors.ConnectionFailure,  # includes AutoReconnect and ServerSelectionTimeoutError
+    # includes AutoReconnect, NetworkTimeout, NotPrimaryError and ServerSelectionTimeoutError
+    mongo_errors.ConnectionFailure,
     mongo_errors.ExecutionTimeout,
+    mongo_errors.WTimeoutError,  # a write concern not met in time: the write may still land
 )
 
 MongoDatabase = AsyncDatabase[dict[str, Any]]

@@ -23,14 +23,24 @@ CONNECTION_WAIT_TIMEOUT_S: Final = 10
 # Connections per cluster node kept for pipelines, which bypass the command gate below.
 PIPELINE_HEADROOM: Final = 64
 SLOT_REREAD_S: Final = 0.5
+# Redis is down, restarting, loading its AOF or failing over: all pass, so a caller that can wait
+# (a writer, a sweep) retries them.
+TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ReadOnlyError,
+    OSError,
+)
 
 
 class HiredisPackedConnection(Connection):
     """Packs commands with hiredis's C packer.
 
     redis-py's asyncio connection packs in Python even when hiredis is installed (its sync client
-    does not): ~25 us for a 40-argument EVALSHA against ~3 us here, which is most of a micro-batch's
-    client-side cost.
+    does not), several times slower than hiredis's packer for a micro-batch's EVALSHA and most of
+    its client-side cost (README, "Performance and scaling").
     """
 
     def pack_command(self, *args: Any) -> list[bytes]:

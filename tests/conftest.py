@@ -1,4 +1,7 @@
 """Fixtures on the real stores started by `ops/stack.sh up`; each test starts from empty stores.
+The fixtures connect only when a test asks for them, so the unit tier (`tests/unit`, marked `unit`
+here) runs with every store stopped. Tests marked `disruptive` (they stop or restart a shared
+server) run after all others.
 
 Tests use their own Redis database (15), PostgreSQL database (`fulfillment_test`) and MongoDB
 database (`fulfillment_test`), so a running demo is left alone. With TEST_REDIS_CLUSTER=1 and
@@ -9,6 +12,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Final
 
 import asyncpg
 import pytest
@@ -48,6 +53,19 @@ def store_env(settings: Settings) -> dict[str, str]:
         "MONGO_URL": settings.mongo_url,
         "MONGO_DB": settings.mongo_db,
     }
+
+
+UNIT_TESTS: Final = Path(__file__).resolve().parent / "unit"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: it must see the `unit` marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the unit tier `unit`, and move `disruptive` tests to the end (a stable sort: the
+    others keep their order)."""
+    for item in items:
+        if UNIT_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.unit)
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
 
 
 @pytest.fixture

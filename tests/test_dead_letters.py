@@ -21,12 +21,21 @@ import msgspec
 import pytest
 
 from engine import keys
-from engine.events import decode_event, order_ids_of
+from engine.events import OrdersConfirmed, decode_event, order_ids_of
 from engine.live_orders import LiveOrders
 from engine.scripts import ScriptRunner
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
+from stores.streams import (
+    INVENTORY_GROUP,
+    ORDERS_GROUP,
+    PARTITION_STREAMS,
+    WRITER_GROUPS,
+    create_groups,
+    dead_letter_count,
+    trim_streams,
+)
 from tests.conftest import runner_for, store_env
 from tests.test_api import Client, client
 from tests.test_metrics import scrape, value
@@ -40,19 +49,10 @@ from tests.test_writers import (
     place_orders_one_by_one,
     stock_products,
 )
-from writers import WRITER_GROUPS, dead_letters
+from writers import dead_letters
+from writers.consumer import ConsumerConfig, GroupConsumer, StreamEntry
 from writers.dead_letters import DeadLetter, Failure
-from writers.inventory import INVENTORY_GROUP
-from writers.orders import ORDERS_GROUP, OrdersWriter
-from writers.streams import (
-    ALL_STREAMS,
-    ConsumerConfig,
-    GroupConsumer,
-    OrdersConfirmed,
-    StreamEntry,
-    create_groups,
-    trim_streams,
-)
+from writers.orders import OrdersWriter
 
 __all__ = ["client"]  # the API fixture, for the metrics test
 
@@ -127,7 +127,7 @@ async def test_a_malformed_entry_is_dead_lettered_at_once_and_its_batch_persiste
     poison_id = str(await redis.xadd(STREAM, malformed))  # type: ignore[arg-type]
     placed += await place_orders(redis, [PRODUCT], 10, seed=2)
     consumers = consumers_for(redis, pg, mongo)
-    await create_groups(redis, ALL_STREAMS, WRITER_GROUPS)
+    await create_groups(redis, PARTITION_STREAMS, WRITER_GROUPS)
 
     for consumer in consumers:  # one round each: no claim, no second delivery
         await consumer.step()
@@ -144,13 +144,13 @@ async def test_a_malformed_entry_is_dead_lettered_at_once_and_its_batch_persiste
     for group in WRITER_GROUPS:
         assert await pending_total(redis, group) == 0
     length = await redis.xlen(STREAM)
-    assert await trim_streams(redis, ALL_STREAMS) == length  # the poison does not stop it
+    assert await trim_streams(redis, PARTITION_STREAMS) == length  # the poison does not stop it
     assert await redis.xlen(STREAM) == 0
 
     # Replayed, it is appended once for both copies, and (still malformed) comes back.
     [replayed] = await dead_letters.replay(redis, None)
     assert replayed.fields == malformed
-    assert await dead_letters.dead_letter_count(redis) == 0
+    assert await dead_letter_count(redis) == 0
     assert await redis.xlen(STREAM) == 1
     await drain(redis, consumers)
     assert len(await letters(redis)) == 2
@@ -165,7 +165,7 @@ async def test_a_row_postgres_refuses_is_dead_lettered_at_once_and_its_batch_lan
     poison_id, poison_order = await append_poison(redis, product_id="sku\u0000dl")
     placed += await place_orders(redis, [PRODUCT], 10, seed=2)
     consumer = GroupConsumer(redis, OrdersWriter(pg, runner_for(redis)), "test", config=FAST)
-    await create_groups(redis, ALL_STREAMS, [ORDERS_GROUP])
+    await create_groups(redis, PARTITION_STREAMS, [ORDERS_GROUP])
 
     await consumer.step()
 
@@ -199,7 +199,7 @@ async def test_an_entry_failing_every_delivery_is_dead_lettered_after_n(
     ]
     writer = FailingOrdersWriter(pg, runner_for(redis), placed[7])
     consumer = GroupConsumer(redis, writer, "test", config=AFTER_3)
-    await create_groups(redis, ALL_STREAMS, [ORDERS_GROUP])
+    await create_groups(redis, PARTITION_STREAMS, [ORDERS_GROUP])
 
     await consumer.step()
     assert sorted(await order_rows(pg)) == sorted(placed[:7] + placed[8:])
@@ -213,7 +213,7 @@ async def test_an_entry_failing_every_delivery_is_dead_lettered_after_n(
     assert (letter.entry_id, letter.order_id, letter.deliveries) == (poison_id, placed[7], 3)
     assert letter.error == "RuntimeError: the order service is confused"
     assert await pending_total(redis, ORDERS_GROUP) == 0
-    assert await trim_streams(redis, ALL_STREAMS) > 0
+    assert await trim_streams(redis, PARTITION_STREAMS) > 0
     assert await redis.xlen(STREAM) == 0
 
 
@@ -239,7 +239,7 @@ async def test_a_change_whose_order_was_dead_lettered_follows_it_and_both_replay
     assert found[cancel_id].deliveries == 3
     assert found[cancel_id].error.startswith("still not applicable")
     assert consumer.deferred_count == 0
-    assert await trim_streams(redis, ALL_STREAMS) > 0
+    assert await trim_streams(redis, PARTITION_STREAMS) > 0
     assert await redis.xlen(STREAM) == 0
 
     # Once the bug is fixed, both replay, in their stream's order, and land.
@@ -248,7 +248,7 @@ async def test_a_change_whose_order_was_dead_lettered_follows_it_and_both_replay
     assert [letter.entry_id for letter in replayed] == [confirm_id, cancel_id]
     await drain(redis, [consumer])
     assert (await order_rows(pg))[placed.order_id]["status"] == "cancelled"
-    assert await dead_letters.dead_letter_count(redis) == 0
+    assert await dead_letter_count(redis) == 0
 
 
 # --- replay ---
@@ -257,7 +257,7 @@ async def test_a_change_whose_order_was_dead_lettered_follows_it_and_both_replay
 async def dead_letter_one_confirmation(redis: RedisClient) -> tuple[str, str]:
     """Read STREAM as a consumer that then moves one good confirmation to the dead letters by
     hand (and leaves the rest pending, for a claim); returns its (entry ID, order ID)."""
-    await create_groups(redis, ALL_STREAMS, [ORDERS_GROUP])
+    await create_groups(redis, PARTITION_STREAMS, [ORDERS_GROUP])
     await redis.xreadgroup(ORDERS_GROUP, "manual", {STREAM: ">"})
     entry_id, fields = (await confirmed_fields(redis))[0]
     failure = Failure(STREAM, entry_id, "moved by hand", permanent=True)
@@ -280,7 +280,7 @@ async def test_replay_puts_an_entry_back_and_it_is_persisted(
     [replayed] = await dead_letters.replay(redis, [entry_id])
 
     assert (replayed.entry_id, replayed.order_id) == (entry_id, order_id)
-    assert await dead_letters.dead_letter_count(redis) == 0
+    assert await dead_letter_count(redis) == 0
     last: list[Any] = await redis.xrevrange(STREAM, count=1) or []
     [(new_id, fields)] = last
     assert new_id != entry_id
@@ -303,7 +303,7 @@ async def test_replay_wants_the_stream_when_an_id_is_in_two(redis: RedisClient) 
         await dead_letters.replay(redis, ["5-1"])
     [replayed] = await dead_letters.replay(redis, ["5-1"], streams[1])
     assert replayed.stream == streams[1]
-    assert await dead_letters.dead_letter_count(redis) == 1
+    assert await dead_letter_count(redis) == 1
 
 
 # --- metrics and the CLI ---
@@ -337,7 +337,7 @@ async def test_the_cli_lists_and_replays_dead_letters(
 
     replayed = writers_cli(settings, "dead-letters", "replay", "--entry", entry_id)
     assert replayed.stdout == f"{STREAM}\t{entry_id}\treplayed\n"
-    assert await dead_letters.dead_letter_count(redis) == 0
+    assert await dead_letter_count(redis) == 0
     missing = writers_cli(settings, "dead-letters", "replay", "--entry", entry_id, check=False)
     assert missing.returncode == 1
     assert f"{entry_id}: no such dead letter" in missing.stderr

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from engine import commands, keys
+from engine.events import StockChanged, decode_event
 from engine.inventory import HOLD_TTL_S, RELEASE_BATCH, Inventory, release_expired_holds
 from stores.redis import RedisClient
 from tests.conftest import runner_for
-from writers.streams import StockChanged, decode_event
 
 
 async def test_expired_holds_return_their_units_once(redis: RedisClient) -> None:

@@ -28,9 +28,9 @@ from stores.redis import RedisClient
 from tests.conftest import runner_for
 from tests.test_writers import FAST, WAREHOUSES, stock_products
 from tests.test_writers import drain as drain_consumers
+from writers.consumer import GroupConsumer
 from writers.inventory import InventoryWriter
 from writers.orders import OrdersWriter
-from writers.streams import GroupConsumer
 from writers.sweeper import flag_stuck_orders
 
 HOT_WINDOW_S = 120

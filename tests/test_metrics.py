@@ -10,11 +10,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine import keys
 from stores.redis import RedisClient
+from stores.streams import ORDERS_GROUP, PARTITION_STREAMS, create_groups
 from tests.conftest import runner_for
 from tests.test_alerts import queried_metric_names
 from tests.test_api import Client, client, order_body
-from writers.orders import ORDERS_GROUP, OrdersWriter
-from writers.streams import ALL_STREAMS, GroupConsumer, create_groups
+from writers.consumer import GroupConsumer
+from writers.orders import OrdersWriter
 
 __all__ = ["client"]  # the fixture, shared with the API tests
 
@@ -71,7 +72,7 @@ async def test_metrics_count_outcomes_and_report_the_backlog(
     assert value(samples, "writer_persisted_total", group=ORDERS_GROUP) == 0
     assert value(samples, "notification_failures") == 0
 
-    await create_groups(redis, ALL_STREAMS, [ORDERS_GROUP])  # as `python -m writers` does
+    await create_groups(redis, PARTITION_STREAMS, [ORDERS_GROUP])  # as `python -m writers` does
     consumer = GroupConsumer(redis, OrdersWriter(pg, runner_for(redis)), "metrics-test")
     while await consumer.step():
         pass

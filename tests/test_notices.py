@@ -16,11 +16,12 @@ from notify.jobs import QUEUE_NAME, Notices, notice_id
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient, connect_sync_redis
 from stores.settings import Settings
+from stores.streams import PARTITION_STREAMS
 from tests.conftest import runner_for
 from tests.notice_servers import SmsProvider, SmtpServer, free_port, sms_provider, smtp_server
 from tests.test_writers import FAST, consumers_for, drain, place_orders, stock_products
+from writers.consumer import GroupConsumer
 from writers.notifier import NotifierWriter
-from writers.streams import ALL_STREAMS, GroupConsumer
 
 __all__ = ["sms_provider", "smtp_server"]  # fixtures
 
@@ -63,7 +64,7 @@ async def test_order_events_enqueue_one_job_each_and_replays_add_none(
     connection = notices.queue.connection
     assert queued_ids(connection) == expected
 
-    for stream in ALL_STREAMS:  # replay the whole stream to the group
+    for stream in PARTITION_STREAMS:  # replay the whole stream to the group
         await redis.xgroup_setid(stream, notifier.group, "0")
     await drain(redis, [notifier])
     assert queued_ids(connection) == expected

@@ -8,15 +8,15 @@ from collections.abc import Sequence
 import asyncpg
 
 from engine import keys
-from engine.events import OrderRerouted
+from engine.events import OrderRerouted, decode_event
 from engine.ids import new_id
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from tests import test_api
 from tests.test_api import Client, order_body, stock
 from tests.test_writers import consumers_for, drain
+from writers.consumer import StreamEntry
 from writers.notifier import NotifierWriter
-from writers.streams import StreamEntry, decode_event
 
 client = test_api.client  # paris and lyon, 5 units of sku-1 each
 

@@ -32,17 +32,17 @@ from engine.scripts import LUA_DIR
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
-from tests.conftest import runner_for, scan_keys
-from writers.orders import ORDERS_GROUP, OrdersWriter
-from writers.streams import (
-    ALL_STREAMS,
-    GroupConsumer,
-    StreamEntry,
+from stores.streams import (
+    ORDERS_GROUP,
+    PARTITION_STREAMS,
     backlog,
     create_groups,
     persisted_counts,
     trim_streams,
 )
+from tests.conftest import runner_for, scan_keys
+from writers.consumer import GroupConsumer, StreamEntry
+from writers.orders import OrdersWriter
 
 pytestmark = pytest.mark.faults  # Redis refuses writes server-wide for a few seconds
 
@@ -231,7 +231,7 @@ async def fill(http: Client, ledger: Ledger) -> None:
 async def confirmed_events(redis: RedisClient) -> Counter[str]:
     """Order ID of every order in the `orders.confirmed` entries, over every partition stream."""
     found: Counter[str] = Counter()
-    for stream in ALL_STREAMS:
+    for stream in PARTITION_STREAMS:
         entries: list[tuple[str, dict[str, str]]] = await redis.xrange(stream)  # type: ignore[assignment]
         for _, fields in entries:
             event = decode_event(fields)
@@ -379,7 +379,9 @@ async def test_a_group_consumer_drains_its_backlog_at_the_limit(
     client: Client, redis: RedisClient, memory_limit: MemoryLimit
 ) -> None:
     writer = CountingWriter()
-    await create_groups(redis, ALL_STREAMS, [writer.group])  # at start, as `python -m writers`
+    await create_groups(
+        redis, PARTITION_STREAMS, [writer.group]
+    )  # at start, as `python -m writers`
     ledger = Ledger()
     await place_round(client, ledger)
     await memory_limit.hold_full()  # past the limit, with a backlog
@@ -395,7 +397,7 @@ async def test_a_group_consumer_drains_its_backlog_at_the_limit(
     assert persisted == set(ledger.confirmed)
     (group,) = await backlog(redis, [writer.group])
     assert (group.lag, group.pending) == (0, 0)
-    assert await trim_streams(redis, ALL_STREAMS) > 0  # memory frees
+    assert await trim_streams(redis, PARTITION_STREAMS) > 0  # memory frees
     # The progress counter is refused at the limit (its INCRBY may grow memory); the acks are not.
     assert (await persisted_counts(redis, [writer.group]))[writer.group] <= len(writer.persisted)
 
@@ -403,7 +405,7 @@ async def test_a_group_consumer_drains_its_backlog_at_the_limit(
 async def test_the_orders_writer_drains_its_backlog_at_the_limit(
     client: Client, redis: RedisClient, pg: asyncpg.Pool, memory_limit: MemoryLimit
 ) -> None:
-    await create_groups(redis, ALL_STREAMS, [ORDERS_GROUP])
+    await create_groups(redis, PARTITION_STREAMS, [ORDERS_GROUP])
     ledger = Ledger()
     await place_round(client, ledger)
     await memory_limit.hold_full()  # past the limit, with a backlog

@@ -11,11 +11,11 @@ import pytest
 from engine.live_orders import LiveOrders
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
+from stores.streams import PARTITION_STREAMS
 from tests.conftest import runner_for
 from tests.test_writers import consumers_for, drain, order_rows, place_orders, stock_products
 from writers.orders import OrdersWriter
 from writers.replay import replay
-from writers.streams import ALL_STREAMS
 from writers.sweeper import flag_stuck_orders, stuck_deadlines
 
 
@@ -63,7 +63,7 @@ async def test_replaying_a_stream_from_an_id_adds_nothing_and_restores_what_was_
     before = await order_rows(pg)
     lost = placed[-1][1].order_id
     await pg.execute("DELETE FROM orders WHERE order_id = $1::uuid", lost)  # a restore lost it
-    [stream] = [s for s in ALL_STREAMS if await redis.xlen(s)]
+    [stream] = [s for s in PARTITION_STREAMS if await redis.xlen(s)]
     count = await replay(redis, OrdersWriter(pg, runner_for(redis)), stream, "-")
     assert count == await redis.xlen(stream)
     after = await order_rows(pg)

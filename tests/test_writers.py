@@ -22,6 +22,14 @@ import asyncpg
 import pytest
 
 from engine import keys
+from engine.events import (
+    MalformedEvent,
+    OrderCancelled,
+    OrdersConfirmed,
+    StockChanged,
+    UnknownEvent,
+    decode_event,
+)
 from engine.inventory import Inventory
 from engine.live_orders import LiveOrders
 from engine.orders import Confirmation, OrderRequest
@@ -32,25 +40,20 @@ from geo.rings import Point
 from stores.mongo import INVENTORY, MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
-from tests.conftest import runner_for, store_env
-from writers import WRITER_GROUPS, writer_backlog
-from writers.inventory import INVENTORY_GROUP, InventoryWriter
-from writers.orders import ORDERS_GROUP, OrdersWriter
-from writers.streams import (
-    ALL_STREAMS,
-    ConsumerConfig,
-    GroupConsumer,
-    MalformedEvent,
-    OrderCancelled,
-    OrdersConfirmed,
-    StockChanged,
-    StreamEntry,
-    UnknownEvent,
+from stores.streams import (
+    INVENTORY_GROUP,
+    ORDERS_GROUP,
+    PARTITION_STREAMS,
+    WRITER_GROUPS,
     backlog,
     create_groups,
-    decode_event,
     trim_streams,
+    writer_backlog,
 )
+from tests.conftest import runner_for, store_env
+from writers.consumer import ConsumerConfig, GroupConsumer, StreamEntry
+from writers.inventory import InventoryWriter
+from writers.orders import OrdersWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 WAREHOUSES = [
@@ -125,7 +128,7 @@ def consumers_for(
 
 async def drain(redis: RedisClient, consumers: Sequence[GroupConsumer]) -> None:
     """Step the consumers until their groups have nothing undelivered and nothing pending."""
-    await create_groups(redis, ALL_STREAMS, [c.group for c in consumers])
+    await create_groups(redis, PARTITION_STREAMS, [c.group for c in consumers])
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while True:
         for consumer in consumers:
@@ -139,7 +142,7 @@ async def drain(redis: RedisClient, consumers: Sequence[GroupConsumer]) -> None:
 
 async def all_entries(redis: RedisClient) -> list[StreamEntry]:
     entries = []
-    for stream in ALL_STREAMS:
+    for stream in PARTITION_STREAMS:
         page: list[Any] = await redis.xrange(stream) or []
         entries += [StreamEntry(stream, i, decode_event(fields)) for i, fields in page]
     return entries
@@ -231,7 +234,7 @@ async def test_replaying_every_entry_adds_nothing(
     docs_before = [doc async for doc in mongo[INVENTORY].find({}).sort("_id")]
 
     # An operator rewinds both groups: a new consumer gets every entry delivered again.
-    for stream in ALL_STREAMS:
+    for stream in PARTITION_STREAMS:
         for group in WRITER_GROUPS:
             await redis.xgroup_setid(stream, group, "0")
     assert all(g.lag > 0 for g in await writer_backlog(redis))
@@ -276,7 +279,7 @@ async def test_a_cancel_whose_confirm_is_pending_elsewhere_waits_for_it(
     await stock_products(redis, ["sku"], 10)
     [(_, placed)] = await place_orders(redis, ["sku"], 1)
     stream = keys.stream(keys.partition_of_product("sku"))
-    await create_groups(redis, ALL_STREAMS, [ORDERS_GROUP])
+    await create_groups(redis, PARTITION_STREAMS, [ORDERS_GROUP])
     # A consumer reads the confirmation (and the stock events before it), then dies.
     await redis.xreadgroup(ORDERS_GROUP, "doomed", {stream: ">"})
     held_by_doomed = await pending_total(redis, ORDERS_GROUP)
@@ -387,7 +390,7 @@ async def test_status_reports_the_backlog_then_zero(
     await stock_products(redis, ["sku-a", "sku-b"], 100)
     await place_orders(redis, ["sku-a", "sku-b"], 50)
     events = len(await all_entries(redis))
-    await create_groups(redis, ALL_STREAMS, WRITER_GROUPS)
+    await create_groups(redis, PARTITION_STREAMS, WRITER_GROUPS)
 
     report = await writer_backlog(redis)
     assert [(g.group, g.lag, g.pending) for g in report] == [
@@ -433,17 +436,17 @@ async def test_trimming_keeps_whatever_a_group_has_not_acked(
     stream = keys.stream(keys.partition_of_product("sku"))
     length = await redis.xlen(stream)
     orders, stock = consumers_for(redis, pg, mongo)
-    await create_groups(redis, ALL_STREAMS, WRITER_GROUPS)
+    await create_groups(redis, PARTITION_STREAMS, WRITER_GROUPS)
 
     await drain(redis, [orders])
-    assert await trim_streams(redis, ALL_STREAMS) == 0  # the inventory group read nothing yet
+    assert await trim_streams(redis, PARTITION_STREAMS) == 0  # the inventory group read nothing yet
     # The inventory group's consumer reads 5 entries and dies: they stay pending.
     await redis.xreadgroup(INVENTORY_GROUP, "doomed", {stream: ">"}, count=5)
-    assert await trim_streams(redis, ALL_STREAMS) == 0
+    assert await trim_streams(redis, PARTITION_STREAMS) == 0
     assert await redis.xlen(stream) == length
 
     await drain(redis, [stock])  # claims the 5, reads the rest
-    assert await trim_streams(redis, ALL_STREAMS) == length
+    assert await trim_streams(redis, PARTITION_STREAMS) == length
     assert await redis.xlen(stream) == 0
     await assert_mongo_mirrors_redis(redis, mongo, ["sku"])
 
@@ -489,7 +492,7 @@ async def test_transient_errors_are_retried_and_nothing_is_acked_before(
 
     writer = RecordingWriter(fail_twice)
     consumer = GroupConsumer(redis, writer, "c", config=FAST)
-    await create_groups(redis, ALL_STREAMS, [writer.group])
+    await create_groups(redis, PARTITION_STREAMS, [writer.group])
     assert await consumer.step() == 10
     assert writer.calls == 3
     assert len(writer.persisted) == 10
@@ -507,7 +510,7 @@ async def test_a_poison_entry_is_isolated_and_left_pending_until_its_last_delive
 
     writer = RecordingWriter(poison)
     consumer = GroupConsumer(redis, writer, "c", config=FAST)
-    await create_groups(redis, ALL_STREAMS, [writer.group])
+    await create_groups(redis, PARTITION_STREAMS, [writer.group])
     await consumer.step()
     assert len(writer.persisted) == 15
     assert await pending_total(redis, writer.group) == 1
@@ -521,7 +524,7 @@ async def test_unknown_events_are_acked_and_malformed_ones_dead_lettered(
     await redis.xadd(stream, {"type": "stock.changed", "product": "p"})  # fields missing
     writer = RecordingWriter(lambda _: None)
     consumer = GroupConsumer(redis, writer, "c", config=FAST)
-    await create_groups(redis, ALL_STREAMS, [writer.group])
+    await create_groups(redis, PARTITION_STREAMS, [writer.group])
     await consumer.step()
     assert [e.event for e in writer.persisted] == [UnknownEvent("order.shipped")]
     assert await pending_total(redis, writer.group) == 0

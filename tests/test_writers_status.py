@@ -17,20 +17,26 @@ import pytest
 from redis.crc import key_slot
 
 from engine import keys
-from engine.events import OrdersConfirmed, order_ids_of
+from engine.events import OrdersConfirmed, decode_event, order_ids_of
 from stores.redis import RedisClient
 from stores.settings import Settings
+from stores.streams import (
+    CONSUMER_GROUPS,
+    INVENTORY_GROUP,
+    NOTIFIER_GROUP,
+    ORDERS_GROUP,
+    PARTITION_STREAMS,
+    create_groups,
+)
 from tests.conftest import runner_for
 from tests.test_dead_letters import FailingOrdersWriter, writers_cli
 from tests.test_writers import order_rows, place_orders_one_by_one, stock_products
-from writers import CONSUMER_GROUPS, dead_letters
+from writers import dead_letters
+from writers.consumer import StreamEntry
 from writers.dead_letters import Failure
-from writers.inventory import INVENTORY_GROUP
-from writers.notifier import NOTIFIER_GROUP
-from writers.orders import ORDERS_GROUP, OrdersWriter
+from writers.orders import OrdersWriter
 from writers.replay import Checkpoint, checkpoint_key, load_checkpoint, replay
 from writers.status import PartitionStatus, Status, collect_status
-from writers.streams import ALL_STREAMS, StreamEntry, create_groups, decode_event
 
 PRODUCT = "sku-status"
 STREAM = keys.stream(keys.partition_of_product(PRODUCT))
@@ -68,7 +74,7 @@ async def test_status_reports_backlog_pending_age_and_dead_letters_per_partition
     await stock_products(redis, [PRODUCT], 100)
     await place_orders_one_by_one(redis, [PRODUCT], 10)
     total = len(await entry_ids(redis))
-    await create_groups(redis, ALL_STREAMS, CONSUMER_GROUPS)
+    await create_groups(redis, PARTITION_STREAMS, CONSUMER_GROUPS)
     delivered = await deliver(redis, ORDERS_GROUP, 6)
     await redis.xack(STREAM, ORDERS_GROUP, *delivered[:3])
     # Deliveries: 1. The oldest pending entry goes, so the age comes from the next one.
@@ -82,7 +88,7 @@ async def test_status_reports_backlog_pending_age_and_dead_letters_per_partition
 
     assert status.interval_s == 0.1
     assert [g.group for g in status.groups] == list(CONSUMER_GROUPS)
-    assert all([p.stream for p in g.partitions] == list(ALL_STREAMS) for g in status.groups)
+    assert all([p.stream for p in g.partitions] == list(PARTITION_STREAMS) for g in status.groups)
     orders = partition(status, ORDERS_GROUP)
     assert (orders.backlog, orders.pending, orders.dead_letters) == (total - 6, 2, 1)
     assert orders.oldest_pending_age_s is not None
@@ -112,7 +118,7 @@ async def test_status_reports_backlog_pending_age_and_dead_letters_per_partition
 async def test_status_measures_the_read_rate_over_the_interval(redis: RedisClient) -> None:
     await stock_products(redis, [PRODUCT], 100)
     await place_orders_one_by_one(redis, [PRODUCT], 10)
-    await create_groups(redis, ALL_STREAMS, [ORDERS_GROUP, INVENTORY_GROUP])
+    await create_groups(redis, PARTITION_STREAMS, [ORDERS_GROUP, INVENTORY_GROUP])
     await deliver(redis, ORDERS_GROUP, 1)  # before: Redis counts reads once a group has read
     await deliver(redis, INVENTORY_GROUP, 1)
 

@@ -32,10 +32,19 @@ from notify.jobs import Notices
 from stores.mongo import connect_mongo
 from stores.postgres import TRANSIENT_ERRORS as POSTGRES_TRANSIENT_ERRORS
 from stores.postgres import apply_schema, connect_postgres
+from stores.redis import TRANSIENT_ERRORS as REDIS_TRANSIENT_ERRORS
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings, load_settings
+from stores.streams import CONSUMER_GROUPS, PARTITION_STREAMS, create_groups, dead_letter_count
 from telemetry.logs import configure_json_logging
-from writers import CONSUMER_GROUPS, dead_letters
+from writers import dead_letters
+from writers.consumer import (
+    CLAIM_IDLE_MS,
+    READ_COUNT_PER_STREAM,
+    ConsumerConfig,
+    GroupConsumer,
+    Writer,
+)
 from writers.dead_letters import (
     DEAD_LETTER_AFTER_DELIVERIES,
     AmbiguousEntry,
@@ -46,19 +55,8 @@ from writers.inventory import INVENTORY_BATCH_FACTOR, InventoryWriter
 from writers.notifier import NotifierWriter
 from writers.orders import OrdersWriter
 from writers.replay import PAGE_ENTRIES, Checkpoint, load_checkpoint, replay
+from writers.retry import Stopping, retry_transient
 from writers.status import DEFAULT_INTERVAL_S, print_status
-from writers.streams import (
-    ALL_STREAMS,
-    CLAIM_IDLE_MS,
-    READ_COUNT_PER_STREAM,
-    REDIS_TRANSIENT_ERRORS,
-    ConsumerConfig,
-    GroupConsumer,
-    Stopping,
-    Writer,
-    create_groups,
-    retry_transient,
-)
 from writers.sweeper import STUCK_SWEEP_INTERVAL_S, run_sweeps
 
 log = logging.getLogger("writers")
@@ -179,7 +177,7 @@ async def serve(
         # group exists, so the writer not running here must not lose its entries meanwhile.
         await retry_transient(
             "create groups",
-            lambda: create_groups(redis, ALL_STREAMS, CONSUMER_GROUPS),
+            lambda: create_groups(redis, PARTITION_STREAMS, CONSUMER_GROUPS),
             REDIS_TRANSIENT_ERRORS,
             stop,
         )
@@ -320,7 +318,7 @@ async def list_dead_letters(settings: Settings, limit: int) -> None:
     redis = connect_redis(settings)
     try:
         letters = await dead_letters.list_dead_letters(redis, limit)
-        total = await dead_letters.dead_letter_count(redis)
+        total = await dead_letter_count(redis)
     finally:
         await redis.aclose()
     print(format_dead_letters(letters))

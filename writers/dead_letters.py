@@ -22,6 +22,7 @@ import msgspec
 from engine import keys
 from engine.events import order_ids_of
 from stores.redis import RedisClient
+from stores.streams import DEAD_LETTER_STREAMS, entry_id_order
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,6 @@ DL_DELIVERIES: Final = "dl_deliveries"  # times Redis had delivered it to the gr
 DL_AT_MS: Final = "dl_at_ms"
 DL_FIELDS: Final = frozenset({DL_STREAM, DL_ENTRY_ID, DL_GROUP, DL_ERROR, DL_DELIVERIES, DL_AT_MS})
 
-DEAD_LETTER_STREAMS: Final[tuple[str, ...]] = tuple(
-    keys.dead_letters(p) for p in range(keys.PARTITIONS)
-)
 _PARTITION_OF_STREAM: Final = {keys.stream(p): p for p in range(keys.PARTITIONS)}
 
 EntryKey = tuple[str, str]  # (stream, entry ID)
@@ -226,15 +224,7 @@ async def list_dead_letters(
         for entry_id, fields in page or ()
         if fields is not None
     ]
-    return sorted(letters, key=lambda letter: _id_tuple(letter.dead_letter_id))[:limit]
-
-
-async def dead_letter_count(redis: RedisClient) -> int:
-    """Entries in every dead-letter stream (a second copy of one entry counts too)."""
-    pipe = redis.pipeline(transaction=False)
-    for stream in DEAD_LETTER_STREAMS:
-        pipe.xlen(stream)
-    return sum(int(length) for length in await pipe.execute())
+    return sorted(letters, key=lambda letter: entry_id_order(letter.dead_letter_id))[:limit]
 
 
 async def replay(
@@ -255,7 +245,7 @@ async def replay(
             copies[letter.key].append(letter)
     if entry_ids is not None:
         _check_unambiguous(copies)
-    chosen = sorted(copies, key=lambda key: (key[0], _id_tuple(key[1])))  # original order
+    chosen = sorted(copies, key=lambda key: (key[0], entry_id_order(key[1])))  # original order
     for start in range(0, len(chosen), READ_PAGE_ENTRIES):
         await _reappend(redis, [copies[key] for key in chosen[start : start + READ_PAGE_ENTRIES]])
     return [copies[key][0] for key in chosen]
@@ -346,8 +336,3 @@ def _raise_first(replies: Iterable[object]) -> None:
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-
-
-def _id_tuple(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)

@@ -27,33 +27,28 @@ from pymongo import errors as mongo_errors
 from pymongo.asynchronous.collection import AsyncCollection
 
 from engine import keys
+from engine.events import Event, MalformedEvent, OrdersConfirmed, UnknownEvent
 from engine.inventory import VERSION_FIELD
-from stores.mongo import INVENTORY, MongoDatabase
+from stores.mongo import INVENTORY, TRANSIENT_ERRORS, MongoDatabase
 from stores.redis import RedisClient
-from writers.streams import Event, MalformedEvent, OrdersConfirmed, StreamEntry, UnknownEvent
+from stores.streams import INVENTORY_GROUP
+from writers.consumer import StreamEntry
 
-INVENTORY_GROUP: Final = "inventory-writer"
 UPDATES_IN_FLIGHT: Final = 8
 # The inventory writer's cost is one document write per distinct product in a batch, not per
-# order (FerretDB manages only ~400-1,400 such writes/s here), so it reads batches this many
-# times larger than the orders writer: the busier the stream, the more orders each write covers,
-# and under a sustained peak MongoDB trails Redis by one batch rather than falling behind.
+# order, and FerretDB manages few such writes per second (README, "The MongoDB mirror"), so it
+# reads batches this many times larger than the orders writer: the busier the stream, the more
+# orders each write covers, and under a sustained peak MongoDB trails Redis by one batch rather
+# than falling behind.
 INVENTORY_BATCH_FACTOR: Final = 8
 MIRRORED_VERSIONS_MAX: Final = 500_000
 DUPLICATE_KEY: Final = 11000
 
-# MongoDB unreachable, electing, or timing out (and the Redis reads: see writers.streams).
-TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
-    mongo_errors.AutoReconnect,  # includes NetworkTimeout and NotPrimaryError
-    mongo_errors.ConnectionFailure,
-    mongo_errors.ServerSelectionTimeoutError,
-    mongo_errors.ExecutionTimeout,
-    mongo_errors.WTimeoutError,
-)
 # The document cannot be stored, however often it is tried: the entry goes to the dead letters at
 # once. WriteError is one write the server refused (write-concern timeouts are WTimeoutError, in
-# TRANSIENT_ERRORS above). BulkWriteError is not here: it also carries write-concern errors, so an
-# entry failing with it goes there after the usual number of deliveries instead.
+# stores.mongo.TRANSIENT_ERRORS, retried like the Redis reads). BulkWriteError is not here: it
+# also carries write-concern errors, so an entry failing with it goes there after the usual
+# number of deliveries instead.
 PERMANENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
     InvalidDocument,  # not encodable as BSON; also pymongo's DocumentTooLarge
     mongo_errors.WriteError,

@@ -11,17 +11,11 @@ import asyncio
 from collections.abc import Sequence
 from typing import Final
 
+from engine.events import OrderCancelled, OrderRerouted, OrdersConfirmed, OrderStatusChanged
 from notify.jobs import Notices
-from writers.streams import (
-    REDIS_TRANSIENT_ERRORS,
-    OrderCancelled,
-    OrderRerouted,
-    OrdersConfirmed,
-    OrderStatusChanged,
-    StreamEntry,
-)
-
-NOTIFIER_GROUP: Final = "notifier"
+from stores.redis import TRANSIENT_ERRORS as REDIS_TRANSIENT_ERRORS
+from stores.streams import NOTIFIER_GROUP
+from writers.consumer import StreamEntry
 
 
 class NotifierWriter:

@@ -24,20 +24,20 @@ import asyncpg
 from engine import commands
 from engine.delivery import estimated_delivery
 from engine.errors import InvalidTransition, OrderNotFound, OutcomeUnknown, StoreFull
-from engine.ids import partition_of_id
-from engine.orders import ORDER_FINAL_LINGER_S
-from engine.scripts import ScriptRunner
-from stores.postgres import PERMANENT_ERRORS, TRANSIENT_ERRORS
-from writers.streams import (
+from engine.events import (
     OrderCancelled,
     OrderConfirmed,
     OrderRerouted,
     OrdersConfirmed,
     OrderStatusChanged,
-    StreamEntry,
 )
+from engine.ids import partition_of_id
+from engine.orders import ORDER_FINAL_LINGER_S
+from engine.scripts import ScriptRunner
+from stores.postgres import PERMANENT_ERRORS, TRANSIENT_ERRORS
+from stores.streams import ORDERS_GROUP
+from writers.consumer import StreamEntry
 
-ORDERS_GROUP: Final = "orders-writer"
 DEFAULT_HOT_WINDOW_S: Final = 15 * 60  # the default of the ORDER_HOT_WINDOW_S setting
 log = logging.getLogger(__name__)
 STAGING_TABLE: Final = "orders_staging"

@@ -20,8 +20,9 @@ from typing import Any, Final, TextIO
 
 import msgspec
 
+from engine.events import decode_event
 from stores.redis import RedisClient
-from writers.streams import StreamEntry, Writer, decode_event
+from writers.consumer import StreamEntry, Writer
 
 PAGE_ENTRIES: Final = 1_000
 DEFERRED_ROUNDS: Final = 10  # a status change whose order came later in the replay waits for it

@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 import msgspec
 from redis import exceptions as redis_errors
 
+from stores.redis import TRANSIENT_ERRORS as REDIS_TRANSIENT_ERRORS
 from stores.redis import RedisClient, connect_redis
 from stores.settings import Settings
-from writers import CONSUMER_GROUPS
+from stores.streams import CONSUMER_GROUPS, PARTITION_STREAMS, backlog
 from writers.dead_letters import DL_GROUP, READ_PAGE_ENTRIES, dead_letter_stream
-from writers.streams import ALL_STREAMS, REDIS_TRANSIENT_ERRORS, backlog
 
 DEFAULT_INTERVAL_S: Final = 1.0
 # A cluster whose nodes cannot be reached fails while reading the slot map, with this error.
@@ -67,7 +67,7 @@ class Status(msgspec.Struct, frozen=True):
 async def collect_status(
     redis: RedisClient,
     groups: Sequence[str] = CONSUMER_GROUPS,
-    streams: Sequence[str] = ALL_STREAMS,
+    streams: Sequence[str] = PARTITION_STREAMS,
     interval_s: float = DEFAULT_INTERVAL_S,
 ) -> Status:
     before = await _entries_read(redis, streams)

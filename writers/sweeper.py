@@ -27,7 +27,7 @@ from engine.orders import OrderStatus
 from engine.scripts import ScriptRunner
 from stores.order_archive import OrderArchive
 from stores.postgres import TRANSIENT_ERRORS as POSTGRES_TRANSIENT_ERRORS
-from writers.streams import REDIS_TRANSIENT_ERRORS
+from stores.redis import TRANSIENT_ERRORS as REDIS_TRANSIENT_ERRORS
 
 HOLD_RELEASE_INTERVAL_S: Final = 1.0
 STUCK_SWEEP_INTERVAL_S: Final = 60.0

@@ -1,13 +1,12 @@
-"""Consumer-group mechanics shared by the writers: read the partition streams, persist, then ack.
+"""One consumer of one consumer group over the partition streams: read, persist, then ack.
 
 Works unchanged on one Redis and on Redis Cluster: every command names a single stream (one hash
 slot) and the per-stream commands of a round travel in one pipeline, which a cluster client splits
 per node. An entry is acknowledged only after the writer's persist function returned, i.e. after
 the write is durable; until then it stays in the group's pending list, where a dead consumer's
 entries are taken over by XAUTOCLAIM. An entry the writer cannot persist is moved to the dead
-letters (`writers.dead_letters`) and acked. A stream is trimmed only below what every group has
-acked.
-The events themselves are `engine.events` (the API reads them too), re-exported here.
+letters (`writers.dead_letters`) and acked. Groups, trimming and the backlog are
+`stores.streams`; the events themselves are `engine.events`; retrying is `writers.retry`.
 """
 
 from __future__ import annotations
@@ -22,31 +21,34 @@ from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
 from redis import exceptions as redis_errors
-from redis.asyncio import RedisCluster
 
-from engine import keys
-from engine.events import EVENT_TYPES as EVENT_TYPES
-from engine.events import Event as Event
-from engine.events import MalformedEvent as MalformedEvent
-from engine.events import OrderCancelled as OrderCancelled
-from engine.events import OrderConfirmed as OrderConfirmed
-from engine.events import OrderRerouted as OrderRerouted
-from engine.events import OrdersConfirmed as OrdersConfirmed
-from engine.events import OrderStatusChanged as OrderStatusChanged
-from engine.events import StockChanged as StockChanged
-from engine.events import StockHeld as StockHeld
-from engine.events import UnknownEvent as UnknownEvent
-from engine.events import decode_event as decode_event
+from engine.events import (
+    Event,
+    MalformedEvent,
+    OrderCancelled,
+    OrderRerouted,
+    OrdersConfirmed,
+    OrderStatusChanged,
+    UnknownEvent,
+    decode_event,
+)
+from stores.redis import TRANSIENT_ERRORS as REDIS_TRANSIENT_ERRORS
 from stores.redis import RedisClient
+from stores.streams import (
+    PARTITION_STREAMS,
+    create_groups,
+    forget_idle_consumers,
+    is_nogroup,
+    node_of,
+    persisted_key,
+    trim_streams,
+)
 from writers import dead_letters
 from writers.dead_letters import DEAD_LETTER_AFTER_DELIVERIES, Failure
+from writers.retry import RETRY_BACKOFF_MAX_S, Stopping, retry_transient, sleep_unless
 
 log = logging.getLogger(__name__)
 
-ALL_STREAMS: Final[tuple[str, ...]] = tuple(keys.stream(p) for p in range(keys.PARTITIONS))
-
-# Start new groups at the stream's beginning, so nothing appended before a writer first ran is lost.
-GROUP_START_ID: Final = "0"
 READ_COUNT_PER_STREAM: Final = 2_000  # and at most MAX_BATCH_ENTRIES over all streams
 MAX_BATCH_ENTRIES: Final = 32_000
 IDLE_BACKOFF_MIN_S: Final = 0.002
@@ -56,23 +58,9 @@ CLAIM_INTERVAL_S: Final = 5.0
 CLAIM_COUNT_PER_STREAM: Final = 500
 TRIM_INTERVAL_S: Final = 10.0
 DEFERRED_RETRY_S: Final = 0.5
-RETRY_BACKOFF_MIN_S: Final = 0.05
-RETRY_BACKOFF_MAX_S: Final = 5.0
 # A consumer name is hostname-pid, so every restart adds one; forget those long gone.
 FORGET_CONSUMER_IDLE_MS: Final = 3_600_000
 NO_CURSOR: Final = "0-0"
-# Entries acked per group, over every consumer and restart: what `writer_persisted_total` exports.
-PERSISTED_KEY_PREFIX: Final = "writers:persisted:"
-
-# Redis is down, restarting, loading its AOF or failing over: all pass, so retry them.
-REDIS_TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.ClusterDownError,
-    redis_errors.TryAgainError,
-    redis_errors.ReadOnlyError,
-    OSError,
-)
 
 
 class StreamEntry(msgspec.Struct, frozen=True):
@@ -124,10 +112,6 @@ class ConsumerConfig:
         return min(CLAIM_INTERVAL_S, self.claim_idle_ms / 2000)
 
 
-class Stopping(Exception):
-    """Raised inside a round when the consumer was asked to stop while waiting to retry."""
-
-
 T = TypeVar("T")
 
 
@@ -162,7 +146,7 @@ class GroupConsumer:
         writer: Writer,
         consumer: str,
         *,
-        streams: Sequence[str] = ALL_STREAMS,
+        streams: Sequence[str] = PARTITION_STREAMS,
         config: ConsumerConfig | None = None,
     ) -> None:
         self._redis = redis
@@ -201,12 +185,12 @@ class GroupConsumer:
                 break
             except Exception:  # a bug or an unexpected store answer: keep the loop alive
                 log.exception("%s/%s: round failed; nothing was acked", self.group, self.consumer)
-                await _sleep_unless(stop, RETRY_BACKOFF_MAX_S)
+                await sleep_unless(stop, RETRY_BACKOFF_MAX_S)
                 continue
             if handled:
                 idle_s = IDLE_BACKOFF_MIN_S
             else:
-                await _sleep_unless(stop, idle_s)
+                await sleep_unless(stop, idle_s)
                 idle_s = min(idle_s * 2, IDLE_BACKOFF_MAX_S)
         log.info("%s/%s: stopped (%d persisted)", self.group, self.consumer, self.persisted)
 
@@ -244,13 +228,6 @@ class GroupConsumer:
 
     # --- reading ---
 
-    def _route(self, stream: str) -> dict[str, Any]:
-        # XREADGROUP has "movable" keys, which a cluster client resolves with an extra COMMAND
-        # GETKEYS round trip per call; naming the node that owns the stream skips that.
-        if isinstance(self._redis, RedisCluster):
-            return {"target_nodes": self._redis.get_node_from_key(stream)}
-        return {}
-
     async def _read_new(self, budget: int) -> list[StreamEntry]:
         count = max(1, min(self._config.read_count_per_stream, budget // len(self._streams)))
         pipe = self._redis.pipeline(transaction=False)
@@ -265,13 +242,13 @@ class GroupConsumer:
                 "STREAMS",
                 stream,
                 ">",
-                **self._route(stream),
+                **node_of(self._redis, stream),
             )
         replies = await pipe.execute(raise_on_error=False)
         entries: list[StreamEntry] = []
         lost_groups: list[str] = []
         for stream, reply in zip(self._streams, replies, strict=True):
-            if _is_nogroup(reply):
+            if is_nogroup(reply):
                 lost_groups.append(stream)
                 continue
             if isinstance(reply, Exception):
@@ -299,7 +276,7 @@ class GroupConsumer:
         replies = await pipe.execute(raise_on_error=False)
         entries: list[StreamEntry] = []
         for stream, reply in zip(self._streams, replies, strict=True):
-            if _is_nogroup(reply):
+            if is_nogroup(reply):
                 self._claim_cursors[stream] = NO_CURSOR
                 continue
             if isinstance(reply, Exception):
@@ -449,216 +426,6 @@ class GroupConsumer:
         )
 
 
-async def retry_transient(
-    what: str,
-    operation: Callable[[], Awaitable[T]],
-    transient: tuple[type[BaseException], ...],
-    stop: asyncio.Event,
-    *,
-    permanent: tuple[type[BaseException], ...] = (),
-) -> T:
-    """Retry transient store errors (a store down, restarting, timing out) with capped
-    exponential backoff, for as long as it takes: the entries are safe in the stream meanwhile.
-    Raises Stopping when `stop` is set during a wait; anything not transient propagates, and so
-    does a permanent error that subclasses a transient one (it is about the data, not the store)."""
-    delay_s = RETRY_BACKOFF_MIN_S
-    while True:
-        try:
-            return await operation()
-        except permanent:
-            raise
-        except transient as exc:
-            log.warning(
-                "%s failed (%s: %s); retrying in %.2f s", what, type(exc).__name__, exc, delay_s
-            )
-        if await _sleep_unless(stop, delay_s):
-            raise Stopping
-        delay_s = min(delay_s * 2, RETRY_BACKOFF_MAX_S)
-
-
-# --- Group administration, trimming and backlog: usable without a consumer. ---
-
-
-async def create_groups(redis: RedisClient, streams: Iterable[str], groups: Iterable[str]) -> None:
-    """Idempotent. MKSTREAM: a partition that never had an event still gets its group."""
-    pairs = [(stream, group) for stream in streams for group in groups]
-    pipe = redis.pipeline(transaction=False)
-    for stream, group in pairs:
-        pipe.xgroup_create(stream, group, id=GROUP_START_ID, mkstream=True)
-    replies = await pipe.execute(raise_on_error=False)
-    refused = []
-    for pair, reply in zip(pairs, replies, strict=True):
-        if isinstance(reply, redis_errors.OutOfMemoryError):
-            refused.append(pair)  # Redis is full: refused before it looked whether the group exists
-        elif isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
-            raise reply
-    if refused:
-        await _require_existing_groups(redis, refused)
-
-
-async def _require_existing_groups(redis: RedisClient, pairs: Sequence[tuple[str, str]]) -> None:
-    """At maxmemory XGROUP CREATE is refused even for a group that exists; a writer can still
-    start (and drain, which frees memory) if it does. XINFO GROUPS is a read: allowed."""
-    infos = await _pipelined(redis, [s for s, _ in pairs], lambda pipe, s: pipe.xinfo_groups(s))
-    for (stream, group), info in zip(pairs, infos, strict=True):
-        names = set() if isinstance(info, Exception) else {str(g["name"]) for g in info}
-        if group not in names:
-            raise redis_errors.OutOfMemoryError(
-                f"Redis is full: cannot create group {group!r} on {stream!r}"
-            )
-
-
-async def trim_streams(redis: RedisClient, streams: Sequence[str]) -> int:
-    """Drop every entry that all groups of a stream are done with: XTRIM MINID to the oldest ID
-    any group still needs (its oldest pending entry, else the one after its last-delivered ID).
-    A stream without groups is left alone: nobody said what they still need. Returns the count
-    of entries removed."""
-    infos = await _pipelined(redis, streams, lambda pipe, stream: pipe.xinfo_groups(stream))
-    pending_of = [
-        (stream, str(group["name"]))
-        for stream, groups in zip(streams, infos, strict=True)
-        if not isinstance(groups, Exception)
-        for group in groups
-        if int(group["pending"]) > 0
-    ]
-    pipe = redis.pipeline(transaction=False)
-    for stream, group_name in pending_of:
-        pipe.xpending(stream, group_name)
-    summaries = await pipe.execute(raise_on_error=False)
-    oldest_pending: dict[tuple[str, str], str] = {}
-    for pair, summary in zip(pending_of, summaries, strict=True):
-        if isinstance(summary, Exception):
-            raise summary
-        if summary["min"]:
-            oldest_pending[pair] = str(summary["min"])
-    trims: list[tuple[str, str]] = []
-    for stream, groups in zip(streams, infos, strict=True):
-        if isinstance(groups, Exception) or not groups:
-            continue  # no such stream yet, or no group
-        needed = [
-            _oldest_needed(
-                str(group["last-delivered-id"]), oldest_pending.get((stream, str(group["name"])))
-            )
-            for group in groups
-        ]
-        trims.append((stream, min(needed, key=_id_tuple)))
-    pipe = redis.pipeline(transaction=False)
-    for stream, min_id in trims:
-        pipe.xtrim(stream, minid=min_id, approximate=False)
-    removed = 0
-    for reply in await pipe.execute(raise_on_error=False):
-        if isinstance(reply, Exception):
-            raise reply
-        removed += int(reply)
-    return removed
-
-
-async def forget_idle_consumers(
-    redis: RedisClient, streams: Sequence[str], group: str, idle_ms: int
-) -> int:
-    """Delete consumers that own no pending entry and were not seen for idle_ms. Safe even if one
-    is still alive: its next read re-creates it."""
-    infos = await _pipelined(redis, streams, lambda pipe, s: pipe.xinfo_consumers(s, group))
-    gone = [
-        (stream, str(consumer["name"]))
-        for stream, consumers in zip(streams, infos, strict=True)
-        if not isinstance(consumers, Exception)
-        for consumer in consumers
-        if int(consumer["pending"]) == 0 and int(consumer["idle"]) > idle_ms
-    ]
-    if gone:
-        pipe = redis.pipeline(transaction=False)
-        for stream, name in gone:
-            pipe.xgroup_delconsumer(stream, group, name)
-        await pipe.execute(raise_on_error=False)
-    return len(gone)
-
-
-def persisted_key(group: str) -> str:
-    return f"{PERSISTED_KEY_PREFIX}{group}"
-
-
-async def persisted_counts(redis: RedisClient, groups: Sequence[str]) -> dict[str, int]:
-    """Entries acked so far per group (0 for a group that never acked)."""
-    pipe = redis.pipeline(transaction=False)
-    for group in groups:
-        pipe.get(persisted_key(group))
-    replies = await pipe.execute()
-    return {group: int(reply or 0) for group, reply in zip(groups, replies, strict=True)}
-
-
-class StreamBacklog(msgspec.Struct, frozen=True):
-    stream: str
-    lag: int  # entries not yet delivered to the group
-    pending: int  # delivered, not yet acked
-
-    @property
-    def total(self) -> int:
-        return self.lag + self.pending
-
-
-class GroupBacklog(msgspec.Struct, frozen=True):
-    group: str
-    lag: int
-    pending: int
-    top_streams: list[StreamBacklog]  # the streams with the most work left, largest first
-
-
-async def backlog(
-    redis: RedisClient, groups: Sequence[str], streams: Sequence[str] = ALL_STREAMS, top: int = 5
-) -> list[GroupBacklog]:
-    """Per group: entries not yet delivered (XINFO GROUPS `lag`, counted when Redis cannot tell)
-    and entries delivered but not acked, summed over the streams."""
-    infos = await _pipelined(redis, streams, lambda pipe, stream: pipe.xinfo_groups(stream))
-    lengths = await _pipelined(redis, streams, lambda pipe, stream: pipe.xlen(stream))
-    per_group: dict[str, list[StreamBacklog]] = {group: [] for group in groups}
-    for stream, info, length in zip(streams, infos, lengths, strict=True):
-        by_name = {} if isinstance(info, Exception) else {str(g["name"]): g for g in info}
-        for group in groups:
-            found = by_name.get(group)
-            if found is None:  # no group yet: it will start at the stream's beginning
-                undelivered = 0 if isinstance(length, Exception) else int(length)
-                entry = StreamBacklog(stream, undelivered, 0)
-            else:
-                lag = found.get("lag")
-                if lag is None:
-                    lag = await _count_after(redis, stream, str(found["last-delivered-id"]))
-                entry = StreamBacklog(stream, int(lag), int(found["pending"]))
-            per_group[group].append(entry)
-    report = []
-    for group, rows in per_group.items():
-        busiest = sorted((r for r in rows if r.total), key=lambda r: r.total, reverse=True)
-        report.append(
-            GroupBacklog(
-                group, sum(r.lag for r in rows), sum(r.pending for r in rows), busiest[:top]
-            )
-        )
-    return report
-
-
-# --- small pieces ---
-
-
-async def _pipelined(
-    redis: RedisClient, streams: Sequence[str], add: Callable[[Any, str], object]
-) -> list[Any]:
-    pipe = redis.pipeline(transaction=False)
-    for stream in streams:
-        add(pipe, stream)
-    return list(await pipe.execute(raise_on_error=False))
-
-
-async def _count_after(redis: RedisClient, stream: str, last_id: str) -> int:
-    """Entries after last_id, counted by paging (only when XINFO cannot say: after an XDEL)."""
-    total, start = 0, f"({last_id}"
-    while True:
-        page: list[Any] = await redis.xrange(stream, min=start, max="+", count=10_000) or []
-        total += len(page)
-        if len(page) < 10_000:
-            return total
-        start = f"({page[-1][0]}"
-
-
 def _read_items(reply: Any) -> list[Any]:
     """XREADGROUP's entries for one stream; `stores.redis` speaks RESP2: [[stream, entries]]."""
     return [item for _, items in reply or () for item in items]
@@ -680,31 +447,3 @@ def _log_fields(group: str, entry: StreamEntry) -> dict[str, str]:
     elif isinstance(entry.event, OrdersConfirmed):
         fields["order_id"] = ",".join(placed.order for placed in entry.event.orders)
     return fields
-
-
-def _is_nogroup(reply: object) -> bool:
-    return isinstance(reply, redis_errors.ResponseError) and "NOGROUP" in str(reply)
-
-
-def _id_tuple(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _oldest_needed(last_delivered: str, oldest_pending: str | None) -> str:
-    ms, seq = _id_tuple(last_delivered)
-    after_delivered = f"{ms}-{seq + 1}"
-    if oldest_pending is None:
-        return after_delivered
-    return min(oldest_pending, after_delivered, key=_id_tuple)
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep, waking early when `stop` is set; True when it was."""
-    if stop.is_set():
-        return True
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True

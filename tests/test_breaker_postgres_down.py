@@ -1,7 +1,7 @@
 """The PostgreSQL breaker, with PostgreSQL stopped for real: GET /orders/{id} keeps answering 200
 without the history, and once the breaker has opened it answers without trying the store; after
-PostgreSQL is back the history returns. Sorts last (it stops a shared server) and restores the
-stack in `finally`.
+PostgreSQL is back the history returns. Marked `disruptive` (it stops a shared server), so it
+runs last, and it restores the stack in `finally`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import asyncpg
+import pytest
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
@@ -18,7 +19,9 @@ from stores.breaker import DEFAULT_COOLDOWN_S, DEFAULT_FAILURES_TO_OPEN
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
-from tests.test_zz_faults import stack_up, stop_postgres
+from tests.test_faults import stack_up, stop_postgres
+
+pytestmark = pytest.mark.disruptive
 
 PARIS = {"lat": 48.8566, "lon": 2.3522}
 RECOVERY_TIMEOUT_S = 60.0

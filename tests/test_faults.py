@@ -1,6 +1,7 @@
 """Faults caused for real, each small: PostgreSQL stopped while orders are placed and written,
 Redis restarted, the SMTP server stopped while notices go out. Each test restores what it stopped
-(try/finally), and the file sorts last so the tests that share these servers run before it.
+(try/finally), and they are marked `disruptive`, so the tests that share these servers run
+before them (tests/conftest.py orders marked tests last).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from notify.jobs import Notices, notice_id
 from stores.postgres import connect_postgres
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings
+from stores.streams import PARTITION_STREAMS, create_groups
 from tests.conftest import runner_for, store_env
 from tests.notice_servers import SmtpServer, smtp_server
 from tests.test_writers import (
@@ -35,14 +37,16 @@ from tests.test_writers import (
     stock_products,
     wait_for,
 )
+from writers.consumer import GroupConsumer
 from writers.orders import OrdersWriter
-from writers.streams import ALL_STREAMS, GroupConsumer, create_groups
 
 __all__ = ["smtp_server"]  # fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_DOWN_S = 5.0
 RECOVERY_TIMEOUT_S = 90.0
+
+pytestmark = pytest.mark.disruptive  # stops and restarts the shared servers
 
 
 def stack_up() -> None:
@@ -63,7 +67,7 @@ async def test_postgres_down_for_a_while_loses_and_duplicates_nothing(
     redis: RedisClient, pg: asyncpg.Pool, settings: Settings
 ) -> None:
     await stock_products(redis, ["sku-a", "sku-b"], 1_000)
-    await create_groups(redis, ALL_STREAMS, ["orders-writer"])
+    await create_groups(redis, PARTITION_STREAMS, ["orders-writer"])
     writer_pool = await connect_postgres(settings)
     consumer = GroupConsumer(
         redis, OrdersWriter(writer_pool, runner_for(redis)), "faulty", config=FAST

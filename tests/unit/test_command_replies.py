@@ -1,0 +1,170 @@
+"""The script border (engine/commands.py): each command's reply, in every shape its script
+answers, becomes the result or the named domain error; any other reply is UnexpectedReply, never
+"not found"."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import msgspec
+import pytest
+
+from engine import commands
+from engine.commands import Attempt, StockBeyondRings, UnexpectedReply
+from engine.errors import (
+    HoldNotFound,
+    HoldUnavailable,
+    IdempotencyKeyReused,
+    InvalidTransition,
+    NegativeStock,
+    OrderMovedOn,
+    OrderNotFound,
+    OutOfStock,
+    UnknownProduct,
+    WrongWarehouse,
+)
+from engine.ids import new_id
+from engine.orders import Confirmation, OrderRequest
+from engine.records import OrderRecord, encode_record
+from geo.rings import Point
+
+CREATED_MS = 1_700_000_000_000  # 2023-11-14 22:13:20 UTC
+RECORD = OrderRecord("sku-1", "w-paris", 2, "picking", 2, CREATED_MS, 48.85, 2.35, "", 4)
+ORDER_ID = new_id(5)
+
+
+def attempt(idempotency_key: str | None = None) -> Attempt:
+    request = OrderRequest("sku-1", 2, Point(48.85, 2.35), idempotency_key)
+    return Attempt(ORDER_ID, 5, request, (("w-paris", 2), ("w-lyon", 3)))
+
+
+def test_reserve_decodes_one_outcome_per_attempt() -> None:
+    command = commands.reserve(CREATED_MS, [attempt(), attempt("key-1"), attempt(), attempt()])
+    outcomes = command.decode(
+        [
+            ["ok", ORDER_ID, "w-lyon", "3", str(CREATED_MS), "1", "1"],
+            ["key_conflict"],
+            ["far", "w-madrid", "w-rome"],
+            ["out_of_stock"],
+        ]
+    )
+    assert outcomes[0] == Confirmation(
+        order_id=ORDER_ID,
+        warehouse_id="w-lyon",
+        estimated_delivery=date(2023, 11, 17),
+        created_at=datetime.fromtimestamp(CREATED_MS / 1000, UTC),
+        replayed=True,
+    )
+    assert isinstance(outcomes[1], IdempotencyKeyReused)
+    assert outcomes[2] == StockBeyondRings(["w-madrid", "w-rome"])
+    assert isinstance(outcomes[3], OutOfStock)
+    assert isinstance(
+        commands.reserve(0, [attempt()]).decode([["unknown_product"]])[0], UnknownProduct
+    )
+
+
+def test_reserve_sends_the_fingerprint_only_under_an_idempotency_key() -> None:
+    command = commands.reserve(CREATED_MS, [attempt(), attempt("key-1")])
+    orders = command.args[2]
+    assert isinstance(orders, bytes)
+    plain, keyed = msgspec.json.decode(orders)
+    assert plain[3:5] == ["", ""]
+    assert keyed[3] == "key-1" and keyed[4] == attempt("key-1").request.fingerprint()
+    assert plain[5:7] == ["48.85", "2.35"]  # the location as text: Lua keeps its digits
+
+
+@pytest.mark.parametrize(
+    "reply", [None, "ok", [["ok"]], [["ok", ORDER_ID]], [["what"]], [["ok"], ["ok"]]]
+)
+def test_reserve_refuses_a_reply_it_does_not_know(reply: Any) -> None:
+    with pytest.raises(UnexpectedReply):
+        commands.reserve(CREATED_MS, [attempt()]).decode(reply)
+
+
+def test_place_from_hold_names_the_hold() -> None:
+    command = commands.place_from_hold(CREATED_MS, attempt(), "hold-1")
+    outcome = command.decode(["hold_unavailable", "expired"])
+    assert isinstance(outcome, HoldUnavailable) and "hold-1" in str(outcome)
+    assert isinstance(command.decode(["out_of_stock"]), OutOfStock)
+
+
+def test_stock_changes() -> None:
+    assert commands.set_stock("op", "sku-1", "w-paris", 5, "restock").decode(["ok", 5, 9]) == 5
+    adjust = commands.adjust_stock("op", "sku-1", "w-paris", -9, "adjustment")
+    with pytest.raises(NegativeStock):
+        adjust.decode(["negative", 4])
+    with pytest.raises(UnexpectedReply):
+        adjust.decode(["not_found"])
+
+
+def test_holds() -> None:
+    hold = commands.hold_stock("h1", "sku-1", "w-paris", 3, CREATED_MS, 900_000)
+    assert hold.decode(["ok", 7, CREATED_MS + 900_000]) == (7, CREATED_MS + 900_000)
+    with pytest.raises(UnknownProduct):
+        hold.decode(["unknown_product"])
+    with pytest.raises(OutOfStock):
+        hold.decode(["out_of_stock", 2])
+    release = commands.release_hold("op", "h1", "sku-1")
+    assert release.decode(["ok", 10]) == 10
+    with pytest.raises(HoldNotFound):
+        release.decode(["not_found"])
+    expired = commands.release_expired_holds(0, CREATED_MS, [("h1", "sku-1"), ("h2", None)])
+    assert expired.decode(2) == 2
+    with pytest.raises(UnexpectedReply):
+        expired.decode(["ok"])
+
+
+TRANSITION_REPLIES: list[tuple[Any, type[Exception]]] = [
+    (["bad_state", "shipped"], InvalidTransition),
+    (["wrong_warehouse", "w-lyon"], WrongWarehouse),
+    (["moved_on", 7], OrderMovedOn),
+    (["not_found"], OrderNotFound),
+    (["stale_copy"], commands.StaleCopy),
+    (["ok"], UnexpectedReply),
+    ("ok", UnexpectedReply),
+]
+
+
+@pytest.mark.parametrize(("reply", "error"), TRANSITION_REPLIES)
+def test_transition_errors(reply: Any, error: type[Exception]) -> None:
+    command = commands.transition_order("op", ORDER_ID, "packed", ("picking",), CREATED_MS)
+    with pytest.raises(error):
+        command.decode(reply)
+
+
+def test_transition_ok_is_the_new_record() -> None:
+    command = commands.transition_order("op", ORDER_ID, "packed", ("picking",), CREATED_MS)
+    assert command.decode(["ok", encode_record(RECORD)]) == RECORD
+    assert list(command.args[-1:]) == ["picking"]  # the statuses the target is reached from
+
+
+def test_an_id_not_minted_here_is_not_found_before_any_script() -> None:
+    with pytest.raises(OrderNotFound):
+        commands.transition_order("op", ORDER_ID.upper(), "packed", ("picking",), CREATED_MS)
+    with pytest.raises(OrderNotFound):
+        commands.cancel_order("op", "not-an-id", "sku-1", CREATED_MS)
+
+
+def test_cancel_and_reroute() -> None:
+    cancel = commands.cancel_order("op", ORDER_ID, "sku-1", CREATED_MS)
+    assert cancel.decode(["ok", encode_record(RECORD), 12]) == RECORD
+    with pytest.raises(InvalidTransition):
+        cancel.decode(["bad_state", "shipped"])
+    reroute = commands.reroute_order(
+        "op", ORDER_ID, RECORD, "w-paris", [("w-lyon", 3)], "damaged", CREATED_MS
+    )
+    assert reroute.decode(["ok", encode_record(RECORD), 1]) == RECORD
+    with pytest.raises(OutOfStock):
+        reroute.decode(["out_of_stock"])
+    with pytest.raises(WrongWarehouse):
+        reroute.decode(["wrong_warehouse", "w-lyon"])
+    with pytest.raises(UnexpectedReply):
+        reroute.decode(["far"])
+
+
+def test_expire_persisted_counts() -> None:
+    command = commands.expire_persisted(5, [(ORDER_ID, 3)], 900_000, 60_000)
+    assert command.decode(1) == 1
+    with pytest.raises(UnexpectedReply):
+        command.decode("1")

@@ -1,0 +1,58 @@
+"""Choosing the warehouse in Python: the directory's ranking (engine/warehouses.py over
+geo/rings.py) and the delivery-date rule (engine/delivery.py)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from engine.delivery import delivery_days, estimated_delivery
+from engine.warehouses import Warehouse, WarehouseDirectory
+from geo.rings import Point
+
+PARIS = Point(48.8566, 2.3522)
+WAREHOUSES = (
+    Warehouse("w-paris", "Paris", Point(48.86, 2.35)),
+    Warehouse("w-orleans", "Orléans", Point(47.90, 1.90)),
+    Warehouse("w-lyon", "Lyon", Point(45.76, 4.84)),
+    Warehouse("w-madrid", "Madrid", Point(40.42, -3.70)),
+)
+
+
+def test_nearest_first_within_the_rings() -> None:
+    directory = WarehouseDirectory(WAREHOUSES, version=7)
+    ranked = directory.nearest_first(PARIS)
+    assert [w for w, _ in ranked] == ["w-paris", "w-orleans", "w-lyon"]  # Madrid: past the rings
+    assert [km for _, km in ranked] == sorted(km for _, km in ranked)
+    assert ranked[0][1] < 1.0
+    assert directory.version == 7 and len(directory) == 4
+
+
+def test_warehouses_beyond_the_rings_ranked_by_distance() -> None:
+    directory = WarehouseDirectory(WAREHOUSES)
+    ranked = directory.by_distance(PARIS, ["w-madrid", "w-lyon", "w-unknown"])
+    assert [w for w, _ in ranked] == ["w-lyon", "w-madrid"]  # an unknown one is left out
+    assert directory.distance_km(PARIS, "w-madrid") == pytest.approx(1_053, rel=0.01)
+
+
+def test_directory_lookups() -> None:
+    directory = WarehouseDirectory(WAREHOUSES)
+    assert "w-lyon" in directory and "w-nowhere" not in directory
+    assert directory.get("w-lyon") == WAREHOUSES[2]
+    assert directory.get("w-nowhere") is None
+    assert [w.warehouse_id for w in directory.all()] == sorted(w.warehouse_id for w in WAREHOUSES)
+    assert WarehouseDirectory().nearest_first(PARIS) == []
+
+
+@pytest.mark.parametrize(
+    ("km", "days"),
+    [(0.0, 2), (30.0, 2), (499.9, 2), (500.0, 2), (500.1, 3), (1_200.0, 4), (5_000.0, 11)],
+)
+def test_delivery_days_one_handling_day_then_one_per_started_500_km(km: float, days: int) -> None:
+    assert delivery_days(km) == days
+
+
+def test_estimated_delivery_counts_utc_calendar_days() -> None:
+    late_on_new_years_eve_ms = 1_704_067_199_000  # 2023-12-31 23:59:59 UTC
+    assert estimated_delivery(late_on_new_years_eve_ms, 2) == date(2024, 1, 2)
