@@ -10,9 +10,8 @@ import msgspec
 from litestar import Controller, post
 from litestar.params import JSONBody
 
-from api.dependencies import Injected
 from api.state import Services
-from api.types import OrderId, Reason, WarehouseId
+from api.types import Injected, OrderId, Reason, WarehouseId
 from engine.fulfillment import fulfill
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ import msgspec
 from litestar import Response, get
 from litestar.openapi import ResponseSpec
 
-from api.dependencies import Injected
 from api.state import Services
+from api.types import Injected
 
 READY_TIMEOUT_S: Final = 2.0
 

@@ -13,11 +13,11 @@ from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.auth import caller_of, may_touch
-from api.dependencies import Injected
 from api.state import Services
 from api.stock_feed import Dropped, StockFeed, Subscription
 from api.types import (
     AnyIdPath,
+    Injected,
     ProductId,
     ProductIdPath,
     ProductIdQuery,

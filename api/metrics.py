@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from litestar import Response, get
-from litestar.datastructures import State
 from litestar.types import Message, Scope
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,6 +25,7 @@ from prometheus_client.registry import Collector
 from redis.asyncio import RedisCluster
 
 from api.state import Services
+from api.types import Injected
 from engine.errors import (
     IdempotencyKeyReused,
     OutcomeUnknown,
@@ -296,7 +296,6 @@ async def redis_memory(redis: RedisClient) -> list[NodeMemory]:
 
 
 @get("/metrics", include_in_schema=False)
-async def metrics(state: State) -> Response[bytes]:
-    registry: Metrics = state.metrics
-    await registry.refresh(state.services)
-    return Response(registry.exposition(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(metrics: Injected[Metrics], services: Injected[Services]) -> Response[bytes]:
+    await metrics.refresh(services)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -17,9 +17,8 @@ from litestar import Controller, Request, get, post
 from litestar.params import JSONBody, PathParameter
 
 from api.auth import may_touch, require_owner
-from api.dependencies import Injected
 from api.state import Services
-from api.types import LINES, OrderId
+from api.types import LINES, Injected, OrderId
 from engine.errors import OrderNotFound
 from notify.channels import Channel
 from notify.jobs import (

@@ -13,10 +13,9 @@ from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody
 
 from api.auth import Caller, caller_may_touch, caller_of, require_owner
-from api.dependencies import Injected
 from api.metrics import Metrics
 from api.state import Services
-from api.types import AnyIdPath, Location, OrderId, ProductId
+from api.types import AnyIdPath, Injected, Location, OrderId, ProductId
 from engine import lifecycle
 from engine.errors import HoldUnavailable, OrderNotFound
 from engine.ids import partition_of_id

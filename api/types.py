@@ -1,11 +1,13 @@
-"""Field types shared by several service areas, with their limits declared once."""
+"""Field types shared by several service areas, with their limits declared once, and how a handler
+receives what api.dependencies gives it (`Injected`)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Final, TypeAlias, TypeVar
 
 import msgspec
-from litestar.params import PathParameter, QueryParameter
+from litestar.di import Dependency
+from litestar.params import PathParameter, QueryParameter, SkipValidationMarker
 
 ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"  # no braces: they would break hash tags
 
@@ -34,3 +36,8 @@ AnyIdPath = Annotated[str, PathParameter(min_length=1, max_length=64)]
 ProductIdQuery = Annotated[
     str, QueryParameter(name="productId", min_length=1, max_length=64, pattern=ID_PATTERN)
 ]
+
+T = TypeVar("T")
+# A handler's parameter given by api.dependencies, by its name, and passed as it is: the worker's
+# own objects, with nothing in them for Litestar to validate.
+Injected: TypeAlias = Annotated[T, Dependency(kind="named"), SkipValidationMarker()]

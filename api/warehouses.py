@@ -9,9 +9,8 @@ from litestar import Controller, get, post
 from litestar.params import JSONBody
 from pymongo.errors import DuplicateKeyError
 
-from api.dependencies import Injected
 from api.state import Services
-from api.types import ONE_LINE, AnyIdPath, Location, WarehouseId
+from api.types import ONE_LINE, AnyIdPath, Injected, Location, WarehouseId
 from engine.errors import UnknownWarehouse, WarehouseExists
 from engine.warehouses import Warehouse
 from stores.mongo import WAREHOUSES

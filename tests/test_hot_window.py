@@ -97,6 +97,20 @@ async def test_a_persisted_order_gets_the_hot_window_and_a_final_one_the_linger(
     assert ORDER_FINAL_LINGER_S - 5 < await redis.ttl(key) <= ORDER_FINAL_LINGER_S
 
 
+async def test_a_batch_of_more_orders_than_one_expiry_call_takes_gets_every_expiry(
+    redis: RedisClient, pg: asyncpg.Pool, mongo: MongoDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Expiries go in bounded script calls (writers.orders.EXPIRIES_PER_CALL): every order of a
+    batch larger than one call still gets its hot window."""
+    monkeypatch.setattr("writers.orders.EXPIRIES_PER_CALL", 3)
+    await stock_products(redis, ["sku"], 100)
+    engine = engine_of(redis, None)
+    placed = await asyncio.gather(*(engine.place(OrderRequest("sku", 1, PARIS)) for _ in range(10)))
+    await drain(redis, pg, mongo)
+    ttls = [await redis.ttl(keys.order(P, c.order_id)) for c in placed]
+    assert all(HOT_WINDOW_S - 5 < ttl <= HOT_WINDOW_S for ttl in ttls)
+
+
 async def test_an_order_that_left_redis_is_read_and_cancelled_once(
     redis: RedisClient, pg: asyncpg.Pool, mongo: MongoDatabase
 ) -> None:

@@ -20,11 +20,11 @@ from writers.sweeper import flag_stuck_orders, stuck_deadlines
 
 
 def test_deadlines_come_from_the_lifecycle_and_the_environment() -> None:
-    deadlines = stuck_deadlines({"STUCK_AFTER_S": "confirmed=0.5, shipped=2"})
+    deadlines = stuck_deadlines("confirmed=0.5, shipped=2")
     assert deadlines["confirmed"] == 0.5 and deadlines["shipped"] == 2
     assert deadlines["picking"] == 24 * 3600
     with pytest.raises(ValueError, match="delivered"):
-        stuck_deadlines({"STUCK_AFTER_S": "delivered=1"})
+        stuck_deadlines("delivered=1")
 
 
 async def test_stuck_orders_are_flagged_failed_once_and_moving_ones_are_left(

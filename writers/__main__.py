@@ -46,7 +46,6 @@ from writers.consumer import (
     Writer,
 )
 from writers.dead_letters import (
-    DEAD_LETTER_AFTER_DELIVERIES,
     AmbiguousEntry,
     DeadLetter,
     NotAPartitionStream,
@@ -208,7 +207,15 @@ async def serve(
         tasks = [consumer.run(stop) for consumer in consumers]
         if only is None:
             runner = script_runner(redis, settings)
-            tasks.append(run_sweeps(runner, pool, stop, stuck_interval_s=stuck_sweep_s))
+            tasks.append(
+                run_sweeps(
+                    runner,
+                    pool,
+                    stop,
+                    stuck_after_s=settings.stuck_after_s,
+                    stuck_interval_s=stuck_sweep_s,
+                )
+            )
         await asyncio.gather(*tasks)
     except Stopping:
         log.info("%s: stopped before the stores answered", name)
@@ -376,16 +383,6 @@ def run_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     return 2
 
 
-def dead_letter_after_deliveries() -> int:
-    """From the environment, read where the consumers' config is built."""
-    raw = os.environ.get("DEAD_LETTER_AFTER_DELIVERIES", "")
-    if not raw:
-        return DEAD_LETTER_AFTER_DELIVERIES
-    if not raw.isdigit() or int(raw) < 1:
-        raise SystemExit(f"DEAD_LETTER_AFTER_DELIVERIES must be a whole number >= 1, not {raw!r}")
-    return int(raw)
-
-
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop  # optional: a faster event loop when installed
@@ -396,7 +393,10 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ValueError as invalid:
+        raise SystemExit(f"invalid setting: {invalid}") from invalid
     if args.command == "status":
         return run_loop(print_status(settings, args.interval, args.json))
     if args.command == "notices":
@@ -421,7 +421,7 @@ def main(argv: Sequence[str]) -> int:
     config = ConsumerConfig(
         read_count_per_stream=args.read_count,
         claim_idle_ms=args.claim_idle_ms,
-        dead_letter_after_deliveries=dead_letter_after_deliveries(),
+        dead_letter_after_deliveries=settings.dead_letter_after_deliveries,
     )
     run_loop(serve(settings, args.only, config, args.stuck_sweep_s))
     return 0

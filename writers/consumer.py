@@ -34,6 +34,7 @@ from engine.events import (
 )
 from stores.redis import TRANSIENT_ERRORS as REDIS_TRANSIENT_ERRORS
 from stores.redis import RedisClient
+from stores.settings import DEFAULT_DEAD_LETTER_AFTER_DELIVERIES
 from stores.streams import (
     PARTITION_STREAMS,
     create_groups,
@@ -44,7 +45,7 @@ from stores.streams import (
     trim_streams,
 )
 from writers import dead_letters
-from writers.dead_letters import DEAD_LETTER_AFTER_DELIVERIES, Failure
+from writers.dead_letters import Failure
 from writers.retry import RETRY_BACKOFF_MAX_S, Stopping, retry_transient, sleep_unless
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class ConsumerConfig:
     claim_idle_ms: int = CLAIM_IDLE_MS
     trim_interval_s: float = TRIM_INTERVAL_S
     deferred_retry_s: float = DEFERRED_RETRY_S
-    dead_letter_after_deliveries: int = DEAD_LETTER_AFTER_DELIVERIES
+    dead_letter_after_deliveries: int = DEFAULT_DEAD_LETTER_AFTER_DELIVERIES
 
     @property
     def claim_interval_s(self) -> float:

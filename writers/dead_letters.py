@@ -26,7 +26,6 @@ from stores.streams import DEAD_LETTER_STREAMS, entry_id_order
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_AFTER_DELIVERIES: Final = 5
 # Per dead-letter stream, approximately (XADD MAXLEN ~), so the oldest go first past it. A flood
 # that large is a systemic fault the DeadLettersPresent alert reported long before; unbounded,
 # it would eat into the memory Redis keeps for reservations.

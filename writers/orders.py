@@ -40,6 +40,8 @@ from writers.consumer import StreamEntry
 
 DEFAULT_HOT_WINDOW_S: Final = 15 * 60  # the default of the ORDER_HOT_WINDOW_S setting
 log = logging.getLogger(__name__)
+# Orders per lua/expire_persisted.lua call (one round trip carries them all).
+EXPIRIES_PER_CALL: Final = 1_000
 STAGING_TABLE: Final = "orders_staging"
 
 # Temporary, so it is private to the connection and never WAL-logged; ON COMMIT DELETE ROWS
@@ -232,11 +234,18 @@ class OrdersWriter:
             partition = partition_of_id(order_id)
             if partition is not None:
                 per_partition.setdefault(partition, []).append((order_id, seq))
+        # Bounded calls: an entry holds every order of a script call, so a batch can hold
+        # hundreds of thousands of orders, and one script over all of a partition's would hold
+        # Redis (every client of it) for as long as it runs.
         expiries = [
             commands.expire_persisted(
-                partition, orders, self._hot_window_ms, ORDER_FINAL_LINGER_S * 1000
+                partition,
+                orders[start : start + EXPIRIES_PER_CALL],
+                self._hot_window_ms,
+                ORDER_FINAL_LINGER_S * 1000,
             )
             for partition, orders in per_partition.items()
+            for start in range(0, len(orders), EXPIRIES_PER_CALL)
         ]
         for result in await self._runner.run_all(expiries):
             if isinstance(result, BaseException):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
@@ -42,11 +41,11 @@ LIMIT $3
 """
 
 
-def stuck_deadlines(env: Mapping[str, str] = os.environ) -> dict[OrderStatus, float]:
-    """The defaults of engine.lifecycle, overridden by STUCK_AFTER_S, e.g.
+def stuck_deadlines(overrides: str) -> dict[OrderStatus, float]:
+    """The defaults of engine.lifecycle, overridden by the setting STUCK_AFTER_S, e.g.
     `confirmed=86400,shipped=1209600` (seconds; a status left out keeps its default)."""
     deadlines: dict[OrderStatus, float] = dict(lifecycle.STUCK_AFTER_S)
-    for part in filter(None, env.get("STUCK_AFTER_S", "").split(",")):
+    for part in filter(None, overrides.split(",")):
         status, _, seconds = part.partition("=")
         if status.strip() not in deadlines:
             raise ValueError(f"STUCK_AFTER_S: {status!r} is not a status that can get stuck")
@@ -101,8 +100,10 @@ async def run_sweeps(
     pool: asyncpg.Pool | None,
     stop: asyncio.Event,
     *,
+    stuck_after_s: str = "",
     stuck_interval_s: float = STUCK_SWEEP_INTERVAL_S,
 ) -> None:
+    """`stuck_after_s`: the setting STUCK_AFTER_S (see stuck_deadlines)."""
     sweeps = [
         every(
             HOLD_RELEASE_INTERVAL_S,
@@ -112,7 +113,7 @@ async def run_sweeps(
         )
     ]
     if pool is not None:
-        orders, deadlines = LiveOrders(runner, OrderArchive(pool)), stuck_deadlines()
+        orders, deadlines = LiveOrders(runner, OrderArchive(pool)), stuck_deadlines(stuck_after_s)
         sweeps.append(
             every(
                 stuck_interval_s,

@@ -15,11 +15,11 @@ DAY_S = 24 * 3600
 
 
 def test_deadlines_default_to_the_lifecycle() -> None:
-    assert stuck_deadlines({}) == dict(lifecycle.STUCK_AFTER_S)
+    assert stuck_deadlines("") == dict(lifecycle.STUCK_AFTER_S)
 
 
 def test_deadlines_overridden_per_status() -> None:
-    deadlines = stuck_deadlines({"STUCK_AFTER_S": "confirmed=60, shipped=3600,"})
+    deadlines = stuck_deadlines("confirmed=60, shipped=3600,")
     assert deadlines["confirmed"] == 60 and deadlines["shipped"] == 3600
     assert deadlines["picking"] == lifecycle.STUCK_AFTER_S["picking"]
 
@@ -27,7 +27,7 @@ def test_deadlines_overridden_per_status() -> None:
 @pytest.mark.parametrize("setting", ["delivered=60", "failed=1", "teleported=5"])
 def test_a_status_that_cannot_get_stuck_is_refused(setting: str) -> None:
     with pytest.raises(ValueError, match="not a status that can get stuck"):
-        stuck_deadlines({"STUCK_AFTER_S": setting})
+        stuck_deadlines(setting)
 
 
 def order_in(runner: FakeScriptRunner, table: FakeOrderTable, status: str, age_s: float) -> str:
