@@ -24,7 +24,7 @@ from stores.redis import RedisClient
 from stores.streams import PARTITION_STREAMS, node_of
 
 READ_BLOCK_MS: Final = 500  # one Redis: how long one XREAD waits; below the socket timeout
-READ_COUNT_PER_STREAM: Final = 1_000
+READ_COUNT_PER_STREAM: Final = 250  # entries: one holds every order of a script call
 # Redis Cluster: streams of different slots cannot share one XREAD, and one blocking XREAD per
 # stream would hold 16 connections; each round reads every stream without blocking, in one
 # pipeline, and sleeps between rounds that found nothing.

@@ -50,8 +50,11 @@ from writers.retry import RETRY_BACKOFF_MAX_S, Stopping, retry_transient, sleep_
 
 log = logging.getLogger(__name__)
 
-READ_COUNT_PER_STREAM: Final = 2_000  # and at most MAX_BATCH_ENTRIES over all streams
-MAX_BATCH_ENTRIES: Final = 32_000
+# An `orders.confirmed` entry holds every order of a script call (up to
+# engine.reservations.ORDERS_PER_SCRIPT_CALL): counts in entries stay small so that one read's
+# reply, built by Redis in one go while every other client waits, stays a few MB.
+READ_COUNT_PER_STREAM: Final = 250  # and at most MAX_BATCH_ENTRIES over all streams
+MAX_BATCH_ENTRIES: Final = 4_000
 IDLE_BACKOFF_MIN_S: Final = 0.002
 IDLE_BACKOFF_MAX_S: Final = 0.05
 CLAIM_IDLE_MS: Final = 30_000
