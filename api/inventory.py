@@ -237,8 +237,5 @@ async def _change_level(
 
 
 async def _require_warehouse(services: Injected[Services], warehouse_id: str) -> None:
-    if warehouse_id in services.engine.directory:
-        return
-    # Created moments ago through another worker? Look again before refusing.
-    if warehouse_id not in await services.reload_directory():
+    if await services.warehouses.find(warehouse_id) is None:
         raise UnknownWarehouse(warehouse_id)

@@ -1,8 +1,8 @@
 """What one API worker holds for its lifetime: store clients, the engine, the warehouse directory,
 the live stock feed.
 
-Warehouses live in MongoDB; each worker keeps them in memory to rank them per order. A change
-bumps a Redis counter, which every worker polls, so all workers see a new warehouse within
+Warehouses live in MongoDB (stores/warehouses.py); each worker keeps them in memory to rank them
+per order, and polls the set's version in Redis, so all workers see a new warehouse within
 DIRECTORY_POLL_S (and at once when the engine meets stock at a warehouse it does not know).
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,21 +19,19 @@ import asyncpg
 from pymongo import AsyncMongoClient
 
 from api.stock_feed import StockFeed
-from engine import keys, scripts
+from engine import scripts
 from engine.inventory import Inventory
 from engine.live_orders import LiveOrders
 from engine.reservations import ReservationEngine
 from engine.stock_changes import LowStockThresholds, parse_overrides
-from engine.warehouses import Warehouse, WarehouseDirectory
-from geo.rings import Point
 from notify.jobs import Notices
 from stores.breaker import Breaker, CircuitOpen
-from stores.mongo import TRANSIENT_ERRORS as MONGO_TRANSIENT_ERRORS
-from stores.mongo import WAREHOUSES, MongoDatabase, connect_mongo
+from stores.mongo import MongoDatabase, connect_mongo
 from stores.order_archive import OrderArchive
 from stores.postgres import connect_postgres
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings
+from stores.warehouses import WarehouseRepository
 
 DIRECTORY_POLL_S: Final = 1.0
 log = logging.getLogger(__name__)
@@ -48,6 +45,7 @@ class Services:
     mongo: MongoDatabase
     postgres: asyncpg.Pool
     engine: ReservationEngine
+    warehouses: WarehouseRepository
     inventory: Inventory
     live_orders: LiveOrders
     archive: OrderArchive
@@ -56,29 +54,6 @@ class Services:
     # Open after consecutive failures: reads that can do without the store answer at once.
     postgres_breaker: Breaker = field(default_factory=lambda: Breaker("postgres"))
     mongo_breaker: Breaker = field(default_factory=lambda: Breaker("mongo"))
-
-    async def reload_directory(self) -> WarehouseDirectory:
-        self.engine.directory = await load_directory(self.redis, self.mongo, self.mongo_breaker)
-        return self.engine.directory
-
-    async def warehouses_changed(self) -> None:
-        """Tell every worker (this one at once) that the warehouse set changed."""
-        await self.redis.incr(keys.WAREHOUSES_VERSION_KEY)
-        await self.reload_directory()
-
-
-async def load_directory(
-    redis: RedisClient, mongo: MongoDatabase, breaker: Breaker
-) -> WarehouseDirectory:
-    # Read the version first: a change landing during the read bumps it again, so the poller
-    # reloads once more rather than keeping a stale set.
-    version = int(await redis.get(keys.WAREHOUSES_VERSION_KEY) or 0)
-    with breaker.guard(MONGO_TRANSIENT_ERRORS):
-        warehouses = [
-            Warehouse(doc["_id"], doc["name"], Point(doc["lat"], doc["lon"]))
-            async for doc in mongo[WAREHOUSES].find({})
-        ]
-    return WarehouseDirectory(warehouses, version)
 
 
 @contextlib.asynccontextmanager
@@ -90,7 +65,8 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
     try:
         await scripts.load_all(redis)
         mongo_breaker = Breaker("mongo")
-        reload = functools.partial(load_directory, redis, mongo, mongo_breaker)
+        warehouses = WarehouseRepository(redis, mongo, mongo_breaker)
+        await warehouses.reload()
         runner = scripts.script_runner(redis, settings)
         archive = OrderArchive(postgres)
         live_orders = LiveOrders(runner, archive)
@@ -102,12 +78,12 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
             postgres=postgres,
             engine=ReservationEngine(
                 runner,
-                await reload(),
-                reload,
+                warehouses,
                 orders=live_orders,
                 batched=batched,
                 idempotency_ttl_s=settings.idempotency_ttl_s,
             ),
+            warehouses=warehouses,
             inventory=Inventory(runner),
             live_orders=live_orders,
             archive=archive,
@@ -120,7 +96,7 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
             ),
             mongo_breaker=mongo_breaker,
         )
-        poller = asyncio.create_task(_poll_directory(services))
+        poller = asyncio.create_task(_poll_directory(warehouses))
         try:
             yield services
         finally:
@@ -135,13 +111,11 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
         notice_redis.close()
 
 
-async def _poll_directory(services: Services) -> None:
+async def _poll_directory(warehouses: WarehouseRepository) -> None:
     while True:
         await asyncio.sleep(DIRECTORY_POLL_S)
         try:
-            version = int(await services.redis.get(keys.WAREHOUSES_VERSION_KEY) or 0)
-            if version != services.engine.directory.version:
-                await services.reload_directory()
+            await warehouses.reload_if_changed()
         except CircuitOpen:  # MongoDB is down: the known set stands, the next tick retries
             pass
         except Exception:  # a store blip must not kill the poller; the next tick retries

@@ -7,13 +7,12 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, get, post
 from litestar.params import JSONBody
-from pymongo.errors import DuplicateKeyError
 
 from api.state import Services
 from api.types import ONE_LINE, AnyIdPath, Injected, Location, WarehouseId
-from engine.errors import UnknownWarehouse, WarehouseExists
+from engine.errors import UnknownWarehouse
 from engine.warehouses import Warehouse
-from stores.mongo import WAREHOUSES
+from geo.rings import Point
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=ONE_LINE)]
 
@@ -43,28 +42,17 @@ class WarehouseController(Controller):
     async def create(
         self, services: Injected[Services], data: JSONBody[NewWarehouse]
     ) -> WarehouseOut:
-        doc = {
-            "_id": data.warehouse_id,
-            "name": data.name,
-            "lat": data.location.lat,
-            "lon": data.location.lon,
-        }
-        try:
-            await services.mongo[WAREHOUSES].insert_one(doc)
-        except DuplicateKeyError as exc:
-            raise WarehouseExists(data.warehouse_id) from exc
-        await services.warehouses_changed()
+        location = Point(data.location.lat, data.location.lon)
+        await services.warehouses.add(Warehouse(data.warehouse_id, data.name, location))
         return WarehouseOut(data.warehouse_id, data.name, data.location)
 
     @get("/")
     async def list_all(self, services: Injected[Services]) -> list[WarehouseOut]:
-        return [WarehouseOut.of(w) for w in services.engine.directory.all()]
+        return [WarehouseOut.of(w) for w in services.warehouses.directory.all()]
 
     @get("/{warehouse_id:str}")
     async def read(self, services: Injected[Services], warehouse_id: AnyIdPath) -> WarehouseOut:
-        warehouse = services.engine.directory.get(warehouse_id)
-        if warehouse is None:
-            warehouse = (await services.reload_directory()).get(warehouse_id)
+        warehouse = await services.warehouses.find(warehouse_id)
         if warehouse is None:
             raise UnknownWarehouse(warehouse_id)
         return WarehouseOut.of(warehouse)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 from engine import commands, keys, scripts
@@ -25,7 +25,7 @@ from engine.keys import partition_of_product
 from engine.live_orders import LiveOrders
 from engine.orders import IDEMPOTENCY_TTL_S, Confirmation, Order, OrderRequest
 from engine.records import OrderRecord
-from engine.warehouses import WarehouseDirectory
+from engine.warehouses import Warehouses
 from geo.rings import Point, RankedSite
 
 ORDERS_PER_SCRIPT_CALL: Final = 64
@@ -39,8 +39,6 @@ MAX_QUEUE_WAIT_S: Final = 0.5
 # may have taken it, so ask again a bounded number of times before calling it out of stock.
 FAR_ATTEMPTS: Final = 3
 
-DirectoryReloader = Callable[[], Awaitable[WarehouseDirectory]]
-
 
 class ReservationEngine:
     """Places orders. `batched=False` sends one EVALSHA per order (the baseline it is measured
@@ -49,8 +47,7 @@ class ReservationEngine:
     def __init__(
         self,
         runner: scripts.ScriptRunner,
-        directory: WarehouseDirectory,
-        reload_directory: DirectoryReloader,
+        warehouses: Warehouses,
         *,
         orders: LiveOrders | None = None,
         batched: bool = True,
@@ -60,8 +57,7 @@ class ReservationEngine:
         self.runner = runner
         self._orders = orders or LiveOrders(runner, None)
         self._idempotency_ttl_s = idempotency_ttl_s
-        self.directory = directory
-        self._reload_directory = reload_directory
+        self._warehouses = warehouses
         self._batcher: MicroBatcher[Attempt, ReserveOutcome] | None = None
         # Un-batched, the same bound on work in flight: one call per order.
         self._unbatched_slots = asyncio.Semaphore(MAX_QUEUED_ORDERS)
@@ -82,7 +78,7 @@ class ReservationEngine:
     def first_attempt(self, request: OrderRequest) -> Attempt:
         """A new order ID and the warehouses within the ring walk, nearest first."""
         partition = partition_of_product(request.product_id)
-        ranked = self.directory.nearest_first(request.customer)
+        ranked = self._warehouses.directory.nearest_first(request.customer)
         order_id = new_id(partition, owner_tag=request.owner_tag)
         return Attempt(order_id, partition, request, _with_days(ranked))
 
@@ -119,9 +115,10 @@ class ReservationEngine:
         warehouse_id = str(held_at)
         if not warehouse_id:
             raise HoldUnavailable(hold_id, "gone")
-        if warehouse_id not in self.directory:
-            self.directory = await self._reload_directory()
-        km = self.directory.distance_km(request.customer, warehouse_id)
+        directory = self._warehouses.directory
+        if warehouse_id not in directory:
+            directory = await self._warehouses.reload()
+        km = directory.distance_km(request.customer, warehouse_id)
         order_id = new_id(partition, owner_tag=request.owner_tag)
         attempt = Attempt(order_id, partition, request, ((warehouse_id, delivery_days(km)),))
         command = commands.place_from_hold(
@@ -154,25 +151,24 @@ class ReservationEngine:
     def _reroute_candidates(
         self, record: OrderRecord, from_warehouse_id: str
     ) -> list[tuple[str, int]]:
-        customer = Point(record.lat, record.lon)
-        ranked = self.directory.nearest_first(customer)
+        customer, directory = Point(record.lat, record.lon), self._warehouses.directory
+        ranked = directory.nearest_first(customer)
         in_rings = {site_id for site_id, _ in ranked}
-        rest = [w.warehouse_id for w in self.directory.all() if w.warehouse_id not in in_rings]
+        rest = [w.warehouse_id for w in directory.all() if w.warehouse_id not in in_rings]
         return [
             (warehouse_id, days)
-            for warehouse_id, days in _with_days(
-                [*ranked, *self.directory.by_distance(customer, rest)]
-            )
+            for warehouse_id, days in _with_days([*ranked, *directory.by_distance(customer, rest)])
             if warehouse_id != from_warehouse_id
         ]
 
     async def _rank_beyond_rings(
         self, request: OrderRequest, warehouse_ids: list[str]
     ) -> list[RankedSite]:
-        if any(w not in self.directory for w in warehouse_ids):
+        directory = self._warehouses.directory
+        if any(w not in directory for w in warehouse_ids):
             # Stock at a warehouse this worker has not heard of yet: it was just created.
-            self.directory = await self._reload_directory()
-        return self.directory.by_distance(request.customer, warehouse_ids)
+            directory = await self._warehouses.reload()
+        return directory.by_distance(request.customer, warehouse_ids)
 
     async def _attempt(self, attempt: Attempt) -> ReserveOutcome:
         if self._batcher is not None:

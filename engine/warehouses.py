@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from geo.rings import Point, RankedSite, RingIndex
 
@@ -45,3 +46,23 @@ class WarehouseDirectory:
 
     def distance_km(self, customer: Point, warehouse_id: str) -> float:
         return self._index.distance_km(customer, warehouse_id)
+
+
+class Warehouses(Protocol):
+    """Where the engine finds the warehouses: the directory as last loaded, and a reload for when
+    it meets stock at a warehouse that directory does not know (one created moments ago)."""
+
+    @property
+    def directory(self) -> WarehouseDirectory: ...
+
+    async def reload(self) -> WarehouseDirectory: ...
+
+
+class FixedWarehouses:
+    """A directory that never changes: for tests and the benchmark's engine."""
+
+    def __init__(self, directory: WarehouseDirectory) -> None:
+        self.directory = directory
+
+    async def reload(self) -> WarehouseDirectory:
+        return self.directory

@@ -19,7 +19,7 @@ from engine import commands, scripts
 from engine.commands import Attempt
 from engine.orders import OrderRequest
 from engine.reservations import ReservationEngine
-from engine.warehouses import WarehouseDirectory
+from engine.warehouses import FixedWarehouses, WarehouseDirectory
 from geo.rings import Point
 from loadtest.catalog import Traffic
 
@@ -37,7 +37,7 @@ def reservation_load(
 ) -> PackedLoad:
     """EVALSHA commands of `orders_per_call` orders of one partition each, as a batch would be."""
     # Only its ranking is used: no runner, nothing is sent through it.
-    engine = ReservationEngine(None, directory, _no_reload, batched=False)  # type: ignore[arg-type]
+    engine = ReservationEngine(None, FixedWarehouses(directory), batched=False)  # type: ignore[arg-type]
     by_partition: defaultdict[int, list[Attempt]] = defaultdict(list)
     commands: list[bytes] = []
     now_ms = int(time.time() * 1000)
@@ -59,10 +59,6 @@ def tiny_decrement_load(count: int, keys: int = 1000) -> PackedLoad:
     sha = hashlib.sha1(TINY_DECREMENT.encode()).hexdigest()
     commands = [_packed(("EVALSHA", sha, 1, f"tiny:{i % keys}")) for i in range(count)]
     return PackedLoad(commands, 1.0)
-
-
-async def _no_reload() -> WarehouseDirectory:
-    raise RuntimeError("the benchmark's directory is fixed")
 
 
 def _pack(now_ms: int, attempts: list[Attempt]) -> bytes:

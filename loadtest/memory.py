@@ -17,7 +17,7 @@ from engine.ids import new_id
 from engine.orders import IDEMPOTENCY_TTL_S, OrderRequest
 from engine.records import OrderRecord, encode_record
 from engine.reservations import ReservationEngine
-from engine.warehouses import Warehouse, WarehouseDirectory
+from engine.warehouses import FixedWarehouses, Warehouse, WarehouseDirectory
 from geo.rings import Point
 from loadtest import processes
 from loadtest.catalog import WAREHOUSES, Traffic, product_id
@@ -75,7 +75,7 @@ async def measure_memory(products: int) -> list[str]:
 
         directory = WarehouseDirectory(warehouses)
         runner = scripts.ScriptRunner(redis, deadline_s=load_settings().command_deadline_s)
-        engine = ReservationEngine(runner, directory, _fixed(directory))
+        engine = ReservationEngine(runner, FixedWarehouses(directory))
         traffic = Traffic(products, seed=4)
         requests = []
         for i in range(ORDERS_IN_FLIGHT):
@@ -256,10 +256,3 @@ async def _bytes_per_stream_entry(
         await redis.xreadgroup(CONSUMER_GROUPS[0], "soak", {stream: ">"}, count=count)
     pending = await _used(redis)
     return (appended - before) / count, (pending - appended) / count
-
-
-def _fixed(directory: WarehouseDirectory):  # type: ignore[no-untyped-def]
-    async def reload() -> WarehouseDirectory:
-        return directory
-
-    return reload

@@ -23,7 +23,7 @@ from engine.ids import partition_of_id
 from engine.inventory import Inventory
 from engine.orders import OrderRequest
 from engine.reservations import ReservationEngine
-from engine.warehouses import Warehouse, WarehouseDirectory
+from engine.warehouses import FixedWarehouses, Warehouse, WarehouseDirectory
 from geo.rings import Point
 from stores.redis import RedisClient
 from tests.conftest import TEST_SETTINGS, runner_for
@@ -46,11 +46,8 @@ WAIT_TIMEOUT_MS: Final = 500
 def make_engine(redis: RedisClient, acks: scripts.ReplicaAcks | None) -> ReservationEngine:
     directory = WarehouseDirectory([Warehouse("paris", "Paris", PARIS)])
 
-    async def reload() -> WarehouseDirectory:
-        return directory
-
     runner = scripts.ScriptRunner(redis, deadline_s=TEST_SETTINGS.command_deadline_s, acks=acks)
-    return ReservationEngine(runner, directory, reload)
+    return ReservationEngine(runner, FixedWarehouses(directory))
 
 
 async def master_pid(redis: RedisCluster, partition: int) -> int:

@@ -20,7 +20,7 @@ from engine.live_orders import LiveOrders
 from engine.orders import ORDER_FINAL_LINGER_S, Confirmation, OrderRequest
 from engine.records import decode_record
 from engine.reservations import ReservationEngine
-from engine.warehouses import WarehouseDirectory
+from engine.warehouses import FixedWarehouses, WarehouseDirectory
 from geo.rings import Point
 from stores.mongo import MongoDatabase
 from stores.order_archive import OrderArchive
@@ -45,11 +45,8 @@ def orders_of(redis: RedisClient, pg: asyncpg.Pool) -> LiveOrders:
 def engine_of(redis: RedisClient, pg: asyncpg.Pool | None) -> ReservationEngine:
     directory = WarehouseDirectory(WAREHOUSES)
 
-    async def reload() -> WarehouseDirectory:
-        return directory
-
     orders = None if pg is None else orders_of(redis, pg)
-    return ReservationEngine(runner_for(redis), directory, reload, orders=orders)
+    return ReservationEngine(runner_for(redis), FixedWarehouses(directory), orders=orders)
 
 
 async def drain(redis: RedisClient, pg: asyncpg.Pool, mongo: MongoDatabase) -> None:

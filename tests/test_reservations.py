@@ -18,7 +18,7 @@ from engine.events import OrdersConfirmed, decode_event
 from engine.inventory import Inventory
 from engine.orders import Confirmation, OrderRequest
 from engine.reservations import ReservationEngine
-from engine.warehouses import Warehouse, WarehouseDirectory
+from engine.warehouses import FixedWarehouses, Warehouse, WarehouseDirectory
 from geo.distance import great_circle_km
 from geo.rings import RESOLUTION, RING_MAX_K, Point
 from stores.redis import RedisClient
@@ -32,10 +32,7 @@ def make_engine(
 ) -> ReservationEngine:
     directory = WarehouseDirectory(warehouses)
 
-    async def reload() -> WarehouseDirectory:
-        return directory
-
-    return ReservationEngine(runner_for(redis), directory, reload, batched=batched)
+    return ReservationEngine(runner_for(redis), FixedWarehouses(directory), batched=batched)
 
 
 @pytest.fixture(params=[True, False], ids=["batched", "per-request"])
@@ -176,12 +173,13 @@ async def test_a_warehouse_created_after_start_is_found_by_reloading(redis: Redi
         [Warehouse("paris", "Paris", PARIS), Warehouse("nice", "Nice", Point(43.7, 7.26))]
     )
 
-    async def reload() -> WarehouseDirectory:
-        return fresh
+    class CreatedSinceStart(FixedWarehouses):
+        async def reload(self) -> WarehouseDirectory:
+            self.directory = fresh
+            return fresh
 
-    engine = ReservationEngine(
-        runner_for(redis), WarehouseDirectory([Warehouse("paris", "Paris", PARIS)]), reload
-    )
+    warehouses = CreatedSinceStart(WarehouseDirectory([Warehouse("paris", "Paris", PARIS)]))
+    engine = ReservationEngine(runner_for(redis), warehouses)
     await Inventory(runner_for(redis)).change("sku", "nice", "set", 1, "t")
     assert (await engine.place(OrderRequest("sku", 1, PARIS))).warehouse_id == "nice"
-    assert engine.directory is fresh
+    assert warehouses.directory is fresh

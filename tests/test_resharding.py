@@ -36,7 +36,7 @@ from engine.inventory import Inventory
 from engine.orders import OrderRequest
 from engine.records import decode_record
 from engine.reservations import ReservationEngine
-from engine.warehouses import Warehouse, WarehouseDirectory
+from engine.warehouses import FixedWarehouses, Warehouse, WarehouseDirectory
 from geo.rings import Point
 from stores.redis import RedisClient
 from tests import slot_migration
@@ -101,12 +101,9 @@ def products_of(partition: int, count: int, run: str) -> list[str]:
 def make_engine(redis: RedisClient) -> ReservationEngine:
     directory = WarehouseDirectory(WAREHOUSES)
 
-    async def reload() -> WarehouseDirectory:
-        return directory
-
     # As a process on the cluster runs it: every pipeline WAITs for one replica (the default).
     settings = msgspec.structs.replace(TEST_SETTINGS, redis_wait_replicas=1)
-    return ReservationEngine(runner_for(redis, settings), directory, reload)
+    return ReservationEngine(runner_for(redis, settings), FixedWarehouses(directory))
 
 
 async def place(engine: ReservationEngine, product_id: str, quantity: int, i: int) -> Placed:

@@ -35,7 +35,7 @@ from engine.live_orders import LiveOrders
 from engine.orders import Confirmation, OrderRequest
 from engine.records import OrderRecord
 from engine.reservations import ReservationEngine
-from engine.warehouses import Warehouse, WarehouseDirectory
+from engine.warehouses import FixedWarehouses, Warehouse, WarehouseDirectory
 from geo.rings import Point
 from stores.mongo import INVENTORY, MongoDatabase
 from stores.redis import RedisClient
@@ -72,10 +72,7 @@ KILL_TEST_TIMEOUT_S = 60.0
 def make_engine(redis: RedisClient) -> ReservationEngine:
     directory = WarehouseDirectory(WAREHOUSES)
 
-    async def reload() -> WarehouseDirectory:
-        return directory
-
-    return ReservationEngine(runner_for(redis), directory, reload)
+    return ReservationEngine(runner_for(redis), FixedWarehouses(directory))
 
 
 async def stock_products(redis: RedisClient, products: Sequence[str], units: int) -> None:
