@@ -168,3 +168,9 @@ def order_ids_of(fields: Mapping[str, str]) -> str:
     if isinstance(event, OrdersConfirmed):
         return ",".join(placed.order for placed in event.orders)
     return ""
+
+
+def orders_in(event: Event | UnknownEvent | MalformedEvent) -> int:
+    """How many orders an entry carries, for sizing reads: an `orders.confirmed` entry every
+    order of its script call, any other one."""
+    return len(event.orders) if isinstance(event, OrdersConfirmed) else 1

@@ -9,6 +9,7 @@ entries that test how unknown or malformed events are treated.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from engine.events import (
     StockChanged,
     UnknownEvent,
     decode_event,
+    orders_in,
 )
 from engine.inventory import Inventory
 from engine.live_orders import LiveOrders
@@ -543,3 +545,23 @@ def test_events_decode_from_stream_strings() -> None:
         "o-1", OrderRecord("p", "w1", 2, "cancelled", 3, 1_700_000_000_000, 48.5, 2.25, ""), 5, 9
     )
     assert isinstance(decode_event({**cancelled, "record": "[1,"}), MalformedEvent)
+
+
+async def test_a_read_asks_for_as_many_entries_as_make_a_batch_of_orders(
+    redis: RedisClient, pg: asyncpg.Pool
+) -> None:
+    """Entries hold every order of a script call: the consumer sizes each read in orders, from
+    the orders per entry of the read before (the first guesses FIRST_ORDERS_PER_ENTRY, 16)."""
+    await stock_products(redis, ["sku-a"], 1_000)
+    stream = keys.stream(keys.partition_of_product("sku-a"))
+    await redis.xgroup_create(stream, ORDERS_GROUP, id="$")  # past the stock's entry
+    for seed in range(6):  # six script calls of ten orders: six entries
+        await place_orders(redis, ["sku-a"], 10, seed=seed)
+    entries = [decode_event(fields) for _, fields in await redis.xrange(stream)]
+    assert [orders_in(event) for event in entries[-6:]] == [10] * 6
+    config = dataclasses.replace(FAST, batch_orders=20)
+    consumer = GroupConsumer(
+        redis, OrdersWriter(pg, runner_for(redis)), "t", streams=[stream], config=config
+    )
+    assert [await consumer.step() for _ in range(4)] == [1, 2, 2, 1]  # 20 / 16, then 20 / 10
+    assert len(await order_rows(pg)) == 60

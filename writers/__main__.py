@@ -196,6 +196,7 @@ async def serve(
                 config,
                 read_count_per_stream=config.read_count_per_stream * INVENTORY_BATCH_FACTOR,
                 max_batch_entries=config.max_batch_entries * INVENTORY_BATCH_FACTOR,
+                batch_orders=config.batch_orders * INVENTORY_BATCH_FACTOR,
             )
             consumers.append(
                 GroupConsumer(redis, InventoryWriter(redis, db), name, config=inventory_config)

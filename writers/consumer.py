@@ -31,6 +31,7 @@ from engine.events import (
     OrderStatusChanged,
     UnknownEvent,
     decode_event,
+    orders_in,
 )
 from stores.redis import TRANSIENT_ERRORS as REDIS_TRANSIENT_ERRORS
 from stores.redis import RedisClient
@@ -50,11 +51,15 @@ from writers.retry import RETRY_BACKOFF_MAX_S, Stopping, retry_transient, sleep_
 
 log = logging.getLogger(__name__)
 
-# An `orders.confirmed` entry holds every order of a script call (up to
-# engine.reservations.ORDERS_PER_SCRIPT_CALL): counts in entries stay small so that one read's
-# reply, built by Redis in one go while every other client waits, stays a few MB.
-READ_COUNT_PER_STREAM: Final = 250  # and at most MAX_BATCH_ENTRIES over all streams
-MAX_BATCH_ENTRIES: Final = 4_000
+READ_COUNT_PER_STREAM: Final = 2_000  # and at most MAX_BATCH_ENTRIES over all streams
+MAX_BATCH_ENTRIES: Final = 32_000
+# An `orders.confirmed` entry holds every order of a script call (1 to
+# engine.reservations.ORDERS_PER_SCRIPT_CALL): each read asks for as many entries as make about
+# this many orders at the orders per entry the last read found, so that a batch, and the reply
+# Redis builds for it while every other client waits, stays the same size whatever the entries
+# hold. The first read guesses FIRST_ORDERS_PER_ENTRY.
+BATCH_ORDERS: Final = 32_000
+FIRST_ORDERS_PER_ENTRY: Final = 16.0
 IDLE_BACKOFF_MIN_S: Final = 0.002
 IDLE_BACKOFF_MAX_S: Final = 0.05
 CLAIM_IDLE_MS: Final = 30_000
@@ -105,6 +110,7 @@ class Writer(Protocol):
 class ConsumerConfig:
     read_count_per_stream: int = READ_COUNT_PER_STREAM
     max_batch_entries: int = MAX_BATCH_ENTRIES
+    batch_orders: int = BATCH_ORDERS
     claim_idle_ms: int = CLAIM_IDLE_MS
     trim_interval_s: float = TRIM_INTERVAL_S
     deferred_retry_s: float = DEFERRED_RETRY_S
@@ -166,6 +172,7 @@ class GroupConsumer:
         self._claim_cursors = dict.fromkeys(self._streams, NO_CURSOR)
         self._next_claim_at = 0.0
         self._next_trim_at = 0.0
+        self._orders_per_entry = FIRST_ORDERS_PER_ENTRY
         self.persisted = 0  # entries acked by this consumer: for logs and benchmarks
 
     @property
@@ -233,7 +240,9 @@ class GroupConsumer:
     # --- reading ---
 
     async def _read_new(self, budget: int) -> list[StreamEntry]:
-        count = max(1, min(self._config.read_count_per_stream, budget // len(self._streams)))
+        streams = len(self._streams)
+        by_orders = int(self._config.batch_orders / (streams * self._orders_per_entry))
+        count = max(1, min(self._config.read_count_per_stream, budget // streams, by_orders))
         pipe = self._redis.pipeline(transaction=False)
         for stream in self._streams:
             pipe.execute_command(
@@ -261,6 +270,8 @@ class GroupConsumer:
         if lost_groups:
             # The stream was deleted (and with it the group): recreate, read it next round.
             await create_groups(self._redis, lost_groups, [self.group])
+        if entries:
+            self._orders_per_entry = sum(orders_in(e.event) for e in entries) / len(entries)
         return entries
 
     async def _claim_round(self) -> list[StreamEntry]:

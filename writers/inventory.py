@@ -39,9 +39,8 @@ UPDATES_IN_FLIGHT: Final = 8
 # order, and FerretDB manages few such writes per second (README, "The MongoDB mirror"), so it
 # reads batches this many times larger than the orders writer: the busier the stream, the more
 # orders each write covers, and under a sustained peak MongoDB trails Redis by one batch rather
-# than falling behind. Kept small: an entry already holds every order of a script call, and a
-# read's reply grows with the entries it asks for.
-INVENTORY_BATCH_FACTOR: Final = 2
+# than falling behind.
+INVENTORY_BATCH_FACTOR: Final = 8
 MIRRORED_VERSIONS_MAX: Final = 500_000
 DUPLICATE_KEY: Final = 11000
 
