@@ -56,8 +56,8 @@ MAX_BATCH_ENTRIES: Final = 32_000
 # An `orders.confirmed` entry holds every order of a script call (1 to
 # engine.reservations.ORDERS_PER_SCRIPT_CALL): each read asks for as many entries as make about
 # this many orders at the orders per entry the last read found, so that a batch, and the reply
-# Redis builds for it while every other client waits, stays the same size whatever the entries
-# hold. The first read guesses FIRST_ORDERS_PER_ENTRY.
+# Redis builds for each stream while every other client waits, stays the same size whatever the
+# entries hold.
 BATCH_ORDERS: Final = 32_000
 FIRST_ORDERS_PER_ENTRY: Final = 16.0
 IDLE_BACKOFF_MIN_S: Final = 0.002
@@ -243,29 +243,31 @@ class GroupConsumer:
         streams = len(self._streams)
         by_orders = int(self._config.batch_orders / (streams * self._orders_per_entry))
         count = max(1, min(self._config.read_count_per_stream, budget // streams, by_orders))
-        pipe = self._redis.pipeline(transaction=False)
-        for stream in self._streams:
-            pipe.execute_command(
-                "XREADGROUP",
-                "GROUP",
-                self.group,
-                self.consumer,
-                "COUNT",
-                count,
-                "STREAMS",
-                stream,
-                ">",
-                **node_of(self._redis, stream),
-            )
-        replies = await pipe.execute(raise_on_error=False)
         entries: list[StreamEntry] = []
         lost_groups: list[str] = []
-        for stream, reply in zip(self._streams, replies, strict=True):
-            if is_nogroup(reply):
+        # One round trip per stream, not one pipeline: Redis serves a client's pipelined commands
+        # back to back, so the replies of a whole batch would hold every other client (the
+        # orders too) for as long as it takes to build them; one stream's at a time, it serves
+        # them in between.
+        for stream in self._streams:
+            try:
+                reply = await self._redis.execute_command(
+                    "XREADGROUP",
+                    "GROUP",
+                    self.group,
+                    self.consumer,
+                    "COUNT",
+                    count,
+                    "STREAMS",
+                    stream,
+                    ">",
+                    **node_of(self._redis, stream),
+                )
+            except redis_errors.ResponseError as refused:
+                if not is_nogroup(refused):
+                    raise
                 lost_groups.append(stream)
                 continue
-            if isinstance(reply, Exception):
-                raise reply
             entries += _entries(stream, _read_items(reply))
         if lost_groups:
             # The stream was deleted (and with it the group): recreate, read it next round.
