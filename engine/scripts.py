@@ -33,27 +33,12 @@ from redis import exceptions as redis_errors
 from redis.asyncio import RedisCluster
 
 from engine.errors import OutcomeUnknown, StoreFull
-from stores.redis import RedisClient
+from stores.redis import TRANSIENT_ERRORS, RedisClient
 from stores.settings import Settings
 
 LUA_DIR: Final = Path(__file__).resolve().parent.parent / "lua"
 INCLUDE: Final = re.compile(r'^--- @include "([a-z_/]+)"$', re.MULTILINE)
 
-# The call may or may not have run: resend it (the scripts dedupe). MOVED/ASK are followed by
-# the cluster client itself and TRYAGAIN/CLUSTERDOWN mean "not run", so resending is safe too;
-# ClusterError is the cluster client giving up after 16 such redirections (a slot being moved).
-TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
-    redis_errors.ClusterError,
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.ClusterDownError,
-    redis_errors.TryAgainError,
-    redis_errors.BusyLoadingError,
-    redis_errors.ReadOnlyError,  # a demoted master after a failover: the new one takes it
-    redis_errors.MaxConnectionsError,
-    OSError,
-    TimeoutError,
-)
 # How long a script remembers an operation's reply (lua/includes/operation.lua). Every resend
 # comes within the runner's deadline, which must stay well below it; each remembered reply costs
 # memory for this long.
@@ -210,6 +195,9 @@ class ScriptRunner:
         got = await self._attempt(commands, give_up_at)
         lost = []
         for i, reply in enumerate(got):
+            # The call may or may not have run: resend it (the scripts dedupe). MOVED/ASK are
+            # followed by the cluster client itself, TRYAGAIN/CLUSTERDOWN mean "not run", and
+            # ClusterError is the cluster client giving up after 16 redirections (a moving slot).
             if isinstance(reply, TRANSIENT_ERRORS):
                 lost.append(i)
             else:

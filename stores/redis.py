@@ -26,12 +26,16 @@ SLOT_REREAD_S: Final = 0.5
 # Redis is down, restarting, loading its AOF or failing over: all pass, so a caller that can wait
 # (a writer, a sweep) retries them.
 TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    redis.exceptions.ClusterError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
-    redis.exceptions.ReadOnlyError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,  # a demoted master after a failover: the new one takes it
+    redis.exceptions.MaxConnectionsError,
     OSError,
+    TimeoutError,
 )
 
 
