@@ -16,15 +16,10 @@ from api.auth import Caller, caller_may_touch, caller_of, require_owner
 from api.metrics import Metrics
 from api.state import Services
 from api.types import AnyIdPath, Injected, Location, OrderId, ProductId
-from engine import lifecycle
 from engine.errors import HoldUnavailable, OrderNotFound
-from engine.ids import partition_of_id
 from engine.orders import MAX_ORDER_QUANTITY, Order, OrderRequest
 from engine.reservations import ReservationEngine
 from geo.rings import Point
-from stores.breaker import Breaker, CircuitOpen
-from stores.order_archive import OrderArchive
-from stores.postgres import TRANSIENT_ERRORS as POSTGRES_TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +176,7 @@ class OrderController(Controller):
         if order is None:
             raise OrderNotFound(order_id)
         return OrderView.of(
-            order, await _history(services.archive, services.postgres_breaker, order_id)
+            order, _changes(await services.archive.history(order_id, services.postgres_breaker))
         )
 
     @post("/{order_id:str}/cancel", status_code=200)
@@ -201,21 +196,5 @@ class OrderController(Controller):
         return OrderView.of(order)
 
 
-async def _history(
-    archive: OrderArchive, breaker: Breaker, order_id: str
-) -> list[StatusChange] | None:
-    if partition_of_id(order_id) is None:
-        return []
-    try:
-        # While the breaker is open the history is left out at once, instead of every read
-        # waiting out a connect attempt on a PostgreSQL that is down.
-        with breaker.guard(POSTGRES_TRANSIENT_ERRORS):
-            rows = await archive.history(order_id)
-    except CircuitOpen:
-        return None
-    except POSTGRES_TRANSIENT_ERRORS:
-        log.warning("status history of %s unavailable: PostgreSQL unreachable", order_id)
-        return None
-    # Steps of one fulfilment can share a millisecond: the lifecycle order breaks the tie.
-    ordered = sorted(rows, key=lambda row: (row[1], lifecycle.progress(row[0])))
-    return [StatusChange(status, at) for status, at in ordered]
+def _changes(history: list[tuple[str, datetime]] | None) -> list[StatusChange] | None:
+    return None if history is None else [StatusChange(status, at) for status, at in history]
