@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -28,8 +30,8 @@ from stores.streams import (
     PARTITION_STREAMS,
     create_groups,
 )
-from tests.conftest import runner_for
-from tests.test_dead_letters import FailingOrdersWriter, writers_cli
+from tests.conftest import runner_for, store_env
+from tests.test_dead_letters import ROOT, FailingOrdersWriter, writers_cli
 from tests.test_writers import order_rows, place_orders_one_by_one, stock_products
 from writers import dead_letters
 from writers.consumer import StreamEntry
@@ -135,6 +137,19 @@ async def test_status_measures_the_read_rate_over_the_interval(redis: RedisClien
     assert rate is not None and 4 / 1.5 < rate <= 4 / 0.5
     assert partition(status, INVENTORY_GROUP).read_per_s == 0.0
     assert partition(status, NOTIFIER_GROUP).read_per_s is None  # no such group: Redis cannot say
+
+
+def test_status_into_a_reader_that_stops_early_ends_quietly(settings: Settings) -> None:
+    """`python -m writers status | head -1`: the reader goes away before the table is written."""
+    command = [sys.executable, "-m", "writers", "status", "--interval", "0.1"]
+    with subprocess.Popen(
+        command, cwd=ROOT, env=store_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as status:
+        assert status.stdout is not None and status.stderr is not None
+        status.stdout.close()  # as `head` does once it has what it wants
+        errors = status.stderr.read().decode()
+        assert status.wait(timeout=30) == 0
+    assert "Traceback" not in errors
 
 
 def test_status_says_when_redis_cannot_be_reached(settings: Settings) -> None:

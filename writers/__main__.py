@@ -428,5 +428,16 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
+def main_for_a_pipe(argv: Sequence[str]) -> int:
+    """main, for a command whose reader may go away first (`status | head`): that is not an
+    error, and gets no traceback."""
+    try:
+        return main(argv)
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit: point it where that cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main_for_a_pipe(sys.argv[1:]))
