@@ -93,10 +93,11 @@ class StockHeld(msgspec.Struct, frozen=True, tag_field="type", tag="stock.held")
 Event = (
     OrdersConfirmed | OrderCancelled | OrderStatusChanged | OrderRerouted | StockChanged | StockHeld
 )
+# The events whose fields convert as they stand (OrdersConfirmed carries its orders as one JSON
+# text, decoded by _orders_confirmed).
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
     str(t.__struct_config__.tag): t
     for t in (
-        OrdersConfirmed,
         OrderCancelled,
         OrderStatusChanged,
         OrderRerouted,
@@ -150,8 +151,8 @@ def decode_event(fields: Mapping[str, str]) -> Event | UnknownEvent | MalformedE
 def _orders_confirmed(fields: Mapping[str, str]) -> OrdersConfirmed | MalformedEvent:
     try:
         if fields["type"] == ONE_ORDER_CONFIRMED:
-            one = f'["{fields["order"]}",{fields["record"]},{fields["available"]}]'
-            return OrdersConfirmed(_CONFIRMED_ORDERS.decode(f"[{one}]"))
+            one = [fields["order"], decode_record(fields["record"]), fields["available"]]
+            return OrdersConfirmed((msgspec.convert(one, OrderConfirmed, strict=False),))
         return OrdersConfirmed(_CONFIRMED_ORDERS.decode(fields["orders"]))
     except KeyError as missing:
         return MalformedEvent(f"no {missing} field")
