@@ -11,7 +11,7 @@ does not use (signature model, kwargs extraction, response objects, middleware l
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 import msgspec
@@ -25,6 +25,7 @@ from api.errors import MISSING_BODY, answer_for
 from api.metrics import Metrics
 from api.orders import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
+    REPLAYED_HEADERS,
     OrderController,
     PlaceOrder,
     place_order,
@@ -59,7 +60,7 @@ class OrderIntake:
         except Exception as exc:
             answer = answer_for(exc, scope["method"], scope["path"])
             status, body = answer.status, _ENCODER.encode(answer.body)
-            headers = [(k.lower().encode(), v.encode()) for k, v in answer.headers.items()]
+            headers = _asgi_headers(answer.headers)
         metrics.count_status(status)
         start: HTTPResponseStartEvent = {
             "type": "http.response.start",
@@ -82,7 +83,7 @@ class OrderIntake:
         placed = await place_order(
             self._state.services.engine, metrics, caller, data, _idempotency_key(headers)
         )
-        replayed = [(b"idempotent-replayed", b"true")] if placed.replayed else []
+        replayed = _REPLAYED if placed.replayed else []
         return 201, _ENCODER.encode(placed.body), replayed
 
     def _admit(self, api_key: str | None) -> Caller | None:
@@ -131,6 +132,13 @@ class _Headers(msgspec.Struct):
             elif name == b"idempotency-key" and found.idempotency_key is None:
                 found.idempotency_key = value.decode("latin-1")
         return found
+
+
+def _asgi_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+
+
+_REPLAYED: Final = _asgi_headers(REPLAYED_HEADERS)
 
 
 def _idempotency_key(headers: _Headers) -> str | None:
