@@ -28,9 +28,20 @@ class WarehouseRepository:
         self.directory = WarehouseDirectory()
 
     async def reload(self) -> WarehouseDirectory:
-        # The version is read first: a change landing during the read moves it again, so the
-        # next poll reloads once more rather than keeping a stale set.
-        version = int(await self._redis.get(keys.WAREHOUSES_VERSION_KEY) or 0)
+        return await self._load(await self._version())
+
+    async def reload_if_changed(self) -> None:
+        """What the poller runs: a reload when another worker changed the set."""
+        version = await self._version()
+        if version != self.directory.version:
+            await self._load(version)
+
+    async def _version(self) -> int:
+        return int(await self._redis.get(keys.WAREHOUSES_VERSION_KEY) or 0)
+
+    async def _load(self, version: int) -> WarehouseDirectory:
+        """The warehouses as of `version`, read before them: a change landing during the read
+        moves it again, so the next poll reloads once more rather than keeping a stale set."""
         with self._breaker.guard(MONGO_TRANSIENT_ERRORS):
             warehouses = [
                 Warehouse(doc["_id"], doc["name"], Point(doc["lat"], doc["lon"]))
@@ -38,12 +49,6 @@ class WarehouseRepository:
             ]
         self.directory = WarehouseDirectory(warehouses, version)
         return self.directory
-
-    async def reload_if_changed(self) -> None:
-        """What the poller runs: a reload when another worker changed the set."""
-        version = int(await self._redis.get(keys.WAREHOUSES_VERSION_KEY) or 0)
-        if version != self.directory.version:
-            await self.reload()
 
     async def add(self, warehouse: Warehouse) -> None:
         """Insert it (WarehouseExists if its ID is taken) and tell every worker, this one at
