@@ -18,6 +18,7 @@ from redis import exceptions as redis_errors
 from api.auth import Forbidden, RateLimited, Unauthenticated, retry_after_header
 from api.bodies import MalformedJson, UnsupportedMediaType
 from engine.errors import (
+    BasketOutOfStock,
     DomainError,
     HoldNotFound,
     HoldUnavailable,
@@ -30,6 +31,7 @@ from engine.errors import (
     OutOfStock,
     Overloaded,
     StoreFull,
+    StoreUnavailable,
     UnknownProduct,
     UnknownWarehouse,
     WarehouseExists,
@@ -57,6 +59,7 @@ DOMAIN_STATUS: Final[dict[type[DomainError], tuple[int, str]]] = {
     OrderNotFound: (404, "order_not_found"),
     NotificationNotFound: (404, "notification_not_found"),
     OutOfStock: (409, "out_of_stock"),
+    BasketOutOfStock: (409, "out_of_stock"),
     InvalidTransition: (409, "invalid_transition"),
     WarehouseExists: (409, "warehouse_exists"),
     WrongWarehouse: (409, "wrong_warehouse"),
@@ -69,6 +72,7 @@ DOMAIN_STATUS: Final[dict[type[DomainError], tuple[int, str]]] = {
     Overloaded: (503, "overloaded"),
     StoreFull: (503, "store_full"),
     OutcomeUnknown: (503, "outcome_unknown"),
+    StoreUnavailable: (503, "store_unavailable"),
 }
 RETRY_AFTER_S: Final = 1
 MISSING_BODY: Final = {"message": "the body is empty", "source": "body"}
@@ -149,10 +153,13 @@ def answer_for(exc: BaseException, method: str, path: str) -> ErrorAnswer:
 
 def _domain_answer(exc: DomainError) -> ErrorAnswer:
     status, code = DOMAIN_STATUS[type(exc)]
-    details = None
+    details: list[dict[str, Any]] | None = None
     if isinstance(exc, OutcomeUnknown) and exc.subject_id is not None:
         # The client is told which order to look up (GET /orders/{orderId}) or to retry.
         details = [{"orderId": exc.subject_id}]
+    elif isinstance(exc, BasketOutOfStock):
+        # The lines that cannot be filled, so the storefront can tell its customer which.
+        details = [{"productId": p, "quantity": q} for p, q in exc.lines]
     answer = _answer(status, code, str(exc), details)
     # 503s: nothing is wrong with the request; send it again after Retry-After.
     return _retry_later(answer) if status == 503 else answer

@@ -26,8 +26,8 @@ from api.metrics import Metrics
 from api.orders import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
     REPLAYED_HEADERS,
+    OrderBody,
     OrderController,
-    PlaceOrder,
     place_order,
 )
 
@@ -36,7 +36,7 @@ HANDLER_NAME: Final = OrderController.place.fn.__qualname__  # its scopes, in ap
 _ENCODER: Final = msgspec.json.Encoder()
 _JSON: Final = (b"content-type", b"application/json")
 API_KEY_HEADER_BYTES: Final = API_KEY_HEADER.encode()
-_DECODER: Final = decoder_for(PlaceOrder)
+_DECODER: Final = decoder_for(OrderBody)
 
 
 def serves(scope: HTTPScope) -> bool:
@@ -79,9 +79,9 @@ class OrderIntake:
         if not raw:
             raise ValidationException("a JSON request body is required", extra=[MISSING_BODY])
         check_content_type(headers.content_type)
-        data: PlaceOrder = _DECODER.decode(raw)
+        data: OrderBody = _DECODER.decode(raw)
         placed = await place_order(
-            self._state.services.engine, metrics, caller, data, _idempotency_key(headers)
+            self._state.services, metrics, caller, data, _idempotency_key(headers)
         )
         replayed = _REPLAYED if placed.replayed else []
         return 201, _ENCODER.encode(placed.body), replayed

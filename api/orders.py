@@ -1,5 +1,6 @@
-"""Order service: place an order (nearest warehouse with stock), read it with its status history,
-cancel it, and take the carrier's delivery callback."""
+"""Order service: place an order (one product at the nearest warehouse with stock, or a basket of
+several at the fewest warehouses), read it with its status history, cancel it, and take the
+carrier's delivery callback."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody
+from litestar.params import HeaderParameter, JSONBody, SkipValidationMarker
 
 from api.auth import Caller, caller_may_touch, caller_of, require_owner
 from api.metrics import Metrics
 from api.state import Services
 from api.types import AnyIdPath, Injected, Location, OrderId, ProductId
+from engine.allocation import AllocationRule
+from engine.baskets import MAX_BASKET_LINES, Basket, BasketLine, BasketPlacer, BasketRequest
 from engine.errors import HoldUnavailable, OrderNotFound
+from engine.ids import is_basket_id
 from engine.orders import MAX_ORDER_QUANTITY, Order, OrderRequest
 from engine.reservations import ReservationEngine
 from geo.rings import Point
@@ -35,10 +40,34 @@ class PlaceOrder(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     reservation_id: OrderId | None = None
 
 
-class OrderPlaced(msgspec.Struct, rename="camel"):
+class BasketItem(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    product_id: ProductId
+    quantity: Quantity
+
+
+class PlaceBasket(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    items: Annotated[list[BasketItem], msgspec.Meta(min_length=1, max_length=MAX_BASKET_LINES)]
+    customer_location: Location
+
+
+# One product, or a basket (told apart by `items`, api.bodies.ChoiceDecoder); the schema
+# declares the two as a oneOf.
+OrderBody = PlaceOrder | PlaceBasket
+
+
+class ShipmentPlaced(msgspec.Struct, rename="camel"):
+    warehouse_id: str
+    items: list[BasketItem]
+    estimated_delivery: date
+
+
+class OrderPlaced(msgspec.Struct, rename="camel", omit_defaults=True):
     order_id: str
     status: str
-    estimated_delivery: date
+    estimated_delivery: date  # a basket's: its latest shipment's
+    # A basket's only: where each line ships from, and which rule chose the warehouses.
+    shipments: list[ShipmentPlaced] | None = None
+    allocation: AllocationRule | None = None
 
 
 class StatusChange(msgspec.Struct):
@@ -74,6 +103,44 @@ class OrderView(msgspec.Struct, rename="camel", omit_defaults=True):
         )
 
 
+class ShipmentView(msgspec.Struct, rename="camel"):
+    warehouse_id: str
+    status: str
+    items: list[BasketItem]
+    estimated_delivery: date
+
+
+class BasketView(msgspec.Struct, rename="camel", omit_defaults=True):
+    """A basket as GET /orders/{orderId} shows it: its lines and where each ships from."""
+
+    order_id: str
+    status: str  # its least advanced shipment's; shipped when every shipment is
+    items: list[BasketItem]
+    shipments: list[ShipmentView]
+    allocation: AllocationRule
+    customer_location: Location
+    estimated_delivery: date
+    created_at: datetime
+    history: list[StatusChange] | None = None  # as for OrderView
+
+    @classmethod
+    def of(cls, basket: Basket, history: list[StatusChange] | None = None) -> BasketView:
+        return cls(
+            order_id=basket.order_id,
+            status=basket.status,
+            items=_items(basket.lines),
+            shipments=[
+                ShipmentView(s.warehouse_id, s.status, _items(s.items), s.estimated_delivery)
+                for s in basket.shipments
+            ],
+            allocation=basket.rule,
+            customer_location=Location(basket.customer.lat, basket.customer.lon),
+            estimated_delivery=basket.estimated_delivery,
+            created_at=basket.created_at,
+            history=history,
+        )
+
+
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(
@@ -95,16 +162,28 @@ class Placed(msgspec.Struct, frozen=True):
 
 
 async def place_order(
-    engine: ReservationEngine,
+    services: Services,
     metrics: Metrics,
     caller: Caller | None,
-    data: PlaceOrder,
+    data: OrderBody,
     idempotency_key: str | None,
 ) -> Placed:
     """POST /orders once its caller is admitted and its body and headers are decoded: both ways
     in (the Litestar route and api.order_intake) place through here."""
     if caller is not None:
         idempotency_key = caller.idempotency_key(idempotency_key)
+    if isinstance(data, PlaceBasket):
+        return await _place_basket(services.baskets, metrics, caller, data, idempotency_key)
+    return await _place_one(services.engine, metrics, caller, data, idempotency_key)
+
+
+async def _place_one(
+    engine: ReservationEngine,
+    metrics: Metrics,
+    caller: Caller | None,
+    data: PlaceOrder,
+    idempotency_key: str | None,
+) -> Placed:
     order = OrderRequest(
         product_id=data.product_id,
         quantity=data.quantity,
@@ -139,6 +218,72 @@ async def place_order(
     return Placed(body, confirmation.replayed)
 
 
+async def _place_basket(
+    baskets: BasketPlacer,
+    metrics: Metrics,
+    caller: Caller | None,
+    data: PlaceBasket,
+    idempotency_key: str | None,
+) -> Placed:
+    request = BasketRequest(
+        lines=_distinct_lines(data.items),
+        customer=Point(data.customer_location.lat, data.customer_location.lon),
+        idempotency_key=idempotency_key,
+        owner_tag=None if caller is None else caller.owner_tag,
+    )
+    try:
+        with metrics.reservation_seconds.time():
+            confirmation = await baskets.place(request)
+    except Exception as exc:
+        outcome = metrics.order_failed(exc)
+        log.info(
+            "basket not placed: %s",
+            outcome,
+            extra={
+                "outcome": outcome,
+                "lines": len(request.lines),
+                "idempotency_key": idempotency_key,
+            },
+        )
+        raise
+    basket = confirmation.basket
+    body = OrderPlaced(
+        basket.order_id,
+        "confirmed",
+        basket.estimated_delivery,
+        shipments=[
+            ShipmentPlaced(s.warehouse_id, _items(s.items), s.estimated_delivery)
+            for s in basket.shipments
+        ],
+        allocation=basket.rule,
+    )
+    metrics.orders["replayed" if confirmation.replayed else "confirmed"].inc()
+    return Placed(body, confirmation.replayed)
+
+
+def _distinct_lines(items: list[BasketItem]) -> tuple[BasketLine, ...]:
+    seen: set[str] = set()
+    for item in items:
+        if item.product_id in seen:
+            raise ValidationException(
+                f"product {item.product_id!r} is in more than one line",
+                extra=[
+                    {
+                        "message": f"product {item.product_id!r} is in more than one line: "
+                        "give each product once, with its whole quantity",
+                        "key": "items",
+                        "source": "body",
+                    }
+                ],
+            )
+        seen.add(item.product_id)
+    return tuple(BasketLine(item.product_id, item.quantity) for item in items)
+
+
+def _items(lines: tuple[BasketLine, ...]) -> list[BasketItem]:
+    return [BasketItem(line.product_id, line.quantity) for line in lines]
+
+
 class OrderController(Controller):
     path = "/orders"
     tags = ("orders",)
@@ -155,12 +300,11 @@ class OrderController(Controller):
         services: Injected[Services],
         metrics: Injected[Metrics],
         request: Request[Any, Any, Any],
-        data: JSONBody[PlaceOrder],
+        # Not validated again by Litestar: api.bodies decoded it strictly, whichever kind it is.
+        data: Annotated[OrderBody, SkipValidationMarker(), JSONBody],
         idempotency_key: IdempotencyKey = None,
     ) -> OrderPlaced | Response[OrderPlaced]:
-        placed = await place_order(
-            services.engine, metrics, caller_of(request), data, idempotency_key
-        )
+        placed = await place_order(services, metrics, caller_of(request), data, idempotency_key)
         if placed.replayed:
             return Response(placed.body, status_code=201, headers=REPLAYED_HEADERS)
         # A plain struct skips building a Response object: ~30 us less per order.
@@ -169,15 +313,20 @@ class OrderController(Controller):
     @get("/{order_id:str}")
     async def read(
         self, services: Injected[Services], request: Request[Any, Any, Any], order_id: AnyIdPath
-    ) -> OrderView:
+    ) -> OrderView | BasketView:
         require_owner(request, order_id)
-        # Redis while the order is hot, PostgreSQL after (engine.live_orders).
-        order = await services.live_orders.get(order_id)
-        if order is None:
-            raise OrderNotFound(order_id)
-        return OrderView.of(
-            order, _changes(await services.archive.history(order_id, services.postgres_breaker))
+        # Redis while the order is hot, PostgreSQL after (engine.live_orders, engine.baskets).
+        found = await (
+            services.baskets.get(order_id)
+            if is_basket_id(order_id)
+            else services.live_orders.get(order_id)
         )
+        if found is None:
+            raise OrderNotFound(order_id)
+        history = _changes(await services.archive.history(order_id, services.postgres_breaker))
+        if isinstance(found, Basket):
+            return BasketView.of(found, history)
+        return OrderView.of(found, history)
 
     @post("/{order_id:str}/cancel", status_code=200)
     async def cancel(

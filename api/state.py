@@ -20,6 +20,7 @@ from pymongo import AsyncMongoClient
 
 from api.stock_feed import StockFeed
 from engine import scripts
+from engine.baskets import BasketPlacer
 from engine.inventory import Inventory
 from engine.live_orders import LiveOrders
 from engine.reservations import ReservationEngine
@@ -45,6 +46,7 @@ class Services:
     mongo: MongoDatabase
     postgres: asyncpg.Pool
     engine: ReservationEngine
+    baskets: BasketPlacer
     warehouses: WarehouseRepository
     inventory: Inventory
     live_orders: LiveOrders
@@ -82,6 +84,9 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
                 orders=live_orders,
                 batched=batched,
                 idempotency_ttl_s=settings.idempotency_ttl_s,
+            ),
+            baskets=BasketPlacer(
+                runner, warehouses, archive, idempotency_ttl_s=settings.idempotency_ttl_s
             ),
             warehouses=warehouses,
             inventory=Inventory(runner),

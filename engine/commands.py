@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 
@@ -35,7 +35,14 @@ from engine.errors import (
 )
 from engine.ids import partition_of_id
 from engine.orders import IDEMPOTENCY_TTL_S, Confirmation, OrderRequest, OrderStatus
-from engine.records import OrderRecord, decode_record, encode_record
+from engine.records import (
+    BasketRecord,
+    OrderRecord,
+    decode_basket_record,
+    decode_record,
+    encode_basket_record,
+    encode_record,
+)
 
 OPERATION_TTL_S: Final = scripts.OPERATION_TTL_S
 
@@ -235,10 +242,16 @@ class HeldStock(NamedTuple):
 
 
 def hold_stock(
-    hold_id: str, product_id: str, warehouse_id: str, units: int, now_ms: int, ttl_ms: int
+    hold_id: str,
+    product_id: str,
+    warehouse_id: str,
+    units: int,
+    now_ms: int,
+    ttl_ms: int,
+    basket_id: str = "",
 ) -> scripts.Command[HeldStock]:
     """Take `units` at one named warehouse until `now_ms + ttl_ms`; the hold ID is the
-    operation ID."""
+    operation ID. `basket_id`: the hold is that basket's line (lua/commit_basket.lua)."""
     partition = keys.partition_of_product(product_id)
 
     def decode(reply: Any) -> HeldStock:
@@ -260,7 +273,7 @@ def hold_stock(
             keys.hold_expiries(partition),
             keys.operation(partition, hold_id),
         ],
-        [hold_id, product_id, warehouse_id, units, now_ms, ttl_ms, OPERATION_TTL_S],
+        [hold_id, product_id, warehouse_id, units, now_ms, ttl_ms, OPERATION_TTL_S, basket_id],
         decode,
     )
 
@@ -312,6 +325,118 @@ def release_expired_holds(
 
     args: list[scripts.Arg] = [now_ms, *(hold_id for hold_id, _ in holds)]
     return scripts.Command(scripts.RELEASE_HOLDS, script_keys, args, decode)
+
+
+# --- baskets: lua/commit_basket.lua, lua/resolve_basket.lua, lua/settle_basket_hold.lua ---
+
+
+class BasketAborted(Exception):
+    """The basket's decision was already `aborted` (the sweeper gave up on its holds): it was not
+    placed, and its holds go back."""
+
+
+@dataclass(frozen=True, slots=True)
+class BasketDuplicate:
+    """Another request under the same idempotency key, for the same basket, was committed
+    first: that basket is the answer."""
+
+    order_id: str
+
+
+BasketDecision = Literal["committed", "aborted"]
+HoldSettlement = Literal["commit", "abort"]
+
+
+def commit_basket(
+    order_id: str,
+    record: BasketRecord,
+    fingerprint: str,
+    idempotency_ttl_s: int,
+    decision_ttl_s: int,
+) -> scripts.Command[BasketRecord | BasketDuplicate]:
+    """Commit a basket whose lines are all held; the result is its record as stored (a resend
+    gets the record the first send wrote)."""
+    partition = _order_partition(order_id)
+    record_key = keys.basket(partition, order_id)
+    idem = record.idempotency_key
+
+    def decode(reply: Any) -> BasketRecord | BasketDuplicate:
+        match reply:
+            case ["ok", stored]:
+                return decode_basket_record(stored)
+            case ["aborted"]:
+                raise BasketAborted(order_id)
+            case ["key_conflict"]:
+                raise IdempotencyKeyReused(idem)
+            case ["duplicate", other]:
+                return BasketDuplicate(str(other))
+        raise UnexpectedReply("commit_basket", reply)
+
+    return scripts.Command(
+        scripts.COMMIT_BASKET,
+        [
+            keys.stream(partition),
+            record_key,
+            keys.basket_decision(partition, order_id),
+            keys.basket_idempotency(partition, idem) if idem else record_key,
+        ],
+        [
+            order_id,
+            encode_basket_record(record),
+            f"{order_id}|{fingerprint}" if idem else "",
+            idempotency_ttl_s,
+            decision_ttl_s,
+        ],
+        decode,
+    )
+
+
+def resolve_basket(order_id: str, decision_ttl_s: int) -> scripts.Command[BasketDecision]:
+    """The basket's decision, made `aborted` now if it was not committed yet."""
+    partition = _order_partition(order_id)
+
+    def decode(reply: Any) -> BasketDecision:
+        match reply:
+            case "committed" | b"committed":
+                return "committed"
+            case "aborted" | b"aborted":
+                return "aborted"
+        raise UnexpectedReply("resolve_basket", reply)
+
+    return scripts.Command(
+        scripts.RESOLVE_BASKET,
+        [keys.basket_decision(partition, order_id), keys.basket(partition, order_id)],
+        [decision_ttl_s],
+        decode,
+    )
+
+
+def settle_basket_hold(
+    hold_id: str, product_id: str, basket_id: str, settlement: HoldSettlement
+) -> scripts.Command[int | None]:
+    """Keep (`commit`) or give back (`abort`) one line hold of a decided basket; the result is
+    the warehouse's new level when units went back, else None."""
+    partition = keys.partition_of_product(product_id)
+
+    def decode(reply: Any) -> int | None:
+        match reply:
+            case ["kept"] | ["gone"]:
+                return None
+            case ["returned", available]:
+                return int(available)
+        raise UnexpectedReply("settle_basket_hold", reply)
+
+    return scripts.Command(
+        scripts.SETTLE_BASKET_HOLD,
+        [
+            keys.stream(partition),
+            keys.hold(partition, hold_id),
+            keys.hold_expiries(partition),
+            keys.stock(partition, product_id),
+        ],
+        [hold_id, settlement, basket_id],
+        decode,
+    )
 
 
 # --- an order's lifecycle: lua/cancel.lua, lua/transition.lua, lua/reroute.lua ---

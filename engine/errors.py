@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 
@@ -131,3 +131,21 @@ class StoreFull(DomainError):
 
     def __init__(self) -> None:
         super().__init__("the order store is full; nothing was placed, retry later")
+
+
+class BasketOutOfStock(DomainError):
+    """No set of warehouses holds these lines of a basket; nothing was held or placed."""
+
+    def __init__(self, lines: Sequence[tuple[str, int]]) -> None:
+        named = ", ".join(f"{quantity} x {product_id!r}" for product_id, quantity in lines)
+        super().__init__(f"no warehouses together hold the basket's lines: {named}")
+        self.lines = tuple(lines)
+
+
+class StoreUnavailable(DomainError):
+    """Redis did not answer while a basket's lines were being held: every hold it made is given
+    back, and nothing was placed."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"the basket was not placed: Redis did not answer in time ({cause})")
+        self.cause = cause

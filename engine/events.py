@@ -10,7 +10,13 @@ from typing import Final
 
 import msgspec
 
-from engine.records import EpochMs, OrderRecord, decode_record
+from engine.records import (
+    BasketRecord,
+    EpochMs,
+    OrderRecord,
+    decode_basket_record,
+    decode_record,
+)
 
 
 class OrderConfirmed(msgspec.Struct, array_like=True, frozen=True):
@@ -90,8 +96,33 @@ class StockHeld(msgspec.Struct, frozen=True, tag_field="type", tag="stock.held")
     available: int
 
 
+class BasketConfirmed(msgspec.Struct, frozen=True, tag_field="type", tag="basket.confirmed"):
+    """lua/commit_basket.lua: a basket placed, every line held at its shipment's warehouse."""
+
+    order: str
+    record: BasketRecord
+
+
+class BasketChanged(msgspec.Struct, frozen=True, tag_field="type", tag="basket.changed"):
+    """A basket's lifecycle step, of one shipment or of the whole basket: the record as it
+    stands after it, with each shipment's status and the basket's own."""
+
+    order: str
+    record: BasketRecord
+    at_ms: EpochMs
+    warehouse: str = ""  # the shipment that moved; '' when the whole basket did (cancelled)
+    reason: str = ""
+
+
 Event = (
-    OrdersConfirmed | OrderCancelled | OrderStatusChanged | OrderRerouted | StockChanged | StockHeld
+    OrdersConfirmed
+    | OrderCancelled
+    | OrderStatusChanged
+    | OrderRerouted
+    | StockChanged
+    | StockHeld
+    | BasketConfirmed
+    | BasketChanged
 )
 # The events whose fields convert as they stand (OrdersConfirmed carries its orders as one JSON
 # text, decoded by _orders_confirmed).
@@ -103,8 +134,12 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
         OrderRerouted,
         StockChanged,
         StockHeld,
+        BasketConfirmed,
+        BasketChanged,
     )
 }
+# Events whose `record` is a basket's (engine/records.py, BasketRecord), not an order's.
+_BASKET_EVENTS: Final = frozenset({BasketConfirmed, BasketChanged})
 
 
 class UnknownEvent(msgspec.Struct, frozen=True):
@@ -141,7 +176,8 @@ def decode_event(fields: Mapping[str, str]) -> Event | UnknownEvent | MalformedE
         # The order record is a JSON text inside the entry: decoded here too, in one place.
         decoded: Mapping[str, object] = fields
         if "record" in fields:
-            decoded = {**fields, "record": decode_record(fields["record"])}
+            read = decode_basket_record if event_type in _BASKET_EVENTS else decode_record
+            decoded = {**fields, "record": read(fields["record"])}
         event: Event = msgspec.convert(decoded, event_type, strict=False)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return MalformedEvent(str(exc))

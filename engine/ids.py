@@ -1,8 +1,9 @@
 """Order and hold IDs: time-ordered UUIDs (RFC 9562 version 8) that carry their partition.
 
-Layout: 48 bits Unix ms | version 8 | 12 bits partition | variant | 62 random bits. Time order keeps
-PostgreSQL's primary-key index append-mostly; the partition lets any worker find the order's keys
-in Redis from the ID alone. An order placed by an authenticated storefront carries the client's
+Layout: 48 bits Unix ms | version 8 | 12 bits kind and partition | variant | 62 random bits. Time
+order keeps PostgreSQL's primary-key index append-mostly; the partition lets any worker find the
+order's keys in Redis from the ID alone, and the kind bit tells a basket (several lines,
+`engine.baskets`) from a one-product order without a lookup. An order placed by an authenticated storefront carries the client's
 16-bit owner tag in the top of the random bits (46 stay random), so who placed it is read from the
 ID too: no per-order write records ownership.
 
@@ -32,14 +33,22 @@ _CANONICAL_ID: Final = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 )
 _PARTITION_CHARS: Final = slice(15, 18)  # the 12 bits after the version digit
+_BASKET_BIT: Final = 0x800  # the top one of those 12 bits: the ID is a basket's
 
 
-def new_id(partition: int, now_ms: int | None = None, owner_tag: int | None = None) -> str:
+def new_id(
+    partition: int,
+    now_ms: int | None = None,
+    owner_tag: int | None = None,
+    *,
+    basket: bool = False,
+) -> str:
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     rand = _random_word() & ((1 << _RANDOM_BITS) - 1)
     if owner_tag is not None:
         rand = (rand & ((1 << _OWNER_SHIFT) - 1)) | (owner_tag & _OWNER_MASK) << _OWNER_SHIFT
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x8 << 76 | (partition & 0xFFF) << 64 | 0b10 << 62 | rand
+    kind = (_BASKET_BIT if basket else 0) | (partition & (_BASKET_BIT - 1))
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x8 << 76 | kind << 64 | 0b10 << 62 | rand
     # str(uuid.UUID(int=value)) gives the same text at several times the cost (it runs per order).
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -69,8 +78,15 @@ def partition_of_id(id_text: str) -> int | None:
     one canonical spelling."""
     if _CANONICAL_ID.fullmatch(id_text) is None:
         return None
-    partition = int(id_text[_PARTITION_CHARS], 16)
+    partition = int(id_text[_PARTITION_CHARS], 16) & (_BASKET_BIT - 1)
     return partition if partition < PARTITIONS else None
+
+
+def is_basket_id(id_text: str) -> bool:
+    """True for a basket's order ID (minted with `basket=True`) in its canonical spelling."""
+    if partition_of_id(id_text) is None:
+        return False
+    return bool(int(id_text[_PARTITION_CHARS], 16) & _BASKET_BIT)
 
 
 def is_canonical_id(id_text: str) -> bool:

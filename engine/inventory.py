@@ -1,21 +1,19 @@
 """Live stock in Redis: read levels, set or adjust them (operators), hold units at one warehouse
-and give them back when the hold expires."""
+(the sweep that gives expired holds back is `engine.hold_sweep`)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from engine import commands, keys, scripts
 from engine.errors import HoldNotFound, UnknownProduct
 from engine.ids import new_id, new_operation_id, partition_of_id
 
 HOLD_TTL_S: Final = 15 * 60
-RELEASE_BATCH: Final = 256  # expired holds released per partition per script call
-# One sweep releases rounds of RELEASE_BATCH per partition until none is left or this is spent.
-RELEASE_BUDGET_S: Final = 0.5
 VERSION_FIELD: Final = "_v"  # the stock hash's version counter, bumped by every change
 
 StockChange = Literal["set", "adjust"]
@@ -34,6 +32,11 @@ class Hold:
     expires_at: datetime
 
 
+def levels_in(stock_hash: Mapping[Any, Any]) -> dict[str, int]:
+    """A product's stock hash as levels per warehouse (its version field left out)."""
+    return {str(w): int(q) for w, q in stock_hash.items() if w != VERSION_FIELD}
+
+
 class Inventory:
     def __init__(self, runner: scripts.ScriptRunner) -> None:
         self._runner = runner
@@ -45,10 +48,7 @@ class Inventory:
         )
         if not raw:
             raise UnknownProduct(product_id)
-        return sorted(
-            (StockLevel(str(w), int(q)) for w, q in raw.items() if w != VERSION_FIELD),
-            key=lambda level: level.warehouse_id,
-        )
+        return [StockLevel(w, q) for w, q in sorted(levels_in(raw).items())]
 
     async def change(
         self, product_id: str, warehouse_id: str, mode: StockChange, units: int, reason: str
@@ -93,52 +93,6 @@ class Inventory:
         return await self._runner.run(
             commands.release_hold(new_operation_id(), hold_id, str(product_id))
         )
-
-
-async def release_expired_holds(
-    runner: scripts.ScriptRunner, now_ms: int | None = None, budget_s: float = RELEASE_BUDGET_S
-) -> int:
-    """Return the units of every expired hold to stock: rounds of up to RELEASE_BATCH holds per
-    partition, all partitions in one pipeline per step, until none is left or `budget_s` is
-    spent (the next sweep goes on from there). Returns how many holds were released."""
-    now = _now_ms() if now_ms is None else now_ms
-    give_up_at = time.monotonic() + budget_s
-    released = 0
-    while True:
-        done, more = await _release_round(runner, now)
-        released += done
-        if not more or time.monotonic() >= give_up_at:
-            return released
-
-
-async def _release_round(runner: scripts.ScriptRunner, now: int) -> tuple[int, bool]:
-    """One round; returns (holds released, whether a partition may have more)."""
-    redis = runner.redis
-    partitions = range(keys.PARTITIONS)
-    pipe = redis.pipeline(transaction=False)
-    for partition in partitions:
-        pipe.zrangebyscore(keys.hold_expiries(partition), "-inf", now, 0, RELEASE_BATCH)
-    expired: list[list[str]] = list(await pipe.execute())
-    found = [(p, hold_id) for p, ids in zip(partitions, expired, strict=True) for hold_id in ids]
-    if not found:
-        return 0, False
-    pipe = redis.pipeline(transaction=False)
-    for partition, hold_id in found:
-        pipe.hget(keys.hold(partition, hold_id), "product")
-    products: list[str | None] = list(await pipe.execute())
-    per_partition: dict[int, list[tuple[str, str | None]]] = {}
-    for (partition, hold_id), product in zip(found, products, strict=True):
-        per_partition.setdefault(partition, []).append((hold_id, product))
-    batch = [
-        commands.release_expired_holds(partition, now, holds)
-        for partition, holds in per_partition.items()
-    ]
-    released = 0
-    for result in await runner.run_all(batch):
-        if isinstance(result, BaseException):
-            raise result
-        released += result
-    return released, any(len(ids) == RELEASE_BATCH for ids in expired)
 
 
 def _now_ms() -> int:

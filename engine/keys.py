@@ -30,7 +30,12 @@ TAGS: Final[tuple[str, ...]] = tuple(_tag_for(p) for p in range(PARTITIONS))
 
 
 def partition_of_product(product_id: str) -> int:
-    return zlib.crc32(product_id.encode()) % PARTITIONS
+    return partition_of_text(product_id)
+
+
+def partition_of_text(text: str) -> int:
+    """The partition a name falls in (a product ID, a basket's idempotency key)."""
+    return zlib.crc32(text.encode()) % PARTITIONS
 
 
 def stream(partition: int) -> str:
@@ -43,6 +48,22 @@ def stock(partition: int, product_id: str) -> str:
 
 def order(partition: int, order_id: str) -> str:
     return f"order:{TAGS[partition]}:{order_id}"
+
+
+def basket(partition: int, order_id: str) -> str:
+    """A basket's record (engine/records.py, BasketRecord): apart from one-product orders, whose
+    scripts never read it."""
+    return f"basket:{TAGS[partition]}:{order_id}"
+
+
+def basket_decision(partition: int, order_id: str) -> str:
+    """Whether a basket was committed or aborted: the one key both the placing worker and the
+    hold sweeper decide through (engine/baskets.py)."""
+    return f"basketdecision:{TAGS[partition]}:{order_id}"
+
+
+def basket_idempotency(partition: int, idempotency_key: str) -> str:
+    return f"idem:{TAGS[partition]}:basket:{idempotency_key}"
 
 
 def idempotency(partition: int, product_id: str, idempotency_key: str) -> str:

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import msgspec
 
+from engine.allocation import AllocationRule
 from engine.delivery import estimated_delivery
 from engine.orders import Order
 from geo.rings import Point
@@ -75,3 +76,57 @@ def encode_record(record: OrderRecord) -> bytes:
 
 def decode_record(raw: str | bytes) -> OrderRecord:
     return _decoder.decode(raw)
+
+
+class ShipmentRecord(msgspec.Struct, array_like=True, frozen=True):
+    """One shipment of a basket: the units one warehouse sends. [warehouseId, etaDays, status,
+    [[productId, quantity]...]]"""
+
+    warehouse_id: str
+    eta_days: int
+    status: str
+    items: tuple[tuple[str, int], ...]
+
+
+class BasketRecord(msgspec.Struct, array_like=True, frozen=True):
+    """A basket as kept in Redis (`basket:{tag}:<orderId>`) and carried by its events. Status and
+    seq sit where an OrderRecord has them, so lua/expire_persisted.lua lets either kind leave
+    Redis by the same rule."""
+
+    lines: tuple[tuple[str, int], ...]  # [productId, quantity], as the client sent them
+    shipments: tuple[ShipmentRecord, ...]
+    quantity: int  # units over all lines
+    status: str
+    eta_days: int  # the latest shipment's
+    created_ms: EpochMs
+    lat: float  # written as a JSON string (exact digits), read back as a float
+    lon: float
+    idempotency_key: str  # '' when the request had none
+    seq: int
+    rule: AllocationRule  # which rule chose the warehouses
+
+
+_basket_decoder = msgspec.json.Decoder(BasketRecord, strict=False)
+
+
+def encode_basket_record(record: BasketRecord) -> bytes:
+    """As lua/commit_basket.lua stores it: the location as text, so its digits survive Lua."""
+    return msgspec.json.encode(
+        [
+            record.lines,
+            record.shipments,
+            record.quantity,
+            record.status,
+            record.eta_days,
+            record.created_ms,
+            repr(record.lat),
+            repr(record.lon),
+            record.idempotency_key,
+            record.seq,
+            record.rule,
+        ]
+    )
+
+
+def decode_basket_record(raw: str | bytes) -> BasketRecord:
+    return _basket_decoder.decode(raw)

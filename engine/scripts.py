@@ -81,6 +81,9 @@ REROUTE: Final = LuaScript.load("reroute")
 EXPIRE_PERSISTED: Final = LuaScript.load("expire_persisted")
 PLACE_FROM_HOLD: Final = LuaScript.load("place_from_hold")
 RELEASE_HOLD: Final = LuaScript.load("release_hold")
+COMMIT_BASKET: Final = LuaScript.load("commit_basket")
+RESOLVE_BASKET: Final = LuaScript.load("resolve_basket")
+SETTLE_BASKET_HOLD: Final = LuaScript.load("settle_basket_hold")
 ALL_SCRIPTS: Final = (
     RESERVE,
     PLACE_FROM_HOLD,
@@ -92,6 +95,9 @@ ALL_SCRIPTS: Final = (
     RELEASE_HOLDS,
     REROUTE,
     EXPIRE_PERSISTED,
+    COMMIT_BASKET,
+    RESOLVE_BASKET,
+    SETTLE_BASKET_HOLD,
 )
 
 

@@ -20,8 +20,9 @@ if not op_ttl_s or op_ttl_s < 1 then return bad_argument('ttl') end
 local replay = replayed_operation(op_key)
 if replay then return replay end
 
-local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity')
-if not h[1] or h[1] ~= product_id then return {'not_found'} end
+-- A basket's line hold is its basket's to settle (lua/settle_basket_hold.lua), never a client's.
+local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity', 'basket')
+if not h[1] or h[1] ~= product_id or h[4] then return {'not_found'} end
 local units = whole_number(h[3])
 if not units or not whole_number(redis.call('HGET', stock_key, h[2]) or '0') then
   return bad_argument('hold ' .. hold_id)

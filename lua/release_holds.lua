@@ -4,7 +4,8 @@
 -- stock version, forget the hold and append a `stock.changed` event for the inventory writer.
 -- The caller found the candidates (ZRANGEBYSCORE) and names their keys, as Redis Cluster wants
 -- every key a script touches declared; each is checked again here, so a hold is released once
--- and the script is safe to send twice. It runs at maxmemory too (allow-oom): it frees the
+-- and the script is safe to send twice. A basket's hold is left alone: whether its units go back
+-- depends on its basket's decision (lua/settle_basket_hold.lua). It runs at maxmemory too (allow-oom): it frees the
 -- holds, and units must not stay held because Redis is full.
 --
 -- KEYS[1] the partition's event stream, KEYS[2] the partition's hold-expiry sorted set,
@@ -24,13 +25,15 @@ for i = 2, #ARGV do
   local hold_id, hold_key, stock_key = ARGV[i], KEYS[2 * i - 1], KEYS[2 * i]
   local expires = redis.call('ZSCORE', expiries, hold_id)
   if expires and tonumber(expires) <= now_ms then
-    local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity')
-    if h[1] then
+    local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity', 'basket')
+    if h[4] then
+      h = nil
+    elseif h[1] then
       if not whole_number(h[3]) or not whole_number(redis.call('HGET', stock_key, h[2]) or '0') then
         return bad_argument('hold ' .. hold_id)
       end
     end
-    due[#due + 1] = {hold_id, hold_key, stock_key, h}
+    if h then due[#due + 1] = {hold_id, hold_key, stock_key, h} end
   end
 end
 

@@ -1,11 +1,12 @@
 """Expired holds (POST /inventory/reserve) give their units back: `lua/release_holds.lua` through
-`engine.inventory.release_expired_holds`, on a real Redis."""
+`engine.hold_sweep.release_expired_holds`, on a real Redis."""
 
 from __future__ import annotations
 
 from engine import commands, keys
 from engine.events import StockChanged, decode_event
-from engine.inventory import HOLD_TTL_S, RELEASE_BATCH, Inventory, release_expired_holds
+from engine.hold_sweep import RELEASE_BATCH, release_expired_holds
+from engine.inventory import HOLD_TTL_S, Inventory
 from stores.redis import RedisClient
 from tests.conftest import runner_for
 

@@ -66,6 +66,25 @@ REFUSED = [
 ]
 
 
+def basket(*items: tuple[str, Any], **changes: Any) -> bytes:
+    lines = [{"productId": p, "quantity": q} for p, q in items]
+    cart = {"items": lines, "customerLocation": {"lat": 48.85, "lon": 2.35}}
+    return json.dumps({**cart, **changes}).encode()
+
+
+REFUSED += [
+    ("basket: no lines", "/orders", SHOP, basket()),
+    ("basket: 51 lines", "/orders", SHOP, basket(*((f"p{i}", 1) for i in range(51)))),
+    ("basket: a product twice", "/orders", SHOP, basket(("sku-1", 1), ("sku-1", 2))),
+    ("basket: string quantity", "/orders", SHOP, basket(("sku-1", "1"))),
+    ("basket: and a productId", "/orders", SHOP, basket(("sku-1", 1), productId="sku-1")),
+    ("basket: with a reservation", "/orders", SHOP, basket(("sku-1", 1), reservationId="x")),
+    ("basket: no location", "/orders", SHOP, b'{"items": [{"productId": "sku-1", "quantity": 1}]}'),
+    ("basket: unknown product", "/orders", SHOP, basket(("sku-1", 1), ("sku-none", 1))),
+    ("basket: out of stock", "/orders", SHOP, basket(("sku-1", 50))),
+]
+
+
 PAST_THE_INTAKE = "/past-the-intake"
 
 
@@ -158,3 +177,23 @@ def _sample(scrape: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_a_placed_basket_and_its_replay_are_the_routes(client: Client) -> None:
+    keyed = {**SHOP, "idempotency-key": "cart-2"}
+    placed = await client.post("/orders", headers=keyed, content=basket(("sku-1", 3)))
+    assert placed.status_code == 201
+    assert set(placed.json()) == {
+        "orderId",
+        "status",
+        "estimatedDelivery",
+        "shipments",
+        "allocation",
+    }
+    replays = [
+        await client.post(path, headers=keyed, content=basket(("sku-1", 3)))
+        for path in (PAST_THE_INTAKE + "/orders", "/orders")
+    ]
+    assert [answer(r) for r in replays] == [answer(replays[0])] * 2
+    assert replays[0].json() == placed.json()
+    assert replays[0].headers["idempotent-replayed"] == "true"

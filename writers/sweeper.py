@@ -20,7 +20,7 @@ import asyncpg
 
 from engine import lifecycle
 from engine.errors import InvalidTransition, OrderMovedOn, OrderNotFound
-from engine.inventory import release_expired_holds
+from engine.hold_sweep import release_expired_holds
 from engine.live_orders import LiveOrders
 from engine.orders import OrderStatus
 from engine.scripts import ScriptRunner

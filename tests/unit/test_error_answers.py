@@ -21,6 +21,7 @@ from api.auth import Forbidden, RateLimited, Unauthenticated
 from api.bodies import MalformedJson, UnsupportedMediaType
 from api.errors import DOMAIN_STATUS, answer_for
 from engine.errors import (
+    BasketOutOfStock,
     HoldNotFound,
     HoldUnavailable,
     IdempotencyKeyReused,
@@ -32,6 +33,7 @@ from engine.errors import (
     OutOfStock,
     Overloaded,
     StoreFull,
+    StoreUnavailable,
     UnknownProduct,
     UnknownWarehouse,
     WarehouseExists,
@@ -47,6 +49,7 @@ ANSWERS: list[tuple[BaseException, int, str, dict[str, str]]] = [
     (NotificationNotFound("n"), 404, "notification_not_found", {}),
     (HoldNotFound("h"), 404, "reservation_not_found", {}),
     (OutOfStock("sku-1", 2), 409, "out_of_stock", {}),
+    (BasketOutOfStock([("sku-1", 2)]), 409, "out_of_stock", {}),
     (InvalidTransition("o", "shipped", "cancelled"), 409, "invalid_transition", {}),
     (WarehouseExists("w"), 409, "warehouse_exists", {}),
     (WrongWarehouse("o", "w"), 409, "wrong_warehouse", {}),
@@ -57,6 +60,7 @@ ANSWERS: list[tuple[BaseException, int, str, dict[str, str]]] = [
     (Overloaded(0.25), 503, "overloaded", {"Retry-After": "1"}),
     (StoreFull(), 503, "store_full", {"Retry-After": "1"}),
     (OutcomeUnknown("timeout"), 503, "outcome_unknown", {"Retry-After": "1"}),
+    (StoreUnavailable("timeout"), 503, "store_unavailable", {"Retry-After": "1"}),
     (Unauthenticated("no key"), 401, "unauthenticated", {}),
     (Forbidden("no scope"), 403, "forbidden", {}),
     (RateLimited("shop", 2.2), 429, "rate_limited", {"Retry-After": "3"}),
@@ -121,3 +125,11 @@ def test_an_unexpected_error_is_logged_with_its_traceback(caplog: pytest.LogCapt
     with caplog.at_level(logging.ERROR, logger="api.errors"):
         answer_for(RuntimeError("bug"), "GET", "/orders/x")
     assert caplog.records[0].exc_info is not None
+
+
+def test_a_short_basket_names_the_lines_it_cannot_fill() -> None:
+    answer = answer_for(BasketOutOfStock([("sku-2", 3), ("sku-9", 1)]), "POST", "/orders")
+    assert answer.body.error.details == [
+        {"productId": "sku-2", "quantity": 3},
+        {"productId": "sku-9", "quantity": 1},
+    ]

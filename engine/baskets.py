@@ -1,0 +1,400 @@
+"""Baskets: orders of several lines, allocated to the fewest warehouses that hold them all, then
+the shortest distances (`engine.allocation`), all or nothing.
+
+A basket's lines live in several partitions, so in several hash slots, and no one script can
+hold it. It is placed in two phases, with the basket's own slot deciding:
+
+1. Plan and hold. The lines' levels are read, the allocation chosen, and each part is held in
+   its product's partition (lua/hold.lua; the hold names the basket and expires after
+   BASKET_HOLD_TTL_S). A part another order took meanwhile means planning again, under a new
+   order ID, after the holds made are given back.
+2. Commit. lua/commit_basket.lua writes the record, the idempotency key and the event, and the
+   decision `committed`, in the basket's slot; then every hold is settled: kept, its units sold.
+
+The decision key is the one place both ways out meet. The worker commits through it; the hold
+sweeper, finding a basket hold expired (its worker died or lost its connection mid-basket),
+resolves the basket through it (lua/resolve_basket.lua): committed if the commit got there first,
+else aborted for good, so a commit still on its way is refused. Holds are then kept or given back
+by that decision (lua/settle_basket_hold.lua). So no unit is sold twice, no hold outlives its
+expiry by more than a sweep, and a basket is confirmed whole or not at all. Every call is safe to
+send twice: holds by their IDs, the commit by the record it wrote, a settle because a settled
+hold is gone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Final, NoReturn, Protocol
+
+from engine import commands, keys, scripts
+from engine.allocation import Allocation, AllocationRule, Shortfall, allocate
+from engine.commands import BasketAborted, BasketDuplicate, HeldStock, HoldSettlement
+from engine.delivery import delivery_days, estimated_delivery
+from engine.errors import (
+    BasketOutOfStock,
+    IdempotencyKeyReused,
+    OutcomeUnknown,
+    OutOfStock,
+    StoreUnavailable,
+    UnknownProduct,
+)
+from engine.ids import new_id, partition_of_id
+from engine.inventory import levels_in
+from engine.orders import IDEMPOTENCY_TTL_S
+from engine.records import BasketRecord, ShipmentRecord, decode_basket_record
+from engine.warehouses import WarehouseDirectory, Warehouses
+from geo.rings import Point
+
+MAX_BASKET_LINES: Final = 50
+# Long enough for a worker to hold every line and commit, short enough that a worker that died
+# mid-basket keeps its units from sale only briefly.
+BASKET_HOLD_TTL_S: Final = 30
+# A committed basket's decision is deleted once its worker settled every hold; this only bounds
+# the keys of workers that died before that, and of aborted baskets.
+BASKET_DECISION_TTL_S: Final = 24 * 3600
+# Plans that lost a part to another order between reading the levels and holding it.
+PLAN_ATTEMPTS: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class BasketLine:
+    product_id: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class BasketRequest:
+    lines: tuple[BasketLine, ...]  # products distinct (the API refuses a product twice)
+    customer: Point
+    idempotency_key: str | None = None
+    owner_tag: int | None = None  # the placing storefront's, minted into the order ID
+
+    def fingerprint(self) -> str:
+        """What must match for a retry under the same idempotency key to be the same basket."""
+        lines = ";".join(f"{line.product_id}*{line.quantity}" for line in self.lines)
+        return f"{lines}|{self.customer.lat:.6f}|{self.customer.lon:.6f}"
+
+
+@dataclass(frozen=True, slots=True)
+class Shipment:
+    warehouse_id: str
+    items: tuple[BasketLine, ...]
+    status: str
+    estimated_delivery: date
+
+
+@dataclass(frozen=True, slots=True)
+class Basket:
+    """A basket as it stands."""
+
+    order_id: str
+    status: str
+    lines: tuple[BasketLine, ...]
+    shipments: tuple[Shipment, ...]
+    customer: Point
+    estimated_delivery: date  # its latest shipment's
+    created_at: datetime
+    rule: AllocationRule  # which rule chose the warehouses
+
+
+@dataclass(frozen=True, slots=True)
+class BasketConfirmation:
+    basket: Basket
+    replayed: bool  # True when an idempotent retry got the basket placed before
+
+
+def basket_of(order_id: str, record: BasketRecord) -> Basket:
+    created = record.created_ms
+    return Basket(
+        order_id=order_id,
+        status=record.status,
+        lines=tuple(BasketLine(p, q) for p, q in record.lines),
+        shipments=tuple(
+            Shipment(
+                s.warehouse_id,
+                tuple(BasketLine(p, q) for p, q in s.items),
+                s.status,
+                estimated_delivery(created, s.eta_days),
+            )
+            for s in record.shipments
+        ),
+        customer=Point(record.lat, record.lon),
+        estimated_delivery=estimated_delivery(created, record.eta_days),
+        created_at=datetime.fromtimestamp(created / 1000, UTC),
+        rule=record.rule,
+    )
+
+
+class BasketArchive(Protocol):
+    """Where a basket lives once it left Redis (PostgreSQL, `stores.order_archive`)."""
+
+    async def basket_record(self, order_id: str) -> BasketRecord | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _HeldPart:
+    hold_id: str
+    product_id: str
+
+
+class BasketPlacer:
+    def __init__(
+        self,
+        runner: scripts.ScriptRunner,
+        warehouses: Warehouses,
+        archive: BasketArchive | None = None,
+        *,
+        idempotency_ttl_s: int = IDEMPOTENCY_TTL_S,
+        hold_ttl_s: int = BASKET_HOLD_TTL_S,
+    ) -> None:
+        """`archive=None`: baskets are looked for in Redis only (tools and tests without
+        PostgreSQL)."""
+        self._runner = runner
+        self._warehouses = warehouses
+        self._archive = archive
+        self._idempotency_ttl_s = idempotency_ttl_s
+        self._hold_ttl_s = hold_ttl_s
+
+    async def get(self, order_id: str) -> Basket | None:
+        partition = partition_of_id(order_id)
+        if partition is None:
+            return None
+        raw = await self._runner.redis.get(keys.basket(partition, order_id))
+        if raw is not None:
+            return basket_of(order_id, decode_basket_record(raw))
+        if self._archive is None:
+            return None
+        record = await self._archive.basket_record(order_id)
+        return None if record is None else basket_of(order_id, record)
+
+    async def place(self, request: BasketRequest) -> BasketConfirmation:
+        placed_before = await self._placed_under_key(request)
+        if placed_before is not None:
+            return placed_before
+        short: Sequence[tuple[str, int]] = ()
+        for _ in range(PLAN_ATTEMPTS):
+            allocation = await self._plan(request)
+            if isinstance(allocation, Shortfall):
+                quantity = {line.product_id: line.quantity for line in request.lines}
+                raise BasketOutOfStock([(p, quantity[p]) for p in allocation.product_ids])
+            order_id = new_id(_basket_partition(request), owner_tag=request.owner_tag, basket=True)
+            held, taken = await self._hold(order_id, allocation)
+            if taken:
+                short = taken
+                continue  # another order took a part meanwhile: plan again
+            confirmation = await self._commit(order_id, request, allocation, held)
+            if confirmation is not None:
+                return confirmation
+        raise BasketOutOfStock(short)
+
+    async def _placed_under_key(self, request: BasketRequest) -> BasketConfirmation | None:
+        key = request.idempotency_key
+        if not key:
+            return None
+        seen = await self._runner.redis.get(
+            keys.basket_idempotency(_basket_partition(request), key)
+        )
+        if seen is None:
+            return None
+        order_id, _, fingerprint = str(seen).partition("|")
+        if fingerprint != request.fingerprint():
+            raise IdempotencyKeyReused(key)
+        return await self._replay(order_id)
+
+    async def _replay(self, order_id: str) -> BasketConfirmation:
+        basket = await self.get(order_id)
+        if basket is None:  # its record is written with its key, atomically: never seen
+            raise OutcomeUnknown("the basket under this idempotency key was not found", order_id)
+        return BasketConfirmation(basket, replayed=True)
+
+    async def _plan(self, request: BasketRequest) -> Allocation | Shortfall:
+        levels = await self._levels([line.product_id for line in request.lines])
+        directory = self._warehouses.directory
+        stocked = {w for per_warehouse in levels.values() for w in per_warehouse}
+        if not stocked <= set(_known(directory, stocked)):
+            directory = await self._warehouses.reload()  # stock at a warehouse just created
+        distances = {
+            w: directory.distance_km(request.customer, w) for w in _known(directory, stocked)
+        }
+        lines = [(line.product_id, line.quantity) for line in request.lines]
+        return allocate(lines, levels, distances)
+
+    async def _levels(self, product_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        pipe = self._runner.redis.pipeline(transaction=False)
+        for product_id in product_ids:
+            pipe.hgetall(keys.stock(keys.partition_of_product(product_id), product_id))
+        found: list[Mapping[str, str]] = list(await pipe.execute())
+        levels: dict[str, dict[str, int]] = {}
+        for product_id, raw in zip(product_ids, found, strict=True):
+            if not raw:
+                raise UnknownProduct(product_id)
+            levels[product_id] = levels_in(raw)
+        return levels
+
+    async def _hold(
+        self, order_id: str, allocation: Allocation
+    ) -> tuple[list[_HeldPart], list[tuple[str, int]]]:
+        """Hold every part; returns the holds and, if some part was taken meanwhile, those
+        parts (every hold is then given back already)."""
+        now_ms = _now_ms()
+        parts = [
+            (_HeldPart(new_id(keys.partition_of_product(p.product_id)), p.product_id), p)
+            for p in allocation.parts
+        ]
+        ttl_ms = self._hold_ttl_s * 1000
+        results = await self._runner.run_all(
+            [
+                commands.hold_stock(
+                    held.hold_id, p.product_id, p.warehouse_id, p.quantity, now_ms, ttl_ms, order_id
+                )
+                for held, p in parts
+            ]
+        )
+        holds = [held for held, _ in parts]
+        failed = [r for r in results if not isinstance(r, HeldStock)]
+        if not failed:
+            return holds, []
+        # Holds whose outcome is unknown are settled too: one made after all is then given back
+        # by the sweeper, as its basket was never committed.
+        await self._settle(order_id, holds, "abort")
+        taken = [
+            (p.product_id, p.quantity)
+            for (_, p), r in zip(parts, results, strict=True)
+            if isinstance(r, OutOfStock)
+        ]
+        if len(taken) == len(failed):
+            return holds, taken
+        _raise_first(r for r in failed if not isinstance(r, OutOfStock))
+
+    async def _commit(
+        self,
+        order_id: str,
+        request: BasketRequest,
+        allocation: Allocation,
+        holds: list[_HeldPart],
+    ) -> BasketConfirmation | None:
+        """None when the sweeper aborted the basket first (its holds had expired): plan again."""
+        record = _record(request, allocation, self._warehouses.directory, _now_ms())
+        try:
+            committed = await self._runner.run(
+                commands.commit_basket(
+                    order_id,
+                    record,
+                    request.fingerprint(),
+                    self._idempotency_ttl_s,
+                    BASKET_DECISION_TTL_S,
+                )
+            )
+        except OutcomeUnknown as unknown:
+            # Committed or not, the sweeper settles its holds by the decision once they expire.
+            raise unknown.about(order_id) from unknown
+        except BasketAborted:
+            await self._settle(order_id, holds, "abort")
+            return None
+        except BaseException:
+            await self._settle(order_id, holds, "abort")
+            raise
+        if isinstance(committed, BasketDuplicate):
+            await self._settle(order_id, holds, "abort")
+            return await self._replay(committed.order_id)
+        if await self._settle(order_id, holds, "commit"):
+            # Every hold is settled: the decision has no one left to tell.
+            partition = _basket_partition(request)
+            await self._runner.redis.delete(keys.basket_decision(partition, order_id))
+        return BasketConfirmation(basket_of(order_id, committed), replayed=False)
+
+    async def _settle(
+        self, order_id: str, holds: Sequence[_HeldPart], settlement: HoldSettlement
+    ) -> bool:
+        """Settle the holds; False when some could not be (the sweeper settles those)."""
+        results = await self._runner.run_all(
+            [
+                commands.settle_basket_hold(h.hold_id, h.product_id, order_id, settlement)
+                for h in holds
+            ]
+        )
+        return not any(isinstance(r, BaseException) for r in results)
+
+
+async def settle_expired_basket_holds(
+    runner: scripts.ScriptRunner, holds: Sequence[tuple[str, str, str]]
+) -> int:
+    """The sweeper's part: for these expired (hold ID, product ID, basket ID) holds, decide each
+    basket (lua/resolve_basket.lua), then keep or give back its holds by that decision. Returns
+    how many holds gave their units back."""
+    basket_ids = sorted({basket_id for _, _, basket_id in holds})
+    decisions = await runner.run_all(
+        [commands.resolve_basket(b, BASKET_DECISION_TTL_S) for b in basket_ids]
+    )
+    decided: dict[str, HoldSettlement] = {}
+    for basket_id, decision in zip(basket_ids, decisions, strict=True):
+        if isinstance(decision, BaseException):
+            raise decision
+        decided[basket_id] = "commit" if decision == "committed" else "abort"
+    settled = await runner.run_all(
+        [
+            commands.settle_basket_hold(hold_id, product_id, basket_id, decided[basket_id])
+            for hold_id, product_id, basket_id in holds
+        ]
+    )
+    for result in settled:
+        if isinstance(result, BaseException):
+            raise result
+    return sum(1 for result in settled if result is not None)
+
+
+def _record(
+    request: BasketRequest, allocation: Allocation, directory: WarehouseDirectory, now_ms: int
+) -> BasketRecord:
+    shipments = tuple(
+        ShipmentRecord(
+            warehouse_id,
+            delivery_days(directory.distance_km(request.customer, warehouse_id)),
+            "confirmed",
+            tuple(
+                (p.product_id, p.quantity)
+                for p in allocation.parts
+                if p.warehouse_id == warehouse_id
+            ),
+        )
+        for warehouse_id in allocation.warehouse_ids
+    )
+    return BasketRecord(
+        lines=tuple((line.product_id, line.quantity) for line in request.lines),
+        shipments=shipments,
+        quantity=sum(line.quantity for line in request.lines),
+        status="confirmed",
+        eta_days=max(s.eta_days for s in shipments),
+        created_ms=now_ms,
+        lat=request.customer.lat,
+        lon=request.customer.lon,
+        idempotency_key=request.idempotency_key or "",
+        seq=1,
+        rule=allocation.rule,
+    )
+
+
+def _basket_partition(request: BasketRequest) -> int:
+    """Where the basket's record, decision and idempotency key live: by its key when it has one,
+    so a retry finds the basket placed before whatever its lines."""
+    if request.idempotency_key:
+        return keys.partition_of_text(request.idempotency_key)
+    return keys.partition_of_product(request.lines[0].product_id)
+
+
+def _known(directory: WarehouseDirectory, warehouse_ids: Iterable[str]) -> list[str]:
+    return [w for w in warehouse_ids if w in directory]
+
+
+def _raise_first(errors: Iterable[BaseException]) -> NoReturn:
+    error = next(iter(errors))
+    if isinstance(error, OutcomeUnknown):
+        raise StoreUnavailable(error.cause) from error
+    raise error
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
