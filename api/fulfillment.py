@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date
-from typing import Literal
+from typing import Literal, cast
 
 import msgspec
 from litestar import Controller, post
@@ -13,6 +13,8 @@ from litestar.params import JSONBody
 from api.state import Services
 from api.types import Injected, OrderId, Reason, WarehouseId
 from engine.fulfillment import fulfill
+from engine.ids import is_basket_id
+from engine.orders import OrderStatus
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +24,17 @@ class FulfillOrder(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     warehouse_id: WarehouseId
 
 
-class OrderFulfilled(msgspec.Struct, rename="camel"):
+class OrderFulfilled(msgspec.Struct, rename="camel", omit_defaults=True):
     """The brief's shape first (`status`, `message`: the call succeeded), then the order: its
-    ID, where it shipped from and the status it reached."""
+    ID, where it shipped from and the status it reached. A basket's order is shipped only once
+    every shipment is: `shipmentStatus` says this shipment's."""
 
     status: Literal["success"]
     message: Literal["Order fulfilled successfully"]
     order_id: str
     warehouse_id: str
-    order_status: Literal["shipped"]
+    order_status: OrderStatus
+    shipment_status: OrderStatus | None = None
 
 
 class ReportUnfulfillable(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -56,6 +60,20 @@ class FulfillmentController(Controller):
     ) -> OrderFulfilled:
         """Walk the order confirmed -> picking -> packed -> shipped, each step recorded; the
         shipping notice follows from the `shipped` event (writers/notifier.py)."""
+        if is_basket_id(data.order_id):
+            basket = await services.live_baskets.fulfill(data.order_id, data.warehouse_id)
+            log.info(
+                "basket shipment shipped",
+                extra={"order_id": basket.order_id, "warehouse_id": data.warehouse_id},
+            )
+            return OrderFulfilled(
+                "success",
+                "Order fulfilled successfully",
+                basket.order_id,
+                data.warehouse_id,
+                cast(OrderStatus, basket.status),
+                "shipped",
+            )
         order = await fulfill(services.live_orders, data.order_id, data.warehouse_id)
         log.info(
             "order shipped",

@@ -12,12 +12,12 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody, SkipValidationMarker
+from litestar.params import HeaderParameter, JSONBody, QueryParameter, SkipValidationMarker
 
 from api.auth import Caller, caller_may_touch, caller_of, require_owner
 from api.metrics import Metrics
 from api.state import Services
-from api.types import AnyIdPath, Injected, Location, OrderId, ProductId
+from api.types import ID_PATTERN, AnyIdPath, Injected, Location, OrderId, ProductId
 from engine.allocation import AllocationRule
 from engine.baskets import MAX_BASKET_LINES, Basket, BasketLine, BasketPlacer, BasketRequest
 from engine.errors import HoldUnavailable, OrderNotFound
@@ -149,6 +149,20 @@ IdempotencyKey = Annotated[
         min_length=1,
         max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
         description="Retries with the same key get the same answer and create one order.",
+    ),
+]
+
+
+ShipmentWarehouse = Annotated[
+    str | None,
+    QueryParameter(
+        name="warehouseId",
+        required=False,
+        min_length=1,
+        max_length=64,
+        pattern=ID_PATTERN,
+        description="A basket's shipment: the warehouse it ships from (default: every shipment "
+        "shipped). For a one-product order, its warehouse (default: any).",
     ),
 ]
 
@@ -317,7 +331,7 @@ class OrderController(Controller):
         require_owner(request, order_id)
         # Redis while the order is hot, PostgreSQL after (engine.live_orders, engine.baskets).
         found = await (
-            services.baskets.get(order_id)
+            services.live_baskets.get(order_id)
             if is_basket_id(order_id)
             else services.live_orders.get(order_id)
         )
@@ -331,16 +345,39 @@ class OrderController(Controller):
     @post("/{order_id:str}/cancel", status_code=200)
     async def cancel(
         self, services: Injected[Services], request: Request[Any, Any, Any], order_id: AnyIdPath
-    ) -> OrderView:
+    ) -> OrderView | BasketView:
+        """Cancel an order none of whose units left; every line's units go back to stock."""
         require_owner(request, order_id)
+        if is_basket_id(order_id):
+            basket = await services.live_baskets.cancel(order_id)
+            log.info("basket cancelled", extra={"order_id": order_id, "status": basket.status})
+            return BasketView.of(basket)
         order = await services.live_orders.cancel(order_id)
         log.info("order cancelled", extra={"order_id": order_id, "status": order.status})
         return OrderView.of(order)
 
     @post("/{order_id:str}/delivered", status_code=200)
-    async def delivered(self, services: Injected[Services], order_id: AnyIdPath) -> OrderView:
-        """The carrier's callback: a shipped order was handed to the customer."""
-        order = await services.live_orders.transition(order_id, "delivered")
+    async def delivered(
+        self,
+        services: Injected[Services],
+        order_id: AnyIdPath,
+        warehouse_id: ShipmentWarehouse = None,
+    ) -> OrderView | BasketView:
+        """The carrier's callback: a shipped order was handed to the customer. For a basket,
+        the shipment from `warehouseId`, or every shipped shipment when none is named; the
+        basket is delivered when every shipment is."""
+        if is_basket_id(order_id):
+            basket = await services.live_baskets.step(
+                order_id, "delivered", warehouse_id=warehouse_id or ""
+            )
+            log.info(
+                "basket delivered",
+                extra={"order_id": order_id, "status": basket.status, "warehouse_id": warehouse_id},
+            )
+            return BasketView.of(basket)
+        order = await services.live_orders.transition(
+            order_id, "delivered", warehouse_id=warehouse_id or ""
+        )
         log.info("order delivered", extra={"order_id": order_id, "status": order.status})
         return OrderView.of(order)
 

@@ -22,6 +22,7 @@ from api.stock_feed import StockFeed
 from engine import scripts
 from engine.baskets import BasketPlacer
 from engine.inventory import Inventory
+from engine.live_baskets import LiveBaskets
 from engine.live_orders import LiveOrders
 from engine.reservations import ReservationEngine
 from engine.stock_changes import LowStockThresholds, parse_overrides
@@ -47,6 +48,7 @@ class Services:
     postgres: asyncpg.Pool
     engine: ReservationEngine
     baskets: BasketPlacer
+    live_baskets: LiveBaskets
     warehouses: WarehouseRepository
     inventory: Inventory
     live_orders: LiveOrders
@@ -72,6 +74,7 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
         runner = scripts.script_runner(redis, settings)
         archive = OrderArchive(postgres)
         live_orders = LiveOrders(runner, archive)
+        live_baskets = LiveBaskets(runner, archive)
         services = Services(
             settings=settings,
             redis=redis,
@@ -86,8 +89,12 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
                 idempotency_ttl_s=settings.idempotency_ttl_s,
             ),
             baskets=BasketPlacer(
-                runner, warehouses, archive, idempotency_ttl_s=settings.idempotency_ttl_s
+                runner,
+                warehouses,
+                live_baskets.get,
+                idempotency_ttl_s=settings.idempotency_ttl_s,
             ),
+            live_baskets=live_baskets,
             warehouses=warehouses,
             inventory=Inventory(runner),
             live_orders=live_orders,

@@ -24,10 +24,10 @@ hold is gone.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Final, NoReturn, Protocol
+from typing import Final, NoReturn
 
 from engine import commands, keys, scripts
 from engine.allocation import Allocation, AllocationRule, Shortfall, allocate
@@ -41,10 +41,10 @@ from engine.errors import (
     StoreUnavailable,
     UnknownProduct,
 )
-from engine.ids import new_id, partition_of_id
+from engine.ids import new_id
 from engine.inventory import levels_in
 from engine.orders import IDEMPOTENCY_TTL_S
-from engine.records import BasketRecord, ShipmentRecord, decode_basket_record
+from engine.records import BasketRecord, ShipmentRecord
 from engine.warehouses import WarehouseDirectory, Warehouses
 from geo.rings import Point
 
@@ -128,10 +128,7 @@ def basket_of(order_id: str, record: BasketRecord) -> Basket:
     )
 
 
-class BasketArchive(Protocol):
-    """Where a basket lives once it left Redis (PostgreSQL, `stores.order_archive`)."""
-
-    async def basket_record(self, order_id: str) -> BasketRecord | None: ...
+FindBasket = Callable[[str], Awaitable[Basket | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,30 +142,17 @@ class BasketPlacer:
         self,
         runner: scripts.ScriptRunner,
         warehouses: Warehouses,
-        archive: BasketArchive | None = None,
+        find: FindBasket,
         *,
         idempotency_ttl_s: int = IDEMPOTENCY_TTL_S,
         hold_ttl_s: int = BASKET_HOLD_TTL_S,
     ) -> None:
-        """`archive=None`: baskets are looked for in Redis only (tools and tests without
-        PostgreSQL)."""
+        """`find`: where a retry finds the basket placed before (engine.live_baskets)."""
         self._runner = runner
         self._warehouses = warehouses
-        self._archive = archive
+        self._find = find
         self._idempotency_ttl_s = idempotency_ttl_s
         self._hold_ttl_s = hold_ttl_s
-
-    async def get(self, order_id: str) -> Basket | None:
-        partition = partition_of_id(order_id)
-        if partition is None:
-            return None
-        raw = await self._runner.redis.get(keys.basket(partition, order_id))
-        if raw is not None:
-            return basket_of(order_id, decode_basket_record(raw))
-        if self._archive is None:
-            return None
-        record = await self._archive.basket_record(order_id)
-        return None if record is None else basket_of(order_id, record)
 
     async def place(self, request: BasketRequest) -> BasketConfirmation:
         placed_before = await self._placed_under_key(request)
@@ -205,7 +189,7 @@ class BasketPlacer:
         return await self._replay(order_id)
 
     async def _replay(self, order_id: str) -> BasketConfirmation:
-        basket = await self.get(order_id)
+        basket = await self._find(order_id)
         if basket is None:  # its record is written with its key, atomically: never seen
             raise OutcomeUnknown("the basket under this idempotency key was not found", order_id)
         return BasketConfirmation(basket, replayed=True)

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 
-from engine import keys, scripts
+from engine import keys, lifecycle, scripts
 from engine.delivery import estimated_delivery
 from engine.errors import (
     DomainError,
@@ -33,7 +33,7 @@ from engine.errors import (
     UnknownProduct,
     WrongWarehouse,
 )
-from engine.ids import partition_of_id
+from engine.ids import is_basket_id, partition_of_id
 from engine.orders import IDEMPOTENCY_TTL_S, Confirmation, OrderRequest, OrderStatus
 from engine.records import (
     BasketRecord,
@@ -53,7 +53,7 @@ class ArchivedCopy:
     when it was read: a command on the order carries it, and the script uses it when the order
     is no longer in Redis (lua/includes/order_record.lua, read_or_restore)."""
 
-    record: OrderRecord
+    record: OrderRecord | BasketRecord
     read_ms: int
 
 
@@ -62,7 +62,12 @@ class StaleCopy(Exception):
 
 
 def _copy_args(copy: ArchivedCopy | None) -> list[scripts.Arg]:
-    return ["", 0] if copy is None else [encode_record(copy.record), copy.read_ms]
+    if copy is None:
+        return ["", 0]
+    record = copy.record
+    if isinstance(record, BasketRecord):
+        return [encode_basket_record(record), copy.read_ms]
+    return [encode_record(record), copy.read_ms]
 
 
 class UnexpectedReply(Exception):
@@ -397,9 +402,9 @@ def resolve_basket(order_id: str, decision_ttl_s: int) -> scripts.Command[Basket
 
     def decode(reply: Any) -> BasketDecision:
         match reply:
-            case "committed" | b"committed":
+            case "committed":
                 return "committed"
-            case "aborted" | b"aborted":
+            case "aborted":
                 return "aborted"
         raise UnexpectedReply("resolve_basket", reply)
 
@@ -435,6 +440,117 @@ def settle_basket_hold(
             keys.stock(partition, product_id),
         ],
         [hold_id, settlement, basket_id],
+        decode,
+    )
+
+
+def basket_step(
+    operation_id: str,
+    order_id: str,
+    target: OrderStatus,
+    allowed_from: Sequence[OrderStatus],
+    now_ms: int,
+    *,
+    warehouse_id: str = "",
+    reason: str = "",
+    copy: ArchivedCopy | None = None,
+) -> scripts.Command[BasketRecord]:
+    """Move the shipment at `warehouse_id` (every shipment that may move, when '') to `target`
+    if its status is one of `allowed_from`; the result is the basket's record after it."""
+    partition = _order_partition(order_id)
+
+    def decode(reply: Any) -> BasketRecord:
+        match reply:
+            case ["ok", record]:
+                return decode_basket_record(record)
+            case ["bad_state", status]:
+                raise InvalidTransition(order_id, str(status), target)
+            case ["wrong_warehouse", _named]:
+                raise WrongWarehouse(order_id, warehouse_id)
+            case ["not_found"]:
+                raise OrderNotFound(order_id)
+            case ["stale_copy"]:
+                raise StaleCopy(order_id)
+        raise UnexpectedReply("basket_step", reply)
+
+    return scripts.Command(
+        scripts.BASKET_STEP,
+        [
+            keys.stream(partition),
+            keys.basket(partition, order_id),
+            keys.operation(partition, operation_id),
+        ],
+        [
+            order_id,
+            target,
+            now_ms,
+            reason,
+            warehouse_id,
+            OPERATION_TTL_S,
+            *_copy_args(copy),
+            msgspec.json.encode(lifecycle.PROGRESS),
+            *allowed_from,
+        ],
+        decode,
+    )
+
+
+def cancel_basket(
+    operation_id: str, order_id: str, now_ms: int, copy: ArchivedCopy | None = None
+) -> scripts.Command[BasketRecord]:
+    """Cancel a basket none of whose shipments started, its parts written down to go back
+    (return_basket_units); the result is its record."""
+    partition = _order_partition(order_id)
+
+    def decode(reply: Any) -> BasketRecord:
+        match reply:
+            case ["ok", record]:
+                return decode_basket_record(record)
+            case ["bad_state", status]:
+                raise InvalidTransition(order_id, str(status), "cancelled")
+            case ["not_found"]:
+                raise OrderNotFound(order_id)
+            case ["stale_copy"]:
+                raise StaleCopy(order_id)
+        raise UnexpectedReply("cancel_basket", reply)
+
+    return scripts.Command(
+        scripts.CANCEL_BASKET,
+        [
+            keys.stream(partition),
+            keys.basket(partition, order_id),
+            keys.operation(partition, operation_id),
+            keys.basket_returns_pending(partition),
+            keys.basket_returns(partition, order_id),
+        ],
+        [order_id, now_ms, OPERATION_TTL_S, *_copy_args(copy)],
+        decode,
+    )
+
+
+def return_basket_units(
+    order_id: str, warehouse_id: str, product_id: str, quantity: int, mark_ttl_s: int
+) -> scripts.Command[int | None]:
+    """Give one part of a cancelled basket back, once; the result is the warehouse's new level,
+    or None when the part was given back before."""
+    partition = keys.partition_of_product(product_id)
+
+    def decode(reply: Any) -> int | None:
+        match reply:
+            case ["returned", available]:
+                return int(available)
+            case ["done"]:
+                return None
+        raise UnexpectedReply("return_basket_units", reply)
+
+    return scripts.Command(
+        scripts.RETURN_BASKET_UNITS,
+        [
+            keys.stream(partition),
+            keys.stock(partition, product_id),
+            keys.basket_part_returned(partition, order_id, warehouse_id, product_id),
+        ],
+        [product_id, warehouse_id, quantity, mark_ttl_s],
         decode,
     )
 
@@ -598,8 +714,9 @@ def expire_persisted(
     partition: int, persisted: Sequence[tuple[str, int]], window_ms: int, linger_ms: int
 ) -> scripts.Command[int]:
     """The orders writer persisted these (order ID, seq) of one partition: each record leaves
-    Redis after the hot window (`linger_ms` in a final state) if it is still at that seq. The
-    result is how many got their expiry."""
+    Redis after the hot window (`linger_ms` in a final state) if it is still at that seq. A
+    basket's record has its own key, read by the same rule (its status and seq sit where an
+    order's do). The result is how many got their expiry."""
 
     def decode(reply: Any) -> int:
         if not isinstance(reply, int):
@@ -608,7 +725,12 @@ def expire_persisted(
 
     return scripts.Command(
         scripts.EXPIRE_PERSISTED,
-        [keys.order(partition, order_id) for order_id, _ in persisted],
+        [
+            keys.basket(partition, order_id)
+            if is_basket_id(order_id)
+            else keys.order(partition, order_id)
+            for order_id, _ in persisted
+        ],
         [window_ms, linger_ms, *(seq for _, seq in persisted)],
         decode,
     )

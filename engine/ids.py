@@ -3,9 +3,9 @@
 Layout: 48 bits Unix ms | version 8 | 12 bits kind and partition | variant | 62 random bits. Time
 order keeps PostgreSQL's primary-key index append-mostly; the partition lets any worker find the
 order's keys in Redis from the ID alone, and the kind bit tells a basket (several lines,
-`engine.baskets`) from a one-product order without a lookup. An order placed by an authenticated storefront carries the client's
-16-bit owner tag in the top of the random bits (46 stay random), so who placed it is read from the
-ID too: no per-order write records ownership.
+`engine.baskets`) from a one-product order without a lookup. An order placed by an authenticated
+storefront carries the client's 16-bit owner tag in the top of the random bits (46 stay random),
+so who placed it is read from the ID too: no per-order write records ownership.
 
 An ID has one spelling, the one `new_id` mints (lower-case hex, hyphenated). Any other spelling of
 the same UUID (upper case, no hyphens, braces, `urn:uuid:`) is not one of our IDs: Redis keys

@@ -62,6 +62,21 @@ def basket_decision(partition: int, order_id: str) -> str:
     return f"basketdecision:{TAGS[partition]}:{order_id}"
 
 
+def basket_returns_pending(partition: int) -> str:
+    """Cancelled baskets of the partition whose units may not all be back yet (score: when)."""
+    return f"basketreturns:{TAGS[partition]}"
+
+
+def basket_returns(partition: int, order_id: str) -> str:
+    """A cancelled basket's parts to give back: [[warehouseId, productId, quantity]...]."""
+    return f"basketreturn:{TAGS[partition]}:{order_id}"
+
+
+def basket_part_returned(partition: int, order_id: str, warehouse_id: str, product_id: str) -> str:
+    """Marks one part of a cancelled basket as given back, in its product's partition."""
+    return f"basketreturned:{TAGS[partition]}:{order_id}:{warehouse_id}:{product_id}"
+
+
 def basket_idempotency(partition: int, idempotency_key: str) -> str:
     return f"idem:{TAGS[partition]}:basket:{idempotency_key}"
 

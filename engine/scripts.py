@@ -84,6 +84,9 @@ RELEASE_HOLD: Final = LuaScript.load("release_hold")
 COMMIT_BASKET: Final = LuaScript.load("commit_basket")
 RESOLVE_BASKET: Final = LuaScript.load("resolve_basket")
 SETTLE_BASKET_HOLD: Final = LuaScript.load("settle_basket_hold")
+BASKET_STEP: Final = LuaScript.load("basket_step")
+CANCEL_BASKET: Final = LuaScript.load("cancel_basket")
+RETURN_BASKET_UNITS: Final = LuaScript.load("return_basket_units")
 ALL_SCRIPTS: Final = (
     RESERVE,
     PLACE_FROM_HOLD,
@@ -98,6 +101,9 @@ ALL_SCRIPTS: Final = (
     COMMIT_BASKET,
     RESOLVE_BASKET,
     SETTLE_BASKET_HOLD,
+    BASKET_STEP,
+    CANCEL_BASKET,
+    RETURN_BASKET_UNITS,
 )
 
 

@@ -15,6 +15,7 @@ import random
 from engine import scripts
 from engine.baskets import BasketLine, BasketPlacer, BasketRequest
 from engine.errors import BasketOutOfStock
+from engine.live_baskets import LiveBaskets
 from engine.warehouses import FixedWarehouses, WarehouseDirectory
 from stores.redis import connect_redis
 from stores.settings import load_settings
@@ -27,9 +28,11 @@ async def main() -> None:
     settings = load_settings()
     redis = connect_redis(settings)
     await scripts.load_all(redis)
+    runner = scripts.script_runner(redis, settings)
     placer = BasketPlacer(
-        scripts.script_runner(redis, settings),
+        runner,
         FixedWarehouses(WarehouseDirectory(WAREHOUSES)),
+        LiveBaskets(runner, None).get,
         hold_ttl_s=int(os.environ["BASKET_HOLD_TTL_S"]),
     )
     print("placing", flush=True)

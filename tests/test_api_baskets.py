@@ -130,3 +130,49 @@ async def test_a_one_product_order_keeps_its_exact_answer(client: Client) -> Non
     response = await client.post("/orders", json=body)
     assert response.status_code == 201
     assert list(response.json()) == ["orderId", "status", "estimatedDelivery"]
+
+
+async def test_a_basket_is_fulfilled_shipment_by_shipment_over_http(client: Client) -> None:
+    placed = await client.post("/orders", json=basket(("sku-1", 1), ("sku-2", 1)))
+    order_id = placed.json()["orderId"]
+    fulfilled = await client.post(
+        "/warehouse/fulfill", json={"orderId": order_id, "warehouseId": "lyon"}
+    )
+    assert fulfilled.status_code == 200, fulfilled.text
+    assert fulfilled.json() == {
+        "status": "success",
+        "message": "Order fulfilled successfully",
+        "orderId": order_id,
+        "warehouseId": "lyon",
+        "orderStatus": "confirmed",
+        "shipmentStatus": "shipped",
+    }
+    refused = await client.post(f"/orders/{order_id}/cancel")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "invalid_transition"
+    wrong = await client.post(
+        "/warehouse/fulfill", json={"orderId": order_id, "warehouseId": "madrid"}
+    )
+    assert wrong.status_code == 409 and wrong.json()["error"]["code"] == "wrong_warehouse"
+    fulfilled = await client.post(
+        "/warehouse/fulfill", json={"orderId": order_id, "warehouseId": "paris"}
+    )
+    assert fulfilled.json()["orderStatus"] == "shipped"
+    one = await client.post(f"/orders/{order_id}/delivered", params={"warehouseId": "paris"})
+    assert one.status_code == 200 and one.json()["status"] == "shipped"
+    every = await client.post(f"/orders/{order_id}/delivered")
+    assert every.json()["status"] == "delivered"
+    assert [s["status"] for s in every.json()["shipments"]] == ["delivered", "delivered"]
+
+
+async def test_a_cancelled_basket_gives_every_line_back(client: Client) -> None:
+    before = await levels(client)
+    placed = await client.post("/orders", json=basket(("sku-1", 2), ("sku-2", 3)))
+    order_id = placed.json()["orderId"]
+    assert await levels(client) != before
+    cancelled = await client.post(f"/orders/{order_id}/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    assert await levels(client) == before
+    read = await client.get(f"/orders/{order_id}")
+    assert read.json()["status"] == "cancelled"

@@ -32,6 +32,7 @@ from engine.events import BasketConfirmed, decode_event
 from engine.hold_sweep import release_expired_holds
 from engine.ids import is_basket_id, new_id
 from engine.inventory import Inventory
+from engine.live_baskets import LiveBaskets
 from engine.records import decode_basket_record
 from engine.warehouses import FixedWarehouses, Warehouse, WarehouseDirectory
 from geo.rings import Point
@@ -53,7 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def placer_for(redis: RedisClient, hold_ttl_s: int = 30) -> BasketPlacer:
     directory = FixedWarehouses(WarehouseDirectory(WAREHOUSES))
-    return BasketPlacer(runner_for(redis), directory, hold_ttl_s=hold_ttl_s)
+    runner = runner_for(redis)
+    return BasketPlacer(runner, directory, LiveBaskets(runner, None).get, hold_ttl_s=hold_ttl_s)
 
 
 def basket(*lines: tuple[str, int], key: str | None = None) -> BasketRequest:

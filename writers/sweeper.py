@@ -1,6 +1,7 @@
-"""Sweeps the writers process runs on a clock: expired holds go back to stock (every second), and
-orders resting in one status past its deadline (`engine.lifecycle.STUCK_AFTER_S`) are flagged
-`failed`, with the reason, for a person to re-drive.
+"""Sweeps the writers process runs on a clock: expired holds go back to stock, and so do the units
+of cancelled baskets whose worker did not give them all back (every second); orders resting in
+one status past its deadline (`engine.lifecycle.STUCK_AFTER_S`) are flagged `failed`, with the
+reason, for a person to re-drive.
 
 Stuck orders are found in PostgreSQL (indexed by status and updated_at) but flagged through
 `lua/transition.lua`, which moves an order only if Redis still holds the very record PostgreSQL
@@ -21,6 +22,7 @@ import asyncpg
 from engine import lifecycle
 from engine.errors import InvalidTransition, OrderMovedOn, OrderNotFound
 from engine.hold_sweep import release_expired_holds
+from engine.live_baskets import return_units_of_cancelled_baskets
 from engine.live_orders import LiveOrders
 from engine.orders import OrderStatus
 from engine.scripts import ScriptRunner
@@ -110,7 +112,13 @@ async def run_sweeps(
             "expired holds released",
             lambda: release_expired_holds(runner),
             stop,
-        )
+        ),
+        every(
+            HOLD_RELEASE_INTERVAL_S,
+            "cancelled baskets' units given back",
+            lambda: return_units_of_cancelled_baskets(runner),
+            stop,
+        ),
     ]
     if pool is not None:
         orders, deadlines = LiveOrders(runner, OrderArchive(pool)), stuck_deadlines(stuck_after_s)

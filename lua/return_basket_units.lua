@@ -1,0 +1,31 @@
+#!lua flags=allow-oom
+-- Give one part of a cancelled basket back to stock (lua/cancel_basket.lua wrote the parts
+-- down): add its units at its warehouse, bump the product's stock version, append a
+-- `stock.changed` event, and mark the part returned, so the worker and the sweep can both send it
+-- and it counts once. The mark outlives any sweep that could still send it. It runs at maxmemory
+-- too (allow-oom): units must not stay lost because Redis is full.
+--
+-- KEYS[1] the partition's event stream, KEYS[2] the product's stock hash, KEYS[3] the part's
+-- returned mark
+-- ARGV: productId, warehouseId, quantity, mark TTL s
+-- Returns {'returned', available} | {'done'}
+
+--- @include "includes/stock"
+
+local stream, stock_key, mark_key = KEYS[1], KEYS[2], KEYS[3]
+local product_id, wid = ARGV[1], ARGV[2]
+local units, mark_ttl_s = whole_number(ARGV[3]), whole_number(ARGV[4])
+if not units or units < 1 or not mark_ttl_s or mark_ttl_s < 1 then
+  return bad_argument('quantity or ttl')
+end
+if redis.call('EXISTS', mark_key) == 1 then return {'done'} end
+if not whole_number(redis.call('HGET', stock_key, wid) or '0') then
+  return bad_argument('stock level of ' .. wid)
+end
+
+local available = redis.call('HINCRBY', stock_key, wid, units)
+bump_stock_version(stock_key)
+redis.call('XADD', stream, '*', 'type', 'stock.changed', 'product', product_id, 'warehouse', wid,
+  'available', available, 'reason', 'basket cancelled')
+redis.call('SET', mark_key, '1', 'EX', mark_ttl_s)
+return {'returned', available}
