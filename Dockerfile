@@ -1,4 +1,4 @@
-# Image for the API and the writers (docker-compose.yml runs both from it).
+# Image for the API, the writers and the notice worker (docker-compose.yml runs each from it).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

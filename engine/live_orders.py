@@ -13,8 +13,8 @@ twice without applying it twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Final, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Final, Protocol, TypeVar
 
 from engine import commands, lifecycle, scripts
 from engine.commands import ArchivedCopy, StaleCopy
@@ -29,6 +29,23 @@ from engine.records import OrderRecord, decode_record
 LOCATE_ATTEMPTS: Final = 3
 
 BuildChange = Callable[[OrderRecord, ArchivedCopy | None], scripts.Command[OrderRecord]]
+R = TypeVar("R")
+
+
+class RecordReads(Protocol):
+    """The one plain read beside the scripts: an order's record by its key."""
+
+    def get(self, name: str, /) -> Awaitable[bytes | str | None]: ...
+
+
+class CommandRunner(Protocol):
+    """What LiveOrders needs of the command layer (`scripts.ScriptRunner`; the unit tier's fake):
+    run a command, and read a record."""
+
+    @property
+    def redis(self) -> RecordReads: ...
+
+    async def run(self, command: scripts.Command[R]) -> R: ...
 
 
 class OrderArchive(Protocol):
@@ -38,7 +55,7 @@ class OrderArchive(Protocol):
 
 
 class LiveOrders:
-    def __init__(self, runner: scripts.ScriptRunner, archive: OrderArchive | None) -> None:
+    def __init__(self, runner: CommandRunner, archive: OrderArchive | None) -> None:
         """`archive=None`: orders are looked for in Redis only (tools and tests without
         PostgreSQL); an order that left Redis is then not found."""
         self._runner = runner

@@ -119,7 +119,7 @@ fi
 export API_URL="http://127.0.0.1:$API_PORT"
 start writers "$ROOT/.venv/bin/python" -m writers
 # The rq worker that sends notices (SMTP_HOST/SMTP_PORT, SMS_URL: see README, Notifications).
-start notices "$ROOT/.venv/bin/python" -m writers notices worker
+start notices "$ROOT/.venv/bin/python" -m notify worker
 
 log "waiting for http://127.0.0.1:$API_PORT/healthz"
 deadline=$((SECONDS + 60))

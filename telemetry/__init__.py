@@ -1,5 +1,7 @@
-"""Process-wide telemetry setup shared by the API and the writers (`telemetry.logs`).
+"""Process-wide setup shared by the API, the writers and the notice worker: the log format
+(`telemetry.logs`), and a command's output into a pipe whose reader may leave first
+(`telemetry.pipes`).
 
-A leaf package of its own: both adapters import it and it imports neither, nor any store, so
-neither adapter depends on the other for a log format.
+A leaf package of its own: the adapters import it and it imports none of them, nor any store, so
+no adapter depends on another for a log format or a command's exit.
 """

@@ -1,12 +1,20 @@
-"""The metric names a PromQL expression selects, without a PromQL parser: what is left once
-strings, label matchers, ranges, label lists, numbers and function calls are taken out. Enough
-for the expressions of ops/alerts.yml and the Grafana dashboard; `promtool check rules` (see
-tests/test_alerts.py) is what says that they parse."""
+"""The expressions of ops/alerts.yml and the Grafana dashboard, and the metric names a PromQL
+expression selects, without a PromQL parser: what is left once strings, label matchers, ranges,
+label lists, numbers and function calls are taken out. Enough for those expressions; `promtool
+check rules` (see tests/unit/test_alerts.py) is what says that they parse."""
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+ALERTS: Final = ROOT / "ops" / "alerts.yml"
+DASHBOARD: Final = ROOT / "ops" / "grafana" / "dashboards" / "fulfillment.json"
 
 # Binary operators and modifiers spelled as words, and the literals Inf and NaN.
 KEYWORDS: Final = frozenset(
@@ -47,3 +55,32 @@ def metric_names(expr: str) -> set[str]:
             continue
         names.add(name)
     return names
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def dashboard_expressions() -> list[tuple[str, str]]:
+    """(panel title, expression) of every query of the dashboard, rows' nested panels included."""
+    found: list[tuple[str, str]] = []
+
+    def walk(panels: list[dict[str, Any]]) -> None:
+        for panel in panels:
+            found.extend((panel["title"], t["expr"]) for t in panel.get("targets", []))
+            walk(panel.get("panels", []))
+
+    walk(json.loads(DASHBOARD.read_text())["panels"])
+    return found
+
+
+def queried_metric_names() -> dict[str, set[str]]:
+    """Every metric name the alerts and the dashboard query -> where (alert or panel title)."""
+    where: dict[str, set[str]] = {}
+    queries = [(f"alert {r['alert']}", str(r["expr"])) for r in alert_rules()]
+    queries += [(f"panel {title!r}", expr) for title, expr in dashboard_expressions()]
+    for place, expr in queries:
+        for name in metric_names(expr):
+            where.setdefault(name, set()).add(place)
+    return where

@@ -49,13 +49,13 @@ def queue(settings: Settings, redis: RedisClient) -> Iterator[sync_redis.Redis]:
 
 @pytest.fixture
 def notice_workers(settings: Settings) -> Iterator[WorkerStarter]:
-    """Starts `python -m writers notices worker` processes (with rq's scheduler, as ops/run.sh
+    """Starts `python -m notify worker` processes (with rq's scheduler, as ops/run.sh
     runs it) on the test stores; each is stopped at the end."""
     started: list[subprocess.Popen[bytes]] = []
 
     def start(env: dict[str, str]) -> subprocess.Popen[bytes]:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "writers", "notices", "worker"],
+            [sys.executable, "-m", "notify", "worker"],
             cwd=ROOT,
             env={**store_env(settings), **env},
             stdout=subprocess.DEVNULL,

@@ -1,6 +1,6 @@
-"""API keys: 401 without a known key, 403 outside the key's scopes, a storefront sees only its own
-orders, the per-key rate limit answers 429 with Retry-After and recovers; all in the one error
-shape; and the owner tag in order IDs."""
+"""API keys on the real stores: 401 without a known key, 403 outside the key's scopes, a storefront
+sees only its own orders, the per-key rate limit answers 429 with Retry-After and recovers; all in
+the one error shape. (Loading keys and the routes' declared scopes: tests/unit/test_api_keys.py.)"""
 
 from __future__ import annotations
 
@@ -12,15 +12,13 @@ from typing import Any
 import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
-from msgspec.structs import replace
 
 from api.app import create_app
-from api.auth import OPEN_HANDLERS, ROUTE_SCOPES, ApiKeys, load_api_keys, owner_tag
-from engine.ids import new_id, owner_tag_of_id, partition_of_id
+from api.auth import ApiKeys, owner_tag
+from engine.ids import owner_tag_of_id
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
-from tests.conftest import TEST_SETTINGS
 
 Client = AsyncTestClient[Any]
 PARIS = {"lat": 48.8566, "lon": 2.3522}
@@ -137,33 +135,3 @@ async def test_rate_limit_answers_429_with_retry_after_then_recovers(client: Cli
     # Waiting as told lets the key through again (5 tokens/s: one is back within 0.2 s).
     await asyncio.sleep(0.25)
     assert (await client.get(inventory, headers=SLOW)).status_code == 200
-
-
-def test_every_route_has_its_scopes_declared(settings: Settings) -> None:
-    app = create_app(settings, api_keys=ApiKeys.parse(json.dumps(KEYS)))
-    names = {
-        handler.fn.__qualname__
-        for route in app.routes
-        for handler in getattr(route, "route_handlers", [])
-        if not route.path.startswith("/schema") and "OPTIONS" not in handler.http_methods
-    }
-    assert names - OPEN_HANDLERS - set(ROUTE_SCOPES) == set()
-
-
-def test_keys_load_from_a_file_or_inline(tmp_path: Any) -> None:
-    path = tmp_path / "keys.json"
-    path.write_text(json.dumps(KEYS))
-    from_file = load_api_keys(replace(TEST_SETTINGS, api_keys_file=str(path)))
-    inline = load_api_keys(replace(TEST_SETTINGS, api_keys_json=json.dumps(KEYS)))
-    assert from_file is not None and inline is not None
-    assert from_file.authenticate("key-ops").client == "ops"
-    assert inline.authenticate("key-shop-a").scopes == frozenset({"orders"})
-    assert load_api_keys(TEST_SETTINGS) is None
-    with pytest.raises(Exception):  # noqa: B017 - msgspec's error: an unknown scope
-        ApiKeys.parse(json.dumps({"k": {"client": "c", "scopes": ["admin"]}}))
-
-
-def test_an_owner_tag_leaves_the_id_valid() -> None:
-    order_id = new_id(3, owner_tag=0xBEEF)
-    assert partition_of_id(order_id) == 3 and owner_tag_of_id(order_id) == 0xBEEF
-    assert owner_tag_of_id("not-an-id") is None

@@ -1,4 +1,5 @@
-"""Circuit breakers: the state machine on a fake clock, and the shared one on a real Redis."""
+"""The shared circuit breaker on a real Redis (the state machine on a fake clock:
+tests/unit/test_breaker.py)."""
 
 from __future__ import annotations
 
@@ -6,39 +7,9 @@ import time
 
 import pytest
 
-from stores.breaker import Breaker, CircuitOpen, SharedBreaker
+from stores.breaker import CircuitOpen, SharedBreaker
 from stores.redis import RedisClient, connect_sync_redis
 from stores.settings import Settings
-
-
-def test_breaker_opens_after_failures_and_half_opens_after_the_cooldown() -> None:
-    now = [0.0]
-    breaker = Breaker("t", failures_to_open=2, cooldown_s=10.0, clock=lambda: now[0])
-
-    def fail() -> None:
-        with pytest.raises(OSError), breaker.guard((OSError,)):
-            raise OSError("down")
-
-    def state() -> str:  # a call, so mypy does not narrow the property between asserts
-        return breaker.state
-
-    fail()
-    assert state() == "closed"
-    fail()
-    assert state() == "open"
-    with pytest.raises(CircuitOpen):
-        breaker.check()
-    now[0] = 10.0
-    assert state() == "half-open"
-    breaker.check()  # the one trial
-    with pytest.raises(CircuitOpen):  # others wait for it
-        breaker.check()
-    breaker.failed()  # the trial failed: open for another cool-down
-    assert state() == "open"
-    now[0] = 20.0
-    with breaker.guard((OSError,)):
-        pass
-    assert state() == "closed"
 
 
 async def test_shared_breaker_opens_for_every_process_and_closes_on_success(

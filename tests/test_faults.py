@@ -180,7 +180,7 @@ def notice_worker(settings: Settings, smtp_server: SmtpServer) -> Iterator[subpr
         "SMS_URL": "",
     }
     worker = subprocess.Popen(
-        [sys.executable, "-m", "writers", "notices", "worker"],
+        [sys.executable, "-m", "notify", "worker"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

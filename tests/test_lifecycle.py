@@ -1,5 +1,6 @@
-"""The order lifecycle: the transition table, `lua/transition.lua` in a real Redis, the walk of a
-fulfilment, and the orders writer persisting every step with its time."""
+"""The order lifecycle on the real stores: `lua/transition.lua` in a real Redis, the walk of a
+fulfilment, and the orders writer persisting every step with its time. (The transition table:
+tests/unit/test_lifecycle_rules.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from engine.errors import InvalidTransition, OrderNotFound, WrongWarehouse
 from engine.fulfillment import fulfill
 from engine.ids import new_id
 from engine.live_orders import LiveOrders
-from engine.orders import OrderStatus
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from tests.conftest import runner_for
@@ -24,32 +24,6 @@ from tests.test_writers import (
     stock_products,
 )
 from writers.orders import OrdersWriter
-
-ALL: tuple[OrderStatus, ...] = lifecycle.PROGRESS
-ALLOWED = {
-    ("confirmed", "picking"),
-    ("confirmed", "cancelled"),
-    ("confirmed", "failed"),
-    ("picking", "packed"),
-    ("picking", "failed"),
-    ("packed", "shipped"),
-    ("packed", "failed"),
-    ("shipped", "delivered"),
-    ("shipped", "failed"),
-}
-
-
-@pytest.mark.parametrize("current", ALL)
-@pytest.mark.parametrize("target", ALL)
-def test_only_the_listed_transitions_are_allowed(current: str, target: str) -> None:
-    assert lifecycle.can_move(current, target) == ((current, target) in ALLOWED)
-
-
-@pytest.mark.parametrize(("current", "target"), sorted(ALLOWED))
-def test_every_transition_moves_forward(current: str, target: str) -> None:
-    # What lets the orders writer apply late or replayed status events safely.
-    assert lifecycle.progress(current) < lifecycle.progress(target)
-
 
 P = keys.partition_of_product("sku")
 STREAM = keys.stream(P)

@@ -381,12 +381,6 @@ async def test_a_corrupt_level_counts_as_no_stock_and_is_never_changed(
         await runner.run(commands.set_stock("op-y", "sku", "w1", -1, "t"))
 
 
-async def test_every_loaded_script_is_whole() -> None:
-    for script in scripts.ALL_SCRIPTS:
-        assert script.source.startswith("#!lua"), script.name
-        assert "@include" not in script.source, script.name
-
-
 async def test_an_unexpected_reply_is_an_error_not_a_refusal(
     runner: scripts.ScriptRunner,
 ) -> None:

@@ -12,7 +12,7 @@ from engine import keys
 from stores.redis import RedisClient
 from stores.streams import ORDERS_GROUP, PARTITION_STREAMS, create_groups
 from tests.conftest import runner_for
-from tests.test_alerts import queried_metric_names
+from tests.promql import queried_metric_names
 from tests.test_api import Client, client, order_body
 from writers.consumer import GroupConsumer
 from writers.orders import OrdersWriter

@@ -21,7 +21,7 @@ import pytest
 from api import stock_feed
 from api.stock_feed import Dropped, StockFeed, StockUpdate, Subscription
 from engine.inventory import Inventory
-from engine.stock_changes import LowStockThresholds, StockChange, parse_overrides
+from engine.stock_changes import LowStockThresholds, StockChange
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
@@ -209,9 +209,3 @@ async def test_feed_fans_out_per_product_and_drops_a_slow_subscriber(
         assert feed.tailing is False  # nobody watches: nothing is read
     finally:
         await feed.stop()
-
-
-def test_threshold_overrides_parse() -> None:
-    assert parse_overrides(" sku-1=5, sku:2=50 ,") == {"sku-1": 5, "sku:2": 50}
-    with pytest.raises(ValueError):
-        parse_overrides("sku-1")

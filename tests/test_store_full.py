@@ -28,7 +28,6 @@ from api.app import create_app
 from api.orders import IDEMPOTENCY_KEY_MAX_LENGTH
 from engine import keys
 from engine.events import OrdersConfirmed, decode_event
-from engine.scripts import LUA_DIR
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
@@ -269,16 +268,6 @@ async def scrape(http: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
 
 
 # --- the tests ----------------------------------------------------------------------------------
-
-
-def test_every_script_declares_itself_so_redis_refuses_it_whole() -> None:
-    """`#!lua` (Redis 7 flags): a script that may write is refused at the limit before it runs.
-    Without it Redis refuses a script only at its first write that may grow memory, so one that
-    writes first with a DEL or a PEXPIRE runs on, past the limit."""
-    scripts = sorted(LUA_DIR.glob("*.lua"))
-    assert scripts
-    for path in scripts:
-        assert path.read_text().startswith("#!lua"), path.name
 
 
 async def test_orders_are_refused_whole_at_the_limit_and_taken_again_once_memory_frees(

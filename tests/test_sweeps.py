@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-import pytest
 
 from engine.live_orders import LiveOrders
 from stores.mongo import MongoDatabase
@@ -16,15 +15,7 @@ from tests.conftest import runner_for
 from tests.test_writers import consumers_for, drain, order_rows, place_orders, stock_products
 from writers.orders import OrdersWriter
 from writers.replay import replay
-from writers.sweeper import flag_stuck_orders, stuck_deadlines
-
-
-def test_deadlines_come_from_the_lifecycle_and_the_environment() -> None:
-    deadlines = stuck_deadlines("confirmed=0.5, shipped=2")
-    assert deadlines["confirmed"] == 0.5 and deadlines["shipped"] == 2
-    assert deadlines["picking"] == 24 * 3600
-    with pytest.raises(ValueError, match="delivered"):
-        stuck_deadlines("delivered=1")
+from writers.sweeper import flag_stuck_orders
 
 
 async def test_stuck_orders_are_flagged_failed_once_and_moving_ones_are_left(

@@ -24,8 +24,6 @@ import pytest
 
 from engine import keys
 from engine.events import (
-    MalformedEvent,
-    OrderCancelled,
     OrdersConfirmed,
     StockChanged,
     UnknownEvent,
@@ -35,7 +33,6 @@ from engine.events import (
 from engine.inventory import Inventory
 from engine.live_orders import LiveOrders
 from engine.orders import Confirmation, OrderRequest
-from engine.records import OrderRecord
 from engine.reservations import ReservationEngine
 from engine.warehouses import FixedWarehouses, Warehouse, WarehouseDirectory
 from geo.rings import Point
@@ -528,23 +525,6 @@ async def test_unknown_events_are_acked_and_malformed_ones_dead_lettered(
     assert [e.event for e in writer.persisted] == [UnknownEvent("order.shipped")]
     assert await pending_total(redis, writer.group) == 0
     assert await redis.xlen(keys.dead_letters(0)) == 1
-
-
-def test_events_decode_from_stream_strings() -> None:
-    fields = {
-        "type": "stock.changed",
-        "product": "p",
-        "warehouse": "1",
-        "available": "7",
-        "reason": "restock",
-    }
-    assert decode_event(fields) == StockChanged("p", "1", 7, "restock")
-    record = '["p","w1",2,"cancelled",3,1700000000000,"48.5","2.25",""]'
-    cancelled = {"type": "order.cancelled", "order": "o-1", "record": record, "at_ms": "5"}
-    assert decode_event({**cancelled, "available": "9"}) == OrderCancelled(
-        "o-1", OrderRecord("p", "w1", 2, "cancelled", 3, 1_700_000_000_000, 48.5, 2.25, ""), 5, 9
-    )
-    assert isinstance(decode_event({**cancelled, "record": "[1,"}), MalformedEvent)
 
 
 async def test_a_read_asks_for_as_many_entries_as_make_a_batch_of_orders(

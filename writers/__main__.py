@@ -2,13 +2,12 @@
 holds, stuck orders) in one process until SIGTERM/SIGINT (each writer finishes the batch in hand,
 then exits). `python -m writers status [--json] [--interval S]` prints, per group and partition,
 the backlog, pending entries, the oldest one's age, dead letters and read rate. `python -m
-writers notices worker|failed|replay` runs the notice worker, lists the notices
-that failed for good, re-enqueues them. `python -m writers replay --stream S --from ID`
-re-persists a stream from an entry ID, with a checkpoint per page that `--resume` continues from.
-`python -m writers dead-letters list|replay` lists the entries the writers gave up on, re-appends
-them to their stream. Stores are configured from the environment (`stores.settings`), and so is
-after how many deliveries an entry that keeps failing is dead-lettered
-(DEAD_LETTER_AFTER_DELIVERIES, default 5)."""
+writers replay --stream S --from ID` re-persists a stream from an entry ID, with a checkpoint per
+page that `--resume` continues from. `python -m writers dead-letters list|replay` lists the
+entries the writers gave up on, re-appends them to their stream. Stores are configured from the
+environment (`stores.settings`), and so is after how many deliveries an entry that keeps failing
+is dead-lettered (DEAD_LETTER_AFTER_DELIVERIES, default 5). The notifier enqueues notices; the
+worker that sends them is `python -m notify`."""
 
 from __future__ import annotations
 
@@ -37,6 +36,7 @@ from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings, load_settings
 from stores.streams import CONSUMER_GROUPS, PARTITION_STREAMS, create_groups, dead_letter_count
 from telemetry.logs import configure_json_logging
+from telemetry.pipes import run_for_a_pipe
 from writers import dead_letters
 from writers.consumer import (
     CLAIM_IDLE_MS,
@@ -74,14 +74,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=("run", "status", "notices", "replay", "dead-letters"),
+        choices=("run", "status", "replay", "dead-letters"),
         default="run",
     )
     parser.add_argument(
         "action",
         nargs="?",
-        choices=("worker", "failed", "replay", "list"),
-        help="for `notices`: worker|failed|replay; for `dead-letters`: list|replay",
+        choices=("list", "replay"),
+        help="for `dead-letters`: list|replay",
     )
     parser.add_argument(
         "--only",
@@ -235,28 +235,6 @@ async def _postgres_with_schema(settings: Settings) -> asyncpg.Pool:
     return pool
 
 
-def run_notices(settings: Settings, action: str | None) -> int:
-    connection = connect_sync_redis(settings)
-    notices = Notices(connection)
-    try:
-        match action:
-            case "worker":
-                notices.work()
-            case "failed":
-                failed = notices.failed()
-                for notice in failed:
-                    print(f"{notice.job_id}\t{notice.error}")
-                print(f"{len(failed)} failed notice(s)", file=sys.stderr)
-            case "replay":
-                print(f"{notices.replay_failed()} failed notice(s) re-enqueued", file=sys.stderr)
-            case _:
-                print("usage: python -m writers notices worker|failed|replay", file=sys.stderr)
-                return 2
-    finally:
-        connection.close()
-    return 0
-
-
 async def run_replay(
     settings: Settings,
     stream: str,
@@ -400,8 +378,6 @@ def main(argv: Sequence[str]) -> int:
         raise SystemExit(f"invalid setting: {invalid}") from invalid
     if args.command == "status":
         return run_loop(print_status(settings, args.interval, args.json))
-    if args.command == "notices":
-        return run_notices(settings, args.action)
     if args.command == "dead-letters":
         return run_dead_letters(settings, args)
     if args.command == "replay":
@@ -428,16 +404,5 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def main_for_a_pipe(argv: Sequence[str]) -> int:
-    """main, for a command whose reader may go away first (`status | head`): that is not an
-    error, and gets no traceback."""
-    try:
-        return main(argv)
-    except BrokenPipeError:
-        # Python flushes stdout once more at exit: point it where that cannot fail.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main_for_a_pipe(sys.argv[1:]))
+    sys.exit(run_for_a_pipe(main, sys.argv[1:]))

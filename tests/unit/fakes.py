@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import msgspec
 
 from engine import keys, scripts
 from engine.ids import partition_of_id
-from engine.live_orders import LiveOrders
 from engine.records import OrderRecord, decode_record, encode_record
 
 R = TypeVar("R")
@@ -43,7 +42,8 @@ class FakeRedis:
 
 @dataclass
 class FakeScriptRunner:
-    """Orders and stock levels in memory, changed by the commands the engine sends."""
+    """Orders and stock levels in memory, changed by the commands the engine sends; a
+    `live_orders.CommandRunner`, so `LiveOrders(FakeScriptRunner(), None)` runs on it."""
 
     redis: FakeRedis = field(default_factory=FakeRedis)
     stock: dict[tuple[str, str], int] = field(default_factory=dict)  # (product, warehouse)
@@ -105,12 +105,6 @@ class FakeScriptRunner:
         self.put(order_id, updated)
         self.events.append((event, order_id))
         return encode_record(updated)
-
-
-def live_orders(runner: FakeScriptRunner) -> LiveOrders:
-    """The engine's orders over the fake: Redis only (no archive), as the tools without PostgreSQL
-    run. The fake has the two members LiveOrders uses, `redis.get` and `run`."""
-    return LiveOrders(cast(scripts.ScriptRunner, runner), None)
 
 
 def _order_key(order_id: str) -> str:

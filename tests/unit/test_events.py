@@ -123,3 +123,22 @@ def test_order_ids_of_an_entry() -> None:
     assert order_ids_of({"type": "order.status", "order": "o-3"}) == "o-3"
     assert order_ids_of({"type": "orders.confirmed", "orders": "broken"}) == ""
     assert order_ids_of({"type": "stock.changed", "product": "sku-1"}) == ""
+
+
+def test_events_decode_from_stream_strings() -> None:
+    """A stock change and a cancellation as a stream hands them over; the cancellation's record is
+    one written before `seq` existed (it reads as seq 0)."""
+    fields = {
+        "type": "stock.changed",
+        "product": "p",
+        "warehouse": "1",
+        "available": "7",
+        "reason": "restock",
+    }
+    assert decode_event(fields) == StockChanged("p", "1", 7, "restock")
+    record = '["p","w1",2,"cancelled",3,1700000000000,"48.5","2.25",""]'
+    cancelled = {"type": "order.cancelled", "order": "o-1", "record": record, "at_ms": "5"}
+    assert decode_event({**cancelled, "available": "9"}) == OrderCancelled(
+        "o-1", OrderRecord("p", "w1", 2, "cancelled", 3, 1_700_000_000_000, 48.5, 2.25, ""), 5, 9
+    )
+    assert isinstance(decode_event({**cancelled, "record": "[1,"}), MalformedEvent)

@@ -7,8 +7,9 @@ import pytest
 
 from engine import lifecycle
 from engine.ids import new_id
+from engine.live_orders import LiveOrders
 from engine.records import OrderRecord
-from tests.unit.fakes import FakeOrderTable, FakeScriptRunner, live_orders
+from tests.unit.fakes import FakeOrderTable, FakeScriptRunner
 from writers.sweeper import flag_stuck_orders, stuck_deadlines
 
 DAY_S = 24 * 3600
@@ -19,8 +20,8 @@ def test_deadlines_default_to_the_lifecycle() -> None:
 
 
 def test_deadlines_overridden_per_status() -> None:
-    deadlines = stuck_deadlines("confirmed=60, shipped=3600,")
-    assert deadlines["confirmed"] == 60 and deadlines["shipped"] == 3600
+    deadlines = stuck_deadlines("confirmed=0.5, shipped=3600,")
+    assert deadlines["confirmed"] == 0.5 and deadlines["shipped"] == 3600
     assert deadlines["picking"] == lifecycle.STUCK_AFTER_S["picking"]
 
 
@@ -43,7 +44,7 @@ async def test_only_orders_past_their_deadline_are_flagged_with_the_reason() -> 
     stuck = order_in(runner, table, "packed", 2 * DAY_S)
     fresh = order_in(runner, table, "packed", 60)
     shipped = order_in(runner, table, "shipped", 2 * DAY_S)  # shipped gets 14 days
-    flagged = await flag_stuck_orders(table, live_orders(runner), lifecycle.STUCK_AFTER_S)
+    flagged = await flag_stuck_orders(table, LiveOrders(runner, None), lifecycle.STUCK_AFTER_S)
     assert flagged == 1
     assert [runner.record(o).status for o in (stuck, fresh, shipped)] == [  # type: ignore[union-attr]
         "failed",
@@ -59,7 +60,7 @@ async def test_an_order_that_moved_on_in_redis_is_left_alone() -> None:
     moved = order_in(runner, table, "confirmed", 2 * DAY_S)
     rerouted = order_in(runner, table, "confirmed", 2 * DAY_S)
     gone = order_in(runner, table, "confirmed", 2 * DAY_S)
-    orders = live_orders(runner)
+    orders = LiveOrders(runner, None)
     await orders.transition(moved, "picking")
     runner.put(
         rerouted, OrderRecord("sku-1", "w2", 1, "confirmed", 2, 1_700_000_000_000, 0, 0, "", 5)

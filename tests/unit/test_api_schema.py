@@ -1,6 +1,6 @@
 """What the served OpenAPI schema declares: the API key where the guard asks for one, every error a
 route can answer in the one error shape, request bodies closed to unknown fields. No store needed:
-the schema is built from the routes. (The fuzzer driven by it: test_fuzz_api.py.)"""
+the schema is built from the routes. (The fuzzer driven by it: tests/test_fuzz_api.py.)"""
 
 from __future__ import annotations
 
@@ -83,9 +83,12 @@ def test_request_bodies_are_closed_to_unknown_fields() -> None:
     served = schema(keys=False)
     for method, path, operation in operations(served):
         if "requestBody" in operation:
-            ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-            body = served["components"]["schemas"][ref.rsplit("/", 1)[1]]
-            assert body["additionalProperties"] is False, (method, path)
+            declared = operation["requestBody"]["content"]["application/json"]["schema"]
+            for choice in declared.get(
+                "oneOf", [declared]
+            ):  # POST /orders: one product or a basket
+                body = served["components"]["schemas"][choice["$ref"].rsplit("/", 1)[1]]
+                assert body["additionalProperties"] is False, (method, path)
     assert served["components"]["schemas"]["Location"]["additionalProperties"] is False
 
 
@@ -98,3 +101,23 @@ def test_every_route_has_its_errors_declared() -> None:
         if handler.resolve_include_in_schema()
     }
     assert names - set(ROUTE_ERRORS) == set(), "add them to api.openapi.ROUTE_ERRORS"
+
+
+def test_an_order_body_is_one_product_or_a_basket() -> None:
+    served = schema(keys=False)
+    declared = served["paths"]["/orders"]["post"]["requestBody"]["content"]["application/json"]
+    assert declared["schema"] == {
+        "oneOf": [
+            {"$ref": "#/components/schemas/PlaceOrder"},
+            {"$ref": "#/components/schemas/PlaceBasket"},
+        ]
+    }
+    basket = served["components"]["schemas"]["PlaceBasket"]
+    assert set(basket["required"]) == {"items", "customerLocation"}
+    assert (
+        basket["properties"]["items"]["minItems"],
+        basket["properties"]["items"]["maxItems"],
+    ) == (
+        1,
+        50,
+    )

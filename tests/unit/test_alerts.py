@@ -3,28 +3,24 @@ that fires it and one that does not, and every expression the rules and the Graf
 hold parses. Store-free; the names they query are checked against a real /metrics exposition in
 tests/test_metrics.py.
 
-promtool is installed by the project's setup (`ops/stack.sh install`, which `make test` runs):
-these tests fail rather than skip without it.
+promtool is installed with the virtualenv by the project's setup (`ops/stack.sh install`, which
+`make setup` and `make up` run): these tests fail rather than skip without it.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import pytest
 import yaml
 
-from tests.promql import metric_names
+from tests.promql import ROOT, alert_rules, dashboard_expressions, metric_names
 
-ROOT: Final = Path(__file__).resolve().parent.parent
-ALERTS: Final = ROOT / "ops" / "alerts.yml"
 ALERT_TESTS: Final = ROOT / "ops" / "alerts.test.yml"
-DASHBOARD: Final = ROOT / "ops" / "grafana" / "dashboards" / "fulfillment.json"
 PROMTOOL_TIMEOUT_S: Final = 60.0
 # Grafana's range variables, replaced by a fixed range so that promtool can parse the expression.
 GRAFANA_RANGE: Final = re.compile(r"\$__(?:rate_interval|interval|range)\b|\$\{__\w+\}")
@@ -35,35 +31,6 @@ def promtool() -> str:
     if path is None:
         pytest.fail("promtool is not installed: run `make setup` (ops/stack.sh install)")
     return path
-
-
-def alert_rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(ALERTS.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
-
-
-def dashboard_expressions() -> list[tuple[str, str]]:
-    """(panel title, expression) of every query of the dashboard, rows' nested panels included."""
-    found: list[tuple[str, str]] = []
-
-    def walk(panels: list[dict[str, Any]]) -> None:
-        for panel in panels:
-            found.extend((panel["title"], t["expr"]) for t in panel.get("targets", []))
-            walk(panel.get("panels", []))
-
-    walk(json.loads(DASHBOARD.read_text())["panels"])
-    return found
-
-
-def queried_metric_names() -> dict[str, set[str]]:
-    """Every metric name the alerts and the dashboard query -> where (alert or panel title)."""
-    where: dict[str, set[str]] = {}
-    queries = [(f"alert {r['alert']}", str(r["expr"])) for r in alert_rules()]
-    queries += [(f"panel {title!r}", expr) for title, expr in dashboard_expressions()]
-    for place, expr in queries:
-        for name in metric_names(expr):
-            where.setdefault(name, set()).add(place)
-    return where
 
 
 def run_promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

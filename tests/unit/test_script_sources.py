@@ -1,0 +1,22 @@
+"""The Lua scripts as the loader hands them to Redis (engine/scripts.py): whole, their includes
+expanded, and each declaring itself with `#!lua`."""
+
+from __future__ import annotations
+
+from engine import scripts
+
+
+def test_every_script_declares_itself_so_redis_refuses_it_whole() -> None:
+    """`#!lua` (Redis 7 flags): a script that may write is refused at the limit before it runs.
+    Without it Redis refuses a script only at its first write that may grow memory, so one that
+    writes first with a DEL or a PEXPIRE runs on, past the limit (tests/test_store_full.py)."""
+    sources = sorted(scripts.LUA_DIR.glob("*.lua"))
+    assert sources
+    for path in sources:
+        assert path.read_text().startswith("#!lua"), path.name
+
+
+def test_every_loaded_script_is_whole() -> None:
+    for script in scripts.ALL_SCRIPTS:
+        assert script.source.startswith("#!lua"), script.name
+        assert "@include" not in script.source, script.name
