@@ -10,6 +10,7 @@ import msgspec
 from litestar import Controller, post
 from litestar.params import JSONBody
 
+from api.orders import BasketItem
 from api.state import Services
 from api.types import Injected, OrderId, Reason, WarehouseId
 from engine.fulfillment import fulfill
@@ -43,11 +44,20 @@ class ReportUnfulfillable(msgspec.Struct, rename="camel", forbid_unknown_fields=
     reason: Reason = "units damaged or missing"
 
 
-class OrderRerouted(msgspec.Struct, rename="camel"):
+class ShipmentRerouted(msgspec.Struct, rename="camel"):
+    warehouse_id: str
+    status: str
+    items: list[BasketItem]
+    estimated_delivery: date
+
+
+class OrderRerouted(msgspec.Struct, rename="camel", omit_defaults=True):
     order_id: str
     status: str
-    warehouse_id: str  # where it ships from now
+    # Where it ships from now; a basket's re-routed lines may go to several: see `shipments`.
+    warehouse_id: str | None
     estimated_delivery: date
+    shipments: list[ShipmentRerouted] | None = None  # a basket's, all of them, after the move
 
 
 class FulfillmentController(Controller):
@@ -90,7 +100,32 @@ class FulfillmentController(Controller):
     ) -> OrderRerouted:
         """The warehouse holding the order cannot fulfil it (units damaged or missing): the order
         moves to the nearest other warehouse with the stock, atomically; the customer is told by
-        a `rerouted` notice. 409 `out_of_stock` when no other warehouse has it (order unchanged)."""
+        a `rerouted` notice. 409 `out_of_stock` when no other warehouse has it (order unchanged).
+        A basket's shipment: its lines go to the warehouses that hold them (the allocation rule),
+        merged into shipments of the basket not yet started there; `shipments` lists them all."""
+        if is_basket_id(data.order_id):
+            basket = await services.shipment_rerouter.reroute(
+                data.order_id, data.warehouse_id, data.reason
+            )
+            log.info(
+                "basket shipment re-routed",
+                extra={"order_id": basket.order_id, "from": data.warehouse_id},
+            )
+            return OrderRerouted(
+                basket.order_id,
+                basket.status,
+                None,
+                basket.estimated_delivery,
+                [
+                    ShipmentRerouted(
+                        s.warehouse_id,
+                        s.status,
+                        [BasketItem(line.product_id, line.quantity) for line in s.items],
+                        s.estimated_delivery,
+                    )
+                    for s in basket.shipments
+                ],
+            )
         order = await services.engine.reroute(data.order_id, data.warehouse_id, data.reason)
         log.info(
             "order re-routed",

@@ -321,7 +321,7 @@ class OrderController(Controller):
         placed = await place_order(services, metrics, caller_of(request), data, idempotency_key)
         if placed.replayed:
             return Response(placed.body, status_code=201, headers=REPLAYED_HEADERS)
-        # A plain struct skips building a Response object: ~30 us less per order.
+        # A plain struct skips building a Response object, a cost paid per order.
         return placed.body
 
     @get("/{order_id:str}")

@@ -20,7 +20,8 @@ from pymongo import AsyncMongoClient
 
 from api.stock_feed import StockFeed
 from engine import scripts
-from engine.baskets import BasketPlacer
+from engine.basket_reroute import ShipmentRerouter
+from engine.baskets import BASKET_HOLD_TTL_S, BasketPlacer, PartHolder
 from engine.inventory import Inventory
 from engine.live_baskets import LiveBaskets
 from engine.live_orders import LiveOrders
@@ -49,6 +50,7 @@ class Services:
     engine: ReservationEngine
     baskets: BasketPlacer
     live_baskets: LiveBaskets
+    shipment_rerouter: ShipmentRerouter
     warehouses: WarehouseRepository
     inventory: Inventory
     live_orders: LiveOrders
@@ -95,6 +97,9 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
                 idempotency_ttl_s=settings.idempotency_ttl_s,
             ),
             live_baskets=live_baskets,
+            shipment_rerouter=ShipmentRerouter(
+                PartHolder(runner, warehouses, BASKET_HOLD_TTL_S), live_baskets
+            ),
             warehouses=warehouses,
             inventory=Inventory(runner),
             live_orders=live_orders,

@@ -41,7 +41,7 @@ from engine.errors import (
     StoreUnavailable,
     UnknownProduct,
 )
-from engine.ids import new_id
+from engine.ids import new_id, partition_of_id
 from engine.inventory import levels_in
 from engine.orders import IDEMPOTENCY_TTL_S
 from engine.records import BasketRecord, ShipmentRecord
@@ -132,9 +132,103 @@ FindBasket = Callable[[str], Awaitable[Basket | None]]
 
 
 @dataclass(frozen=True, slots=True)
-class _HeldPart:
+class HeldPart:
     hold_id: str
     product_id: str
+
+
+class PartHolder:
+    """Plans parts and holds them for an owner (a basket being placed, or a shipment's re-route:
+    engine.basket_reroute), whose decision key later says whether the holds stay sold."""
+
+    def __init__(
+        self, runner: scripts.ScriptRunner, warehouses: Warehouses, hold_ttl_s: int
+    ) -> None:
+        self.runner = runner
+        self.warehouses = warehouses
+        self._hold_ttl_s = hold_ttl_s
+
+    async def plan(
+        self,
+        lines: Sequence[tuple[str, int]],
+        customer: Point,
+        exclude: frozenset[str] = frozenset(),
+    ) -> Allocation | Shortfall:
+        """The allocation of `lines` over the warehouses with stock, but those in `exclude`."""
+        levels = await self._levels([product_id for product_id, _ in lines])
+        directory = self.warehouses.directory
+        stocked = {w for per_warehouse in levels.values() for w in per_warehouse} - exclude
+        if not stocked <= set(_known(directory, stocked)):
+            directory = await self.warehouses.reload()  # stock at a warehouse just created
+        distances = {w: directory.distance_km(customer, w) for w in _known(directory, stocked)}
+        return allocate(lines, levels, distances)
+
+    async def _levels(self, product_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        pipe = self.runner.redis.pipeline(transaction=False)
+        for product_id in product_ids:
+            pipe.hgetall(keys.stock(keys.partition_of_product(product_id), product_id))
+        found: list[Mapping[str, str]] = list(await pipe.execute())
+        levels: dict[str, dict[str, int]] = {}
+        for product_id, raw in zip(product_ids, found, strict=True):
+            if not raw:
+                raise UnknownProduct(product_id)
+            levels[product_id] = levels_in(raw)
+        return levels
+
+    async def hold(
+        self, owner_id: str, allocation: Allocation
+    ) -> tuple[list[HeldPart], list[tuple[str, int]]]:
+        """Hold every part; returns the holds and, if some part was taken meanwhile, those
+        parts (every hold is then given back already)."""
+        now_ms = _now_ms()
+        parts = [
+            (HeldPart(new_id(keys.partition_of_product(p.product_id)), p.product_id), p)
+            for p in allocation.parts
+        ]
+        ttl_ms = self._hold_ttl_s * 1000
+        results = await self.runner.run_all(
+            [
+                commands.hold_stock(
+                    held.hold_id, p.product_id, p.warehouse_id, p.quantity, now_ms, ttl_ms, owner_id
+                )
+                for held, p in parts
+            ]
+        )
+        holds = [held for held, _ in parts]
+        failed = [r for r in results if not isinstance(r, HeldStock)]
+        if not failed:
+            return holds, []
+        # Holds whose outcome is unknown are settled too: one made after all is then given back
+        # by the sweeper, as its owner was never committed.
+        await self.settle(owner_id, holds, "abort")
+        taken = [
+            (p.product_id, p.quantity)
+            for (_, p), r in zip(parts, results, strict=True)
+            if isinstance(r, OutOfStock)
+        ]
+        if len(taken) == len(failed):
+            return holds, taken
+        _raise_first(r for r in failed if not isinstance(r, OutOfStock))
+
+    async def settle(
+        self, owner_id: str, holds: Sequence[HeldPart], settlement: HoldSettlement
+    ) -> bool:
+        """Settle the holds; False when some could not be (the sweeper settles those)."""
+        results = await self.runner.run_all(
+            [
+                commands.settle_basket_hold(h.hold_id, h.product_id, owner_id, settlement)
+                for h in holds
+            ]
+        )
+        return not any(isinstance(r, BaseException) for r in results)
+
+    async def settle_committed(self, owner_id: str, holds: Sequence[HeldPart]) -> None:
+        """Keep the holds of a committed owner sold, then forget its decision: once every hold
+        is settled it has no one left to tell."""
+        if await self.settle(owner_id, holds, "commit"):
+            partition = partition_of_id(owner_id)
+            assert partition is not None  # minted here
+            await self.runner.redis.delete(keys.basket_decision(partition, owner_id))
 
 
 class BasketPlacer:
@@ -149,23 +243,23 @@ class BasketPlacer:
     ) -> None:
         """`find`: where a retry finds the basket placed before (engine.live_baskets)."""
         self._runner = runner
-        self._warehouses = warehouses
+        self._parts = PartHolder(runner, warehouses, hold_ttl_s)
         self._find = find
         self._idempotency_ttl_s = idempotency_ttl_s
-        self._hold_ttl_s = hold_ttl_s
 
     async def place(self, request: BasketRequest) -> BasketConfirmation:
         placed_before = await self._placed_under_key(request)
         if placed_before is not None:
             return placed_before
+        lines = [(line.product_id, line.quantity) for line in request.lines]
         short: Sequence[tuple[str, int]] = ()
         for _ in range(PLAN_ATTEMPTS):
-            allocation = await self._plan(request)
+            allocation = await self._parts.plan(lines, request.customer)
             if isinstance(allocation, Shortfall):
-                quantity = {line.product_id: line.quantity for line in request.lines}
+                quantity = dict(lines)
                 raise BasketOutOfStock([(p, quantity[p]) for p in allocation.product_ids])
             order_id = new_id(_basket_partition(request), owner_tag=request.owner_tag, basket=True)
-            held, taken = await self._hold(order_id, allocation)
+            held, taken = await self._parts.hold(order_id, allocation)
             if taken:
                 short = taken
                 continue  # another order took a part meanwhile: plan again
@@ -194,74 +288,16 @@ class BasketPlacer:
             raise OutcomeUnknown("the basket under this idempotency key was not found", order_id)
         return BasketConfirmation(basket, replayed=True)
 
-    async def _plan(self, request: BasketRequest) -> Allocation | Shortfall:
-        levels = await self._levels([line.product_id for line in request.lines])
-        directory = self._warehouses.directory
-        stocked = {w for per_warehouse in levels.values() for w in per_warehouse}
-        if not stocked <= set(_known(directory, stocked)):
-            directory = await self._warehouses.reload()  # stock at a warehouse just created
-        distances = {
-            w: directory.distance_km(request.customer, w) for w in _known(directory, stocked)
-        }
-        lines = [(line.product_id, line.quantity) for line in request.lines]
-        return allocate(lines, levels, distances)
-
-    async def _levels(self, product_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-        pipe = self._runner.redis.pipeline(transaction=False)
-        for product_id in product_ids:
-            pipe.hgetall(keys.stock(keys.partition_of_product(product_id), product_id))
-        found: list[Mapping[str, str]] = list(await pipe.execute())
-        levels: dict[str, dict[str, int]] = {}
-        for product_id, raw in zip(product_ids, found, strict=True):
-            if not raw:
-                raise UnknownProduct(product_id)
-            levels[product_id] = levels_in(raw)
-        return levels
-
-    async def _hold(
-        self, order_id: str, allocation: Allocation
-    ) -> tuple[list[_HeldPart], list[tuple[str, int]]]:
-        """Hold every part; returns the holds and, if some part was taken meanwhile, those
-        parts (every hold is then given back already)."""
-        now_ms = _now_ms()
-        parts = [
-            (_HeldPart(new_id(keys.partition_of_product(p.product_id)), p.product_id), p)
-            for p in allocation.parts
-        ]
-        ttl_ms = self._hold_ttl_s * 1000
-        results = await self._runner.run_all(
-            [
-                commands.hold_stock(
-                    held.hold_id, p.product_id, p.warehouse_id, p.quantity, now_ms, ttl_ms, order_id
-                )
-                for held, p in parts
-            ]
-        )
-        holds = [held for held, _ in parts]
-        failed = [r for r in results if not isinstance(r, HeldStock)]
-        if not failed:
-            return holds, []
-        # Holds whose outcome is unknown are settled too: one made after all is then given back
-        # by the sweeper, as its basket was never committed.
-        await self._settle(order_id, holds, "abort")
-        taken = [
-            (p.product_id, p.quantity)
-            for (_, p), r in zip(parts, results, strict=True)
-            if isinstance(r, OutOfStock)
-        ]
-        if len(taken) == len(failed):
-            return holds, taken
-        _raise_first(r for r in failed if not isinstance(r, OutOfStock))
-
     async def _commit(
         self,
         order_id: str,
         request: BasketRequest,
         allocation: Allocation,
-        holds: list[_HeldPart],
+        holds: list[HeldPart],
     ) -> BasketConfirmation | None:
         """None when the sweeper aborted the basket first (its holds had expired): plan again."""
-        record = _record(request, allocation, self._warehouses.directory, _now_ms())
+        directory = self._parts.warehouses.directory
+        record = _record(request, allocation, directory, _now_ms())
         try:
             committed = await self._runner.run(
                 commands.commit_basket(
@@ -276,31 +312,16 @@ class BasketPlacer:
             # Committed or not, the sweeper settles its holds by the decision once they expire.
             raise unknown.about(order_id) from unknown
         except BasketAborted:
-            await self._settle(order_id, holds, "abort")
+            await self._parts.settle(order_id, holds, "abort")
             return None
         except BaseException:
-            await self._settle(order_id, holds, "abort")
+            await self._parts.settle(order_id, holds, "abort")
             raise
         if isinstance(committed, BasketDuplicate):
-            await self._settle(order_id, holds, "abort")
+            await self._parts.settle(order_id, holds, "abort")
             return await self._replay(committed.order_id)
-        if await self._settle(order_id, holds, "commit"):
-            # Every hold is settled: the decision has no one left to tell.
-            partition = _basket_partition(request)
-            await self._runner.redis.delete(keys.basket_decision(partition, order_id))
+        await self._parts.settle_committed(order_id, holds)
         return BasketConfirmation(basket_of(order_id, committed), replayed=False)
-
-    async def _settle(
-        self, order_id: str, holds: Sequence[_HeldPart], settlement: HoldSettlement
-    ) -> bool:
-        """Settle the holds; False when some could not be (the sweeper settles those)."""
-        results = await self._runner.run_all(
-            [
-                commands.settle_basket_hold(h.hold_id, h.product_id, order_id, settlement)
-                for h in holds
-            ]
-        )
-        return not any(isinstance(r, BaseException) for r in results)
 
 
 async def settle_expired_basket_holds(
@@ -330,22 +351,25 @@ async def settle_expired_basket_holds(
     return sum(1 for result in settled if result is not None)
 
 
-def _record(
-    request: BasketRequest, allocation: Allocation, directory: WarehouseDirectory, now_ms: int
-) -> BasketRecord:
-    shipments = tuple(
+def shipments_of(
+    allocation: Allocation, directory: WarehouseDirectory, customer: Point
+) -> tuple[ShipmentRecord, ...]:
+    """One confirmed shipment per warehouse of the allocation, nearest first."""
+    return tuple(
         ShipmentRecord(
             warehouse_id,
-            delivery_days(directory.distance_km(request.customer, warehouse_id)),
+            delivery_days(directory.distance_km(customer, warehouse_id)),
             "confirmed",
-            tuple(
-                (p.product_id, p.quantity)
-                for p in allocation.parts
-                if p.warehouse_id == warehouse_id
-            ),
+            tuple((p.product_id, p.quantity) for p in allocation.parts_at(warehouse_id)),
         )
         for warehouse_id in allocation.warehouse_ids
     )
+
+
+def _record(
+    request: BasketRequest, allocation: Allocation, directory: WarehouseDirectory, now_ms: int
+) -> BasketRecord:
+    shipments = shipments_of(allocation, directory, request.customer)
     return BasketRecord(
         lines=tuple((line.product_id, line.quantity) for line in request.lines),
         shipments=shipments,

@@ -38,6 +38,7 @@ from engine.orders import IDEMPOTENCY_TTL_S, Confirmation, OrderRequest, OrderSt
 from engine.records import (
     BasketRecord,
     OrderRecord,
+    ShipmentRecord,
     decode_basket_record,
     decode_record,
     encode_basket_record,
@@ -551,6 +552,62 @@ def return_basket_units(
             keys.basket_part_returned(partition, order_id, warehouse_id, product_id),
         ],
         [product_id, warehouse_id, quantity, mark_ttl_s],
+        decode,
+    )
+
+
+def reroute_shipment(
+    order_id: str,
+    reroute_id: str,
+    from_warehouse_id: str,
+    moved_to: Sequence[ShipmentRecord],
+    planned_seq: int,
+    reason: str,
+    now_ms: int,
+    decision_ttl_s: int,
+    copy: ArchivedCopy | None = None,
+) -> scripts.Command[BasketRecord]:
+    """Move the shipment at `from_warehouse_id` to the shipments `moved_to`, whose lines are
+    held under `reroute_id`, if the basket is still at `planned_seq`; the result is its record."""
+    partition = _order_partition(order_id)
+
+    def decode(reply: Any) -> BasketRecord:
+        match reply:
+            case ["ok", record]:
+                return decode_basket_record(record)
+            case ["bad_state", status]:
+                raise InvalidTransition(order_id, str(status), "re-routed")
+            case ["wrong_warehouse", _named]:
+                raise WrongWarehouse(order_id, from_warehouse_id)
+            case ["moved_on", seq]:
+                raise OrderMovedOn(order_id, int(seq))
+            case ["aborted"]:
+                raise BasketAborted(reroute_id)
+            case ["not_found"]:
+                raise OrderNotFound(order_id)
+            case ["stale_copy"]:
+                raise StaleCopy(order_id)
+        raise UnexpectedReply("reroute_shipment", reply)
+
+    shipments = [[s.warehouse_id, s.eta_days, s.items] for s in moved_to]
+    return scripts.Command(
+        scripts.REROUTE_SHIPMENT,
+        [
+            keys.stream(partition),
+            keys.basket(partition, order_id),
+            keys.basket_decision(partition, reroute_id),
+        ],
+        [
+            order_id,
+            from_warehouse_id,
+            now_ms,
+            reason,
+            msgspec.json.encode(shipments),
+            planned_seq,
+            decision_ttl_s,
+            msgspec.json.encode(lifecycle.PROGRESS),
+            *_copy_args(copy),
+        ],
         decode,
     )
 

@@ -87,6 +87,7 @@ SETTLE_BASKET_HOLD: Final = LuaScript.load("settle_basket_hold")
 BASKET_STEP: Final = LuaScript.load("basket_step")
 CANCEL_BASKET: Final = LuaScript.load("cancel_basket")
 RETURN_BASKET_UNITS: Final = LuaScript.load("return_basket_units")
+REROUTE_SHIPMENT: Final = LuaScript.load("reroute_shipment")
 ALL_SCRIPTS: Final = (
     RESERVE,
     PLACE_FROM_HOLD,
@@ -104,6 +105,7 @@ ALL_SCRIPTS: Final = (
     BASKET_STEP,
     CANCEL_BASKET,
     RETURN_BASKET_UNITS,
+    REROUTE_SHIPMENT,
 )
 
 

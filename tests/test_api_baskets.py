@@ -176,3 +176,28 @@ async def test_a_cancelled_basket_gives_every_line_back(client: Client) -> None:
     assert await levels(client) == before
     read = await client.get(f"/orders/{order_id}")
     assert read.json()["status"] == "cancelled"
+
+
+async def test_a_basket_shipment_is_rerouted_over_http(client: Client) -> None:
+    placed = await client.post("/orders", json=basket(("sku-1", 1), ("sku-2", 1)))
+    order_id = placed.json()["orderId"]
+    put = await client.put("/inventory/sku-2/stock/paris", json={"quantity": 2})
+    assert put.status_code == 200
+    moved = await client.post(
+        "/warehouse/unfulfillable",
+        json={"orderId": order_id, "warehouseId": "lyon", "reason": "shelf empty"},
+    )
+    assert moved.status_code == 200, moved.text
+    body = moved.json()
+    assert (body["orderId"], body["status"], body["warehouseId"]) == (order_id, "confirmed", None)
+    assert [(s["warehouseId"], s["items"]) for s in body["shipments"]] == [
+        ("paris", [{"productId": "sku-1", "quantity": 1}, {"productId": "sku-2", "quantity": 1}])
+    ]
+    again = await client.post(
+        "/warehouse/unfulfillable", json={"orderId": order_id, "warehouseId": "lyon"}
+    )
+    assert again.status_code == 409 and again.json()["error"]["code"] == "wrong_warehouse"
+    nowhere = await client.post(
+        "/warehouse/unfulfillable", json={"orderId": order_id, "warehouseId": "paris"}
+    )
+    assert nowhere.status_code == 409 and nowhere.json()["error"]["code"] == "out_of_stock"

@@ -10,16 +10,19 @@ from collections import Counter
 import pytest
 
 from engine import commands, keys
-from engine.errors import InvalidTransition, WrongWarehouse
+from engine.basket_reroute import ShipmentRerouter
+from engine.baskets import BasketLine, PartHolder
+from engine.errors import BasketOutOfStock, InvalidTransition, WrongWarehouse
 from engine.ids import new_operation_id
 from engine.live_baskets import (
     RETURNS_GRACE_MS,
     LiveBaskets,
     return_units_of_cancelled_baskets,
 )
+from engine.warehouses import FixedWarehouses, WarehouseDirectory
 from stores.redis import RedisClient
 from tests.conftest import runner_for
-from tests.test_baskets import basket, holds_left, levels_now, placer_for, stock
+from tests.test_baskets import WAREHOUSES, basket, holds_left, levels_now, placer_for, stock
 
 START = {("sku-0", "paris"): 3, ("sku-1", "lyon"): 3, ("sku-2", "lille"): 3}
 
@@ -96,3 +99,51 @@ async def test_a_cancel_whose_worker_died_is_finished_by_the_sweep(redis: RedisC
     assert await levels_now(redis, ["sku-0", "sku-1", "sku-2"]) == Counter(START)
     partition = keys.partition_of_product("sku-0")
     assert await redis.zcard(keys.basket_returns_pending(partition)) == 0
+
+
+def rerouter_for(redis: RedisClient) -> ShipmentRerouter:
+    runner = runner_for(redis)
+    directory = FixedWarehouses(WarehouseDirectory(WAREHOUSES))
+    return ShipmentRerouter(PartHolder(runner, directory, 30), LiveBaskets(runner, None))
+
+
+async def test_a_shipment_is_rerouted_on_its_own(redis: RedisClient) -> None:
+    order_id = await placed_over_three_warehouses(redis)
+    # Lyon's line can go to Madrid (new) or Paris (a shipment not started: merged there).
+    await stock(redis, {("sku-1", "madrid"): 5, ("sku-1", "paris"): 2})
+    baskets = LiveBaskets(runner_for(redis), None)
+    await baskets.step(order_id, "picking", warehouse_id="lille")
+    moved = await rerouter_for(redis).reroute(order_id, "lyon", "units damaged")
+    shipments = {s.warehouse_id: (s.status, s.items) for s in moved.shipments}
+    assert shipments == {
+        "paris": ("confirmed", (BasketLine("sku-0", 1), BasketLine("sku-1", 2))),
+        "lille": ("picking", (BasketLine("sku-2", 3),)),
+    }
+    assert moved.status == "confirmed"
+    # Lyon's units are the ones missing: not given back. Paris gave its two.
+    left = await levels_now(redis, ["sku-1"])
+    assert (left[("sku-1", "lyon")], left[("sku-1", "paris")], left[("sku-1", "madrid")]) == (
+        1,
+        0,
+        5,
+    )
+    assert await holds_left(redis) == 0
+    # Lille started picking: it takes no more lines, and cannot be re-routed past packing.
+    await stock(redis, {("sku-0", "lille"): 9, ("sku-1", "lille"): 9, ("sku-0", "madrid"): 9})
+    moved = await rerouter_for(redis).reroute(order_id, "paris", "units damaged")
+    assert {s.warehouse_id for s in moved.shipments} == {"lille", "madrid"}
+    await baskets.step(order_id, "packed", warehouse_id="lille")
+    with pytest.raises(InvalidTransition):
+        await rerouter_for(redis).reroute(order_id, "lille", "units damaged")
+    with pytest.raises(WrongWarehouse):
+        await rerouter_for(redis).reroute(order_id, "lyon", "units damaged")
+
+
+async def test_a_shipment_nowhere_else_in_stock_stays(redis: RedisClient) -> None:
+    order_id = await placed_over_three_warehouses(redis)
+    before = await LiveBaskets(runner_for(redis), None).get(order_id)
+    with pytest.raises(BasketOutOfStock) as short:
+        await rerouter_for(redis).reroute(order_id, "lyon", "units damaged")
+    assert short.value.lines == (("sku-1", 2),)
+    assert await LiveBaskets(runner_for(redis), None).get(order_id) == before
+    assert await holds_left(redis) == 0

@@ -1,7 +1,7 @@
 -- The basket record (engine/records.py, BasketRecord): a JSON array like the order record, its
 -- status and seq where an order record has them (so includes/order_record's read_or_restore and
 -- save_record serve both), its shipments each [warehouseId, etaDays, status, items].
-local BASKET = {lines = 1, shipments = 2, status = 4, seq = 10}
+local BASKET = {lines = 1, shipments = 2, status = 4, eta_days = 5, seq = 10}
 local SHIPMENT = {warehouse = 1, eta_days = 2, status = 3, items = 4}
 
 -- The basket's status: its least advanced shipment's, in `progress` (engine/lifecycle.py's
