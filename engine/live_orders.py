@@ -19,7 +19,7 @@ from typing import Final, Protocol, TypeVar
 from engine import commands, lifecycle, scripts
 from engine.commands import ArchivedCopy, StaleCopy
 from engine.errors import OrderNotFound, OutcomeUnknown
-from engine.ids import new_operation_id, partition_of_id
+from engine.ids import is_basket_id, new_operation_id, partition_of_id
 from engine.keys import order as order_key
 from engine.orders import Order, OrderStatus
 from engine.records import OrderRecord, decode_record
@@ -65,7 +65,7 @@ class LiveOrders:
         """The order's record, and the archived copy a command must carry when the record came
         from PostgreSQL; None when the order exists nowhere."""
         partition = partition_of_id(order_id)
-        if partition is None:  # not an ID this system minted
+        if partition is None or is_basket_id(order_id):  # not a one-product order's ID
             return None
         raw = await self._runner.redis.get(order_key(partition, order_id))
         if raw is not None:

@@ -35,9 +35,11 @@ STUCK_SWEEP_INTERVAL_S: Final = 60.0
 STUCK_PER_STATUS_PER_SWEEP: Final = 1_000
 log = logging.getLogger(__name__)
 
+# One-product orders only (a basket's row has no product): a basket's shipments move on their own.
 FIND_STUCK: Final = """
 SELECT order_id::text, seq FROM orders
 WHERE status = $1 AND updated_at < now() - make_interval(secs => $2)
+  AND product_id IS NOT NULL
 ORDER BY updated_at
 LIMIT $3
 """
