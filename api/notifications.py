@@ -38,9 +38,11 @@ class SendNotification(msgspec.Struct, rename="camel", forbid_unknown_fields=Tru
     message: Message
 
 
-# `notice_` + an order ID (up to 64) + `_message-` + 32 hex digits: 105 at most. A longer text is
-# no notice's ID: 404 like any other unknown ID, without a store read.
-MAX_NOTIFICATION_ID_CHARS: Final = 128
+# `notice_` + an order ID (up to 64) + `_message-` + 32 hex digits: 105 at most; a basket's
+# shipment notice, `notice_` + its ID (36) + `_rerouted-` + a warehouse ID of up to 64 characters
+# each escaped in at most 3 (notify.jobs.shipment_event): 245. A longer text is no notice's ID:
+# 404 like any other unknown ID, without a store read.
+MAX_NOTIFICATION_ID_CHARS: Final = 256
 NotificationIdPath = Annotated[str, PathParameter(min_length=1)]
 CHANNEL_NAMES: Final[dict[Channel, str]] = {"email": "email", "sms": "SMS"}
 

@@ -23,6 +23,7 @@ hold is gone.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from engine.orders import IDEMPOTENCY_TTL_S
 from engine.records import BasketRecord, ShipmentRecord
 from engine.warehouses import WarehouseDirectory, Warehouses
 from geo.rings import Point
+from stores.redis import TRANSIENT_ERRORS
 
 MAX_BASKET_LINES: Final = 50
 # Long enough for a worker to hold every line and commit, short enough that a worker that died
@@ -228,7 +230,9 @@ class PartHolder:
         if await self.settle(owner_id, holds, "commit"):
             partition = partition_of_id(owner_id)
             assert partition is not None  # minted here
-            await self.runner.redis.delete(keys.basket_decision(partition, owner_id))
+            # Committed whatever happens here: a decision left behind only waits for its expiry.
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self.runner.redis.delete(keys.basket_decision(partition, owner_id))
 
 
 class BasketPlacer:

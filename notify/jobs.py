@@ -11,6 +11,10 @@ What remains: a worker dying between a successful send and its marker sends that
 
 A notice's ID is also what the API calls its notificationId: `status()` reads, per channel, whether
 it is queued, sent, retrying or failed, from rq's job and the sent markers.
+
+A basket's shipments move one by one: a step of one shipment is its own event, the status and the
+shipment's warehouse (`shipment_event`: `notice_{order}_shipped-{warehouse}`), so each shipment
+gets its own shipped, delivered, cancelled or re-routed notice, and the notice names its warehouse.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from stores.settings import load_notice_settings
 
 QUEUE_NAME: Final = "notices"
 # Transient failures (SMTP down, provider 5xx) are retried 5 times over ~48 s; after that the job
-# stays in rq's FailedJobRegistry until `python -m writers notices replay`.
+# stays in rq's FailedJobRegistry until `python -m notify replay`.
 RETRY_INTERVALS_S: Final = [1, 2, 5, 10, 30]
 SENT_MARKER_TTL_S: Final = 30 * 24 * 3600
 FAILED_TTL_S: Final = 30 * 24 * 3600  # how long a failed notice waits for a person
@@ -62,10 +66,43 @@ AUTOMATIC: Final[dict[str, tuple[str, str]]] = {
         "Your order {order} now ships from another warehouse; the delivery date may change.",
     ),
 }
+# The same steps of one shipment of a basket (`shipment_event`), naming its warehouse (a
+# re-routed shipment: the warehouse it left).
+SHIPMENT_AUTOMATIC: Final[dict[str, tuple[str, str]]] = {
+    "shipped": (
+        "Order shipped",
+        "Your order {order}: the shipment from warehouse {warehouse} has shipped.",
+    ),
+    "delivered": (
+        "Order delivered",
+        "Your order {order}: the shipment from warehouse {warehouse} was delivered.",
+    ),
+    "cancelled": (
+        "Order cancelled",
+        "Your order {order}: the shipment from warehouse {warehouse} was cancelled.",
+    ),
+    "rerouted": (
+        "Order re-routed",
+        "Your order {order}: what warehouse {warehouse} was to send now ships from another"
+        " warehouse; the delivery date may change.",
+    ),
+}
 NOTICE_PREFIX: Final = "notice_"
 MESSAGE_EVENT_PREFIX: Final = "message-"  # + 32 hex digits: one per POST /notifications
+# A warehouse ID inside an event: rq's IDs allow letters, digits, `_` and `-`, and the event may
+# not hold `_`, so every other byte is written `-` and two hex digits (`wh-1.b` -> `wh-2d1-2eb`):
+# two warehouses never share an event.
+_PLAIN: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_ESCAPED: Final = re.compile("-([0-9a-f]{2})")
+_SHIPMENT_EVENT: Final = re.compile(
+    f"({'|'.join(SHIPMENT_AUTOMATIC)})-((?:[A-Za-z0-9]|-[0-9a-f]{{2}})+)"
+)
 # The event closes the ID and holds no `_`, so an ID splits at its last `_` whatever the order ID.
-_EVENT: Final = re.compile("|".join([*AUTOMATIC, re.escape(MESSAGE_EVENT_PREFIX) + "[0-9a-f]{32}"]))
+_EVENT: Final = re.compile(
+    "|".join(
+        [*AUTOMATIC, re.escape(MESSAGE_EVENT_PREFIX) + "[0-9a-f]{32}", _SHIPMENT_EVENT.pattern]
+    )
+)
 # What a channel of a notice is doing: waiting for its first try, gone out, waiting for another
 # try after a failure (rq's backoff), or given up on (in the failed registry, for a person).
 ChannelState = Literal["queued", "sent", "retrying", "failed"]
@@ -84,6 +121,30 @@ class NotificationNotFound(DomainError):
 
 def notice_id(order_id: str, event: str) -> str:
     return f"{NOTICE_PREFIX}{order_id}_{event}"
+
+
+def shipment_event(status: str, warehouse_id: str) -> str:
+    """The event of one shipment's step (a basket's): `shipped-<warehouse, escaped>`."""
+    escaped = "".join(chr(b) if b in _PLAIN else f"-{b:02x}" for b in warehouse_id.encode())
+    return f"{status}-{escaped}"
+
+
+def automatic_notice(order_id: str, event: str) -> tuple[str, str] | None:
+    """(subject, text) of the notice an event sends without anyone asking, or None when it
+    sends none (a status without a notice, a message, no event at all)."""
+    if event in AUTOMATIC:
+        subject, text = AUTOMATIC[event]
+        return subject, text.format(order=order_id)
+    shipment = _SHIPMENT_EVENT.fullmatch(event)
+    if shipment is None:
+        return None
+    status, escaped = shipment.groups()
+    # Split at the escapes: plain text and escaped bytes (as hex) alternate.
+    parts = _ESCAPED.split(escaped)
+    raw = b"".join(bytes.fromhex(p) if i % 2 else p.encode() for i, p in enumerate(parts))
+    warehouse_id = raw.decode(errors="replace")
+    subject, text = SHIPMENT_AUTOMATIC[status]
+    return subject, text.format(order=order_id, warehouse=warehouse_id)
 
 
 def parse_notice_id(text: str) -> tuple[str, str] | None:
@@ -152,9 +213,13 @@ class Notices:
         self.queue = Queue(QUEUE_NAME, connection=connection)
 
     def enqueue_automatic(self, changes: Sequence[tuple[str, str]]) -> int:
-        """One job per (order, status) with an automatic notice whose job does not exist yet.
-        Returns how many were enqueued."""
-        wanted = {notice_id(o, s): (o, s) for o, s in changes if s in AUTOMATIC}
+        """One job per (order, event: a status, or a shipment's `shipment_event`) with an
+        automatic notice whose job does not exist yet. Returns how many were enqueued."""
+        wanted = {
+            notice_id(order_id, event): (order_id, event, notice)
+            for order_id, event in changes
+            if (notice := automatic_notice(order_id, event)) is not None
+        }
         if not wanted:
             return 0
         pipe = self._redis.pipeline(transaction=False)
@@ -163,12 +228,12 @@ class Notices:
         known = pipe.execute()
         datas: list[EnqueueData] = []
         channels = channels_of(load_notice_settings())
-        for (job_id, (order_id, status)), exists in zip(wanted.items(), known, strict=True):
+        for (job_id, (order_id, event, (subject, text))), exists in zip(
+            wanted.items(), known, strict=True
+        ):
             if exists:  # a replayed event: the job is queued, running, done or failed already
                 continue
-            subject, text = AUTOMATIC[status]
-            text = text.format(order=order_id)
-            datas.append(self._data(job_id, order_id, status, subject, text, channels))
+            datas.append(self._data(job_id, order_id, event, subject, text, channels))
         if datas:
             self.queue.enqueue_many(datas)
         return len(datas)

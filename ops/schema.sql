@@ -54,3 +54,48 @@ CREATE TABLE IF NOT EXISTS duplicate_orders (
     created_at         timestamptz NOT NULL,
     detected_at        timestamptz NOT NULL DEFAULT now()
 );
+
+-- Baskets (orders of several lines, engine/baskets.py): one `orders` row each, with product_id
+-- and warehouse_id NULL (its lines and shipments are in the tables below), quantity the units
+-- over all lines, estimated_delivery its latest shipment's, and the allocation rule that chose
+-- its warehouses (exact | greedy). One-product orders keep both columns set and the rule NULL.
+-- A basket's idempotency key never meets the unique index above (its product_id is NULL).
+ALTER TABLE orders ALTER COLUMN product_id DROP NOT NULL;
+ALTER TABLE orders ALTER COLUMN warehouse_id DROP NOT NULL;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS allocation_rule text;
+
+-- A basket's lines as the client sent them (line_no keeps their order); written once, with the
+-- basket's confirmation.
+CREATE TABLE IF NOT EXISTS order_lines (
+    order_id    uuid NOT NULL,
+    product_id  text NOT NULL,
+    quantity    integer NOT NULL CHECK (quantity > 0),
+    line_no     integer NOT NULL,
+    PRIMARY KEY (order_id, product_id)
+);
+
+-- A basket's shipments, one per warehouse that sends a part of it, as the basket's latest
+-- persisted event left them (the orders writer replaces them with each newer one: a re-routed
+-- shipment comes back under its new warehouse). position keeps the record's order, nearest
+-- first.
+CREATE TABLE IF NOT EXISTS shipments (
+    order_id            uuid NOT NULL,
+    warehouse_id        text NOT NULL,
+    status              text NOT NULL,
+    estimated_delivery  date NOT NULL,
+    position            integer NOT NULL,
+    PRIMARY KEY (order_id, warehouse_id)
+);
+
+-- What each shipment sends: units of one product (position keeps the record's order).
+CREATE TABLE IF NOT EXISTS shipment_items (
+    order_id      uuid NOT NULL,
+    warehouse_id  text NOT NULL,
+    product_id    text NOT NULL,
+    quantity      integer NOT NULL CHECK (quantity > 0),
+    position      integer NOT NULL,
+    PRIMARY KEY (order_id, warehouse_id, product_id)
+);
+
+-- The shipment a basket's step was about (its warehouse); NULL for a step of the whole order.
+ALTER TABLE order_status_history ADD COLUMN IF NOT EXISTS warehouse_id text;

@@ -772,7 +772,7 @@ cmd_reset_test() {
     find_pgbin || die "PostgreSQL is not installed; run ops/stack.sh up"
     pg_prepare_dir
     pg_ready || die "PostgreSQL is not running; run ops/stack.sh up"
-    psql_app -d fulfillment_test -c 'TRUNCATE orders, order_status_history'
+    psql_app -d fulfillment_test -c 'TRUNCATE orders, order_status_history, order_lines, shipments, shipment_items'
     log "fulfillment_test: orders and order_status_history truncated"
 }
 

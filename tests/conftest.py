@@ -107,7 +107,10 @@ async def redis(settings: Settings) -> AsyncIterator[RedisClient]:
 async def pg(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     pool = await connect_postgres(settings)
     await apply_schema(pool)
-    await pool.execute("TRUNCATE orders, order_status_history, duplicate_orders")
+    await pool.execute(
+        "TRUNCATE orders, order_status_history, duplicate_orders, order_lines, shipments,"
+        " shipment_items"
+    )
     yield pool
     await pool.close()
 

@@ -27,7 +27,14 @@ from pymongo import errors as mongo_errors
 from pymongo.asynchronous.collection import AsyncCollection
 
 from engine import keys
-from engine.events import Event, MalformedEvent, OrdersConfirmed, UnknownEvent
+from engine.events import (
+    BasketChanged,
+    BasketConfirmed,
+    Event,
+    MalformedEvent,
+    OrdersConfirmed,
+    UnknownEvent,
+)
 from engine.inventory import VERSION_FIELD
 from stores.mongo import INVENTORY, TRANSIENT_ERRORS, MongoDatabase
 from stores.redis import RedisClient
@@ -63,7 +70,9 @@ def _products(event: Event | UnknownEvent | MalformedEvent) -> set[str]:
     match event:
         case OrdersConfirmed():
             return event.products
-        case UnknownEvent() | MalformedEvent():
+        # A basket's units move in its lines' own events, each in its product's partition
+        # (stock.held; stock.changed when units go back): the basket's events move none.
+        case BasketConfirmed() | BasketChanged() | UnknownEvent() | MalformedEvent():
             return set()
     return {event.product}
 

@@ -2,6 +2,9 @@
 
 Confirmed, shipped, delivered and cancelled orders each get one job, whose ID is derived from
 (order, status), so an event delivered twice (a claim, a replay) finds its job and adds nothing.
+A basket gets its confirmation and cancellation the same way, and one notice per shipment that
+ships, is delivered or is re-routed (derived from (order, status, warehouse):
+`notify.jobs.shipment_event`).
 The entry is acked once the job is in the queue; sending, retrying and giving up are the job's.
 """
 
@@ -11,8 +14,16 @@ import asyncio
 from collections.abc import Sequence
 from typing import Final
 
-from engine.events import OrderCancelled, OrderRerouted, OrdersConfirmed, OrderStatusChanged
-from notify.jobs import Notices
+from engine.events import (
+    BasketChanged,
+    BasketConfirmed,
+    OrderCancelled,
+    OrderRerouted,
+    OrdersConfirmed,
+    OrderStatusChanged,
+)
+from engine.records import BasketRecord
+from notify.jobs import Notices, shipment_event
 from stores.redis import TRANSIENT_ERRORS as REDIS_TRANSIENT_ERRORS
 from stores.streams import NOTIFIER_GROUP
 from writers.consumer import StreamEntry
@@ -38,7 +49,8 @@ class NotifierWriter:
 
 
 def _notice_changes(event: object) -> list[tuple[str, str]]:
-    """(order ID, what the customer is told) for each order the event moved."""
+    """(order ID, what the customer is told) for each order the event moved; the notice queue
+    drops what it has no notice for (picking, packed...)."""
     match event:
         case OrdersConfirmed(orders=orders):
             return [(placed.order, placed.record.status) for placed in orders]
@@ -50,4 +62,24 @@ def _notice_changes(event: object) -> list[tuple[str, str]]:
             | OrderStatusChanged(order=order_id, record=record)
         ):
             return [(order_id, record.status)]
+        case BasketConfirmed(order=order_id, record=record):
+            return [(order_id, record.status)]
+        case BasketChanged(order=order_id, record=record, warehouse=""):
+            return _basket_moved(order_id, record)
+        case BasketChanged(order=order_id, record=record, warehouse=warehouse_id):
+            moved = [s.status for s in record.shipments if s.warehouse_id == warehouse_id]
+            # A named shipment the record no longer holds was re-routed (lua/reroute_shipment.lua
+            # names the warehouse it left): its lines now ship from others.
+            status = moved[0] if moved else "rerouted"
+            return [(order_id, shipment_event(status, warehouse_id))]
     return []
+
+
+def _basket_moved(order_id: str, record: BasketRecord) -> list[tuple[str, str]]:
+    """A step of no one shipment: the whole basket cancelled (one notice), or every shipment that
+    could take a step took it (a carrier's callback, lua/basket_step.lua), which the record does
+    not single out: each shipment's notice. One that went out before does not go out again: its
+    job, or else its sent markers, carry the same notice ID."""
+    if record.status == "cancelled":
+        return [(order_id, "cancelled")]
+    return [(order_id, shipment_event(s.status, s.warehouse_id)) for s in record.shipments]

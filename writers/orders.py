@@ -1,5 +1,5 @@
-"""The orders writer: persists `order.confirmed`, `order.cancelled`, `order.status` and
-`order.rerouted` events to PostgreSQL.
+"""The orders writer: persists `order.confirmed`, `order.cancelled`, `order.status`,
+`order.rerouted`, `basket.confirmed` and `basket.changed` events to PostgreSQL.
 
 One transaction per batch: the confirmations are COPYed into a session-local staging table and
 inserted from there (ON CONFLICT DO NOTHING, so replaying a batch adds nothing), then the changes
@@ -9,13 +9,21 @@ higher than the row's, so events that arrive twice, late or out of order (two wr
 reclaimed batch) always leave the newest state. Every event still adds its history row. A change
 whose order row does not exist yet (its confirmation is still pending at another consumer) is
 handed back as not yet applicable and retried later.
+
+A basket is one `orders` row (no product, no warehouse) with its lines, its shipments and what
+each ships (`order_lines`, `shipments`, `shipment_items`). Its events follow the same rules in the
+same transaction, after the one-product ones: a confirmation inserts it once; a change applies
+when its seq is higher, and then the shipments are rewritten from its record (a re-routed
+shipment comes back under its new warehouse); every event adds a history row, naming the
+shipment that moved. Baskets are few beside one-product orders: they get plain batched
+statements, and the one-product path pays nothing for them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
@@ -25,6 +33,8 @@ from engine import commands
 from engine.delivery import estimated_delivery
 from engine.errors import InvalidTransition, OrderNotFound, OutcomeUnknown, StoreFull
 from engine.events import (
+    BasketChanged,
+    BasketConfirmed,
     OrderCancelled,
     OrderConfirmed,
     OrderRerouted,
@@ -33,6 +43,7 @@ from engine.events import (
 )
 from engine.ids import partition_of_id
 from engine.orders import ORDER_FINAL_LINGER_S
+from engine.records import BasketRecord
 from engine.scripts import ScriptRunner
 from stores.postgres import PERMANENT_ERRORS, TRANSIENT_ERRORS
 from stores.streams import ORDERS_GROUP
@@ -141,8 +152,78 @@ WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = change.order_id)
   AND NOT EXISTS (SELECT 1 FROM duplicate_orders d WHERE d.order_id = change.order_id)
 """
 
+# --- baskets ---
+
+# ORDER BY order_id, as for one-product orders: overlapping batches lock rows in one order.
+INSERT_BASKETS: Final = """
+INSERT INTO orders (order_id, quantity, status, customer_lat, customer_lon, estimated_delivery,
+                    idempotency_key, created_at, updated_at, seq, allocation_rule)
+SELECT order_id, quantity, status, customer_lat, customer_lon, estimated_delivery,
+       idempotency_key, created_at, created_at, seq, allocation_rule
+FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::float8[], $5::float8[], $6::date[],
+            $7::text[], $8::timestamptz[], $9::integer[], $10::text[])
+    AS b(order_id, quantity, status, customer_lat, customer_lon, estimated_delivery,
+         idempotency_key, created_at, seq, allocation_rule)
+ORDER BY order_id
+ON CONFLICT DO NOTHING
+RETURNING order_id::text
+"""
+INSERT_LINES: Final = """
+INSERT INTO order_lines (order_id, product_id, quantity, line_no)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::integer[])
+ON CONFLICT DO NOTHING
+"""
+# One row per order (the batch's newest change of it): an UPDATE given several rows for one
+# target applies one of them, not necessarily the newest.
+UPDATE_BASKETS: Final = """
+UPDATE orders o SET status = b.status, estimated_delivery = b.estimated_delivery, seq = b.seq,
+                    updated_at = b.at
+FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::date[], $5::timestamptz[])
+    AS b(order_id, seq, status, estimated_delivery, at)
+WHERE o.order_id = b.order_id AND o.seq < b.seq
+RETURNING o.order_id::text
+"""
+DELETE_SHIPMENTS: Final = """
+WITH items AS (DELETE FROM shipment_items WHERE order_id = ANY($1::uuid[]))
+DELETE FROM shipments WHERE order_id = ANY($1::uuid[])
+"""
+INSERT_SHIPMENTS: Final = """
+WITH shipment AS (
+    INSERT INTO shipments (order_id, warehouse_id, status, estimated_delivery, position)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::date[], $5::integer[])
+)
+INSERT INTO shipment_items (order_id, warehouse_id, product_id, quantity, position)
+SELECT * FROM unnest($6::uuid[], $7::text[], $8::text[], $9::integer[], $10::integer[])
+"""
+# Every step of an existing basket adds its history row; returns the event IDs of the changes
+# whose basket does not exist yet (its confirmation is pending at another consumer).
+INSERT_BASKET_HISTORY: Final = """
+WITH step AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
+                         $6::text[])
+        AS s(order_id, status, at, event_id, reason, warehouse_id)
+), history AS (
+    INSERT INTO order_status_history (order_id, status, at, event_id, reason, warehouse_id)
+    SELECT step.order_id, step.status, step.at, step.event_id, step.reason, step.warehouse_id
+    FROM step JOIN orders o USING (order_id)
+    ORDER BY step.order_id
+    ON CONFLICT (order_id, event_id) DO NOTHING
+)
+SELECT step.event_id FROM step
+WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = step.order_id)
+"""
+
 StagingRow = tuple[str, str, str, int, float, float, date, str | None, datetime, str, int]
 OrderChange = OrderCancelled | OrderStatusChanged | OrderRerouted
+BasketEvent = BasketConfirmed | BasketChanged
+Persisted = OrderConfirmed | OrderChange | BasketEvent
+# The rows of a basket's tables, as the statements above take them (one array per column).
+BasketRow = tuple[str, int, str, float, float, date, str | None, datetime, int, str]
+BasketStateRow = tuple[str, int, str, date, datetime]
+LineRow = tuple[str, str, int, int]
+ShipmentRow = tuple[str, str, str, date, int]
+ItemRow = tuple[str, str, str, int, int]
+StepRow = tuple[str, str, datetime, str, str | None, str | None]
 
 
 class OrdersWriter:
@@ -173,7 +254,8 @@ class OrdersWriter:
         ]
         staged = [_staging_row(entry_id, placed) for entry_id, placed in confirmed]
         changes = [entry for entry in entries if isinstance(entry.event, OrderChange)]
-        if not staged and not changes:
+        baskets = [entry for entry in entries if isinstance(entry.event, BasketEvent)]
+        if not staged and not changes and not baskets:
             return []
         async with self._pool.acquire() as conn, conn.transaction():
             if staged:
@@ -185,15 +267,17 @@ class OrdersWriter:
                 await conn.execute(INSERT_CONFIRMED_HISTORY)
                 await conn.execute(RECORD_DUPLICATES)
             waiting = await _apply_changes(conn, changes) if changes else set()
+            if baskets:
+                waiting |= await _persist_baskets(conn, baskets)
         if staged:
             await self._cancel_duplicates([row[0] for row in staged])
-        persisted: list[OrderConfirmed | OrderChange] = [placed for _, placed in confirmed]
-        for entry in changes:
+        persisted: list[Persisted] = [placed for _, placed in confirmed]
+        for entry in (*changes, *baskets):
             if entry.entry_id not in waiting:
-                assert isinstance(entry.event, OrderChange)
+                assert isinstance(entry.event, OrderChange | BasketEvent)
                 persisted.append(entry.event)
         await self._let_leave_redis(persisted)
-        return [entry for entry in changes if entry.entry_id in waiting]
+        return [entry for entry in (*changes, *baskets) if entry.entry_id in waiting]
 
     async def _cancel_duplicates(self, order_ids: list[str]) -> None:
         """Cancel, units back, the orders that repeated an idempotency key after it left Redis.
@@ -223,9 +307,10 @@ class OrdersWriter:
                 extra={"order_id": order_id},
             )
 
-    async def _let_leave_redis(self, persisted: Sequence[OrderConfirmed | OrderChange]) -> None:
+    async def _let_leave_redis(self, persisted: Sequence[Persisted]) -> None:
         """PostgreSQL now holds these orders' states: their records may leave Redis after the
-        hot window (lua/expire_persisted.lua), each only if Redis has nothing newer."""
+        hot window (lua/expire_persisted.lua), each only if Redis has nothing newer. A basket's
+        too (its record has a key of its own, `commands.expire_persisted` names it)."""
         latest: dict[str, int] = {}
         for event in persisted:
             latest[event.order] = max(latest.get(event.order, 0), event.record.seq)
@@ -289,6 +374,132 @@ async def _apply_changes(conn: asyncpg.Connection, changes: Sequence[StreamEntry
             column.append(value)
     rows = await conn.fetch(APPLY_CHANGES, *columns)
     return {row["event_id"] for row in rows}
+
+
+async def _persist_baskets(conn: asyncpg.Connection, entries: Sequence[StreamEntry]) -> set[str]:
+    """Persist a batch's basket events; returns the event IDs of the changes whose basket does
+    not exist yet. Shipments are rewritten only for baskets this batch inserted or moved on (its
+    newest record is then the row's), so a late or replayed event never brings back a shipment
+    a newer one re-routed."""
+    events = [
+        (entry.entry_id, entry.event) for entry in entries if isinstance(entry.event, BasketEvent)
+    ]
+    latest = latest_baskets(event for _, event in events)
+    confirmed = {e.order: e for _, e in events if isinstance(e, BasketConfirmed)}
+    inserted: set[str] = set()
+    if confirmed:
+        rows = [basket_row(confirmed[order_id]) for order_id in sorted(confirmed)]
+        inserted = {row[0] for row in await conn.fetch(INSERT_BASKETS, *_columns(rows, 10))}
+        lines = [
+            line
+            for order_id in sorted(inserted)
+            for line in line_rows(order_id, confirmed[order_id].record)
+        ]
+        if lines:
+            await conn.execute(INSERT_LINES, *_columns(lines, 4))
+    moved = [basket_state_row(e) for _, e in sorted(latest.items()) if isinstance(e, BasketChanged)]
+    updated: set[str] = set()
+    if moved:
+        updated = {row[0] for row in await conn.fetch(UPDATE_BASKETS, *_columns(moved, 5))}
+    current = sorted(inserted | updated)
+    if current:
+        await conn.execute(DELETE_SHIPMENTS, current)
+        shipments: list[ShipmentRow] = []
+        items: list[ItemRow] = []
+        for order_id in current:
+            shipped, sent = shipment_rows(order_id, latest[order_id].record)
+            shipments += shipped
+            items += sent
+        await conn.execute(INSERT_SHIPMENTS, *_columns(shipments, 5), *_columns(items, 5))
+    steps = [step_row(entry_id, event) for entry_id, event in events]
+    return {row[0] for row in await conn.fetch(INSERT_BASKET_HISTORY, *_columns(steps, 6))}
+
+
+def latest_baskets(events: Iterable[BasketEvent]) -> dict[str, BasketEvent]:
+    """Each basket's newest event (highest seq) among `events`."""
+    latest: dict[str, BasketEvent] = {}
+    for event in events:
+        known = latest.get(event.order)
+        if known is None or known.record.seq < event.record.seq:
+            latest[event.order] = event
+    return latest
+
+
+def basket_row(event: BasketConfirmed) -> BasketRow:
+    record = event.record
+    return (
+        event.order,
+        record.quantity,
+        record.status,
+        record.lat,
+        record.lon,
+        estimated_delivery(record.created_ms, record.eta_days),
+        record.idempotency_key or None,
+        _utc(record.created_ms),
+        record.seq,
+        record.rule,
+    )
+
+
+def basket_state_row(event: BasketEvent) -> BasketStateRow:
+    """What a newer event changes in the basket's `orders` row."""
+    record = event.record
+    at_ms = event.at_ms if isinstance(event, BasketChanged) else record.created_ms
+    return (
+        event.order,
+        record.seq,
+        record.status,
+        estimated_delivery(record.created_ms, record.eta_days),
+        _utc(at_ms),
+    )
+
+
+def line_rows(order_id: str, record: BasketRecord) -> list[LineRow]:
+    return [
+        (order_id, product_id, quantity, line_no)
+        for line_no, (product_id, quantity) in enumerate(record.lines)
+    ]
+
+
+def shipment_rows(order_id: str, record: BasketRecord) -> tuple[list[ShipmentRow], list[ItemRow]]:
+    """The basket's shipments (nearest first, as the record has them) and what each sends."""
+    shipments: list[ShipmentRow] = []
+    items: list[ItemRow] = []
+    for position, shipment in enumerate(record.shipments):
+        eta = estimated_delivery(record.created_ms, shipment.eta_days)
+        shipments.append((order_id, shipment.warehouse_id, shipment.status, eta, position))
+        items += [
+            (order_id, shipment.warehouse_id, product_id, quantity, item_position)
+            for item_position, (product_id, quantity) in enumerate(shipment.items)
+        ]
+    return shipments, items
+
+
+def step_row(event_id: str, event: BasketEvent) -> StepRow:
+    """The history row of a basket's event: the status the step reached (the moved shipment's,
+    when one moved), the shipment's warehouse, and why, when the event says. A named shipment the
+    record no longer holds was re-routed (lua/reroute_shipment.lua names the warehouse it left):
+    the basket's status, and the reason says so, as for a one-product order."""
+    record = event.record
+    if isinstance(event, BasketConfirmed):
+        return (event.order, "confirmed", _utc(record.created_ms), event_id, None, None)
+    status, reason = record.status, event.reason or None
+    if event.warehouse:
+        moved = [s.status for s in record.shipments if s.warehouse_id == event.warehouse]
+        if moved:
+            status = moved[0]
+        else:
+            reason = f"re-routed from {event.warehouse}" + (f": {reason}" if reason else "")
+    return (event.order, status, _utc(event.at_ms), event_id, reason, event.warehouse or None)
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as one list per column, as `unnest($1::...[], ...)` takes them."""
+    columns: list[list[Any]] = [[] for _ in range(width)]
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
 
 
 def _reason(event: OrderChange) -> str | None:

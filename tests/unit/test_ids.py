@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from engine.ids import is_canonical_id, new_id, owner_tag_of_id, partition_of_id
+from engine.ids import is_basket_id, is_canonical_id, new_id, owner_tag_of_id, partition_of_id
 from engine.keys import PARTITIONS
 
 
@@ -64,3 +64,12 @@ def test_a_forked_process_mints_other_ids_than_its_parent() -> None:
     from_parent = {new_id(7, now_ms=1) for _ in range(50)}
     assert len(from_child) == 50
     assert not from_child & from_parent
+
+
+def test_a_basket_id_says_so_and_keeps_its_partition() -> None:
+    for partition in range(PARTITIONS):
+        basket, order = new_id(partition, basket=True), new_id(partition)
+        assert is_basket_id(basket) and not is_basket_id(order)
+        assert partition_of_id(basket) == partition_of_id(order) == partition
+    assert not is_basket_id(new_id(3, basket=True).upper())  # one spelling only
+    assert not is_basket_id("not-an-id")
