@@ -75,6 +75,12 @@ class StatusChange(msgspec.Struct):
     at: datetime
 
 
+class ShipmentStatusChange(msgspec.Struct, rename="camel", omit_defaults=True):
+    status: str
+    at: datetime
+    warehouse_id: str | None = None  # the shipment the step was about; none: the whole basket
+
+
 class OrderView(msgspec.Struct, rename="camel", omit_defaults=True):
     order_id: str
     status: str
@@ -121,10 +127,10 @@ class BasketView(msgspec.Struct, rename="camel", omit_defaults=True):
     customer_location: Location
     estimated_delivery: date
     created_at: datetime
-    history: list[StatusChange] | None = None  # as for OrderView
+    history: list[ShipmentStatusChange] | None = None  # as for OrderView
 
     @classmethod
-    def of(cls, basket: Basket, history: list[StatusChange] | None = None) -> BasketView:
+    def of(cls, basket: Basket, history: list[ShipmentStatusChange] | None = None) -> BasketView:
         return cls(
             order_id=basket.order_id,
             status=basket.status,
@@ -329,18 +335,21 @@ class OrderController(Controller):
         self, services: Injected[Services], request: Request[Any, Any, Any], order_id: AnyIdPath
     ) -> OrderView | BasketView:
         require_owner(request, order_id)
-        # Redis while the order is hot, PostgreSQL after (engine.live_orders, engine.baskets).
-        found = await (
-            services.live_baskets.get(order_id)
-            if is_basket_id(order_id)
-            else services.live_orders.get(order_id)
-        )
-        if found is None:
+        # Redis while the order is hot, PostgreSQL after (engine.live_orders, engine.live_baskets).
+        archive, breaker = services.archive, services.postgres_breaker
+        if is_basket_id(order_id):
+            basket = await services.live_baskets.get(order_id)
+            if basket is None:
+                raise OrderNotFound(order_id)
+            steps = await archive.basket_history(order_id, breaker)
+            return BasketView.of(
+                basket,
+                None if steps is None else [ShipmentStatusChange(*step) for step in steps],
+            )
+        order = await services.live_orders.get(order_id)
+        if order is None:
             raise OrderNotFound(order_id)
-        history = _changes(await services.archive.history(order_id, services.postgres_breaker))
-        if isinstance(found, Basket):
-            return BasketView.of(found, history)
-        return OrderView.of(found, history)
+        return OrderView.of(order, _changes(await archive.history(order_id, breaker)))
 
     @post("/{order_id:str}/cancel", status_code=200)
     async def cancel(

@@ -2,8 +2,8 @@
 reference so the ratio holds on a noisy machine. Prints a table and writes BENCHMARKS.md with its
 plots (BENCHMARKS-latency.png, BENCHMARKS-soak.png).
 
-    python -m loadtest.bench                (~22 min, of which the soak ~13)
-    python -m loadtest.bench --quick        (~11 min: shorter runs, 200k products for memory,
+    python -m loadtest.bench                (~23 min, of which the soak ~13)
+    python -m loadtest.bench --quick        (~12 min: shorter runs, 200k products for memory,
                                              a 3-minute soak)
     python -m loadtest.bench --parts soak   (one part; its rows and sections replace theirs in
                                              BENCHMARKS.md, the rest of the file stays)
@@ -40,12 +40,13 @@ from engine import keys, scripts
 from engine.inventory import Inventory
 from engine.warehouses import Warehouse, WarehouseDirectory
 from geo.rings import Point
-from loadtest import curves, engine_load, plots, processes, progress, soak, swarm
+from loadtest import baskets, curves, engine_load, plots, processes, progress, soak, swarm
 from loadtest.catalog import FLASH_PRODUCT, WAREHOUSES, Traffic, product_id
 from loadtest.cluster import cluster_scaling
 from loadtest.memory import measure_key_costs, measure_memory
 from loadtest.processes import API_APP
 from loadtest.report import (
+    BASKETS,
     LATENCY,
     MEMORY,
     SCALING,
@@ -56,6 +57,7 @@ from loadtest.report import (
     Row,
     cores_for,
     latency_lines,
+    redrawn,
     remember,
     scaling_lines,
     update_report,
@@ -76,6 +78,7 @@ BENCH_REDIS_PORT: Final = 6400
 ENGINE_REDIS_PORT: Final = 6402
 SOAK_REDIS_PORT: Final = 6403
 SOAK_QUEUE_REDIS_PORT: Final = 6404
+BASKETS_REDIS_PORT: Final = 6405
 API_PORT: Final = 8400
 NOOP_PORT: Final = 8401
 SOAK_API_PORT: Final = 8402
@@ -83,6 +86,7 @@ SOAK_API_PORT: Final = 8402
 GATEWAY_PORT: Final = 8410
 BENCH_DATABASE: Final = "fulfillment_bench"
 SOAK_DATABASE: Final = "fulfillment_soak"
+BASKETS_DATABASE: Final = "fulfillment_baskets"
 CLUSTER_PORTS: Final = (7100, 7101, 7102)
 PRODUCTS: Final = 10_000
 UNITS: Final = 10**9  # per product and warehouse: no run sells out
@@ -92,7 +96,18 @@ LATENCY_WARMUP_S: Final = 6
 # A granian worker, or nginx and its workers, until they answer: for the expected durations.
 START_S: Final = 3
 # In this order; workers and swarm before writers, whose first step drains what the API runs left.
-PARTS: Final = ("engine", "api", "workers", "swarm", "writers", "sql", "memory", "cluster", "soak")
+PARTS: Final = (
+    "engine",
+    "api",
+    "workers",
+    "swarm",
+    "writers",
+    "baskets",
+    "sql",
+    "memory",
+    "cluster",
+    "soak",
+)
 # Roughly how long each part takes here, full and --quick: for the progress lines.
 PART_EXPECTED_S: Final = {
     "engine": (60, 30),
@@ -100,6 +115,7 @@ PART_EXPECTED_S: Final = {
     "workers": (30, 20),
     "swarm": (40, 25),
     "writers": (60, 45),
+    "baskets": (60, 40),
     "sql": (80, 45),
     "memory": (150, 45),
     "cluster": (60, 35),
@@ -125,6 +141,10 @@ SOAK_DEFAULT_RATE: Final = 500
 # FerretDB, not the hot window (README, The MongoDB mirror).
 SOAK_PRODUCTS: Final = 1_000
 SOAK_DRAIN_TIMEOUT_S: Final = 300
+# Lines per basket in the baskets part, each beside single orders on the same setup.
+BASKET_LINES: Final = (1, 3, 10)
+# Bodies per basket size: wrk sends them in turn, again from the first when it is through.
+BASKET_BODIES: Final = 20_000
 
 
 # --- setup ---
@@ -195,11 +215,13 @@ async def seed_stock(redis_url: str, warehouses: list[Warehouse]) -> None:
     await redis.aclose()
 
 
-def write_bodies(path: Path, traffic: Traffic, count: int = 100_000) -> Path:
+def write_bodies(path: Path, traffic: Traffic, count: int = 100_000, basket_lines: int = 0) -> Path:
+    """`count` order bodies, one per line: single orders, or baskets of `basket_lines` lines."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as out:
         for _ in range(count):
-            out.write(json.dumps(traffic.order_body()) + "\n")
+            body = traffic.basket_body(basket_lines) if basket_lines else traffic.order_body()
+            out.write(json.dumps(body) + "\n")
     return path
 
 
@@ -218,11 +240,13 @@ async def _json_report(what: str, *command: str, env: dict[str, str] | None = No
     return json.loads(last)
 
 
-async def wrk(url: str, bodies: Path, seconds: int) -> dict[str, Any]:
-    """Closed-loop peak: wrk, 1 thread, 64 connections (the brief's reference setup)."""
+async def wrk(url: str, bodies: Path, seconds: int, *, statuses: bool = False) -> dict[str, Any]:
+    """Closed-loop peak: wrk, 1 thread, 64 connections (the brief's reference setup). With
+    `statuses`, the answers are also counted by status (loadtest/wrk_post.lua)."""
     script = processes.ROOT / "loadtest" / "wrk_post.lua"
     command = ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "-s", str(script), url]
-    return dict(await _json_report("wrk", *command, env={**os.environ, "BODIES": str(bodies)}))
+    env = {**os.environ, "BODIES": str(bodies), "STATUSES": "1" if statuses else "0"}
+    return dict(await _json_report("wrk", *command, env=env))
 
 
 def build_ratedriver() -> Path:
@@ -685,6 +709,80 @@ async def measure_writers(results: Results, settings: Settings, bodies: Path, se
     )
 
 
+async def measure_baskets(results: Results, seconds: int, machine: str) -> list[str]:
+    """Confirmed baskets/s of one API worker for each of BASKET_LINES lines, beside single orders
+    measured the same way just before (the same worker setup, driver and Redis), with what each
+    costs the worker and Redis in CPU. On a Redis and databases of their own: the baskets' records
+    and events then weigh on no other part, and the single orders here are the reference whatever
+    the parts run before."""
+    with processes.redis_server(BASKETS_REDIS_PORT, persistent=True) as redis_url:
+        settings = bench_settings(redis_url, BASKETS_DATABASE)
+        async with progress.step("baskets: seeding its stores and bodies", 20):
+            await prepare_stores(settings)
+            # Seed 1: the API rows' spread traffic.
+            bodies = {
+                0: write_bodies(processes.BENCH_DIR / "spread.jsonl", Traffic(PRODUCTS, seed=1))
+            }
+            for lines in BASKET_LINES:
+                path = processes.BENCH_DIR / f"baskets-{lines}.jsonl"
+                traffic = Traffic(PRODUCTS, seed=10 + lines)
+                bodies[lines] = write_bodies(path, traffic, BASKET_BODIES, basket_lines=lines)
+        redis = connect_redis(settings)
+        try:
+            env = bench_env(settings)
+            single = await _basket_run(redis, env, bodies[0], 0, seconds)
+            runs = [
+                await _basket_run(redis, env, bodies[lines], lines, seconds)
+                for lines in BASKET_LINES
+            ]
+        finally:
+            await redis.aclose()
+    results.figures["baskets_single_per_s"] = single.per_s
+    results.figures.update({f"baskets_{run.lines}_per_s": run.per_s for run in runs})
+    for run in (single, *runs):
+        if run.not_confirmed:
+            results.notes.append(
+                f"baskets part, {run.lines or 'single'} line(s): answers other than 201: "
+                f"{run.refused_text()}"
+            )
+    results.add(
+        Row(
+            "API: confirmed baskets/s per worker, "
+            + " / ".join(str(lines) for lines in BASKET_LINES)
+            + " lines (spread traffic)",
+            " / ".join(f"{run.per_s:,.0f}" for run in runs)
+            + " /s ("
+            + " / ".join(f"{run.lines_per_s:,.0f}" for run in runs)
+            + " lines/s), p99 "
+            + " / ".join(f"{run.p99_ms:.1f}" for run in runs)
+            + " ms",
+            f"single orders on the same setup: {single.per_s:,.0f} /s; baskets = "
+            + " / ".join(f"{run.per_s / single.per_s:.2f}x" for run in runs)
+            + f" that; see {BASKETS}",
+        )
+    )
+    return baskets.report_lines(single, runs, machine)
+
+
+async def _basket_run(
+    redis: RedisClient, env: dict[str, str], bodies: Path, lines: int, seconds: int
+) -> baskets.BasketRun:
+    """One fresh API worker, closed loop as the API rows drive it (wrk -t1 -c64 after WARMUP_S
+    of the same load), its answers counted by status, with the worker's and Redis's CPU."""
+    what = f"baskets: {lines} line(s)" if lines else "baskets: single orders, the reference"
+    async with progress.step(
+        f"{what}, wrk -t1 -c{WRK_CONNECTIONS}, {seconds} s", START_S + WARMUP_S + seconds
+    ):
+        with processes.asgi_worker(API_APP, API_PORT, env) as worker:
+            url = f"{worker.url}/orders"
+            await wrk(url, bodies, WARMUP_S, statuses=True)
+            worker_before, redis_before = worker.cpu_s(), await redis_cpu_s(redis)
+            run = await wrk(url, bodies, seconds, statuses=True)
+            worker_cpu_s = worker.cpu_s() - worker_before
+            redis_cpu = await redis_cpu_s(redis) - redis_before
+    return baskets.BasketRun.of(lines, run, worker_cpu_s, redis_cpu)
+
+
 async def measure_sql(results: Results, seconds: int) -> None:
     """The usual approach, one SQL transaction per order (pgbench, 32 clients): its peak, on
     random products and on one, then its throughput-latency curve at shares of that peak."""
@@ -961,6 +1059,10 @@ async def main() -> None:
             if "writers" in parts:
                 async with parts.step("writers"):
                     await measure_writers(results, settings, bodies["spread"], seconds)
+    if "baskets" in parts:
+        async with parts.step("baskets"):
+            machine = f"{facts[1].removeprefix('machine: ')}; {facts[2]}"
+            sections[BASKETS] = await measure_baskets(results, seconds, machine)
     if "sql" in parts:
         async with parts.step("sql"):
             await measure_sql(results, seconds)
@@ -976,11 +1078,13 @@ async def main() -> None:
             soak_plot = plot(args.report, "soak")
             sections[SOAK] = await measure_soak(results, args.quick, rate, soak_plot)
     stored = remember(results, args.report)
-    if stored.curves:
+    derived = redrawn(results, writes_whole(args))
+    if stored.curves and LATENCY in derived:
         latency_plot = plot(args.report, "latency")
         plots.throughput_latency(list(stored.curves.values()), latency_plot)
         sections[LATENCY] = latency_lines(stored, latency_plot.name)
-    sections[SCALING] = scaling_lines(stored.figures)
+    if SCALING in derived:
+        sections[SCALING] = scaling_lines(stored.figures)
     write(args, results, facts, sections)
     print(f"\nwrote {args.report}")
 
@@ -988,6 +1092,11 @@ async def main() -> None:
 def plot(report: Path, name: str) -> Path:
     """A plot's file, beside the report: BENCHMARKS-soak.png for BENCHMARKS.md."""
     return report.with_name(f"{report.stem}-{name}.png")
+
+
+def writes_whole(args: argparse.Namespace) -> bool:
+    """A run of every part writes the report whole, as does a run with no report yet."""
+    return set(args.parts.split(",")) == set(PARTS) or not args.report.exists()
 
 
 def write(
@@ -1001,7 +1110,7 @@ def write(
     command = f"python -m loadtest.bench --parts {args.parts}{flags}"
     if every_part:
         command = "make bench" + (" (--quick)" if args.quick else "")
-    if every_part or not args.report.exists():
+    if writes_whole(args):
         write_report(args.report, results, facts, sections, command)
     else:
         update_report(args.report, results, sections, command, facts[0].removeprefix("date: "))

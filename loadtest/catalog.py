@@ -59,10 +59,27 @@ class Traffic:
         lat, lon, _ = CITIES[bisect.bisect_left(self._city_cdf, u)]
         return lat + self._rng.gauss(0, 0.15), lon + self._rng.gauss(0, 0.2)
 
+    def quantity(self) -> int:
+        return 1 if self._rng.random() < 0.8 else self._rng.randint(2, 4)
+
     def order_body(self) -> dict[str, object]:
         lat, lon = self.customer()
         return {
             "productId": self.product(),
-            "quantity": 1 if self._rng.random() < 0.8 else self._rng.randint(2, 4),
+            "quantity": self.quantity(),
+            "customerLocation": {"lat": round(lat, 5), "lon": round(lon, 5)},
+        }
+
+    def basket_body(self, lines: int) -> dict[str, object]:
+        """A basket of `lines` distinct products, each drawn by popularity as a single order's
+        (a product drawn twice is drawn again: the API takes each product once)."""
+        if self._flash_sale or lines > len(self._product_cdf):
+            raise ValueError(f"cannot draw {lines} distinct products from this catalogue")
+        products: dict[str, None] = {}
+        while len(products) < lines:
+            products[self.product()] = None
+        lat, lon = self.customer()
+        return {
+            "items": [{"productId": p, "quantity": self.quantity()} for p in products],
             "customerLocation": {"lat": round(lat, 5), "lon": round(lon, 5)},
         }

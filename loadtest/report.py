@@ -1,8 +1,8 @@
 """BENCHMARKS.md from the benchmark's results: the Targets table, the sections (throughput and
-latency, swarm, soak, memory, the scaling table), written whole by a full run or updated in place
-by a run of some parts. The figures and curves of every run are kept under BENCH_DIR, one file per
-report, so that a run of some parts still draws the scaling table and the throughput-latency plot
-whole, from the last run of each part."""
+latency, baskets, swarm, soak, memory, the scaling table), written whole by a full run or updated
+in place by a run of some parts. The figures and curves of every run are kept under BENCH_DIR, one
+file per report, so that a run of some parts still draws the scaling table and the
+throughput-latency plot whole, from the last run of each part."""
 
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ READING: Final = (
     "README.md, section Performance and scaling."
 )
 LATENCY: Final = "Throughput and latency"
+BASKETS: Final = "Baskets"
 SWARM: Final = "Swarm"
 SOAK: Final = "Soak"
 MEMORY: Final = "Memory"
 SCALING: Final = "Scaling to 100,000 orders/s"
-SECTION_ORDER: Final = (LATENCY, SWARM, SOAK, MEMORY, SCALING)
+SECTION_ORDER: Final = (LATENCY, BASKETS, SWARM, SOAK, MEMORY, SCALING)
 # Drawn from the stored figures of every part, not only those of the run that writes them.
 DERIVED_SECTIONS: Final = (LATENCY, SCALING)
 
@@ -151,6 +152,29 @@ TIERS: Final = (
         "one process",
     ),
 )
+
+
+# What the scaling table is drawn from.
+SCALING_FIGURES: Final = frozenset(
+    {key for tier in TIERS for key in (tier.per_core, tier.wall_clock) if key}
+    | {"engine_8_per_core"}
+)
+
+
+def redrawn(results: Results, whole: bool) -> frozenset[str]:
+    """The sections drawn from the stored figures that a run draws again, and marks with its
+    command: every one when it writes the report whole, else those it measured something for
+    (a run of the baskets part leaves the curves and the scaling table as they were)."""
+    if whole:
+        return frozenset(DERIVED_SECTIONS)
+    return frozenset(
+        name
+        for name, measured in (
+            (LATENCY, bool(results.curves)),
+            (SCALING, bool(results.figures.keys() & SCALING_FIGURES)),
+        )
+        if measured
+    )
 
 
 def cores_for(per_core: float, rate: float = TARGET_ORDERS_PER_S) -> int:
