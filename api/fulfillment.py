@@ -126,7 +126,7 @@ class FulfillmentController(Controller):
                     for s in basket.shipments
                 ],
             )
-        order = await services.engine.reroute(data.order_id, data.warehouse_id, data.reason)
+        order = await services.order_placer.reroute(data.order_id, data.warehouse_id, data.reason)
         log.info(
             "order re-routed",
             extra={"order_id": order.order_id, "from": data.warehouse_id, "to": order.warehouse_id},

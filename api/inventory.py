@@ -29,8 +29,8 @@ from engine.errors import HoldNotFound, UnknownWarehouse
 from engine.inventory import StockChange
 
 MAX_STOCK_UNITS: Final = 1_000_000_000
-Units = Annotated[int, msgspec.Meta(ge=1, le=MAX_STOCK_UNITS)]
-StockUnits = Annotated[int, msgspec.Meta(ge=0, le=MAX_STOCK_UNITS)]
+HoldQuantity = Annotated[int, msgspec.Meta(ge=1, le=MAX_STOCK_UNITS)]
+Level = Annotated[int, msgspec.Meta(ge=0, le=MAX_STOCK_UNITS)]
 Delta = Annotated[int, msgspec.Meta(ge=-MAX_STOCK_UNITS, le=MAX_STOCK_UNITS)]
 # A comment line this often keeps a quiet stream open through proxies (nginx cuts at 60 s idle).
 STREAM_PING_S: Final = 15.0
@@ -46,10 +46,12 @@ class ProductStock(msgspec.Struct, rename="camel"):
     stock_levels: list[StockLevelOut]
 
 
+# POST /inventory/reserve: what the API calls a reservation is a hold (engine.inventory). These
+# structs keep the path's name, which is also their OpenAPI schema's.
 class ReserveStock(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     product_id: ProductId
     warehouse_id: WarehouseId
-    quantity: Units
+    quantity: HoldQuantity
 
 
 class HoldReleased(msgspec.Struct, rename="camel"):
@@ -65,7 +67,7 @@ class StockReserved(msgspec.Struct, rename="camel"):
 
 
 class SetStock(msgspec.Struct, forbid_unknown_fields=True):
-    quantity: StockUnits
+    quantity: Level  # the API calls a level `quantity`
     reason: Reason = "restock"
 
 
@@ -107,9 +109,7 @@ class InventoryController(Controller):
         self, services: Injected[Services], product_id: ProductIdQuery
     ) -> ProductStock:
         levels = await services.inventory.levels(product_id)
-        return ProductStock(
-            product_id, [StockLevelOut(lv.warehouse_id, lv.quantity) for lv in levels]
-        )
+        return ProductStock(product_id, [StockLevelOut(lv.warehouse_id, lv.level) for lv in levels])
 
     @get("/stream")
     async def stream(
@@ -194,7 +194,7 @@ async def _stock_events(
     try:
         levels = await services.inventory.levels(product_id)
         current = ProductStock(
-            product_id, [StockLevelOut(lv.warehouse_id, lv.quantity) for lv in levels]
+            product_id, [StockLevelOut(lv.warehouse_id, lv.level) for lv in levels]
         )
         yield ServerSentEventMessage(msgspec.json.encode(current), event="levels")
         async for message in _changes(subscription):
@@ -215,11 +215,11 @@ async def _changes(subscription: Subscription) -> AsyncIterator[ServerSentEventM
             return
         else:
             c = item.change
-            out = StockChangeOut(c.product_id, c.warehouse_id, c.quantity, c.reason)
+            out = StockChangeOut(c.product_id, c.warehouse_id, c.level, c.reason)
             yield ServerSentEventMessage(msgspec.json.encode(out), event="stock", id=item.entry_id)
             threshold = item.low_threshold_units
             if threshold is not None:
-                low = LowStockOut(c.product_id, c.warehouse_id, c.quantity, threshold)
+                low = LowStockOut(c.product_id, c.warehouse_id, c.level, threshold)
                 yield ServerSentEventMessage(msgspec.json.encode(low), event="low_stock")
 
 
@@ -228,11 +228,11 @@ async def _change_level(
     product_id: str,
     warehouse_id: str,
     mode: StockChange,
-    units: int,
+    amount: int,
     reason: str,
 ) -> StockLevelChanged:
     await _require_warehouse(services, warehouse_id)
-    level = await services.inventory.change(product_id, warehouse_id, mode, units, reason)
+    level = await services.inventory.change(product_id, warehouse_id, mode, amount, reason)
     return StockLevelChanged(product_id, warehouse_id, level)
 
 

@@ -1,6 +1,6 @@
 """Prometheus metrics of one API process, exposed on GET /metrics.
 
-Counters the requests update (order outcomes, reservation latency, responses per status class)
+Counters the requests update (order outcomes, placement latency, responses per status class)
 live in this process only: with several API processes, each is its own scrape target. The
 gauges of shared state (stream backlog, writer progress, dead letters, failed notices, Redis
 memory per node) are read from the stores at scrape time, so every process reports the same
@@ -58,9 +58,9 @@ ORDER_FAILURES: Final[dict[type[BaseException], str]] = {
     OutcomeUnknown: "outcome_unknown",
     StoreFull: "store_full",
 }
-# The lower buckets span a batched reservation's usual time (README, "Performance and scaling");
+# The lower buckets span a batched placement's usual time (README, "Performance and scaling");
 # the upper ones show a slow Redis or a retry storm.
-RESERVATION_BUCKETS_S: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
+PLACEMENT_BUCKETS_S: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
 # Scrapes from several Prometheus servers (or a gateway fan-out) within this window share one
 # read of the stores: the backlog alone is two pipelines over every partition stream.
@@ -167,9 +167,9 @@ class EngineCollector(Collector):
         yield GaugeMetricFamily(
             "order_queue_depth",
             "Orders waiting to be sent to Redis in this process (bounded; past it: 503)",
-            value=services.engine.queued,
+            value=services.order_placer.queued,
         )
-        runner = services.engine.runner
+        runner = services.order_placer.runner
         yield CounterMetricFamily(
             "redis_command_resends",
             "Script calls sent again after a lost reply (connection cut, timeout)",
@@ -190,10 +190,10 @@ class Metrics:
         self.registry = CollectorRegistry()
         orders = Counter("orders", "POST /orders by outcome", ["outcome"], registry=self.registry)
         self.orders = {outcome: orders.labels(outcome) for outcome in ORDER_OUTCOMES}
-        self.reservation_seconds = Histogram(
-            "reservation_seconds",
-            "Time in ReservationEngine.place, every outcome",
-            buckets=RESERVATION_BUCKETS_S,
+        self.placement_seconds = Histogram(
+            "placement_seconds",
+            "Time in OrderPlacer.place (BasketPlacer.place for a basket), every outcome",
+            buckets=PLACEMENT_BUCKETS_S,
             registry=self.registry,
         )
         responses = Counter(

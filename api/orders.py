@@ -23,8 +23,8 @@ from engine.baskets import MAX_BASKET_LINES, Basket, BasketLine, BasketPlacer, B
 from engine.errors import HoldUnavailable, OrderNotFound
 from engine.ids import is_basket_id
 from engine.orders import MAX_ORDER_QUANTITY, Order, OrderRequest
-from engine.reservations import ReservationEngine
-from geo.rings import Point
+from engine.placement import OrderPlacer
+from geo.distance import Point
 
 log = logging.getLogger(__name__)
 
@@ -194,11 +194,11 @@ async def place_order(
         idempotency_key = caller.idempotency_key(idempotency_key)
     if isinstance(data, PlaceBasket):
         return await _place_basket(services.baskets, metrics, caller, data, idempotency_key)
-    return await _place_one(services.engine, metrics, caller, data, idempotency_key)
+    return await _place_one(services.order_placer, metrics, caller, data, idempotency_key)
 
 
 async def _place_one(
-    engine: ReservationEngine,
+    order_placer: OrderPlacer,
     metrics: Metrics,
     caller: Caller | None,
     data: PlaceOrder,
@@ -216,8 +216,8 @@ async def _place_one(
     if data.reservation_id is not None and not caller_may_touch(caller, data.reservation_id):
         raise HoldUnavailable(data.reservation_id, "gone")  # another's hold: as if gone
     try:
-        with metrics.reservation_seconds.time():
-            confirmation = await engine.place(order)
+        with metrics.placement_seconds.time():
+            confirmation = await order_placer.place(order)
     except Exception as exc:
         outcome = metrics.order_failed(exc)
         # No order ID exists for a refused order (the engine's is never stored): the request
@@ -252,7 +252,7 @@ async def _place_basket(
         owner_tag=None if caller is None else caller.owner_tag,
     )
     try:
-        with metrics.reservation_seconds.time():
+        with metrics.placement_seconds.time():
             confirmation = await baskets.place(request)
     except Exception as exc:
         outcome = metrics.order_failed(exc)

@@ -1,5 +1,5 @@
-"""What one API worker holds for its lifetime: store clients, the engine, the warehouse directory,
-the live stock feed.
+"""What one API worker holds for its lifetime: store clients, the order placer, the warehouse
+directory, the live stock feed.
 
 Warehouses live in MongoDB (stores/warehouses.py); each worker keeps them in memory to rank them
 per order, and polls the set's version in Redis, so all workers see a new warehouse within
@@ -25,7 +25,7 @@ from engine.baskets import BASKET_HOLD_TTL_S, BasketPlacer, PartHolder
 from engine.inventory import Inventory
 from engine.live_baskets import LiveBaskets
 from engine.live_orders import LiveOrders
-from engine.reservations import ReservationEngine
+from engine.placement import OrderPlacer
 from engine.stock_changes import LowStockThresholds, parse_overrides
 from notify.jobs import Notices
 from stores.breaker import Breaker, CircuitOpen
@@ -47,7 +47,7 @@ class Services:
     mongo_client: AsyncMongoClient[dict[str, Any]]
     mongo: MongoDatabase
     postgres: asyncpg.Pool
-    engine: ReservationEngine
+    order_placer: OrderPlacer
     baskets: BasketPlacer
     live_baskets: LiveBaskets
     shipment_rerouter: ShipmentRerouter
@@ -83,7 +83,7 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
             mongo_client=mongo_client,
             mongo=mongo,
             postgres=postgres,
-            engine=ReservationEngine(
+            order_placer=OrderPlacer(
                 runner,
                 warehouses,
                 orders=live_orders,

@@ -219,7 +219,7 @@ class StockFeed:
             "low stock: %s at %s has %d units (threshold %d, %s)",
             change.product_id,
             change.warehouse_id,
-            change.quantity,
+            change.level,
             threshold,
             change.reason,
         )

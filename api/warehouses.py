@@ -12,7 +12,7 @@ from api.state import Services
 from api.types import ONE_LINE, AnyIdPath, Injected, Location, WarehouseId
 from engine.errors import UnknownWarehouse
 from engine.warehouses import Warehouse
-from geo.rings import Point
+from geo.distance import Point
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=ONE_LINE)]
 

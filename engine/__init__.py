@@ -1,1 +1,1 @@
-"""The reservation domain: what an order and a reservation are, and the Lua engine that decides."""
+"""The order domain: what an order, a basket and a hold are, and the Lua engine that places them."""

@@ -71,9 +71,9 @@ class Shortfall:
 class _Candidate:
     warehouse_id: str
     distance_km: float
-    # Per line, capped at its quantity: a warehouse never needs to give more than the whole line,
-    # and the cap keeps sums of supply honest about that.
-    units: tuple[int, ...]
+    # Per line, its level capped at the line's quantity: a warehouse never needs to give more than
+    # the whole line, and the cap keeps sums of supply honest about that.
+    supply: tuple[int, ...]
 
 
 class _OverBudget(Exception):
@@ -105,15 +105,15 @@ def _candidates(
     distance_km: Mapping[str, float],
 ) -> list[_Candidate]:
     """Warehouses with a distance and stock of some line, nearest first, ties by ID."""
-    units_at: dict[str, list[int]] = {}
+    supply_at: dict[str, list[int]] = {}
     for p, (product_id, quantity) in enumerate(lines):
         stock = levels.get(product_id)
         if stock is None:
             continue
         for warehouse_id, level in stock.items():
             if level > 0 and warehouse_id in distance_km:
-                units_at.setdefault(warehouse_id, [0] * len(lines))[p] = min(level, quantity)
-    found = [_Candidate(w, distance_km[w], tuple(units)) for w, units in units_at.items()]
+                supply_at.setdefault(warehouse_id, [0] * len(lines))[p] = min(level, quantity)
+    found = [_Candidate(w, distance_km[w], tuple(supply)) for w, supply in supply_at.items()]
     found.sort(key=lambda c: (c.distance_km, c.warehouse_id))
     return found
 
@@ -125,7 +125,7 @@ def _short_lines(
     return [
         p
         for p, quantity in enumerate(quantities)
-        if sum(candidates[c].units[p] for c in chosen) < quantity
+        if sum(candidates[c].supply[p] for c in chosen) < quantity
     ]
 
 
@@ -164,8 +164,8 @@ class _Holders:
         for p in range(line_count):
             at: dict[int, int] = {}
             for c, candidate in enumerate(candidates):
-                if candidate.units[p] > 0:
-                    at[candidate.units[p]] = at.get(candidate.units[p], 0) | (1 << c)
+                if candidate.supply[p] > 0:
+                    at[candidate.supply[p]] = at.get(candidate.supply[p], 0) | (1 << c)
             counts = sorted(at)
             masks = [0] * len(counts)
             holding = 0
@@ -178,9 +178,9 @@ class _Holders:
     def completing(self, missing: tuple[int, ...]) -> int:
         """The candidates that alone hold everything still `missing`."""
         fits = self._everyone
-        for p, units in enumerate(missing):
-            if units > 0:
-                k = bisect_left(self._counts[p], units)
+        for p, quantity in enumerate(missing):
+            if quantity > 0:
+                k = bisect_left(self._counts[p], quantity)
                 if k == len(self._counts[p]):
                     return 0
                 fits &= self._masks[p][k]
@@ -198,9 +198,9 @@ def _supply_ahead(
     ahead = [[(0,) * line_count for _ in range(n + 1)] for _ in range(most)]
     largest: list[list[int]] = [[] for _ in range(line_count)]  # per line, descending
     for j in range(n - 1, -1, -1):
-        for p, units in enumerate(candidates[j].units):
+        for p, held in enumerate(candidates[j].supply):
             top = largest[p]
-            top.append(units)
+            top.append(held)
             top.sort(reverse=True)
             del top[most:]
         for m in range(most):
@@ -257,7 +257,7 @@ def _best_of_size(
                 bound += candidates[d].distance_km
             if best is not None and bound > best[0]:
                 return
-            left = tuple(max(0, m - u) for u, m in zip(candidates[c].units, missing, strict=True))
+            left = tuple(max(0, m - u) for u, m in zip(candidates[c].supply, missing, strict=True))
             if all(m <= s for m, s in zip(left, ahead[still - 2][c + 1], strict=True)):
                 extend(c + 1, (*chosen, c), spent_km + candidates[c].distance_km, left)
 
@@ -271,13 +271,13 @@ def _greedy(quantities: tuple[int, ...], candidates: Sequence[_Candidate]) -> li
     chosen: list[int] = []
     while any(missing):
         gains = [
-            0 if c in chosen else sum(min(u, m) for u, m in zip(w.units, missing, strict=True))
+            0 if c in chosen else sum(min(u, m) for u, m in zip(w.supply, missing, strict=True))
             for c, w in enumerate(candidates)
         ]
         # max() keeps the first of equal gains: the nearer candidate, then the smaller ID.
         pick = max(range(len(candidates)), key=gains.__getitem__)
         chosen.append(pick)
-        missing = [max(0, m - u) for u, m in zip(candidates[pick].units, missing, strict=True)]
+        missing = [max(0, m - u) for u, m in zip(candidates[pick].supply, missing, strict=True)]
     return _without_redundant(quantities, candidates, sorted(chosen))
 
 
@@ -303,9 +303,9 @@ def _allocation(
     """Each line's parts within `chosen` (indexes, nearest first), gathered by warehouse."""
     parts_at: dict[int, list[Part]] = {c: [] for c in chosen}
     for p, (product_id, quantity) in enumerate(lines):
-        held = [(c, candidates[c].units[p]) for c in chosen]
-        for c, units in _take(quantity, held):
-            parts_at[c].append(Part(candidates[c].warehouse_id, product_id, units))
+        held = [(c, candidates[c].supply[p]) for c in chosen]
+        for c, taken in _take(quantity, held):
+            parts_at[c].append(Part(candidates[c].warehouse_id, product_id, taken))
     # In a set none of whose members is redundant every member gets a part; this keeps the
     # result honest even if one did not.
     used = [c for c in chosen if parts_at[c]]
@@ -318,18 +318,18 @@ def _allocation(
 
 
 def _take(quantity: int, held: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Where one line's units come from, given (candidate, units held) nearest first: whole from
-    the nearest that holds all of it; split, nearest first, only when none does."""
-    for c, units in held:
-        if units >= quantity:
+    """Where one line's units come from, given (candidate, its supply of the line) nearest first:
+    whole from the nearest that holds all of it; split, nearest first, only when none does."""
+    for c, supply in held:
+        if supply >= quantity:
             return [(c, quantity)]
     taken: list[tuple[int, int]] = []
     missing = quantity
-    for c, units in held:
+    for c, supply in held:
         if missing == 0:
             break
-        if units > 0:
-            give = min(units, missing)
+        if supply > 0:
+            give = min(supply, missing)
             taken.append((c, give))
             missing -= give
     return taken

@@ -36,7 +36,7 @@ from engine.errors import (
 from engine.ids import new_id, partition_of_id
 from engine.live_baskets import LiveBaskets
 from engine.records import BasketRecord
-from geo.rings import Point
+from geo.distance import Point
 
 # A shipment may be re-routed until it is packed: once packed, its units were found.
 REROUTABLE = ("confirmed", "picking")

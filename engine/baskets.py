@@ -47,7 +47,7 @@ from engine.inventory import levels_in
 from engine.orders import IDEMPOTENCY_TTL_S
 from engine.records import BasketRecord, ShipmentRecord
 from engine.warehouses import WarehouseDirectory, Warehouses
-from geo.rings import Point
+from geo.distance import Point
 from stores.redis import TRANSIENT_ERRORS
 
 MAX_BASKET_LINES: Final = 50

@@ -6,7 +6,7 @@ send (alone, or pipelined with others). No other module builds a script's keys o
 codes; a reply no branch expects is an error, never "not found".
 
 Every command that changes something carries the ID that makes a second run of it harmless: the
-order ID for a reservation, an operation ID (`engine.ids.new_operation_id`) for the rest.
+order ID for an order being placed, an operation ID (`engine.ids.new_operation_id`) for the rest.
 """
 
 from __future__ import annotations
@@ -78,12 +78,12 @@ class UnexpectedReply(Exception):
         super().__init__(f"unexpected reply from {script}.lua: {reply!r}")
 
 
-# --- placing orders: lua/reserve.lua ---
+# --- placing orders: lua/place_orders.lua ---
 
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One order on its way to `lua/reserve.lua`: its ID and the warehouses to try, in order."""
+    """One order on its way to `lua/place_orders.lua`: its ID, the warehouses to try in order."""
 
     order_id: str
     partition: int
@@ -98,12 +98,12 @@ class StockBeyondRings:
     warehouse_ids: list[str]
 
 
-ReserveOutcome = Confirmation | StockBeyondRings | DomainError
+PlaceOutcome = Confirmation | StockBeyondRings | DomainError
 
 
-def reserve(
+def place_orders(
     now_ms: int, attempts: Sequence[Attempt], idempotency_ttl_s: int = IDEMPOTENCY_TTL_S
-) -> scripts.Command[list[ReserveOutcome]]:
+) -> scripts.Command[list[PlaceOutcome]]:
     """One call for attempts of one partition; one outcome per attempt, in order. An attempt
     whose order ID is already recorded gets what was decided for it then."""
     partition = attempts[0].partition
@@ -120,17 +120,17 @@ def reserve(
         ]
         orders.append(_wire_order(attempt))
 
-    def decode(reply: Any) -> list[ReserveOutcome]:
+    def decode(reply: Any) -> list[PlaceOutcome]:
         if not isinstance(reply, list) or len(reply) != len(attempts):
-            raise UnexpectedReply("reserve", reply)
-        return [_reserve_outcome(a, one) for a, one in zip(attempts, reply, strict=True)]
+            raise UnexpectedReply("place_orders", reply)
+        return [_place_outcome(a, one) for a, one in zip(attempts, reply, strict=True)]
 
     args: list[scripts.Arg] = [now_ms, idempotency_ttl_s, msgspec.json.encode(orders)]
-    return scripts.Command(scripts.RESERVE, script_keys, args, decode)
+    return scripts.Command(scripts.PLACE_ORDERS, script_keys, args, decode)
 
 
 def _wire_order(attempt: Attempt) -> tuple[object, ...]:
-    """One order as lua/reserve.lua and lua/place_from_hold.lua take it."""
+    """One order as lua/place_orders.lua and lua/place_from_hold.lua take it."""
     request = attempt.request
     return (
         attempt.order_id,
@@ -150,17 +150,17 @@ def _wire_order(attempt: Attempt) -> tuple[object, ...]:
 
 def place_from_hold(
     now_ms: int, attempt: Attempt, hold_id: str, idempotency_ttl_s: int = IDEMPOTENCY_TTL_S
-) -> scripts.Command[ReserveOutcome]:
+) -> scripts.Command[PlaceOutcome]:
     """Place one order with the units of a hold; its one candidate is the hold's warehouse."""
     partition, request = attempt.partition, attempt.request
     order_key = keys.order(partition, attempt.order_id)
     idem = request.idempotency_key
 
-    def decode(reply: Any) -> ReserveOutcome:
+    def decode(reply: Any) -> PlaceOutcome:
         match reply:
             case ["hold_unavailable", why]:
                 return HoldUnavailable(hold_id, str(why))
-        return _reserve_outcome(attempt, reply)
+        return _place_outcome(attempt, reply)
 
     return scripts.Command(
         scripts.PLACE_FROM_HOLD,
@@ -177,7 +177,7 @@ def place_from_hold(
     )
 
 
-def _reserve_outcome(attempt: Attempt, reply: Any) -> ReserveOutcome:
+def _place_outcome(attempt: Attempt, reply: Any) -> PlaceOutcome:
     request = attempt.request
     match reply:
         case ["ok", order_id, warehouse_id, days, created_ms, replayed, _seq]:
@@ -197,17 +197,17 @@ def _reserve_outcome(attempt: Attempt, reply: Any) -> ReserveOutcome:
             return UnknownProduct(request.product_id)
         case ["key_conflict"]:
             return IdempotencyKeyReused(request.idempotency_key or "")
-    raise UnexpectedReply("reserve", reply)
+    raise UnexpectedReply("place_orders", reply)
 
 
 # --- stock: lua/set_stock.lua, lua/hold.lua, lua/release_holds.lua ---
 
 
 def set_stock(
-    operation_id: str, product_id: str, warehouse_id: str, units: int, reason: str
+    operation_id: str, product_id: str, warehouse_id: str, level: int, reason: str
 ) -> scripts.Command[int]:
-    """Set one level to `units` (>= 0); the result is the new level."""
-    return _stock_change(operation_id, product_id, warehouse_id, "set", units, reason)
+    """Set one level to `level` (>= 0); the result is the new level."""
+    return _stock_change(operation_id, product_id, warehouse_id, "set", level, reason)
 
 
 def adjust_stock(
@@ -218,16 +218,17 @@ def adjust_stock(
 
 
 def _stock_change(
-    operation_id: str, product_id: str, warehouse_id: str, mode: str, units: int, reason: str
+    operation_id: str, product_id: str, warehouse_id: str, mode: str, amount: int, reason: str
 ) -> scripts.Command[int]:
+    """`amount`: the new level (`set`) or the delta (`adjust`)."""
     partition = keys.partition_of_product(product_id)
 
     def decode(reply: Any) -> int:
         match reply:
-            case ["ok", available, _version]:
-                return int(available)
-            case ["negative", available]:
-                raise NegativeStock(product_id, warehouse_id, int(available))
+            case ["ok", level, _version]:
+                return int(level)
+            case ["negative", level]:
+                raise NegativeStock(product_id, warehouse_id, int(level))
         raise UnexpectedReply("set_stock", reply)
 
     return scripts.Command(
@@ -237,13 +238,13 @@ def _stock_change(
             keys.stock(partition, product_id),
             keys.operation(partition, operation_id),
         ],
-        [product_id, warehouse_id, mode, units, reason, OPERATION_TTL_S],
+        [product_id, warehouse_id, mode, amount, reason, OPERATION_TTL_S],
         decode,
     )
 
 
 class HeldStock(NamedTuple):
-    available: int  # the warehouse's level after the hold
+    level: int  # the warehouse's level after the hold
     expires_ms: int
 
 
@@ -251,23 +252,23 @@ def hold_stock(
     hold_id: str,
     product_id: str,
     warehouse_id: str,
-    units: int,
+    quantity: int,
     now_ms: int,
     ttl_ms: int,
     basket_id: str = "",
 ) -> scripts.Command[HeldStock]:
-    """Take `units` at one named warehouse until `now_ms + ttl_ms`; the hold ID is the
+    """Take `quantity` units at one named warehouse until `now_ms + ttl_ms`; the hold ID is the
     operation ID. `basket_id`: the hold is that basket's line (lua/commit_basket.lua)."""
     partition = keys.partition_of_product(product_id)
 
     def decode(reply: Any) -> HeldStock:
         match reply:
-            case ["ok", available, expires_ms]:
-                return HeldStock(int(available), int(expires_ms))
+            case ["ok", level, expires_ms]:
+                return HeldStock(int(level), int(expires_ms))
             case ["unknown_product"]:
                 raise UnknownProduct(product_id)
-            case ["out_of_stock", _available]:
-                raise OutOfStock(product_id, units, warehouse_id)
+            case ["out_of_stock", _level]:
+                raise OutOfStock(product_id, quantity, warehouse_id)
         raise UnexpectedReply("hold", reply)
 
     return scripts.Command(
@@ -279,7 +280,7 @@ def hold_stock(
             keys.hold_expiries(partition),
             keys.operation(partition, hold_id),
         ],
-        [hold_id, product_id, warehouse_id, units, now_ms, ttl_ms, OPERATION_TTL_S, basket_id],
+        [hold_id, product_id, warehouse_id, quantity, now_ms, ttl_ms, OPERATION_TTL_S, basket_id],
         decode,
     )
 
@@ -290,8 +291,8 @@ def release_hold(operation_id: str, hold_id: str, product_id: str) -> scripts.Co
 
     def decode(reply: Any) -> int:
         match reply:
-            case ["ok", available]:
-                return int(available)
+            case ["ok", level]:
+                return int(level)
             case ["not_found"]:
                 raise HoldNotFound(hold_id)
         raise UnexpectedReply("release_hold", reply)
@@ -428,8 +429,8 @@ def settle_basket_hold(
         match reply:
             case ["kept"] | ["gone"]:
                 return None
-            case ["returned", available]:
-                return int(available)
+            case ["returned", level]:
+                return int(level)
         raise UnexpectedReply("settle_basket_hold", reply)
 
     return scripts.Command(
@@ -538,8 +539,8 @@ def return_basket_units(
 
     def decode(reply: Any) -> int | None:
         match reply:
-            case ["returned", available]:
-                return int(available)
+            case ["returned", level]:
+                return int(level)
             case ["done"]:
                 return None
         raise UnexpectedReply("return_basket_units", reply)
@@ -634,7 +635,7 @@ def cancel_order(
 
     def decode(reply: Any) -> OrderRecord:
         match reply:
-            case ["ok", record, _available]:
+            case ["ok", record, _level]:
                 return decode_record(record)
             case ["bad_state", status]:
                 raise InvalidTransition(order_id, str(status), "cancelled")
@@ -727,7 +728,7 @@ def reroute_order(
 
     def decode(reply: Any) -> OrderRecord:
         match reply:
-            case ["ok", updated, _available]:
+            case ["ok", updated, _level]:
                 return decode_record(updated)
             case ["out_of_stock"]:
                 raise OutOfStock(record.product_id, record.quantity)

@@ -63,10 +63,9 @@ class WrongWarehouse(DomainError):
 
 
 class NegativeStock(DomainError):
-    def __init__(self, product_id: str, warehouse_id: str, available: int) -> None:
+    def __init__(self, product_id: str, warehouse_id: str, level: int) -> None:
         super().__init__(
-            f"adjustment would take {product_id!r} at {warehouse_id!r} below zero "
-            f"(available: {available})"
+            f"adjustment would take {product_id!r} at {warehouse_id!r} below zero (level: {level})"
         )
 
 

@@ -1,6 +1,9 @@
 """The engine's events as the Lua scripts append them to the partition streams `events:{tag}`,
 decoded once at the edge (every field of a stream entry is a string). Every reader (the writers'
 consumer groups, the API's live stock feed) decodes through `decode_event`.
+
+Names on the wire are the code's: `order_id` is an order's ID, `level` a warehouse's level after
+the change. Entries written before those names (`order`, `available`) are still read.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from engine.records import (
 
 
 class OrderConfirmed(msgspec.Struct, array_like=True, frozen=True):
-    """One order of an `orders.confirmed` event: [orderId, record, available]."""
+    """One order of an `orders.confirmed` event: [orderId, record, level]."""
 
-    order: str
+    order_id: str
     record: OrderRecord
-    available: int  # its warehouse's level after it
+    level: int  # its warehouse's level after it
 
     @property
     def product(self) -> str:
@@ -43,10 +46,10 @@ class OrdersConfirmed(msgspec.Struct, frozen=True, tag_field="type", tag="orders
 
 
 class OrderCancelled(msgspec.Struct, frozen=True, tag_field="type", tag="order.cancelled"):
-    order: str
+    order_id: str
     record: OrderRecord  # as it stands after the cancellation
     at_ms: EpochMs
-    available: int
+    level: int  # its warehouse's level after the units came back
 
     @property
     def product(self) -> str:
@@ -56,7 +59,7 @@ class OrderCancelled(msgspec.Struct, frozen=True, tag_field="type", tag="order.c
 class OrderStatusChanged(msgspec.Struct, frozen=True, tag_field="type", tag="order.status"):
     """A lifecycle step (lua/transition.lua): picking, packed, shipped, delivered or failed."""
 
-    order: str
+    order_id: str
     record: OrderRecord  # as it stands after the change; record.status is the new status
     at_ms: EpochMs
     reason: str = ""
@@ -67,14 +70,14 @@ class OrderStatusChanged(msgspec.Struct, frozen=True, tag_field="type", tag="ord
 
 
 class OrderRerouted(msgspec.Struct, frozen=True, tag_field="type", tag="order.rerouted"):
-    """lua/reroute.lua: the order moved to another warehouse, reserved there."""
+    """lua/reroute.lua: the order moved to another warehouse, its units taken there."""
 
-    order: str
+    order_id: str
     record: OrderRecord  # as it stands after: the new warehouse, status confirmed
     from_warehouse: str
     at_ms: EpochMs
     reason: str
-    available: int  # at the new warehouse
+    level: int  # at the new warehouse, after the order took its units
 
     @property
     def product(self) -> str:
@@ -84,7 +87,7 @@ class OrderRerouted(msgspec.Struct, frozen=True, tag_field="type", tag="order.re
 class StockChanged(msgspec.Struct, frozen=True, tag_field="type", tag="stock.changed"):
     product: str
     warehouse: str
-    available: int
+    level: int  # after the change
     reason: str
 
 
@@ -92,14 +95,14 @@ class StockHeld(msgspec.Struct, frozen=True, tag_field="type", tag="stock.held")
     hold: str
     product: str
     warehouse: str
-    quantity: int
-    available: int
+    quantity: int  # held
+    level: int  # the warehouse's level after the hold
 
 
 class BasketConfirmed(msgspec.Struct, frozen=True, tag_field="type", tag="basket.confirmed"):
     """lua/commit_basket.lua: a basket placed, every line held at its shipment's warehouse."""
 
-    order: str
+    order_id: str
     record: BasketRecord
 
 
@@ -107,7 +110,7 @@ class BasketChanged(msgspec.Struct, frozen=True, tag_field="type", tag="basket.c
     """A basket's lifecycle step, of one shipment or of the whole basket: the record as it
     stands after it, with each shipment's status and the basket's own."""
 
-    order: str
+    order_id: str
     record: BasketRecord
     at_ms: EpochMs
     warehouse: str = ""  # the shipment that moved; '' when the whole basket did (cancelled)
@@ -161,9 +164,20 @@ _CONFIRMED_ORDERS: Final = msgspec.json.Decoder(tuple[OrderConfirmed, ...], stri
 # The entry a script appended per confirmed order before OrdersConfirmed: still read, so that
 # entries written by an older engine are persisted after an upgrade, not ignored.
 ONE_ORDER_CONFIRMED: Final = "order.confirmed"
+# Field names an older engine wrote, and the names they go by now: an entry it left in a stream
+# is read after an upgrade as if written under the new names (`with_current_names`).
+RENAMED_FIELDS: Final = {"order": "order_id", "available": "level"}
+
+
+def with_current_names(fields: Mapping[str, str]) -> Mapping[str, str]:
+    """`fields` under today's names: itself when it has no old name (every entry written since)."""
+    if "order" not in fields and "available" not in fields:
+        return fields
+    return {RENAMED_FIELDS.get(name, name): value for name, value in fields.items()}
 
 
 def decode_event(fields: Mapping[str, str]) -> Event | UnknownEvent | MalformedEvent:
+    fields = with_current_names(fields)
     kind = fields.get("type", "")
     if kind == OrdersConfirmed.__struct_config__.tag or kind == ONE_ORDER_CONFIRMED:
         return _orders_confirmed(fields)
@@ -187,7 +201,7 @@ def decode_event(fields: Mapping[str, str]) -> Event | UnknownEvent | MalformedE
 def _orders_confirmed(fields: Mapping[str, str]) -> OrdersConfirmed | MalformedEvent:
     try:
         if fields["type"] == ONE_ORDER_CONFIRMED:
-            one = [fields["order"], decode_record(fields["record"]), fields["available"]]
+            one = [fields["order_id"], decode_record(fields["record"]), fields["level"]]
             return OrdersConfirmed((msgspec.convert(one, OrderConfirmed, strict=False),))
         return OrdersConfirmed(_CONFIRMED_ORDERS.decode(fields["orders"]))
     except KeyError as missing:
@@ -199,11 +213,12 @@ def _orders_confirmed(fields: Mapping[str, str]) -> OrdersConfirmed | MalformedE
 def order_ids_of(fields: Mapping[str, str]) -> str:
     """The orders a stream entry is about, comma-separated, for logs and the dead-letter list;
     '' for stock events and for an entry that does not decode."""
-    if "order" in fields:
-        return fields["order"]
+    fields = with_current_names(fields)
+    if "order_id" in fields:
+        return fields["order_id"]
     event = decode_event(fields) if "orders" in fields else None
     if isinstance(event, OrdersConfirmed):
-        return ",".join(placed.order for placed in event.orders)
+        return ",".join(placed.order_id for placed in event.orders)
     return ""
 
 

@@ -22,19 +22,19 @@ StockChange = Literal["set", "adjust"]
 @dataclass(frozen=True, slots=True)
 class StockLevel:
     warehouse_id: str
-    quantity: int
+    level: int
 
 
 @dataclass(frozen=True, slots=True)
 class Hold:
     hold_id: str
-    available: int
+    level: int  # the warehouse's level after the hold
     expires_at: datetime
 
 
 def levels_in(stock_hash: Mapping[Any, Any]) -> dict[str, int]:
     """A product's stock hash as levels per warehouse (its version field left out)."""
-    return {str(w): int(q) for w, q in stock_hash.items() if w != VERSION_FIELD}
+    return {str(w): int(level) for w, level in stock_hash.items() if w != VERSION_FIELD}
 
 
 class Inventory:
@@ -42,45 +42,45 @@ class Inventory:
         self._runner = runner
 
     async def levels(self, product_id: str) -> list[StockLevel]:
-        """Available units per warehouse, read live from the decision point."""
+        """The level at each warehouse, read live from the decision point."""
         raw = await self._runner.redis.hgetall(
             keys.stock(keys.partition_of_product(product_id), product_id)
         )
         if not raw:
             raise UnknownProduct(product_id)
-        return [StockLevel(w, q) for w, q in sorted(levels_in(raw).items())]
+        return [StockLevel(w, level) for w, level in sorted(levels_in(raw).items())]
 
     async def change(
-        self, product_id: str, warehouse_id: str, mode: StockChange, units: int, reason: str
+        self, product_id: str, warehouse_id: str, mode: StockChange, amount: int, reason: str
     ) -> int:
-        """Set (`units` >= 0) or adjust (by +/- `units`) one level; returns the new level."""
+        """Set a level to `amount` (>= 0) or adjust it by `amount` (+/-); returns the new level."""
         build = commands.set_stock if mode == "set" else commands.adjust_stock
         return await self._runner.run(
-            build(new_operation_id(), product_id, warehouse_id, units, reason)
+            build(new_operation_id(), product_id, warehouse_id, amount, reason)
         )
 
     async def set_many(self, levels: list[tuple[str, str, int]], reason: str) -> None:
-        """Set many (product, warehouse, units) levels in one pipeline (bulk restock, seeding)."""
+        """Set many (product, warehouse, level) levels in one pipeline (bulk restock, seeding)."""
         batch = [
-            commands.set_stock(new_operation_id(), product_id, warehouse_id, units, reason)
-            for product_id, warehouse_id, units in levels
+            commands.set_stock(new_operation_id(), product_id, warehouse_id, level, reason)
+            for product_id, warehouse_id, level in levels
         ]
         for result in await self._runner.run_all(batch):
             if isinstance(result, BaseException):
                 raise result
 
     async def hold(
-        self, product_id: str, warehouse_id: str, units: int, owner_tag: int | None = None
+        self, product_id: str, warehouse_id: str, quantity: int, owner_tag: int | None = None
     ) -> Hold:
         """`owner_tag`: the holding storefront's, minted into the hold ID like an order's, so only
         it can use or release the hold."""
         hold_id = new_id(keys.partition_of_product(product_id), owner_tag=owner_tag)
         held = await self._runner.run(
             commands.hold_stock(
-                hold_id, product_id, warehouse_id, units, _now_ms(), HOLD_TTL_S * 1000
+                hold_id, product_id, warehouse_id, quantity, _now_ms(), HOLD_TTL_S * 1000
             )
         )
-        return Hold(hold_id, held.available, datetime.fromtimestamp(held.expires_ms / 1000, UTC))
+        return Hold(hold_id, held.level, datetime.fromtimestamp(held.expires_ms / 1000, UTC))
 
     async def release(self, hold_id: str) -> int:
         """Give a hold's units back before it expires; returns the warehouse's new level."""

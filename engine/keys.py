@@ -1,6 +1,6 @@
 """Redis key names, designed for Redis Cluster.
 
-A Lua script may only touch keys of one hash slot. Every key a reservation needs (the product's
+A Lua script may only touch keys of one hash slot. Every key placing an order needs (the product's
 stock, the order, the idempotency key and the event stream) therefore carries the hash tag of the
 product's *partition*: products are spread over PARTITIONS partitions, each with its own stream.
 Partition tags are chosen so partition i hashes into the i-th of PARTITIONS equal slot ranges;

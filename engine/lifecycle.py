@@ -5,9 +5,10 @@ units go back to stock, `lua/cancel.lua`); any order not yet delivered may be fl
 for a person to look at. `lua/transition.lua` enforces this table inside Redis, atomically: the
 engine passes it the statuses a target may be reached from, so the rule lives here, once.
 
-Stock: units are taken from the warehouse when the order is confirmed (`lua/reserve.lua`). Shipping
-therefore changes nothing on stock: the reserved units simply never come back. Only a cancellation
-returns them. A failed order keeps its units reserved until a person decides (restock or adjust).
+Stock: units are taken from the warehouse when the order is confirmed (`lua/place_orders.lua`).
+Shipping therefore changes nothing on stock: the units taken simply never come back. Only a
+cancellation returns them. A failed order keeps its units until a person decides (restock or
+adjust).
 """
 
 from __future__ import annotations

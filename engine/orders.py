@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Final, Literal
 
-from geo.rings import Point
+from geo.distance import Point
 
 MAX_ORDER_QUANTITY: Final = 1_000
 IDEMPOTENCY_TTL_S: Final = 24 * 3600  # the default of the IDEMPOTENCY_TTL_S setting

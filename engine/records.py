@@ -1,9 +1,9 @@
 """How an order is kept in Redis and carried in its events: a JSON array the Lua scripts write.
 
 `order:{tag}:<orderId>` holds the record; every order event carries it as its `record` field, as
-it stands after the event. One compact value rather than a hash of nine fields: it halves what a
-reservation costs Redis (one SET instead of an HSET, one stream field instead of nine) and what an
-order in flight costs in memory.
+it stands after the event. One compact value rather than a hash of nine fields: it halves what
+placing an order costs Redis (one SET instead of an HSET, one stream field instead of nine) and
+what an order in flight costs in memory.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import msgspec
 from engine.allocation import AllocationRule
 from engine.delivery import estimated_delivery
 from engine.orders import Order
-from geo.rings import Point
+from geo.distance import Point
 
 # A time in ms that a datetime can hold (years 1970-9999): anything else is a malformed event, not
 # something a writer could store by trying again.

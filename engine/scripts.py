@@ -71,7 +71,7 @@ def expand_includes(source: str) -> str:
     return INCLUDE.sub(piece, source)
 
 
-RESERVE: Final = LuaScript.load("reserve")
+PLACE_ORDERS: Final = LuaScript.load("place_orders")
 SET_STOCK: Final = LuaScript.load("set_stock")
 HOLD: Final = LuaScript.load("hold")
 CANCEL: Final = LuaScript.load("cancel")
@@ -89,7 +89,7 @@ CANCEL_BASKET: Final = LuaScript.load("cancel_basket")
 RETURN_BASKET_UNITS: Final = LuaScript.load("return_basket_units")
 REROUTE_SHIPMENT: Final = LuaScript.load("reroute_shipment")
 ALL_SCRIPTS: Final = (
-    RESERVE,
+    PLACE_ORDERS,
     PLACE_FROM_HOLD,
     RELEASE_HOLD,
     SET_STOCK,

@@ -22,7 +22,7 @@ from engine.events import (
 class StockChange:
     product_id: str
     warehouse_id: str
-    quantity: int  # the warehouse's level after the change
+    level: int  # the warehouse's level after the change
     reason: str  # order, cancel, hold, hold expired, or the operator's restock/adjust reason
 
 
@@ -32,17 +32,17 @@ def stock_changes_of(event: Event | UnknownEvent | MalformedEvent) -> list[Stock
     match event:
         case OrdersConfirmed(orders=orders):
             return [
-                StockChange(o.record.product_id, o.record.warehouse_id, o.available, "order")
+                StockChange(o.record.product_id, o.record.warehouse_id, o.level, "order")
                 for o in orders
             ]
-        case OrderCancelled(record=record, available=available):
-            return [StockChange(record.product_id, record.warehouse_id, available, "cancel")]
-        case OrderRerouted(record=record, available=available):
-            return [StockChange(record.product_id, record.warehouse_id, available, "reroute")]
-        case StockChanged(product=product, warehouse=warehouse, available=available, reason=why):
-            return [StockChange(product, warehouse, available, why)]
-        case StockHeld(product=product, warehouse=warehouse, available=available):
-            return [StockChange(product, warehouse, available, "hold")]
+        case OrderCancelled(record=record, level=level):
+            return [StockChange(record.product_id, record.warehouse_id, level, "cancel")]
+        case OrderRerouted(record=record, level=level):
+            return [StockChange(record.product_id, record.warehouse_id, level, "reroute")]
+        case StockChanged(product=product, warehouse=warehouse, level=level, reason=why):
+            return [StockChange(product, warehouse, level, why)]
+        case StockHeld(product=product, warehouse=warehouse, level=level):
+            return [StockChange(product, warehouse, level, "hold")]
         case _:
             return []
 
@@ -58,7 +58,7 @@ class LowStockThresholds:
         return self.per_product.get(product_id, self.default_units)
 
     def is_low(self, change: StockChange) -> bool:
-        return change.quantity <= self.of(change.product_id)
+        return change.level <= self.of(change.product_id)
 
 
 def parse_overrides(text: str) -> dict[str, int]:

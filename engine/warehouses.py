@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from geo.rings import Point, RankedSite, RingIndex
+from geo.distance import Point
+from geo.rings import RankedSite, RingIndex
 
 
 @dataclass(frozen=True, slots=True)

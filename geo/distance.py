@@ -1,11 +1,18 @@
-"""Great-circle distance between two points on the globe."""
+"""Points on the globe and the great-circle distance between two of them."""
 
 from __future__ import annotations
 
 from math import asin, cos, radians, sin, sqrt
-from typing import Final
+from typing import Final, NamedTuple
 
 EARTH_RADIUS_KM: Final = 6371.0088  # mean radius (IUGG), the one h3 uses too
+
+
+class Point(NamedTuple):
+    """A location in degrees: a customer's, a warehouse's."""
+
+    lat: float
+    lon: float
 
 
 def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

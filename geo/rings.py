@@ -19,7 +19,7 @@ from typing import Final, NamedTuple
 
 import h3
 
-from geo.distance import EARTH_RADIUS_KM
+from geo.distance import EARTH_RADIUS_KM, Point
 
 RESOLUTION: Final = 4
 RING_MAX_K: Final = 10
@@ -33,11 +33,6 @@ MAX_NEIGHBOUR_STEP_KM: Final = 50.0
 RING_REACH_KM: Final = RING_MAX_K * MAX_NEIGHBOUR_STEP_KM
 # The same bound as the dot product of two unit vectors: three multiplications, no trigonometry.
 COS_RING_REACH: Final = cos(RING_REACH_KM / EARTH_RADIUS_KM)
-
-
-class Point(NamedTuple):
-    lat: float
-    lon: float
 
 
 # (site_id, exact distance in km): plain tuples, since every order builds a list of them.

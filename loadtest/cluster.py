@@ -72,7 +72,7 @@ def _send(port: int, load: engine_load.PackedLoad, results: multiprocessing.Queu
 
 
 def _in_parallel(loads: dict[int, engine_load.PackedLoad]) -> float:
-    """One client process per master, all at once; returns the summed reservations/s."""
+    """One client process per master, all at once; returns the summed orders placed/s."""
     results: multiprocessing.Queue[float] = multiprocessing.Queue()
     workers = [
         multiprocessing.Process(target=_send, args=(port, load, results))
@@ -113,7 +113,7 @@ async def cluster_scaling(
             for slot in range(int(low), int(high) + 1):
                 port_of_slot[slot] = int(owners["primary"][1])
         await client.aclose()
-        load = engine_load.reservation_load(
+        load = engine_load.placement_load(
             directory, Traffic(PRODUCTS, seed=9), orders, ORDERS_PER_CALL
         )
         by_port: defaultdict[int, list[bytes]] = defaultdict(list)

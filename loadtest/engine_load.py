@@ -1,4 +1,4 @@
-"""Drive `lua/reserve.lua` straight over the Redis protocol, as fast as one client can pipeline.
+"""Drive `lua/place_orders.lua` straight over the Redis protocol, as fast as one client pipelines.
 
 The calls are built exactly as the engine builds them (ranked candidates, delivery days, keys)
 and packed before the clock starts, so the figure is Redis's, not the Python client's.
@@ -18,9 +18,9 @@ import hiredis
 from engine import commands, scripts
 from engine.commands import Attempt
 from engine.orders import OrderRequest
-from engine.reservations import ReservationEngine
+from engine.placement import OrderPlacer
 from engine.warehouses import FixedWarehouses, WarehouseDirectory
-from geo.rings import Point
+from geo.distance import Point
 from loadtest.catalog import Traffic
 
 TINY_DECREMENT = "return redis.call('DECRBY', KEYS[1], 1)"
@@ -32,12 +32,12 @@ class PackedLoad:
     orders_per_command: float
 
 
-def reservation_load(
+def placement_load(
     directory: WarehouseDirectory, traffic: Traffic, orders: int, orders_per_call: int
 ) -> PackedLoad:
     """EVALSHA commands of `orders_per_call` orders of one partition each, as a batch would be."""
     # Only its ranking is used: no runner, nothing is sent through it.
-    engine = ReservationEngine(None, FixedWarehouses(directory), batched=False)  # type: ignore[arg-type]
+    placer = OrderPlacer(None, FixedWarehouses(directory), batched=False)  # type: ignore[arg-type]
     by_partition: defaultdict[int, list[Attempt]] = defaultdict(list)
     commands: list[bytes] = []
     now_ms = int(time.time() * 1000)
@@ -45,7 +45,7 @@ def reservation_load(
         body: Any = traffic.order_body()
         location = body["customerLocation"]
         request = OrderRequest(body["productId"], 1, Point(location["lat"], location["lon"]))
-        attempt = engine.first_attempt(request)
+        attempt = placer.first_attempt(request)
         pending = by_partition[attempt.partition]
         pending.append(attempt)
         if len(pending) == orders_per_call:
@@ -62,9 +62,9 @@ def tiny_decrement_load(count: int, keys: int = 1000) -> PackedLoad:
 
 
 def _pack(now_ms: int, attempts: list[Attempt]) -> bytes:
-    command = commands.reserve(now_ms, attempts)
+    command = commands.place_orders(now_ms, attempts)
     return _packed(
-        ("EVALSHA", scripts.RESERVE.sha, len(command.keys), *command.keys, *command.args)
+        ("EVALSHA", scripts.PLACE_ORDERS.sha, len(command.keys), *command.keys, *command.args)
     )
 
 

@@ -15,10 +15,10 @@ from typing import Any, Final
 from engine import keys, scripts
 from engine.ids import new_id
 from engine.orders import IDEMPOTENCY_TTL_S, OrderRequest
+from engine.placement import OrderPlacer
 from engine.records import OrderRecord, encode_record
-from engine.reservations import ReservationEngine
 from engine.warehouses import FixedWarehouses, Warehouse, WarehouseDirectory
-from geo.rings import Point
+from geo.distance import Point
 from loadtest import processes
 from loadtest.catalog import WAREHOUSES, Traffic, product_id
 from stores.redis import RedisClient, connect_redis
@@ -75,7 +75,7 @@ async def measure_memory(products: int) -> list[str]:
 
         directory = WarehouseDirectory(warehouses)
         runner = scripts.ScriptRunner(redis, deadline_s=load_settings().command_deadline_s)
-        engine = ReservationEngine(runner, FixedWarehouses(directory))
+        placer = OrderPlacer(runner, FixedWarehouses(directory))
         traffic = Traffic(products, seed=4)
         requests = []
         for i in range(ORDERS_IN_FLIGHT):
@@ -94,7 +94,7 @@ async def measure_memory(products: int) -> list[str]:
 
         async def client() -> None:
             for request in queue:
-                await engine.place(request)
+                await placer.place(request)
 
         await asyncio.gather(*(client() for _ in range(64)))
         per_order = (await _used(redis) - before) / ORDERS_IN_FLIGHT
@@ -156,7 +156,7 @@ async def measure_key_costs(count: int = KEY_COST_COUNT) -> KeyCosts:
     now_ms = int(time.time() * 1000)
 
     def idempotency_key(i: int) -> tuple[str, str]:
-        # As lua/reserve.lua stores it: orderId|warehouseId|deliveryDays|createdMs|fingerprint,
+        # As lua/place_orders.lua stores it: orderId|warehouseId|deliveryDays|createdMs|fingerprint,
         # under a storefront's UUID key (api/auth.py prefixes an authenticated client's name).
         request = _request(traffic, str(uuid.UUID(int=rng.getrandbits(128), version=4)))
         partition = keys.partition_of_product(request.product_id)
@@ -168,8 +168,8 @@ async def measure_key_costs(count: int = KEY_COST_COUNT) -> KeyCosts:
         return keys.idempotency(partition, request.product_id, request.idempotency_key), stored
 
     def order_record(i: int) -> tuple[str, str]:
-        # As lua/reserve.lua writes it (a storefront's key in it), then lua/expire_persisted.lua
-        # gives it the hot window once PostgreSQL holds it.
+        # As lua/place_orders.lua writes it (a storefront's key in it), then
+        # lua/expire_persisted.lua gives it the hot window once PostgreSQL holds it.
         request = _request(traffic, str(uuid.UUID(int=rng.getrandbits(128), version=4)))
         partition = keys.partition_of_product(request.product_id)
         record = OrderRecord(
@@ -232,7 +232,7 @@ async def _bytes_per_key(
 async def _bytes_per_stream_entry(
     redis: RedisClient, count: int, make: Callable[[int], tuple[str, str]], per_entry: int
 ) -> tuple[float, float]:
-    """`count` orders in `orders.confirmed` entries of `per_entry` orders as lua/reserve.lua
+    """`count` orders in `orders.confirmed` entries of `per_entry` orders as lua/place_orders.lua
     appends them, spread over the partition streams, each with the writers' groups: bytes per
     order, then per order left pending in one group. (MEMORY USAGE of a stream counts several
     times more per pending entry than used_memory grows by.)"""

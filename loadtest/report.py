@@ -133,7 +133,7 @@ TIERS: Final = (
         "2 workers together",
     ),
     Tier(
-        "Redis masters (lua/reserve.lua, the decision point)",
+        "Redis masters (lua/place_orders.lua, the decision point)",
         "the API's Redis in the same run, at the batches the API forms",
         "redis_per_core",
     ),
@@ -217,7 +217,7 @@ def scaling_lines(figures: dict[str, float]) -> list[str]:
     engine = figures.get("engine_8_per_core")
     if engine:
         lines += [
-            f"Engine alone (lua/reserve.lua pipelined from one client, 8 orders per call): "
+            f"Engine alone (lua/place_orders.lua pipelined from one client, 8 orders per call): "
             f"{engine:,.0f} orders per Redis CPU-second, {cores_for(engine)} masters; the Redis "
             "row above is at the batches the API forms at the rates measured here.",
             "",

@@ -1,6 +1,6 @@
 """Seed the load-test world: the warehouses of `loadtest.catalog` and stock for N products.
 
-    python -m loadtest.seed --products 10000 --units 1000000
+    python -m loadtest.seed --products 10000 --level 1000000
 
 Warehouses go through the API (as an operator would); stock goes straight through the engine in
 pipelines, since a catalogue of 100k products x 8 warehouses would take minutes one request at
@@ -33,13 +33,13 @@ async def seed_warehouses(api_url: str) -> None:
                 response.raise_for_status()
 
 
-async def seed_stock(products: int, units: int) -> None:
+async def seed_stock(products: int, level: int) -> None:
     settings = load_settings()
     redis = connect_redis(settings)
     inventory = Inventory(script_runner(redis, settings))
     try:
         levels = [
-            (product, warehouse_id, units)
+            (product, warehouse_id, level)
             for product in [FLASH_PRODUCT, *(product_id(r) for r in range(products))]
             for warehouse_id in WAREHOUSES
         ]
@@ -52,11 +52,13 @@ async def seed_stock(products: int, units: int) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--products", type=int, default=10_000)
-    parser.add_argument("--units", type=int, default=1_000_000, help="per product and warehouse")
+    parser.add_argument(
+        "--level", type=int, default=1_000_000, help="stock of each product at each warehouse"
+    )
     parser.add_argument("--api", default=os.environ.get("API_URL", "http://127.0.0.1:8000"))
     args = parser.parse_args()
     await seed_warehouses(args.api)
-    await seed_stock(args.products, args.units)
+    await seed_stock(args.products, args.level)
     print(f"seeded {len(WAREHOUSES)} warehouses, {args.products + 1} products")
 
 

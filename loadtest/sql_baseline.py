@@ -26,7 +26,7 @@ WAREHOUSES: Final = 8
 
 SCHEMA: Final = """
 DROP TABLE IF EXISTS bench_stock, bench_orders;
-CREATE TABLE bench_stock (product_id int, warehouse_id int, available int NOT NULL,
+CREATE TABLE bench_stock (product_id int, warehouse_id int, level int NOT NULL,
                           PRIMARY KEY (product_id, warehouse_id));
 CREATE TABLE bench_orders (order_id uuid PRIMARY KEY DEFAULT gen_random_uuid(), product_id int,
                            warehouse_id int, quantity int, created_at timestamptz DEFAULT now());
@@ -38,8 +38,8 @@ ANALYZE bench_stock;
 TRANSACTION: Final = """\\set p {product}
 \\set w random(1, {warehouses})
 BEGIN;
-UPDATE bench_stock SET available = available - 1
- WHERE product_id = :p AND warehouse_id = :w AND available >= 1;
+UPDATE bench_stock SET level = level - 1
+ WHERE product_id = :p AND warehouse_id = :w AND level >= 1;
 INSERT INTO bench_orders (product_id, warehouse_id, quantity) VALUES (:p, :w, 1);
 END;
 """

@@ -55,6 +55,6 @@ if moved == 0 then return {'bad_state', record[BASKET.status]} end
 
 record[BASKET.status] = least_advanced(record, progress)
 local encoded = save_record(record_key, record)
-redis.call('XADD', stream, '*', 'type', 'basket.changed', 'order', order_id, 'record', encoded,
+redis.call('XADD', stream, '*', 'type', 'basket.changed', 'order_id', order_id, 'record', encoded,
   'at_ms', now_ms, 'warehouse', wid, 'reason', reason)
 return remember_operation(op_key, op_ttl_s, {'ok', encoded})

@@ -7,7 +7,7 @@
 -- KEYS[4] the operation key
 -- ARGV: orderId, productId (as read before the call; guards against a mismatched stock key),
 --   now ms, operation TTL s, the order's copy from PostgreSQL ('' = none) and when it was read (ms)
--- Returns {'ok', record, available} | {'not_found'} | {'bad_state', status} | {'stale_copy'}
+-- Returns {'ok', record, level} | {'not_found'} | {'bad_state', status} | {'stale_copy'}
 
 --- @include "includes/order_record"
 --- @include "includes/stock"
@@ -31,10 +31,10 @@ if not whole_number(redis.call('HGET', stock_key, wid) or '0') then
   return bad_argument('stock level of ' .. wid)
 end
 
-local available = redis.call('HINCRBY', stock_key, wid, qty)
+local level = redis.call('HINCRBY', stock_key, wid, qty)
 bump_stock_version(stock_key)
 record[RECORD.status] = 'cancelled'
 local encoded = save_record(order_key, record)
-redis.call('XADD', stream, '*', 'type', 'order.cancelled', 'order', order_id, 'record', encoded,
-  'at_ms', now_ms, 'available', available)
-return remember_operation(op_key, op_ttl_s, {'ok', encoded, available})
+redis.call('XADD', stream, '*', 'type', 'order.cancelled', 'order_id', order_id, 'record', encoded,
+  'at_ms', now_ms, 'level', level)
+return remember_operation(op_key, op_ttl_s, {'ok', encoded, level})

@@ -43,6 +43,6 @@ record[BASKET.status] = 'cancelled'
 local encoded = save_record(record_key, record)
 redis.call('SET', returns_key, cjson.encode(parts))
 redis.call('ZADD', pending, now_ms, order_id)
-redis.call('XADD', stream, '*', 'type', 'basket.changed', 'order', order_id, 'record', encoded,
+redis.call('XADD', stream, '*', 'type', 'basket.changed', 'order_id', order_id, 'record', encoded,
   'at_ms', now_ms, 'warehouse', '', 'reason', '')
 return remember_operation(op_key, op_ttl_s, {'ok', encoded})

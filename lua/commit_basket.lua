@@ -41,5 +41,5 @@ end
 
 redis.call('SET', record_key, record)
 redis.call('SET', decision_key, 'committed', 'EX', decision_ttl_s)
-redis.call('XADD', stream, '*', 'type', 'basket.confirmed', 'order', order_id, 'record', record)
+redis.call('XADD', stream, '*', 'type', 'basket.confirmed', 'order_id', order_id, 'record', record)
 return {'ok', record}

@@ -6,18 +6,19 @@
 --
 -- KEYS[1] the partition's event stream, KEYS[2] the product's stock hash, KEYS[3] the hold hash,
 -- KEYS[4] the partition's hold-expiry sorted set (score = expiry in ms), KEYS[5] the operation key
--- ARGV: holdId, productId, warehouseId, units, now in ms, ttl in ms, operation TTL s,
+-- ARGV: holdId, productId, warehouseId, quantity, now in ms, ttl in ms, operation TTL s,
 --   the basket's order ID ('' for a hold made by POST /inventory/reserve)
--- Returns {'ok', available, expiresMs} | {'unknown_product'} | {'out_of_stock', available}
+-- Returns {'ok', level, expiresMs} | {'unknown_product'} | {'out_of_stock', level} (the
+-- warehouse's level after the hold, or as it stands)
 
 --- @include "includes/stock"
 --- @include "includes/operation"
 
 local stream, stock_key, hold_key, expiries, op_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local hold_id, product_id, wid = ARGV[1], ARGV[2], ARGV[3]
-local units, now_ms, ttl_ms = whole_number(ARGV[4]), whole_number(ARGV[5]), whole_number(ARGV[6])
+local quantity, now_ms, ttl_ms = whole_number(ARGV[4]), whole_number(ARGV[5]), whole_number(ARGV[6])
 local op_ttl_s, basket_id = whole_number(ARGV[7]), ARGV[8] or ''
-if not units or units < 1 then return bad_argument('units') end
+if not quantity or quantity < 1 then return bad_argument('quantity') end
 if not now_ms or not ttl_ms or ttl_ms < 1 or not op_ttl_s or op_ttl_s < 1 then
   return bad_argument('now or ttl')
 end
@@ -28,15 +29,15 @@ if replay then return replay end
 if redis.call('EXISTS', stock_key) == 0 then return {'unknown_product'} end
 local current = whole_number(redis.call('HGET', stock_key, wid) or '0')
 if not current then return bad_argument('stock level of ' .. wid) end
-if current < units then return {'out_of_stock', current} end
+if current < quantity then return {'out_of_stock', current} end
 
-local available = redis.call('HINCRBY', stock_key, wid, -units)
+local level = redis.call('HINCRBY', stock_key, wid, -quantity)
 bump_stock_version(stock_key)
 local expires_ms = now_ms + ttl_ms
-redis.call('HSET', hold_key, 'product', product_id, 'warehouse', wid, 'quantity', units,
+redis.call('HSET', hold_key, 'product', product_id, 'warehouse', wid, 'quantity', quantity,
   'expires_ms', expires_ms)
 if basket_id ~= '' then redis.call('HSET', hold_key, 'basket', basket_id) end
 redis.call('ZADD', expiries, expires_ms, hold_id)
 redis.call('XADD', stream, '*', 'type', 'stock.held', 'hold', hold_id, 'product', product_id,
-  'warehouse', wid, 'quantity', units, 'available', available)
-return remember_operation(op_key, op_ttl_s, {'ok', available, expires_ms})
+  'warehouse', wid, 'quantity', quantity, 'level', level)
+return remember_operation(op_key, op_ttl_s, {'ok', level, expires_ms})

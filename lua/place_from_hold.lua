@@ -8,8 +8,8 @@
 -- KEYS[1] the partition's event stream, KEYS[2] the product's stock hash, KEYS[3] the order key,
 -- KEYS[4] the idempotency key (the order key when none), KEYS[5] the hold hash,
 -- KEYS[6] the partition's hold-expiry sorted set
--- ARGV[1] now ms, ARGV[2] idempotency TTL s, ARGV[3] the order as lua/reserve.lua takes one (its
---   one candidate is the hold's warehouse), ARGV[4] the hold ID
+-- ARGV[1] now ms, ARGV[2] idempotency TTL s, ARGV[3] the order as lua/place_orders.lua takes one
+--   (its one candidate is the hold's warehouse), ARGV[4] the hold ID
 -- Returns {'ok', orderId, warehouseId, deliveryDays, createdMs, replayed, seq} | {'key_conflict'}
 --   | {'hold_unavailable', why} (why: gone, expired, other_product, other_warehouse, too_few)
 

@@ -8,7 +8,7 @@
 -- KEYS[1] the partition's event stream, KEYS[2] the hold hash, KEYS[3] the partition's
 -- hold-expiry sorted set, KEYS[4] the hold's product's stock hash, KEYS[5] the operation key
 -- ARGV: holdId, productId (as read before the call), operation TTL s
--- Returns {'ok', available} | {'not_found'}
+-- Returns {'ok', level} | {'not_found'}
 
 --- @include "includes/stock"
 --- @include "includes/operation"
@@ -23,14 +23,14 @@ if replay then return replay end
 -- A basket's line hold is its basket's to settle (lua/settle_basket_hold.lua), never a client's.
 local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity', 'basket')
 if not h[1] or h[1] ~= product_id or h[4] then return {'not_found'} end
-local units = whole_number(h[3])
-if not units or not whole_number(redis.call('HGET', stock_key, h[2]) or '0') then
+local quantity = whole_number(h[3])
+if not quantity or not whole_number(redis.call('HGET', stock_key, h[2]) or '0') then
   return bad_argument('hold ' .. hold_id)
 end
-local available = redis.call('HINCRBY', stock_key, h[2], units)
+local level = redis.call('HINCRBY', stock_key, h[2], quantity)
 bump_stock_version(stock_key)
 redis.call('DEL', hold_key)
 redis.call('ZREM', expiries, hold_id)
 redis.call('XADD', stream, '*', 'type', 'stock.changed', 'product', h[1], 'warehouse', h[2],
-  'available', available, 'reason', 'hold released')
-return remember_operation(op_key, op_ttl_s, {'ok', available})
+  'level', level, 'reason', 'hold released')
+return remember_operation(op_key, op_ttl_s, {'ok', level})

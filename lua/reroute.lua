@@ -1,5 +1,5 @@
 #!lua
--- Re-route an order its warehouse cannot fulfil (units damaged or missing): reserve the same
+-- Re-route an order its warehouse cannot fulfil (units damaged or missing): take the same
 -- quantity at the first other warehouse, in the caller's ranking, that has it, and move the
 -- order there, atomically. The reporting warehouse's units are not given back: they are the ones
 -- found missing. The order starts over at the new warehouse as `confirmed`. Safe to send twice
@@ -10,7 +10,7 @@
 -- ARGV: orderId, productId (as read before the call), reporting warehouseId, now ms, reason,
 --   a JSON array [[warehouseId...] nearest first, [deliveryDays...] of each], operation TTL s,
 --   the order's copy from PostgreSQL ('' = none), when it was read (ms)
--- Returns {'ok', record, available} | {'not_found'} | {'bad_state', status} |
+-- Returns {'ok', record, level} | {'not_found'} | {'bad_state', status} |
 --   {'wrong_warehouse', warehouseId} | {'out_of_stock'} | {'stale_copy'}
 
 --- @include "includes/order_record"
@@ -49,13 +49,14 @@ for j = 1, #ids do
 end
 for j = 1, #ids do
   if ids[j] ~= from_wid and levels[j] and whole_number(levels[j]) >= qty then
-    local available = redis.call('HINCRBY', stock_key, ids[j], -qty)
+    local level = redis.call('HINCRBY', stock_key, ids[j], -qty)
     bump_stock_version(stock_key)
     record[RECORD.warehouse], record[RECORD.status], record[RECORD.eta_days] = ids[j], 'confirmed', days_of[j]
     local encoded = save_record(order_key, record)
-    redis.call('XADD', stream, '*', 'type', 'order.rerouted', 'order', order_id, 'record', encoded,
-      'from_warehouse', from_wid, 'at_ms', now_ms, 'reason', reason, 'available', available)
-    return remember_operation(op_key, op_ttl_s, {'ok', encoded, available})
+    redis.call('XADD', stream, '*', 'type', 'order.rerouted', 'order_id', order_id,
+      'record', encoded, 'from_warehouse', from_wid, 'at_ms', now_ms, 'reason', reason,
+      'level', level)
+    return remember_operation(op_key, op_ttl_s, {'ok', encoded, level})
   end
 end
 return {'out_of_stock'}

@@ -78,6 +78,6 @@ end
 record[BASKET.eta_days] = latest
 local encoded = save_record(record_key, record)
 redis.call('SET', decision_key, 'committed', 'EX', decision_ttl_s)
-redis.call('XADD', stream, '*', 'type', 'basket.changed', 'order', order_id, 'record', encoded,
+redis.call('XADD', stream, '*', 'type', 'basket.changed', 'order_id', order_id, 'record', encoded,
   'at_ms', now_ms, 'warehouse', from_wid, 'reason', reason)
 return {'ok', encoded}

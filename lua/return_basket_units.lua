@@ -8,14 +8,14 @@
 -- KEYS[1] the partition's event stream, KEYS[2] the product's stock hash, KEYS[3] the part's
 -- returned mark
 -- ARGV: productId, warehouseId, quantity, mark TTL s
--- Returns {'returned', available} | {'done'}
+-- Returns {'returned', level} | {'done'}
 
 --- @include "includes/stock"
 
 local stream, stock_key, mark_key = KEYS[1], KEYS[2], KEYS[3]
 local product_id, wid = ARGV[1], ARGV[2]
-local units, mark_ttl_s = whole_number(ARGV[3]), whole_number(ARGV[4])
-if not units or units < 1 or not mark_ttl_s or mark_ttl_s < 1 then
+local quantity, mark_ttl_s = whole_number(ARGV[3]), whole_number(ARGV[4])
+if not quantity or quantity < 1 or not mark_ttl_s or mark_ttl_s < 1 then
   return bad_argument('quantity or ttl')
 end
 if redis.call('EXISTS', mark_key) == 1 then return {'done'} end
@@ -23,9 +23,9 @@ if not whole_number(redis.call('HGET', stock_key, wid) or '0') then
   return bad_argument('stock level of ' .. wid)
 end
 
-local available = redis.call('HINCRBY', stock_key, wid, units)
+local level = redis.call('HINCRBY', stock_key, wid, quantity)
 bump_stock_version(stock_key)
 redis.call('XADD', stream, '*', 'type', 'stock.changed', 'product', product_id, 'warehouse', wid,
-  'available', available, 'reason', 'basket cancelled')
+  'level', level, 'reason', 'basket cancelled')
 redis.call('SET', mark_key, '1', 'EX', mark_ttl_s)
-return {'returned', available}
+return {'returned', level}

@@ -7,7 +7,7 @@
 -- KEYS[1] the partition's event stream, KEYS[2] the hold hash, KEYS[3] the partition's
 -- hold-expiry sorted set, KEYS[4] the hold's product's stock hash
 -- ARGV[1] hold ID, ARGV[2] 'commit' | 'abort', ARGV[3] the basket's order ID
--- Returns {'kept'} | {'returned', available} | {'gone'}
+-- Returns {'kept'} | {'returned', level} | {'gone'}
 
 --- @include "includes/stock"
 
@@ -20,15 +20,15 @@ if not h[1] or h[4] ~= basket_id then
   redis.call('ZREM', expiries, hold_id)
   return {'gone'}
 end
-local units = whole_number(h[3])
-if not units or not whole_number(redis.call('HGET', stock_key, h[2]) or '0') then
+local quantity = whole_number(h[3])
+if not quantity or not whole_number(redis.call('HGET', stock_key, h[2]) or '0') then
   return bad_argument('hold ' .. hold_id)
 end
 redis.call('DEL', hold_key)
 redis.call('ZREM', expiries, hold_id)
 if outcome == 'commit' then return {'kept'} end
-local available = redis.call('HINCRBY', stock_key, h[2], units)
+local level = redis.call('HINCRBY', stock_key, h[2], quantity)
 bump_stock_version(stock_key)
 redis.call('XADD', stream, '*', 'type', 'stock.changed', 'product', h[1], 'warehouse', h[2],
-  'available', available, 'reason', 'basket released')
-return {'returned', available}
+  'level', level, 'reason', 'basket released')
+return {'returned', level}

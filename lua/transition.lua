@@ -3,8 +3,8 @@
 -- check it is in one of the statuses the target may be reached from (the table lives in
 -- engine/lifecycle.py and arrives as ARGV), optionally that it is held at the named warehouse and
 -- that its record is still the one the caller saw (its sequence number), rewrite its record and
--- append an `order.status` event. Stock is never touched here: units left stock at reservation,
--- and only lua/cancel.lua gives them back. Safe to send twice (operation ID).
+-- append an `order.status` event. Stock is never touched here: units left stock when the order
+-- was placed, and only lua/cancel.lua gives them back. Safe to send twice (operation ID).
 --
 -- KEYS[1] the partition's event stream, KEYS[2] the order key, KEYS[3] the operation key
 -- ARGV: orderId, target status, now ms, reason ('' = none), warehouseId ('' = any),
@@ -48,6 +48,6 @@ end
 
 record[RECORD.status] = target
 local encoded = save_record(order_key, record)
-redis.call('XADD', stream, '*', 'type', 'order.status', 'order', order_id, 'record', encoded,
+redis.call('XADD', stream, '*', 'type', 'order.status', 'order_id', order_id, 'record', encoded,
   'at_ms', now_ms, 'reason', reason)
 return remember_operation(op_key, op_ttl_s, {'ok', encoded})

@@ -37,9 +37,9 @@ async def main() -> int:
                 response.raise_for_status()
         for product in PRODUCTS:
             for warehouse_id in WAREHOUSES:
-                units = rng.choice([0, 5, 20, 100])
+                level = rng.choice([0, 5, 20, 100])
                 await api.put(
-                    f"/inventory/{product}/stock/{warehouse_id}", json={"quantity": units}
+                    f"/inventory/{product}/stock/{warehouse_id}", json={"quantity": level}
                 )
         print(f"{len(WAREHOUSES)} warehouses, {len(PRODUCTS)} products stocked")
 

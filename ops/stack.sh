@@ -392,7 +392,7 @@ logfile $REDIS_DIR/redis.log
 loglevel notice
 dir $REDIS_DIR
 
-# Persistence. Redis is where every reservation is decided, so an accepted order must survive a
+# Persistence. Redis is where every order is placed, so an accepted order must survive a
 # restart: the append-only file is on.
 appendonly yes
 # Why everysec: Redis write()s each command to the AOF before it replies, and a background
@@ -409,7 +409,7 @@ aof-use-rdb-preamble yes
 # RDB snapshots stay on too (no 'save ""' here, so Redis's default save points apply):
 # a second, compact copy for backups.
 
-# Memory limit. Never evict keys to make room: stock, reservations and idempotency keys must not
+# Memory limit. Never evict keys to make room: stock, holds, orders and idempotency keys must not
 # silently disappear. At the limit Redis refuses every write (a script that may write is refused
 # before it runs, so nothing is half-written: the API answers 503 store_full) and keeps serving
 # reads, instead of growing until the kernel's OOM killer or swap takes it.

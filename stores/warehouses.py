@@ -13,7 +13,7 @@ from pymongo.errors import DuplicateKeyError
 from engine import keys
 from engine.errors import WarehouseExists
 from engine.warehouses import Warehouse, WarehouseDirectory
-from geo.rings import Point
+from geo.distance import Point
 from stores.breaker import Breaker
 from stores.mongo import TRANSIENT_ERRORS as MONGO_TRANSIENT_ERRORS
 from stores.mongo import WAREHOUSES, MongoDatabase

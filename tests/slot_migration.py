@@ -9,7 +9,7 @@ itself and cannot be told which one.
 
 Between 1 and 3 the source answers a command for keys it no longer has with ASK (ask the target),
 and a command whose keys are split between the two nodes, or that names a key neither has, with
-TRYAGAIN; so does the target. A script that creates a key (every reservation: a new order key)
+TRYAGAIN; so does the target. A script that creates a key (placing any order: a new order key)
 is therefore refused from step 1 to step 3.
 """
 

@@ -83,7 +83,8 @@ def with_shipment(record: BasketRecord, index: int, **changes: Any) -> BasketRec
 
 def confirmed_fields(order_id: str, record: BasketRecord) -> dict[str, str | bytes]:
     """As lua/commit_basket.lua appends it."""
-    return {"type": "basket.confirmed", "order": order_id, "record": encode_basket_record(record)}
+    record_text = encode_basket_record(record)
+    return {"type": "basket.confirmed", "order_id": order_id, "record": record_text}
 
 
 def changed_fields(
@@ -92,7 +93,7 @@ def changed_fields(
     """As the lifecycle scripts append it."""
     return {
         "type": "basket.changed",
-        "order": order_id,
+        "order_id": order_id,
         "record": encode_basket_record(record),
         "at_ms": str(at_ms),
         "warehouse": warehouse,

@@ -35,7 +35,7 @@ from engine.inventory import Inventory
 from engine.live_baskets import LiveBaskets
 from engine.records import decode_basket_record
 from engine.warehouses import FixedWarehouses, Warehouse, WarehouseDirectory
-from geo.rings import Point
+from geo.distance import Point
 from stores.redis import RedisClient
 from stores.settings import Settings
 from tests.conftest import runner_for, scan_keys, store_env
@@ -71,8 +71,8 @@ async def levels_now(redis: RedisClient, products: list[str]) -> Counter[tuple[s
     inventory = Inventory(runner_for(redis))
     now: Counter[tuple[str, str]] = Counter()
     for product in products:
-        for level in await inventory.levels(product):
-            now[(product, level.warehouse_id)] = level.quantity
+        for lv in await inventory.levels(product):
+            now[(product, lv.warehouse_id)] = lv.level
     return now
 
 
@@ -97,8 +97,8 @@ async def holds_left(redis: RedisClient) -> int:
 async def assert_ledger(redis: RedisClient, start: dict[tuple[str, str], int]) -> None:
     left = await levels_now(redis, sorted({p for p, _ in start}))
     sold = await sold_by_baskets(redis)
-    for where, units in start.items():
-        assert left[where] + sold[where] == units, where
+    for where, level in start.items():
+        assert left[where] + sold[where] == level, where
     assert await holds_left(redis) == 0
 
 
@@ -123,7 +123,7 @@ async def test_one_warehouse_with_every_line_ships_it_all(redis: RedisClient) ->
     entries = await redis.xrange(keys.stream(partition))
     events = [decode_event(fields) for _, fields in entries]
     confirmed = [e for e in events if isinstance(e, BasketConfirmed)]
-    assert [e.order for e in confirmed] == [placed.order_id]
+    assert [e.order_id for e in confirmed] == [placed.order_id]
     assert confirmed[0].record.quantity == 5
 
 

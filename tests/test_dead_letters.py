@@ -81,7 +81,7 @@ async def append_poison(redis: RedisClient, **record_changes: Any) -> tuple[str,
     placed = event.orders[0]
     record = msgspec.structs.replace(placed.record, **record_changes)
     order_id = str(uuid.uuid4())
-    one = msgspec.json.encode([[order_id, record, placed.available]]).decode()
+    one = msgspec.json.encode([[order_id, record, placed.level]]).decode()
     poison = {"type": "orders.confirmed", "orders": one}
     return str(await redis.xadd(STREAM, poison)), order_id  # type: ignore[arg-type]
 
@@ -105,7 +105,7 @@ class FailingOrdersWriter:
 
     async def persist(self, entries: Sequence[StreamEntry]) -> list[StreamEntry]:
         if any(
-            placed.order == self.failing_order
+            placed.order_id == self.failing_order
             for e in entries
             if isinstance(e.event, OrdersConfirmed)
             for placed in e.event.orders

@@ -20,7 +20,7 @@ from tests.test_writers import (
     all_entries,
     consumers_for,
     drain,
-    make_engine,
+    make_placer,
     order_rows,
     place_orders,
     stock_products,
@@ -36,7 +36,7 @@ async def test_reroute_and_fulfil_events_in_every_order_end_as_redis_holds(
     [(_, placed)] = await place_orders(redis, ["sku"], 1)
     orders = LiveOrders(runner_for(redis), None)
     await orders.transition(placed.order_id, "picking")
-    moved = await make_engine(redis).reroute(placed.order_id, placed.warehouse_id, "damaged")
+    moved = await make_placer(redis).reroute(placed.order_id, placed.warehouse_id, "damaged")
     for step in ("picking", "packed", "shipped"):
         await orders.transition(placed.order_id, step, warehouse_id=moved.warehouse_id)
     partition = keys.partition_of_product("sku")
@@ -45,7 +45,7 @@ async def test_reroute_and_fulfil_events_in_every_order_end_as_redis_holds(
 
     entries = await all_entries(redis)
     [confirm] = [e for e in entries if isinstance(e.event, OrdersConfirmed)]
-    changes = [e for e in entries if e is not confirm and hasattr(e.event, "order")]
+    changes = [e for e in entries if e is not confirm and hasattr(e.event, "order_id")]
     assert len(changes) == 5
     writer = OrdersWriter(pg, runner_for(redis))
     for order in itertools.permutations(changes):
@@ -76,7 +76,7 @@ async def test_the_sweep_leaves_an_order_rerouted_since_postgres_saw_it(
     await drain(redis, consumers_for(redis, pg, mongo))
     await pg.execute("UPDATE orders SET updated_at = now() - interval '1 hour'")
     # Re-routed after PostgreSQL last saw it: confirmed again, but not the record it showed.
-    await make_engine(redis).reroute(placed.order_id, placed.warehouse_id, "damaged")
+    await make_placer(redis).reroute(placed.order_id, placed.warehouse_id, "damaged")
     orders = LiveOrders(runner_for(redis), None)
     assert await flag_stuck_orders(pg, orders, {"confirmed": 60}) == 0
     assert (await orders.get(placed.order_id)).status == "confirmed"  # type: ignore[union-attr]

@@ -203,9 +203,9 @@ async def open_shop(http: Http, stock: dict[Slot, int]) -> None:
         body = {"warehouseId": warehouse, "name": warehouse.title(), "location": loc(lat, lon)}
         response = await http.post("/warehouses", json=body)
         assert response.status_code == 201, response.text
-    for (product, warehouse), units in stock.items():
+    for (product, warehouse), level in stock.items():
         response = await http.put(
-            f"/inventory/{product}/stock/{warehouse}", json={"quantity": units}
+            f"/inventory/{product}/stock/{warehouse}", json={"quantity": level}
         )
         assert response.status_code == 200, response.text
 
@@ -362,7 +362,7 @@ async def check_ledger(
 ) -> None:
     """Every unit taken from stock is in exactly one existing order, and no unit twice."""
     now = await levels(http, sorted({product for product, _ in stock_in}))
-    taken = Counter({slot: units - now.get(slot, 0) for slot, units in stock_in.items()})
+    taken = Counter({slot: level - now.get(slot, 0) for slot, level in stock_in.items()})
     held = units_in_orders(orders)
     wrong = {
         f"{slot}: taken {taken[slot]}, in orders {held[slot]}"

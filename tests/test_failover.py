@@ -22,9 +22,9 @@ from engine import keys, scripts
 from engine.ids import partition_of_id
 from engine.inventory import Inventory
 from engine.orders import OrderRequest
-from engine.reservations import ReservationEngine
+from engine.placement import OrderPlacer
 from engine.warehouses import FixedWarehouses, Warehouse, WarehouseDirectory
-from geo.rings import Point
+from geo.distance import Point
 from stores.redis import RedisClient
 from tests.conftest import TEST_SETTINGS, runner_for
 
@@ -43,11 +43,11 @@ FAILOVER_TIMEOUT_S: Final = 30.0
 WAIT_TIMEOUT_MS: Final = 500
 
 
-def make_engine(redis: RedisClient, acks: scripts.ReplicaAcks | None) -> ReservationEngine:
+def make_placer(redis: RedisClient, acks: scripts.ReplicaAcks | None) -> OrderPlacer:
     directory = WarehouseDirectory([Warehouse("paris", "Paris", PARIS)])
 
     runner = scripts.ScriptRunner(redis, deadline_s=TEST_SETTINGS.command_deadline_s, acks=acks)
-    return ReservationEngine(runner, FixedWarehouses(directory))
+    return OrderPlacer(runner, FixedWarehouses(directory))
 
 
 async def master_pid(redis: RedisCluster, partition: int) -> int:
@@ -56,7 +56,7 @@ async def master_pid(redis: RedisCluster, partition: int) -> int:
     return int(info["process_id"])
 
 
-async def place_under_load(engine: ReservationEngine, kill: asyncio.Event) -> tuple[list[str], int]:
+async def place_under_load(placer: OrderPlacer, kill: asyncio.Event) -> tuple[list[str], int]:
     """CLIENTS concurrent clients place ORDERS orders; `kill` is set once KILL_AFTER_CONFIRMED
     are confirmed. Errors (the dead master, the failover in progress) are the clients' to retry;
     they count as not confirmed."""
@@ -69,7 +69,7 @@ async def place_under_load(engine: ReservationEngine, kill: asyncio.Event) -> tu
         for i in todo:
             request = OrderRequest(PRODUCTS[i % len(PRODUCTS)], 1, PARIS)
             try:
-                confirmed.append((await engine.place(request)).order_id)
+                confirmed.append((await placer.place(request)).order_id)
             except Exception:  # any failure: the order is not confirmed, which is allowed
                 failed += 1
                 await asyncio.sleep(0.05)
@@ -105,7 +105,7 @@ async def test_confirmed_orders_survive_a_master_failover(redis: RedisClient) ->
     for product in PRODUCTS:
         await inventory.change(product, "paris", "set", 10_000, "test")
     acks = scripts.ReplicaAcks(1, WAIT_TIMEOUT_MS)
-    engine = make_engine(redis, acks)
+    placer = make_placer(redis, acks)
     victim = await master_pid(redis, 0)
     kill = asyncio.Event()
 
@@ -114,7 +114,7 @@ async def test_confirmed_orders_survive_a_master_failover(redis: RedisClient) ->
         os.kill(victim, signal.SIGKILL)
 
     try:
-        (confirmed, failed), _ = await asyncio.gather(place_under_load(engine, kill), killer())
+        (confirmed, failed), _ = await asyncio.gather(place_under_load(placer, kill), killer())
         missing = await missing_orders(redis, confirmed)
     finally:
         subprocess.run(["bash", str(ROOT / "ops" / "stack.sh"), "cluster-up"], check=True)

@@ -32,7 +32,7 @@ from tests.notice_servers import SmtpServer, smtp_server
 from tests.test_writers import (
     FAST,
     customer_near_paris,
-    make_engine,
+    make_placer,
     place_orders,
     stock_products,
     wait_for,
@@ -133,7 +133,7 @@ async def test_orders_answered_before_redis_is_killed_survive_it(
     if settings.redis_cluster:
         pytest.skip("kills the single Redis of the stack")
     await stock_products(redis, ["sku"], 100_000)
-    engine = make_engine(redis)
+    placer = make_placer(redis)
     answered: list[str] = []
     stop = asyncio.Event()
 
@@ -141,7 +141,7 @@ async def test_orders_answered_before_redis_is_killed_survive_it(
         rng = random.Random(seed)
         while not stop.is_set():
             try:
-                confirmation = await engine.place(OrderRequest("sku", 1, customer_near_paris(rng)))
+                confirmation = await placer.place(OrderRequest("sku", 1, customer_near_paris(rng)))
             except Exception:  # Redis is gone: requests fail until the test stops them
                 await asyncio.sleep(0.01)
                 continue

@@ -96,8 +96,8 @@ async def test_another_clients_hold_is_refused(
         assert (await http.post("/warehouses", json=body, headers=ops)).status_code == 201
         put = await http.put("/inventory/sku-1/stock/lyon", json={"quantity": 5}, headers=ops)
         assert put.status_code == 200
-        reserve = {"productId": "sku-1", "warehouseId": "lyon", "quantity": 2}
-        held = (await http.post("/inventory/reserve", json=reserve, headers=shop_a)).json()
+        hold_body = {"productId": "sku-1", "warehouseId": "lyon", "quantity": 2}
+        held = (await http.post("/inventory/reserve", json=hold_body, headers=shop_a)).json()
         hold_id = held["reservationId"]
         stolen = await http.post("/orders", json=from_hold(hold_id, 1), headers=shop_b)
         assert stolen.status_code == 409

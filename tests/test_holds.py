@@ -17,13 +17,13 @@ async def test_expired_holds_return_their_units_once(redis: RedisClient) -> None
         await inventory.change(product, "w1", "set", 10, "test")
     early = await inventory.hold("sku-a", "w1", 3)
     await inventory.hold("sku-b", "w1", 4)
-    assert [lv.quantity for lv in await inventory.levels("sku-a")] == [7]
+    assert [lv.level for lv in await inventory.levels("sku-a")] == [7]
 
     now_ms = int(early.expires_at.timestamp() * 1000)
     assert await release_expired_holds(runner_for(redis), now_ms - 1) == 0  # not yet
     assert await release_expired_holds(runner_for(redis), now_ms + HOLD_TTL_S * 1000) == 2
-    assert [lv.quantity for lv in await inventory.levels("sku-a")] == [10]
-    assert [lv.quantity for lv in await inventory.levels("sku-b")] == [10]
+    assert [lv.level for lv in await inventory.levels("sku-a")] == [10]
+    assert [lv.level for lv in await inventory.levels("sku-b")] == [10]
     assert await release_expired_holds(runner_for(redis), now_ms + HOLD_TTL_S * 1000) == 0  # once
 
     partition = keys.partition_of_product("sku-a")
@@ -32,7 +32,7 @@ async def test_expired_holds_return_their_units_once(redis: RedisClient) -> None
     [(_, fields)] = (await redis.xrange(keys.stream(partition)))[-1:]
     event = decode_event(fields)
     assert isinstance(event, StockChanged)
-    assert (event.product, event.available, event.reason) == ("sku-a", 10, "hold expired")
+    assert (event.product, event.level, event.reason) == ("sku-a", 10, "hold expired")
 
 
 async def test_a_live_hold_is_kept(redis: RedisClient) -> None:
@@ -40,7 +40,7 @@ async def test_a_live_hold_is_kept(redis: RedisClient) -> None:
     await inventory.change("sku", "w1", "set", 5, "test")
     await inventory.hold("sku", "w1", 5)
     assert await release_expired_holds(runner_for(redis)) == 0
-    assert [lv.quantity for lv in await inventory.levels("sku")] == [0]
+    assert [lv.level for lv in await inventory.levels("sku")] == [0]
 
 
 async def test_holds_expire_at_any_rate_not_a_fixed_number_per_sweep(redis: RedisClient) -> None:
@@ -59,6 +59,6 @@ async def test_holds_expire_at_any_rate_not_a_fixed_number_per_sweep(redis: Redi
             for r in await runner.run_all(holds[start : start + 100])
             if isinstance(r, BaseException)
         ]
-    assert [lv.quantity for lv in await inventory.levels("sku")] == [0]
+    assert [lv.level for lv in await inventory.levels("sku")] == [0]
     assert await release_expired_holds(runner, 10_000) == 2 * RELEASE_BATCH + 10
-    assert [lv.quantity for lv in await inventory.levels("sku")] == [2 * RELEASE_BATCH + 10]
+    assert [lv.level for lv in await inventory.levels("sku")] == [2 * RELEASE_BATCH + 10]

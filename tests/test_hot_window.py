@@ -18,10 +18,10 @@ from engine.errors import InvalidTransition
 from engine.fulfillment import fulfill
 from engine.live_orders import LiveOrders
 from engine.orders import ORDER_FINAL_LINGER_S, Confirmation, OrderRequest
+from engine.placement import OrderPlacer
 from engine.records import decode_record
-from engine.reservations import ReservationEngine
 from engine.warehouses import FixedWarehouses, WarehouseDirectory
-from geo.rings import Point
+from geo.distance import Point
 from stores.mongo import MongoDatabase
 from stores.order_archive import OrderArchive
 from stores.redis import RedisClient
@@ -42,11 +42,11 @@ def orders_of(redis: RedisClient, pg: asyncpg.Pool) -> LiveOrders:
     return LiveOrders(runner_for(redis), OrderArchive(pg))
 
 
-def engine_of(redis: RedisClient, pg: asyncpg.Pool | None) -> ReservationEngine:
+def placer_of(redis: RedisClient, pg: asyncpg.Pool | None) -> OrderPlacer:
     directory = WarehouseDirectory(WAREHOUSES)
 
     orders = None if pg is None else orders_of(redis, pg)
-    return ReservationEngine(runner_for(redis), FixedWarehouses(directory), orders=orders)
+    return OrderPlacer(runner_for(redis), FixedWarehouses(directory), orders=orders)
 
 
 async def drain(redis: RedisClient, pg: asyncpg.Pool, mongo: MongoDatabase) -> None:
@@ -63,7 +63,7 @@ async def drain(redis: RedisClient, pg: asyncpg.Pool, mongo: MongoDatabase) -> N
 
 
 async def place(redis: RedisClient, quantity: int = 2, key: str | None = None) -> Confirmation:
-    return await engine_of(redis, None).place(OrderRequest("sku", quantity, PARIS, key))
+    return await placer_of(redis, None).place(OrderRequest("sku", quantity, PARIS, key))
 
 
 async def leave_redis(redis: RedisClient, order_id: str) -> None:
@@ -101,8 +101,8 @@ async def test_a_batch_of_more_orders_than_one_expiry_call_takes_gets_every_expi
     batch larger than one call still gets its hot window."""
     monkeypatch.setattr("writers.orders.EXPIRIES_PER_CALL", 3)
     await stock_products(redis, ["sku"], 100)
-    engine = engine_of(redis, None)
-    placed = await asyncio.gather(*(engine.place(OrderRequest("sku", 1, PARIS)) for _ in range(10)))
+    placer = placer_of(redis, None)
+    placed = await asyncio.gather(*(placer.place(OrderRequest("sku", 1, PARIS)) for _ in range(10)))
     await drain(redis, pg, mongo)
     ttls = [await redis.ttl(keys.order(P, c.order_id)) for c in placed]
     assert all(HOT_WINDOW_S - 5 < ttl <= HOT_WINDOW_S for ttl in ttls)
@@ -145,7 +145,7 @@ async def test_an_order_that_left_redis_is_fulfilled_delivered_and_rerouted(
     assert (await orders.transition(shipped.order_id, "delivered")).status == "delivered"
 
     levels = {w.warehouse_id: await level(redis, w.warehouse_id) for w in WAREHOUSES}
-    rerouted = await engine_of(redis, pg).reroute(moved.order_id, "1", "damaged")
+    rerouted = await placer_of(redis, pg).reroute(moved.order_id, "1", "damaged")
     assert rerouted.warehouse_id != "1" and rerouted.status == "confirmed"
     assert await level(redis, rerouted.warehouse_id) == levels[rerouted.warehouse_id] - 2
     assert await level(redis, "1") == levels["1"]  # the missing units are not given back

@@ -24,7 +24,7 @@ from engine.events import OrdersConfirmed, decode_event
 from engine.ids import new_id
 from engine.orders import Confirmation, OrderRequest
 from engine.records import OrderRecord, decode_record
-from geo.rings import Point
+from geo.distance import Point
 from stores.redis import RedisClient
 from tests.conftest import runner_for
 
@@ -52,13 +52,13 @@ def attempt(
     return Attempt(order_id or new_id(P), P, request, tuple(candidates))
 
 
-async def reserve(runner: scripts.ScriptRunner, *attempts: Attempt) -> list[Any]:
-    return await runner.run(commands.reserve(NOW_MS, attempts))
+async def place_orders(runner: scripts.ScriptRunner, *attempts: Attempt) -> list[Any]:
+    return await runner.run(commands.place_orders(NOW_MS, attempts))
 
 
-async def set_stock(runner: scripts.ScriptRunner, warehouse: str, units: int) -> int:
+async def set_stock(runner: scripts.ScriptRunner, warehouse: str, level: int) -> int:
     return await runner.run(
-        commands.set_stock(f"set-{warehouse}-{units}", "sku", warehouse, units, "t")
+        commands.set_stock(f"set-{warehouse}-{level}", "sku", warehouse, level, "t")
     )
 
 
@@ -66,20 +66,20 @@ async def test_takes_exact_stock_and_then_refuses(
     runner: scripts.ScriptRunner, redis: RedisClient
 ) -> None:
     await set_stock(runner, "w1", 3)
-    (placed,) = await reserve(runner, attempt(3, [("w1", 2)]))
+    (placed,) = await place_orders(runner, attempt(3, [("w1", 2)]))
     assert isinstance(placed, Confirmation) and placed.warehouse_id == "w1"
     assert await redis.hget(STOCK, "w1") == "0"
     refused = attempt(1, [("w1", 2)])
-    assert [type(r) for r in await reserve(runner, refused)] == [OutOfStock]
+    assert [type(r) for r in await place_orders(runner, refused)] == [OutOfStock]
     assert not await redis.exists(keys.order(P, refused.order_id))
 
 
 async def test_nearest_candidate_with_enough_stock_wins(
     runner: scripts.ScriptRunner, redis: RedisClient
 ) -> None:
-    for warehouse, units in (("near", 1), ("mid", 5), ("far", 50)):
-        await set_stock(runner, warehouse, units)
-    (placed,) = await reserve(runner, attempt(2, [("near", 1), ("mid", 2), ("far", 3)]))
+    for warehouse, level in (("near", 1), ("mid", 5), ("far", 50)):
+        await set_stock(runner, warehouse, level)
+    (placed,) = await place_orders(runner, attempt(2, [("near", 1), ("mid", 2), ("far", 3)]))
     assert placed.warehouse_id == "mid" and not placed.replayed
     assert await redis.hmget(STOCK, ["near", "mid", "far"]) == ["1", "3", "50"]
 
@@ -90,7 +90,7 @@ async def test_zero_stock_everywhere_appends_nothing(
     await set_stock(runner, "w1", 0)
     await set_stock(runner, "w2", 0)
     before = await redis.xlen(STREAM)
-    (reply,) = await reserve(runner, attempt(1, [("w1", 1), ("w2", 1)]))
+    (reply,) = await place_orders(runner, attempt(1, [("w1", 1), ("w2", 1)]))
     assert isinstance(reply, OutOfStock)
     assert await redis.xlen(STREAM) == before
 
@@ -98,7 +98,7 @@ async def test_zero_stock_everywhere_appends_nothing(
 async def test_unknown_product_changes_nothing(
     runner: scripts.ScriptRunner, redis: RedisClient
 ) -> None:
-    (reply,) = await reserve(runner, attempt(1, [("w1", 1)], product="ghost"))
+    (reply,) = await place_orders(runner, attempt(1, [("w1", 1)], product="ghost"))
     assert isinstance(reply, UnknownProduct)
     assert await redis.dbsize() == 0
 
@@ -109,18 +109,18 @@ async def test_stock_only_past_the_candidates_is_reported_not_taken(
     await set_stock(runner, "near", 0)
     await set_stock(runner, "remote", 4)
     await set_stock(runner, "tiny", 1)
-    assert await reserve(runner, attempt(2, [("near", 1)])) == [StockBeyondRings(["remote"])]
+    assert await place_orders(runner, attempt(2, [("near", 1)])) == [StockBeyondRings(["remote"])]
     assert await redis.hget(STOCK, "remote") == "4"
 
 
-async def test_a_resent_reservation_answers_the_same_and_takes_stock_once(
+async def test_a_resent_order_answers_the_same_and_takes_stock_once(
     runner: scripts.ScriptRunner, redis: RedisClient
 ) -> None:
     await set_stock(runner, "w1", 10)
     order = attempt(3, [("w1", 2)])
-    (first,) = await reserve(runner, order)
+    (first,) = await place_orders(runner, order)
     events = await redis.xlen(STREAM)
-    (again,) = await reserve(runner, order)  # the same order ID: a resend after a lost reply
+    (again,) = await place_orders(runner, order)  # the same order ID: a resend after a lost reply
     assert again == first and not again.replayed
     assert await redis.hget(STOCK, "w1") == "7"
     assert await redis.xlen(STREAM) == events
@@ -130,10 +130,10 @@ async def test_retried_idempotency_key_gets_the_same_answer_once(
     runner: scripts.ScriptRunner, redis: RedisClient
 ) -> None:
     await set_stock(runner, "w1", 10)
-    (first,) = await reserve(runner, attempt(2, [("w1", 3)], idem="k"))
+    (first,) = await place_orders(runner, attempt(2, [("w1", 3)], idem="k"))
     events = await redis.xlen(STREAM)
     retry = attempt(2, [("w1", 3)], idem="k")
-    (replayed,) = await reserve(runner, retry)
+    (replayed,) = await place_orders(runner, retry)
     assert replayed.order_id == first.order_id and replayed.replayed
     assert replayed.estimated_delivery == first.estimated_delivery
     assert await redis.hget(STOCK, "w1") == "8"
@@ -145,8 +145,8 @@ async def test_idempotency_key_with_another_request_is_refused(
     runner: scripts.ScriptRunner, redis: RedisClient
 ) -> None:
     await set_stock(runner, "w1", 10)
-    await reserve(runner, attempt(2, [("w1", 3)], idem="k"))
-    (reply,) = await reserve(runner, attempt(5, [("w1", 3)], idem="k"))
+    await place_orders(runner, attempt(2, [("w1", 3)], idem="k"))
+    (reply,) = await place_orders(runner, attempt(5, [("w1", 3)], idem="k"))
     assert isinstance(reply, IdempotencyKeyReused)
     assert await redis.hget(STOCK, "w1") == "8"
 
@@ -156,7 +156,7 @@ async def test_a_batch_decides_in_order_and_a_retry_inside_it_replays(
 ) -> None:
     await set_stock(runner, "w1", 3)
     first = attempt(2, [("w1", 1)], idem="k")
-    replies = await reserve(
+    replies = await place_orders(
         runner,
         first,
         attempt(2, [("w1", 1)]),
@@ -173,7 +173,7 @@ async def test_confirmation_records_the_order_and_appends_one_event(
 ) -> None:
     await set_stock(runner, "w1", 5)
     order = attempt(2, [("w1", 4)], idem="k")
-    await reserve(runner, order)
+    await place_orders(runner, order)
     record = await redis.get(keys.order(P, order.order_id))
     assert decode_record(record) == OrderRecord(
         "sku", "w1", 2, "confirmed", 4, NOW_MS, 48.85, 2.35, "k", 1
@@ -196,12 +196,12 @@ async def test_one_event_carries_every_order_a_call_confirmed(
         attempt(1, [("w1", 1)]),
     )
     events = await redis.xlen(STREAM)
-    await reserve(runner, first, refused, second)
+    await place_orders(runner, first, refused, second)
     assert await redis.xlen(STREAM) == events + 1
     ((_, fields),) = await redis.xrevrange(STREAM, count=1)
     event = decode_event(fields)
     assert isinstance(event, OrdersConfirmed)
-    assert [(o.order, o.available) for o in event.orders] == [
+    assert [(o.order_id, o.level) for o in event.orders] == [
         (first.order_id, 1),
         (second.order_id, 0),
     ]
@@ -214,13 +214,14 @@ async def test_a_resend_finds_its_order_whatever_the_stock_now_is(
     stock back at w2 only, it takes none there. With its key, it is not a replay either."""
     await set_stock(runner, "w1", 1)
     order = attempt(1, [("w1", 1), ("w2", 2)], idem="k")
-    (first,) = await reserve(runner, order)
-    assert await reserve(runner, order) == [first]
+    (first,) = await place_orders(runner, order)
+    assert await place_orders(runner, order) == [first]
     await set_stock(runner, "w2", 5)
     unkeyed = attempt(1, [("w2", 2), ("w1", 1)])
-    (placed,) = await reserve(runner, unkeyed)
+    (placed,) = await place_orders(runner, unkeyed)
     await set_stock(runner, "w1", 3)
-    assert await reserve(runner, unkeyed) == [placed]  # found by the write that would repeat it
+    # Found by the write that would repeat it:
+    assert await place_orders(runner, unkeyed) == [placed]
     assert not first.replayed and not placed.replayed
     assert (await redis.hget(STOCK, "w1"), await redis.hget(STOCK, "w2")) == ("3", "4")
     assert await confirmed_orders(redis) == [order.order_id, unkeyed.order_id]
@@ -229,7 +230,7 @@ async def test_a_resend_finds_its_order_whatever_the_stock_now_is(
 async def confirmed_orders(redis: RedisClient) -> list[str]:
     entries = await redis.xrange(STREAM)
     return [
-        o.order
+        o.order_id
         for _, fields in entries
         if isinstance(event := decode_event(fields), OrdersConfirmed)
         for o in event.orders
@@ -240,7 +241,7 @@ async def test_the_version_moves_once_per_product_per_call(
     runner: scripts.ScriptRunner, redis: RedisClient
 ) -> None:
     await set_stock(runner, "w1", 5)
-    await reserve(runner, *(attempt(1, [("w1", 1)]) for _ in range(3)))
+    await place_orders(runner, *(attempt(1, [("w1", 1)]) for _ in range(3)))
     assert await redis.hget(STOCK, "_v") == "2"
 
 
@@ -278,7 +279,7 @@ async def test_cancel_releases_units_once_and_only_when_confirmed(
 ) -> None:
     await set_stock(runner, "w1", 5)
     order = attempt(2, [("w1", 1)])
-    await reserve(runner, order)
+    await place_orders(runner, order)
     cancel = commands.cancel_order("op-c", order.order_id, "sku", NOW_MS)
     assert (await runner.run(cancel)).status == "cancelled"
     assert (await runner.run(cancel)).status == "cancelled"  # resent: released once
@@ -298,7 +299,7 @@ async def test_transition_checks_state_warehouse_and_seq(
 ) -> None:
     await set_stock(runner, "w1", 5)
     order = attempt(1, [("w1", 1)])
-    await reserve(runner, order)
+    await place_orders(runner, order)
     oid = order.order_id
 
     def to(target: Any, op: str, **kwargs: Any) -> scripts.Command[OrderRecord]:
@@ -319,7 +320,7 @@ async def test_transition_checks_state_warehouse_and_seq(
     ((_, event),) = await redis.xrevrange(STREAM, count=1)
     assert event == {
         "type": "order.status",
-        "order": oid,
+        "order_id": oid,
         "record": await redis.get(keys.order(P, oid)),
         "at_ms": str(NOW_MS),
         "reason": "",
@@ -332,7 +333,7 @@ async def test_reroute_moves_the_order_once(
     await set_stock(runner, "w1", 1)
     await set_stock(runner, "w2", 4)
     order = attempt(2, [("w1", 1), ("w2", 2)])
-    (placed,) = await reserve(runner, order)
+    (placed,) = await place_orders(runner, order)
     assert placed.warehouse_id == "w2"
     await set_stock(runner, "w3", 5)
     record = decode_record(await redis.get(keys.order(P, order.order_id)))
@@ -359,7 +360,7 @@ async def test_a_bad_order_in_a_batch_leaves_the_whole_call_unapplied(
     good = attempt(1, [("w1", 1)])
     wrong = Attempt(new_id(P), P, bad, (("w1", 1),))
     with pytest.raises(scripts.ScriptRefused):
-        await reserve(runner, good, wrong)
+        await place_orders(runner, good, wrong)
     assert await redis.hget(STOCK, "w1") == "10"
     assert await redis.hget(STOCK, "_v") == "1"
     assert not await redis.exists(keys.order(P, good.order_id))
@@ -371,7 +372,7 @@ async def test_a_corrupt_level_counts_as_no_stock_and_is_never_changed(
     await set_stock(runner, "w1", 10)
     await redis.hset(STOCK, "w2", "lots")
     good = attempt(1, [("w1", 1)])
-    placed, refused = await reserve(runner, good, attempt(1, [("w2", 1)]))
+    placed, refused = await place_orders(runner, good, attempt(1, [("w2", 1)]))
     assert isinstance(placed, Confirmation) and placed.warehouse_id == "w1"
     assert isinstance(refused, StockBeyondRings | OutOfStock)
     assert await redis.hmget(STOCK, ["w1", "w2"]) == ["9", "lots"]

@@ -61,7 +61,7 @@ async def test_metrics_count_outcomes_and_report_the_backlog(
     assert value(samples, "orders_total", outcome="out_of_stock") == 1
     assert value(samples, "orders_total", outcome="unknown_product") == 1
     assert value(samples, "orders_total", outcome="error") == 0
-    assert value(samples, "reservation_seconds_count") == 5
+    assert value(samples, "placement_seconds_count") == 5
     assert value(samples, "http_responses_total", status_class="4xx") == 2
     assert value(samples, "http_responses_total", status_class="5xx") == 0
     # No writer ran yet: every entry of every stream waits for each group.

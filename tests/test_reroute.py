@@ -48,7 +48,7 @@ async def test_reroute_moves_the_order_to_the_next_warehouse_with_stock(
     ((_, fields),) = await redis.xrevrange(keys.stream(keys.partition_of_product("sku-1")), count=1)
     event = decode_event(fields)
     assert isinstance(event, OrderRerouted)
-    assert (event.from_warehouse, event.record.warehouse_id, event.available) == (
+    assert (event.from_warehouse, event.record.warehouse_id, event.level) == (
         "paris",
         "lyon",
         3,

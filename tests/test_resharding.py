@@ -34,10 +34,10 @@ from engine import keys
 from engine.errors import OutcomeUnknown
 from engine.inventory import Inventory
 from engine.orders import OrderRequest
+from engine.placement import OrderPlacer
 from engine.records import decode_record
-from engine.reservations import ReservationEngine
 from engine.warehouses import FixedWarehouses, Warehouse, WarehouseDirectory
-from geo.rings import Point
+from geo.distance import Point
 from stores.redis import RedisClient
 from tests import slot_migration
 from tests.conftest import TEST_SETTINGS, runner_for
@@ -98,20 +98,20 @@ def products_of(partition: int, count: int, run: str) -> list[str]:
     raise AssertionError(f"no {count} product IDs in partition {partition}")
 
 
-def make_engine(redis: RedisClient) -> ReservationEngine:
+def make_placer(redis: RedisClient) -> OrderPlacer:
     directory = WarehouseDirectory(WAREHOUSES)
 
     # As a process on the cluster runs it: every pipeline WAITs for one replica (the default).
     settings = msgspec.structs.replace(TEST_SETTINGS, redis_wait_replicas=1)
-    return ReservationEngine(runner_for(redis, settings), FixedWarehouses(directory))
+    return OrderPlacer(runner_for(redis, settings), FixedWarehouses(directory))
 
 
-async def place(engine: ReservationEngine, product_id: str, quantity: int, i: int) -> Placed:
+async def place(placer: OrderPlacer, product_id: str, quantity: int, i: int) -> Placed:
     customer = WAREHOUSES[i % len(WAREHOUSES)].location
     sent = time.monotonic()
     order_id: str | None
     try:
-        confirmation = await engine.place(OrderRequest(product_id, quantity, customer))
+        confirmation = await placer.place(OrderRequest(product_id, quantity, customer))
         outcome, detail, order_id = "confirmed", "", confirmation.order_id
     except OutcomeUnknown as unknown:
         outcome, detail, order_id = "OutcomeUnknown", str(unknown), unknown.subject_id
@@ -125,7 +125,7 @@ async def place(engine: ReservationEngine, product_id: str, quantity: int, i: in
 
 
 async def background_orders(
-    engine: ReservationEngine, moved: list[str], others: list[str], stop: asyncio.Event
+    placer: OrderPlacer, moved: list[str], others: list[str], stop: asyncio.Event
 ) -> list[Placed]:
     """CLIENTS clients placing orders one after another until `stop`: half on the moved partition,
     half on the others, so that a client held up by the move does not thin the others' load."""
@@ -137,7 +137,7 @@ async def background_orders(
             if stop.is_set():
                 return
             i = c // 2 + n * (CLIENTS // 2)
-            got = await place(engine, products[i % len(products)], 1 + i % 3, i)
+            got = await place(placer, products[i % len(products)], 1 + i % 3, i)
             placed.append(got)
             refused = got.outcome != "confirmed"
             await asyncio.sleep(PAUSE_AFTER_REFUSAL_S if refused else PAUSE_BETWEEN_ORDERS_S)
@@ -201,12 +201,12 @@ async def test_moving_a_partitions_slot_under_load_refuses_its_orders_for_second
         [(p, w.warehouse_id, UNITS_PER_WAREHOUSE) for p in moved + others for w in WAREHOUSES],
         "resharding test",
     )
-    engine = make_engine(redis)
+    placer = make_placer(redis)
     gate = asyncio.Semaphore(PREFILL_CONCURRENCY)
 
     async def prefill(i: int) -> Placed:
         async with gate:
-            return await place(engine, moved[i % len(moved)], 1, i)
+            return await place(placer, moved[i % len(moved)], 1, i)
 
     prefilled = await asyncio.gather(*(prefill(i) for i in range(PREFILL_ORDERS)))
     assert {p.outcome for p in prefilled} == {"confirmed"}, Counter(p.detail for p in prefilled)
@@ -220,7 +220,7 @@ async def test_moving_a_partitions_slot_under_load_refuses_its_orders_for_second
     rest = [m for m in nodes if m not in (home, away)]
 
     stop = asyncio.Event()
-    load = asyncio.create_task(background_orders(engine, moved, others, stop))
+    load = asyncio.create_task(background_orders(placer, moved, others, stop))
     load_start = time.monotonic()
     try:
         await asyncio.sleep(LOAD_BEFORE_MOVE_S)
@@ -278,9 +278,9 @@ async def test_moving_a_partitions_slot_under_load_refuses_its_orders_for_second
     for product_id, warehouse_id, quantity in existing.values():
         taken[product_id, warehouse_id] += quantity
     for product_id in moved:
-        for level in await inventory.levels(product_id):
-            units_taken = UNITS_PER_WAREHOUSE - level.quantity
-            assert units_taken == taken[product_id, level.warehouse_id], (product_id, level)
+        for lv in await inventory.levels(product_id):
+            units_taken = UNITS_PER_WAREHOUSE - lv.level
+            assert units_taken == taken[product_id, lv.warehouse_id], (product_id, lv)
     unknown_but_placed = existing.keys() - confirmed
     assert sum(taken.values()) == sum(p.quantity for p in ours if p.outcome == "confirmed") + sum(
         existing[o][2] for o in unknown_but_placed

@@ -189,7 +189,7 @@ async def test_feed_fans_out_per_product_and_drops_a_slow_subscriber(
         assert update == StockUpdate(restocked, update.entry_id, None)
         await inventory.change("sku-a", "w1", "adjust", -1, "damaged")
         update = await next_item(a)
-        assert (update.change.quantity, update.change.reason) == (2, "damaged")
+        assert (update.change.level, update.change.reason) == (2, "damaged")
         assert update.low_threshold_units == 2  # at the threshold counts as low
         await inventory.change("sku-b", "w1", "set", 40, "restock")
         assert (await next_item(b)).low_threshold_units == 50  # the product's own threshold
@@ -197,7 +197,7 @@ async def test_feed_fans_out_per_product_and_drops_a_slow_subscriber(
         # `slow` read nothing: the first three changes filled its queue of 3, the fourth overflows.
         await inventory.set_many([("sku-a", "w1", n) for n in (7, 8)], "count")
         for expected in (7, 8):
-            assert (await next_item(a)).change.quantity == expected
+            assert (await next_item(a)).change.level == expected
         assert isinstance(await next_item(slow), Dropped)
         assert slow.queue.empty()
         assert feed.subscriber_count == 2

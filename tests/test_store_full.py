@@ -165,7 +165,8 @@ async def client(
 class Ledger:
     """What the clients were told."""
 
-    confirmed: dict[str, tuple[str, int]] = field(default_factory=dict)  # orderId: product, units
+    # Per order ID: its product and quantity.
+    confirmed: dict[str, tuple[str, int]] = field(default_factory=dict)
     refused: int = 0
     placed: int = 0  # orders sent, for unique idempotency keys
 
@@ -235,7 +236,7 @@ async def confirmed_events(redis: RedisClient) -> Counter[str]:
         for _, fields in entries:
             event = decode_event(fields)
             if isinstance(event, OrdersConfirmed):
-                found.update(placed.order for placed in event.orders)
+                found.update(placed.order_id for placed in event.orders)
     return found
 
 
@@ -247,7 +248,7 @@ async def assert_books_balance(http: Client, redis: RedisClient, ledger: Ledger)
         response = await http.get("/inventory", params={"productId": product})
         assert response.status_code == 200
         left = sum(level["quantity"] for level in response.json()["stockLevels"])
-        taken = sum(units for p, units in ledger.confirmed.values() if p == product)
+        taken = sum(quantity for p, quantity in ledger.confirmed.values() if p == product)
         assert len(WAREHOUSES) * UNITS_PER_WAREHOUSE - left == taken, product
     order_ids = {key.rsplit(":", 1)[1] for key in await scan_keys(redis, "order:*")}
     assert order_ids == set(ledger.confirmed)
@@ -378,7 +379,7 @@ async def test_a_group_consumer_drains_its_backlog_at_the_limit(
     while await consumer.step():
         pass
     persisted = {
-        placed.order
+        placed.order_id
         for e in writer.persisted
         if isinstance(e.event, OrdersConfirmed)
         for placed in e.event.orders

@@ -33,9 +33,9 @@ from engine.events import (
 from engine.inventory import Inventory
 from engine.live_orders import LiveOrders
 from engine.orders import Confirmation, OrderRequest
-from engine.reservations import ReservationEngine
+from engine.placement import OrderPlacer
 from engine.warehouses import FixedWarehouses, Warehouse, WarehouseDirectory
-from geo.rings import Point
+from geo.distance import Point
 from stores.mongo import INVENTORY, MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
@@ -68,17 +68,17 @@ KILL_TEST_TIMEOUT_S = 60.0
 # --- helpers ---
 
 
-def make_engine(redis: RedisClient) -> ReservationEngine:
+def make_placer(redis: RedisClient) -> OrderPlacer:
     directory = WarehouseDirectory(WAREHOUSES)
 
-    return ReservationEngine(runner_for(redis), FixedWarehouses(directory))
+    return OrderPlacer(runner_for(redis), FixedWarehouses(directory))
 
 
-async def stock_products(redis: RedisClient, products: Sequence[str], units: int) -> None:
+async def stock_products(redis: RedisClient, products: Sequence[str], level: int) -> None:
     inventory = Inventory(runner_for(redis))
     for product in products:
         for warehouse in WAREHOUSES:
-            await inventory.change(product, warehouse.warehouse_id, "set", units, "test")
+            await inventory.change(product, warehouse.warehouse_id, "set", level, "test")
 
 
 def customer_near_paris(rng: random.Random) -> Point:
@@ -89,7 +89,7 @@ async def place_orders(
     redis: RedisClient, products: Sequence[str], count: int, seed: int = 7
 ) -> list[tuple[OrderRequest, Confirmation]]:
     rng = random.Random(seed)
-    engine = make_engine(redis)
+    placer = make_placer(redis)
     requests = [
         OrderRequest(
             rng.choice(products),
@@ -99,7 +99,7 @@ async def place_orders(
         )
         for i in range(count)
     ]
-    confirmations = await asyncio.gather(*(engine.place(request) for request in requests))
+    confirmations = await asyncio.gather(*(placer.place(request) for request in requests))
     return list(zip(requests, confirmations, strict=True))
 
 
@@ -164,7 +164,7 @@ async def assert_mongo_mirrors_redis(
         doc = docs[product]
         assert doc["productId"] == product
         assert doc["stockLevels"] == [
-            {"warehouseId": level.warehouse_id, "quantity": level.quantity} for level in levels
+            {"warehouseId": lv.warehouse_id, "quantity": lv.level} for lv in levels
         ]
         assert doc["version"] == int(version or 0)
 
@@ -191,7 +191,7 @@ async def test_orders_reach_postgres_once_and_mongo_mirrors_redis(
     rows = await order_rows(pg)
     assert len(rows) == len(placed)
     confirmed_entries = {
-        placed.order: e.entry_id
+        placed.order_id: e.entry_id
         for e in await all_entries(redis)
         if isinstance(e.event, OrdersConfirmed)
         for placed in e.event.orders
@@ -516,7 +516,7 @@ async def test_unknown_events_are_acked_and_malformed_ones_dead_lettered(
     redis: RedisClient,
 ) -> None:
     stream = keys.stream(0)
-    await redis.xadd(stream, {"type": "order.shipped", "order": "o-1"})
+    await redis.xadd(stream, {"type": "order.shipped", "order_id": "o-1"})
     await redis.xadd(stream, {"type": "stock.changed", "product": "p"})  # fields missing
     writer = RecordingWriter(lambda _: None)
     consumer = GroupConsumer(redis, writer, "c", config=FAST)

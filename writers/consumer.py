@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 READ_COUNT_PER_STREAM: Final = 2_000  # and at most MAX_BATCH_ENTRIES over all streams
 MAX_BATCH_ENTRIES: Final = 32_000
 # An `orders.confirmed` entry holds every order of a script call (1 to
-# engine.reservations.ORDERS_PER_SCRIPT_CALL): each read asks for as many entries as make about
+# engine.placement.ORDERS_PER_SCRIPT_CALL): each read asks for as many entries as make about
 # this many orders at the orders per entry the last read found, so that a batch, and the reply
 # Redis builds for each stream while every other client waits, stays the same size whatever the
 # entries hold.
@@ -460,7 +460,7 @@ def _log_fields(group: str, entry: StreamEntry) -> dict[str, str]:
     """The structured fields of a log line about one entry: the order ID when it has one."""
     fields = {"group": group, "stream": entry.stream, "entry_id": entry.entry_id}
     if isinstance(entry.event, OrderCancelled | OrderStatusChanged | OrderRerouted):
-        fields["order_id"] = entry.event.order
+        fields["order_id"] = entry.event.order_id
     elif isinstance(entry.event, OrdersConfirmed):
-        fields["order_id"] = ",".join(placed.order for placed in entry.event.orders)
+        fields["order_id"] = ",".join(placed.order_id for placed in entry.event.orders)
     return fields

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Per dead-letter stream, approximately (XADD MAXLEN ~), so the oldest go first past it. A flood
 # that large is a systemic fault the DeadLettersPresent alert reported long before; unbounded,
-# it would eat into the memory Redis keeps for reservations.
+# it would eat into the memory Redis keeps for placing orders.
 DEAD_LETTERS_MAXLEN: Final = 100_000
 ERROR_MAX_CHARS: Final = 2_000  # asyncpg's messages can carry a whole row
 READ_PAGE_ENTRIES: Final = 1_000

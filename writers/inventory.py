@@ -169,7 +169,7 @@ class InventoryWriter:
 
 def _inventory_doc(product: str, stock: dict[str, str], now: datetime) -> InventoryDoc:
     levels = sorted(
-        ({"warehouseId": w, "quantity": int(q)} for w, q in stock.items() if w != VERSION_FIELD),
+        ({"warehouseId": w, "quantity": int(lv)} for w, lv in stock.items() if w != VERSION_FIELD),
         key=lambda level: str(level["warehouseId"]),
     )
     return {

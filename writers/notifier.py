@@ -53,20 +53,20 @@ def _notice_changes(event: object) -> list[tuple[str, str]]:
     drops what it has no notice for (picking, packed...)."""
     match event:
         case OrdersConfirmed(orders=orders):
-            return [(placed.order, placed.record.status) for placed in orders]
-        case OrderRerouted(order=order_id):
+            return [(placed.order_id, placed.record.status) for placed in orders]
+        case OrderRerouted(order_id=order_id):
             # A re-route keeps the status (confirmed) but is news to the customer of its own.
             return [(order_id, "rerouted")]
         case (
-            OrderCancelled(order=order_id, record=record)
-            | OrderStatusChanged(order=order_id, record=record)
+            OrderCancelled(order_id=order_id, record=record)
+            | OrderStatusChanged(order_id=order_id, record=record)
         ):
             return [(order_id, record.status)]
-        case BasketConfirmed(order=order_id, record=record):
+        case BasketConfirmed(order_id=order_id, record=record):
             return [(order_id, record.status)]
-        case BasketChanged(order=order_id, record=record, warehouse=""):
+        case BasketChanged(order_id=order_id, record=record, warehouse=""):
             return _basket_moved(order_id, record)
-        case BasketChanged(order=order_id, record=record, warehouse=warehouse_id):
+        case BasketChanged(order_id=order_id, record=record, warehouse=warehouse_id):
             moved = [s.status for s in record.shipments if s.warehouse_id == warehouse_id]
             # A named shipment the record no longer holds was re-routed (lua/reroute_shipment.lua
             # names the warehouse it left): its lines now ship from others.

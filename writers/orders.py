@@ -313,7 +313,7 @@ class OrdersWriter:
         too (its record has a key of its own, `commands.expire_persisted` names it)."""
         latest: dict[str, int] = {}
         for event in persisted:
-            latest[event.order] = max(latest.get(event.order, 0), event.record.seq)
+            latest[event.order_id] = max(latest.get(event.order_id, 0), event.record.seq)
         per_partition: dict[int, list[tuple[str, int]]] = {}
         for order_id, seq in latest.items():
             partition = partition_of_id(order_id)
@@ -340,7 +340,7 @@ class OrdersWriter:
 def _staging_row(event_id: str, event: OrderConfirmed) -> StagingRow:
     record = event.record
     return (
-        event.order,
+        event.order_id,
         record.product_id,
         record.warehouse_id,
         record.quantity,
@@ -361,7 +361,7 @@ async def _apply_changes(conn: asyncpg.Connection, changes: Sequence[StreamEntry
         assert isinstance(event, OrderChange)
         record = event.record
         row = (
-            event.order,
+            event.order_id,
             record.seq,
             record.status,
             record.warehouse_id,
@@ -385,7 +385,7 @@ async def _persist_baskets(conn: asyncpg.Connection, entries: Sequence[StreamEnt
         (entry.entry_id, entry.event) for entry in entries if isinstance(entry.event, BasketEvent)
     ]
     latest = latest_baskets(event for _, event in events)
-    confirmed = {e.order: e for _, e in events if isinstance(e, BasketConfirmed)}
+    confirmed = {e.order_id: e for _, e in events if isinstance(e, BasketConfirmed)}
     inserted: set[str] = set()
     if confirmed:
         rows = [basket_row(confirmed[order_id]) for order_id in sorted(confirmed)]
@@ -419,16 +419,16 @@ def latest_baskets(events: Iterable[BasketEvent]) -> dict[str, BasketEvent]:
     """Each basket's newest event (highest seq) among `events`."""
     latest: dict[str, BasketEvent] = {}
     for event in events:
-        known = latest.get(event.order)
+        known = latest.get(event.order_id)
         if known is None or known.record.seq < event.record.seq:
-            latest[event.order] = event
+            latest[event.order_id] = event
     return latest
 
 
 def basket_row(event: BasketConfirmed) -> BasketRow:
     record = event.record
     return (
-        event.order,
+        event.order_id,
         record.quantity,
         record.status,
         record.lat,
@@ -446,7 +446,7 @@ def basket_state_row(event: BasketEvent) -> BasketStateRow:
     record = event.record
     at_ms = event.at_ms if isinstance(event, BasketChanged) else record.created_ms
     return (
-        event.order,
+        event.order_id,
         record.seq,
         record.status,
         estimated_delivery(record.created_ms, record.eta_days),
@@ -482,7 +482,7 @@ def step_row(event_id: str, event: BasketEvent) -> StepRow:
     the basket's status, and the reason says so, as for a one-product order."""
     record = event.record
     if isinstance(event, BasketConfirmed):
-        return (event.order, "confirmed", _utc(record.created_ms), event_id, None, None)
+        return (event.order_id, "confirmed", _utc(record.created_ms), event_id, None, None)
     status, reason = record.status, event.reason or None
     if event.warehouse:
         moved = [s.status for s in record.shipments if s.warehouse_id == event.warehouse]
@@ -490,7 +490,7 @@ def step_row(event_id: str, event: BasketEvent) -> StepRow:
             status = moved[0]
         else:
             reason = f"re-routed from {event.warehouse}" + (f": {reason}" if reason else "")
-    return (event.order, status, _utc(event.at_ms), event_id, reason, event.warehouse or None)
+    return (event.order_id, status, _utc(event.at_ms), event_id, reason, event.warehouse or None)
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:

@@ -47,7 +47,7 @@ local function confirmed_reply(order_id, wid, days, now_ms)
   return {'ok', order_id, wid, days, now_ms, 0, 1}
 end
 
--- One order's part of the `orders.confirmed` event: [orderId, record, available]. The order ID
+-- One order's part of the `orders.confirmed` event: [orderId, record, level]. The order ID
 -- is one this system minted (hex and hyphens), so it is quoted as it is.
 local function confirmed_part(order_id, encoded_record, left)
   return '["' .. order_id .. '",' .. encoded_record .. ',' .. left .. ']'

@@ -1,4 +1,4 @@
--- Stock levels: one hash per product, a field per warehouse holding its available units, and a
+-- Stock levels: one hash per product, a field per warehouse holding its level, and a
 -- version field that every change moves (the inventory writer mirrors a product when it moved).
 local VERSION_FIELD = '_v'
 

@@ -92,12 +92,12 @@ class FakeScriptRunner:
             return ["not_found"]
         if record.status != "confirmed":
             return ["bad_state", record.status]
-        level = (product_id, record.warehouse_id)
-        self.stock[level] = self.stock.get(level, 0) + record.quantity
+        at = (product_id, record.warehouse_id)
+        self.stock[at] = self.stock.get(at, 0) + record.quantity
         return [
             "ok",
             self._save(order_id, record, "cancelled", "order.cancelled"),
-            self.stock[level],
+            self.stock[at],
         ]
 
     def _save(self, order_id: str, record: OrderRecord, status: str, event: str) -> bytes:

@@ -93,8 +93,10 @@ def random_instance(
     }
     lines = [(f"p{i}", rng.randint(1, 6)) for i in range(rng.randint(1, 4))]
     # Scarce stock now and then, so that baskets needing several warehouses are common.
-    units = (-1, 0, 1, 1, 2, 3) if rng.random() < 0.3 else (-1, 0, 0, 1, 2, 3, 4, 6, 8)
-    levels = {p: {w: rng.choice(units) for w in warehouses if rng.random() < 0.8} for p, _ in lines}
+    choices = (-1, 0, 1, 1, 2, 3) if rng.random() < 0.3 else (-1, 0, 0, 1, 2, 3, 4, 6, 8)
+    levels = {
+        p: {w: rng.choice(choices) for w in warehouses if rng.random() < 0.8} for p, _ in lines
+    }
     return lines, levels, distance_km
 
 

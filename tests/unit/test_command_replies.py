@@ -27,7 +27,7 @@ from engine.errors import (
 from engine.ids import new_id
 from engine.orders import Confirmation, OrderRequest
 from engine.records import OrderRecord, encode_record
-from geo.rings import Point
+from geo.distance import Point
 
 CREATED_MS = 1_700_000_000_000  # 2023-11-14 22:13:20 UTC
 RECORD = OrderRecord("sku-1", "w-paris", 2, "picking", 2, CREATED_MS, 48.85, 2.35, "", 4)
@@ -39,8 +39,8 @@ def attempt(idempotency_key: str | None = None) -> Attempt:
     return Attempt(ORDER_ID, 5, request, (("w-paris", 2), ("w-lyon", 3)))
 
 
-def test_reserve_decodes_one_outcome_per_attempt() -> None:
-    command = commands.reserve(CREATED_MS, [attempt(), attempt("key-1"), attempt(), attempt()])
+def test_place_orders_decodes_one_outcome_per_attempt() -> None:
+    command = commands.place_orders(CREATED_MS, [attempt(), attempt("key-1"), attempt(), attempt()])
     outcomes = command.decode(
         [
             ["ok", ORDER_ID, "w-lyon", "3", str(CREATED_MS), "1", "1"],
@@ -60,12 +60,12 @@ def test_reserve_decodes_one_outcome_per_attempt() -> None:
     assert outcomes[2] == StockBeyondRings(["w-madrid", "w-rome"])
     assert isinstance(outcomes[3], OutOfStock)
     assert isinstance(
-        commands.reserve(0, [attempt()]).decode([["unknown_product"]])[0], UnknownProduct
+        commands.place_orders(0, [attempt()]).decode([["unknown_product"]])[0], UnknownProduct
     )
 
 
-def test_reserve_sends_the_fingerprint_only_under_an_idempotency_key() -> None:
-    command = commands.reserve(CREATED_MS, [attempt(), attempt("key-1")])
+def test_place_orders_sends_the_fingerprint_only_under_an_idempotency_key() -> None:
+    command = commands.place_orders(CREATED_MS, [attempt(), attempt("key-1")])
     orders = command.args[2]
     assert isinstance(orders, bytes)
     plain, keyed = msgspec.json.decode(orders)
@@ -77,9 +77,9 @@ def test_reserve_sends_the_fingerprint_only_under_an_idempotency_key() -> None:
 @pytest.mark.parametrize(
     "reply", [None, "ok", [["ok"]], [["ok", ORDER_ID]], [["what"]], [["ok"], ["ok"]]]
 )
-def test_reserve_refuses_a_reply_it_does_not_know(reply: Any) -> None:
+def test_place_orders_refuses_a_reply_it_does_not_know(reply: Any) -> None:
     with pytest.raises(UnexpectedReply):
-        commands.reserve(CREATED_MS, [attempt()]).decode(reply)
+        commands.place_orders(CREATED_MS, [attempt()]).decode(reply)
 
 
 def test_place_from_hold_names_the_hold() -> None:

@@ -8,13 +8,12 @@ from math import cos, radians
 import h3
 import pytest
 
-from geo.distance import great_circle_km
+from geo.distance import Point, great_circle_km
 from geo.rings import (
     DISK_CELLS,
     MAX_NEIGHBOUR_STEP_KM,
     RESOLUTION,
     RING_MAX_K,
-    Point,
     RingIndex,
     cell_of,
 )

@@ -9,7 +9,7 @@ import pytest
 
 from engine.delivery import delivery_days, estimated_delivery
 from engine.warehouses import Warehouse, WarehouseDirectory
-from geo.rings import Point
+from geo.distance import Point
 
 PARIS = Point(48.8566, 2.3522)
 WAREHOUSES = (

@@ -1,10 +1,10 @@
 #!lua
--- Reserve stock for a micro-batch of orders that share one partition (one hash slot).
+-- Place a micro-batch of orders that share one partition (one hash slot).
 --
 -- For each order, in arrival order: if its order ID is already recorded (a resend after a lost
 -- reply), answer what was decided then; if its idempotency key was seen, answer the stored
 -- confirmation; else walk the candidate warehouses (nearest H3 ring first, exact distance inside a
--- ring, as ranked by the caller), take the first with available >= quantity, decrement it, record
+-- ring, as ranked by the caller), take the first whose level >= quantity, decrement it, record
 -- the order and remember the key. Everything for one order happens inside this call, so no unit
 -- can be sold twice. The call appends one `orders.confirmed` event with every order it confirmed.
 --
@@ -12,7 +12,7 @@
 -- applied; a stock level that is not a whole number counts as no stock at that warehouse.
 --
 -- KEYS[1]            the partition's event stream
--- KEYS[2 + 3*(i-1)]  order i: stock hash (field per warehouse -> available units; `_v` version)
+-- KEYS[2 + 3*(i-1)]  order i: stock hash (field per warehouse -> its level; `_v` version)
 -- KEYS[3 + 3*(i-1)]  order i: order key (its record, includes/order_record.lua)
 -- KEYS[4 + 3*(i-1)]  order i: idempotency key (any key of the partition when the order has none)
 -- ARGV[1] now in ms, ARGV[2] idempotency TTL in s, ARGV[3] the orders as a JSON array of
@@ -55,12 +55,12 @@ for i, o in ipairs(orders) do
     end
   end
   if #ids > 0 then
-    local level = levels[stock_key]
-    if not level then level = {}; levels[stock_key] = level end
+    local stock = levels[stock_key]
+    if not stock then stock = {}; levels[stock_key] = stock end
     local read = redis.call('HMGET', stock_key, unpack(ids))
     for j = 1, #ids do
-      local units = tonumber(read[j])
-      if units and units % 1 == 0 and level[ids[j]] == nil then level[ids[j]] = units end
+      local level = tonumber(read[j])
+      if level and level % 1 == 0 and stock[ids[j]] == nil then stock[ids[j]] = level end
     end
   end
 end
@@ -77,7 +77,7 @@ local function stocked_elsewhere(stock_key, qty, candidates)
   return found
 end
 
-local function not_reserved(stock_key, qty, ids)
+local function not_placed(stock_key, qty, ids)
   if redis.call('EXISTS', stock_key) == 0 then return {'unknown_product'} end
   local candidates = {}
   for _, wid in ipairs(ids) do candidates[wid] = true end
@@ -100,9 +100,9 @@ for i, o in ipairs(orders) do
     local recorded = answered_this_order(seen, o[1]) and read_record(order_key)
     replies[i] = recorded and answer_for_record(o[1], recorded) or answer_for_key(seen, o[5])
   else
-    local level, pick = levels[stock_key] or {}, nil
+    local stock, pick = levels[stock_key] or {}, nil
     for j = 1, #ids do
-      if level[ids[j]] and level[ids[j]] >= qty then pick = j; break end
+      if stock[ids[j]] and stock[ids[j]] >= qty then pick = j; break end
     end
     if pick then
       local wid, days = ids[pick], days_of[pick]
@@ -111,7 +111,7 @@ for i, o in ipairs(orders) do
         replies[i] = answer_for_record(o[1], recorded)
       else
         local left = redis.call('HINCRBY', stock_key, wid, -qty)
-        level[wid] = left
+        stock[wid] = left
         versioned[stock_key] = true
         local stored = remember_answer(idem_key, idem_ttl_s, o, wid, days, now_ms)
         if stored ~= '' then keys_used[idem_key] = stored end
@@ -120,7 +120,7 @@ for i, o in ipairs(orders) do
       end
     else
       local recorded = read_record(order_key)
-      replies[i] = recorded and answer_for_record(o[1], recorded) or not_reserved(stock_key, qty, ids)
+      replies[i] = recorded and answer_for_record(o[1], recorded) or not_placed(stock_key, qty, ids)
     end
   end
 end

@@ -1,4 +1,4 @@
-"""Placing an order: rank the warehouses, then let `lua/reserve.lua` decide atomically in Redis.
+"""Placing an order: rank the warehouses, then `lua/place_orders.lua` decides atomically in Redis.
 
 Concurrent orders are micro-batched: one EVALSHA per partition carries every order of that
 partition, and one pipeline carries every partition, so a batch costs one round trip. The order ID
@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from engine import commands, keys, scripts
 from engine.batching import Deliver, MicroBatcher
-from engine.commands import ArchivedCopy, Attempt, ReserveOutcome, StockBeyondRings
+from engine.commands import ArchivedCopy, Attempt, PlaceOutcome, StockBeyondRings
 from engine.delivery import delivery_days
 from engine.errors import DomainError, HoldUnavailable, OutcomeUnknown, OutOfStock, Overloaded
 from engine.ids import new_id, new_operation_id, partition_of_id
@@ -26,7 +26,8 @@ from engine.live_orders import LiveOrders
 from engine.orders import IDEMPOTENCY_TTL_S, Confirmation, Order, OrderRequest
 from engine.records import OrderRecord
 from engine.warehouses import Warehouses
-from geo.rings import Point, RankedSite
+from geo.distance import Point
+from geo.rings import RankedSite
 
 ORDERS_PER_SCRIPT_CALL: Final = 64
 ORDERS_PER_BATCH: Final = 1024
@@ -40,7 +41,7 @@ MAX_QUEUE_WAIT_S: Final = 0.5
 FAR_ATTEMPTS: Final = 3
 
 
-class ReservationEngine:
+class OrderPlacer:
     """Places orders. `batched=False` sends one EVALSHA per order (the baseline it is measured
     against); the decision, every reply and the fault handling are the same either way."""
 
@@ -58,7 +59,7 @@ class ReservationEngine:
         self._orders = orders or LiveOrders(runner, None)
         self._idempotency_ttl_s = idempotency_ttl_s
         self._warehouses = warehouses
-        self._batcher: MicroBatcher[Attempt, ReserveOutcome] | None = None
+        self._batcher: MicroBatcher[Attempt, PlaceOutcome] | None = None
         # Un-batched, the same bound on work in flight: one call per order.
         self._unbatched_slots = asyncio.Semaphore(MAX_QUEUED_ORDERS)
         if batched:
@@ -170,7 +171,7 @@ class ReservationEngine:
             directory = await self._warehouses.reload()
         return directory.by_distance(request.customer, warehouse_ids)
 
-    async def _attempt(self, attempt: Attempt) -> ReserveOutcome:
+    async def _attempt(self, attempt: Attempt) -> PlaceOutcome:
         if self._batcher is not None:
             return await self._batcher.submit(attempt)
         try:
@@ -179,15 +180,17 @@ class ReservationEngine:
         except TimeoutError:
             raise Overloaded(MAX_QUEUE_WAIT_S) from None
         try:
-            command = commands.reserve(int(time.time() * 1000), [attempt], self._idempotency_ttl_s)
+            command = commands.place_orders(
+                int(time.time() * 1000), [attempt], self._idempotency_ttl_s
+            )
             (outcome,) = await self.runner.run(command)
         finally:
             self._unbatched_slots.release()
         return outcome
 
     async def _send(
-        self, attempts: list[Attempt], deliver: Deliver[ReserveOutcome]
-    ) -> list[ReserveOutcome | BaseException]:
+        self, attempts: list[Attempt], deliver: Deliver[PlaceOutcome]
+    ) -> list[PlaceOutcome | BaseException]:
         by_partition: defaultdict[int, list[int]] = defaultdict(list)
         for i, attempt in enumerate(attempts):
             by_partition[attempt.partition].append(i)
@@ -198,10 +201,10 @@ class ReservationEngine:
         ]
         now_ms = int(time.time() * 1000)
         calls = [
-            commands.reserve(now_ms, [attempts[i] for i in group], self._idempotency_ttl_s)
+            commands.place_orders(now_ms, [attempts[i] for i in group], self._idempotency_ttl_s)
             for group in groups
         ]
-        results: list[ReserveOutcome | BaseException] = [RuntimeError("no reply")] * len(attempts)
+        results: list[PlaceOutcome | BaseException] = [RuntimeError("no reply")] * len(attempts)
 
         def settle(call: int, result: Any) -> None:
             for position, i in enumerate(groups[call]):

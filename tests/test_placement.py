@@ -1,4 +1,4 @@
-"""The reservation engine on a real Redis: nearest warehouse with stock, no oversell, idempotency.
+"""Placing orders on a real Redis: nearest warehouse with stock, no oversell, idempotency.
 
 Every test runs with micro-batching on and off: the decision must not depend on it.
 """
@@ -17,22 +17,20 @@ from engine.errors import IdempotencyKeyReused, OutOfStock, UnknownProduct
 from engine.events import OrdersConfirmed, decode_event
 from engine.inventory import Inventory
 from engine.orders import Confirmation, OrderRequest
-from engine.reservations import ReservationEngine
+from engine.placement import OrderPlacer
 from engine.warehouses import FixedWarehouses, Warehouse, WarehouseDirectory
-from geo.distance import great_circle_km
-from geo.rings import RESOLUTION, RING_MAX_K, Point
+from geo.distance import Point, great_circle_km
+from geo.rings import RESOLUTION, RING_MAX_K
 from stores.redis import RedisClient
 from tests.conftest import runner_for
 
 PARIS = Point(48.8566, 2.3522)
 
 
-def make_engine(
-    redis: RedisClient, warehouses: list[Warehouse], batched: bool
-) -> ReservationEngine:
+def make_placer(redis: RedisClient, warehouses: list[Warehouse], batched: bool) -> OrderPlacer:
     directory = WarehouseDirectory(warehouses)
 
-    return ReservationEngine(runner_for(redis), FixedWarehouses(directory), batched=batched)
+    return OrderPlacer(runner_for(redis), FixedWarehouses(directory), batched=batched)
 
 
 @pytest.fixture(params=[True, False], ids=["batched", "per-request"])
@@ -52,18 +50,18 @@ async def test_far_warehouse_serves_when_nothing_is_stocked_within_the_rings(
     await inventory.change("sku", "paris", "set", 0, "t")
     await inventory.change("sku", "madrid", "set", 1, "t")
     await inventory.change("sku", "moscow", "set", 1, "t")
-    engine = make_engine(redis, warehouses, batched)
-    first = await engine.place(OrderRequest("sku", 1, PARIS))
-    second = await engine.place(OrderRequest("sku", 1, PARIS))
+    placer = make_placer(redis, warehouses, batched)
+    first = await placer.place(OrderRequest("sku", 1, PARIS))
+    second = await placer.place(OrderRequest("sku", 1, PARIS))
     assert (first.warehouse_id, second.warehouse_id) == ("madrid", "moscow")
     with pytest.raises(OutOfStock):
-        await engine.place(OrderRequest("sku", 1, PARIS))
+        await placer.place(OrderRequest("sku", 1, PARIS))
 
 
 async def test_unknown_product(redis: RedisClient, batched: bool) -> None:
-    engine = make_engine(redis, [Warehouse("paris", "Paris", PARIS)], batched)
+    placer = make_placer(redis, [Warehouse("paris", "Paris", PARIS)], batched)
     with pytest.raises(UnknownProduct):
-        await engine.place(OrderRequest("ghost", 1, PARIS))
+        await placer.place(OrderRequest("ghost", 1, PARIS))
 
 
 def brute_force_choice(
@@ -92,9 +90,9 @@ async def test_choice_matches_brute_force_on_random_data(redis: RedisClient, bat
     ]
     stock = {w.warehouse_id: rng.choice([0, 0, 1, 2, 5]) for w in warehouses}
     inventory = Inventory(runner_for(redis))
-    for warehouse_id, units in stock.items():
-        await inventory.change("sku", warehouse_id, "set", units, "t")
-    engine = make_engine(redis, warehouses, batched)
+    for warehouse_id, level in stock.items():
+        await inventory.change("sku", warehouse_id, "set", level, "t")
+    placer = make_placer(redis, warehouses, batched)
     # Sequential on purpose: the expected answer depends on the stock left by earlier orders.
     for _ in range(150):
         customer = Point(rng.uniform(35, 60), rng.uniform(-10, 30))
@@ -102,12 +100,12 @@ async def test_choice_matches_brute_force_on_random_data(redis: RedisClient, bat
         expected = brute_force_choice(warehouses, stock, customer, quantity)
         if expected is None:
             with pytest.raises(OutOfStock):
-                await engine.place(OrderRequest("sku", quantity, customer))
+                await placer.place(OrderRequest("sku", quantity, customer))
             continue
-        confirmation = await engine.place(OrderRequest("sku", quantity, customer))
+        confirmation = await placer.place(OrderRequest("sku", quantity, customer))
         assert confirmation.warehouse_id == expected
         stock[expected] -= quantity
-    levels = {lv.warehouse_id: lv.quantity for lv in await inventory.levels("sku")}
+    levels = {lv.warehouse_id: lv.level for lv in await inventory.levels("sku")}
     assert levels == stock
 
 
@@ -119,7 +117,7 @@ async def test_no_oversell_with_200_concurrent_clients_on_one_product(
     inventory = Inventory(runner_for(redis))
     for w in warehouses:
         await inventory.change("flash", w.warehouse_id, "set", 250, "t")
-    engine = make_engine(redis, warehouses, batched)
+    placer = make_placer(redis, warehouses, batched)
     rng = random.Random(1)
     attempts = asyncio.Queue[int]()
     for i in range(5_000):
@@ -132,7 +130,7 @@ async def test_no_oversell_with_200_concurrent_clients_on_one_product(
             attempts.get_nowait()
             customer = Point(rng.uniform(45, 52), rng.uniform(0, 6))
             try:
-                confirmed.append(await engine.place(OrderRequest("flash", 1, customer)))
+                confirmed.append(await placer.place(OrderRequest("flash", 1, customer)))
             except OutOfStock:
                 refused["out_of_stock"] += 1
 
@@ -141,11 +139,11 @@ async def test_no_oversell_with_200_concurrent_clients_on_one_product(
     assert refused["out_of_stock"] == 4_000
     assert len({c.order_id for c in confirmed}) == 1_000
     assert Counter(c.warehouse_id for c in confirmed) == {w.warehouse_id: 250 for w in warehouses}
-    assert all(lv.quantity == 0 for lv in await inventory.levels("flash"))
+    assert all(lv.level == 0 for lv in await inventory.levels("flash"))
     partition = keys.partition_of_product("flash")
     events = await redis.xrange(keys.stream(partition))
     confirmations = [
-        placed.order
+        placed.order_id
         for _, fields in events
         if isinstance(event := decode_event(fields), OrdersConfirmed)
         for placed in event.orders
@@ -157,18 +155,18 @@ async def test_concurrent_retries_with_one_key_make_one_order(
     redis: RedisClient, batched: bool
 ) -> None:
     await Inventory(runner_for(redis)).change("sku", "paris", "set", 100, "t")
-    engine = make_engine(redis, [Warehouse("paris", "Paris", PARIS)], batched)
+    placer = make_placer(redis, [Warehouse("paris", "Paris", PARIS)], batched)
     request = OrderRequest("sku", 3, Point(48.9, 2.3), idempotency_key="retry-me")
-    answers = await asyncio.gather(*(engine.place(request) for _ in range(50)))
+    answers = await asyncio.gather(*(placer.place(request) for _ in range(50)))
     assert len({a.order_id for a in answers}) == 1
     assert sum(not a.replayed for a in answers) == 1
-    assert [lv.quantity for lv in await Inventory(runner_for(redis)).levels("sku")] == [97]
+    assert [lv.level for lv in await Inventory(runner_for(redis)).levels("sku")] == [97]
     with pytest.raises(IdempotencyKeyReused):
-        await engine.place(OrderRequest("sku", 4, Point(48.9, 2.3), idempotency_key="retry-me"))
+        await placer.place(OrderRequest("sku", 4, Point(48.9, 2.3), idempotency_key="retry-me"))
 
 
 async def test_a_warehouse_created_after_start_is_found_by_reloading(redis: RedisClient) -> None:
-    """Stock at a warehouse this worker has not loaded yet: the engine reloads the directory."""
+    """Stock at a warehouse this worker has not loaded yet: the placer reloads the directory."""
     fresh = WarehouseDirectory(
         [Warehouse("paris", "Paris", PARIS), Warehouse("nice", "Nice", Point(43.7, 7.26))]
     )
@@ -179,7 +177,7 @@ async def test_a_warehouse_created_after_start_is_found_by_reloading(redis: Redi
             return fresh
 
     warehouses = CreatedSinceStart(WarehouseDirectory([Warehouse("paris", "Paris", PARIS)]))
-    engine = ReservationEngine(runner_for(redis), warehouses)
+    placer = OrderPlacer(runner_for(redis), warehouses)
     await Inventory(runner_for(redis)).change("sku", "nice", "set", 1, "t")
-    assert (await engine.place(OrderRequest("sku", 1, PARIS))).warehouse_id == "nice"
+    assert (await placer.place(OrderRequest("sku", 1, PARIS))).warehouse_id == "nice"
     assert warehouses.directory is fresh
