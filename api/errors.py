@@ -39,6 +39,7 @@ from engine.errors import (
 )
 from notify.jobs import NotificationNotFound
 from stores.breaker import CircuitOpen
+from stores.redis import TRANSIENT_ERRORS as REDIS_TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,7 @@ def _retry_later(answer: ErrorAnswer, wait_s: float = RETRY_AFTER_S) -> ErrorAns
 # PostgreSQL down or restarting while an order that left Redis is read, or a breaker open on
 # MongoDB (the warehouse directory) or PostgreSQL, so the call was not made.
 _STORE_UNAVAILABLE: Final = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
+    *REDIS_TRANSIENT_ERRORS,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     OSError,

@@ -11,8 +11,10 @@ pairs, then triples of the candidates (warehouses with a distance and stock of s
 first, cut short by branch-and-bound on the distance sum and by what the candidates not yet
 considered could still supply. The last member of a set is not searched for: the nearest
 candidate holding all that is still missing is looked up in per-line bitsets, which settles every
-set extending that partial set at once. A search that would make more than
-`EXACT_SEARCH_MAX_SETS` such lookups for one size gives up on being exact.
+set extending that partial set at once. A search that would weigh more than
+`EXACT_SEARCH_MAX_LINE_CHECKS` lines of partial sets for one basket (each partial set tried costs
+one check per line) gives up on being exact: it runs on the worker's event loop, so its time is
+bounded whatever the basket and the number of warehouses.
 
 Past that, or past that budget, the greedy decides, and the result says so (`rule == "greedy"`):
 repeatedly add the warehouse that covers the most still-uncovered units, each line counted up to
@@ -33,8 +35,9 @@ from typing import Final, Literal
 AllocationRule = Literal["exact", "greedy"]
 
 EXACT_MAX_WAREHOUSES: Final = 3
-# Per size and basket: partial sets whose completions are looked up, each lookup settling them all.
-EXACT_SEARCH_MAX_SETS: Final = 200_000
+# Per basket, over all sizes: partial sets tried (a member added, or the completions looked up)
+# times the basket's lines.
+EXACT_SEARCH_MAX_LINE_CHECKS: Final = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,14 +146,29 @@ def _exact(quantities: tuple[int, ...], candidates: Sequence[_Candidate]) -> tup
     there is none or the search ran past its budget."""
     holders = _Holders(candidates, len(quantities))
     ahead = _supply_ahead(candidates, len(quantities), EXACT_MAX_WAREHOUSES - 1)
+    budget = _Budget(EXACT_SEARCH_MAX_LINE_CHECKS, len(quantities))
     for size in range(1, EXACT_MAX_WAREHOUSES + 1):
         try:
-            best = _best_of_size(size, quantities, candidates, holders, ahead)
+            best = _best_of_size(size, quantities, candidates, holders, ahead, budget)
         except _OverBudget:
             return None
         if best is not None:
             return best
     return None
+
+
+class _Budget:
+    """What the exact search may still spend, in line checks, over all sizes of one basket."""
+
+    def __init__(self, line_checks: int, lines: int) -> None:
+        self._left = line_checks
+        self._per_set = lines
+
+    def spend(self) -> None:
+        """One partial set tried; _OverBudget once the budget is spent."""
+        self._left -= self._per_set
+        if self._left < 0:
+            raise _OverBudget
 
 
 class _Holders:
@@ -214,20 +232,18 @@ def _best_of_size(
     candidates: Sequence[_Candidate],
     holders: _Holders,
     ahead: Sequence[Sequence[tuple[int, ...]]],
+    budget: _Budget,
 ) -> tuple[int, ...] | None:
     """The set of `size` candidates that holds every line at the smallest distance sum, then the
     smallest sorted IDs; None when no such set exists. Raises `_OverBudget`."""
     n = len(candidates)
     best: tuple[float, tuple[str, ...], tuple[int, ...]] | None = None
-    examined = 0
 
     def complete(
         start: int, chosen: tuple[int, ...], spent_km: float, missing: tuple[int, ...]
     ) -> None:
-        nonlocal best, examined
-        examined += 1
-        if examined > EXACT_SEARCH_MAX_SETS:
-            raise _OverBudget
+        nonlocal best
+        budget.spend()
         fits = holders.completing(missing) >> start
         if not fits:
             return
@@ -257,6 +273,7 @@ def _best_of_size(
                 bound += candidates[d].distance_km
             if best is not None and bound > best[0]:
                 return
+            budget.spend()
             left = tuple(max(0, m - u) for u, m in zip(candidates[c].supply, missing, strict=True))
             if all(m <= s for m, s in zip(left, ahead[still - 2][c + 1], strict=True)):
                 extend(c + 1, (*chosen, c), spent_km + candidates[c].distance_km, left)

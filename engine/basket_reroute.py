@@ -11,22 +11,11 @@ that decision. The reporting warehouse's units are not given back: they are the 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-
-from engine import commands
+from engine import clock, commands
 from engine.allocation import Shortfall
-from engine.baskets import (
-    BASKET_DECISION_TTL_S,
-    PLAN_ATTEMPTS,
-    Basket,
-    PartHolder,
-    basket_of,
-    shipments_of,
-)
-from engine.commands import BasketAborted, StaleCopy
+from engine.baskets import PLAN_ATTEMPTS, Basket, PartHolder, basket_of, shipments_of, short_of
+from engine.commands import StaleCopy
 from engine.errors import (
-    BasketOutOfStock,
     InvalidTransition,
     OrderMovedOn,
     OrderNotFound,
@@ -48,7 +37,6 @@ class ShipmentRerouter:
         self._baskets = baskets
 
     async def reroute(self, order_id: str, from_warehouse_id: str, reason: str) -> Basket:
-        short: Sequence[tuple[str, int]] = ()
         for _ in range(PLAN_ATTEMPTS):
             located = await self._baskets.locate(order_id)
             if located is None:
@@ -56,19 +44,17 @@ class ShipmentRerouter:
             record, copy = located
             lines = _lines_at(order_id, record, from_warehouse_id)
             customer = Point(record.lat, record.lon)
-            started = {s.warehouse_id for s in record.shipments if s.status != "confirmed"}
             allocation = await self._parts.plan(
-                lines, customer, exclude=frozenset({from_warehouse_id, *started})
+                lines, customer, _not_taking(record, from_warehouse_id)
             )
             if isinstance(allocation, Shortfall):
-                quantity = dict(lines)
-                raise BasketOutOfStock([(p, quantity[p]) for p in allocation.product_ids])
+                raise short_of(lines, allocation)
             partition = partition_of_id(order_id)
             assert partition is not None  # located: one of our IDs
+            # A new ID per attempt: the holds of an attempt given up on can never be committed.
             reroute_id = new_id(partition, basket=True)
-            holds, taken = await self._parts.hold(reroute_id, allocation)
-            if taken:
-                short = taken
+            holds = await self._parts.hold(reroute_id, allocation)
+            if holds is None:
                 continue  # another order took a part meanwhile: plan again
             moved_to = shipments_of(allocation, self._parts.warehouses.directory, customer)
             command = commands.reroute_shipment(
@@ -78,26 +64,25 @@ class ShipmentRerouter:
                 moved_to,
                 record.seq,
                 reason,
-                int(time.time() * 1000),
-                BASKET_DECISION_TTL_S,
+                clock.now_ms(),
                 copy,
             )
             try:
-                updated = await self._parts.runner.run(command)
+                updated = await self._parts.commit(reroute_id, holds, command)
             except OutcomeUnknown as unknown:
-                # Moved or not, the sweeper settles the holds by the decision once they expire.
                 raise unknown.about(order_id) from unknown
-            except (BasketAborted, OrderMovedOn, StaleCopy):
-                await self._parts.settle(reroute_id, holds, "abort")
-                continue  # the basket moved meanwhile, or the holds expired: plan again
-            except BaseException:
-                await self._parts.settle(reroute_id, holds, "abort")
-                raise
-            await self._parts.settle_committed(reroute_id, holds)
-            return basket_of(order_id, updated)
-        if short:
-            raise BasketOutOfStock(short)
-        raise OutcomeUnknown("the basket kept changing while its shipment was re-routed", order_id)
+            except (OrderMovedOn, StaleCopy):
+                continue  # the basket moved meanwhile: plan again from where it stands now
+            if updated is not None:
+                return basket_of(order_id, updated)
+        raise await self._parts.contended(lines, customer)
+
+
+def _not_taking(record: BasketRecord, from_warehouse_id: str) -> frozenset[str]:
+    """Warehouses that take none of the lines: the reporting one, and those whose shipment of
+    the basket is under way (a started shipment takes no more lines)."""
+    started = {s.warehouse_id for s in record.shipments if s.status != "confirmed"}
+    return frozenset({from_warehouse_id, *started})
 
 
 def _lines_at(order_id: str, record: BasketRecord, warehouse_id: str) -> list[tuple[str, int]]:

@@ -24,21 +24,28 @@ hold is gone.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Final, NoReturn
+from typing import Final, NoReturn, TypeVar
 
-from engine import commands, keys, scripts
+from engine import clock, commands, keys, scripts
 from engine.allocation import Allocation, AllocationRule, Shortfall, allocate
-from engine.commands import BasketAborted, BasketDuplicate, HeldStock, HoldSettlement
+from engine.commands import (
+    NOT_WRITTEN,
+    BasketAborted,
+    BasketDuplicate,
+    HeldStock,
+    HoldSettlement,
+)
 from engine.delivery import delivery_days, estimated_delivery
 from engine.errors import (
     BasketOutOfStock,
+    DomainError,
     IdempotencyKeyReused,
     OutcomeUnknown,
     OutOfStock,
+    Overloaded,
     StoreUnavailable,
     UnknownProduct,
 )
@@ -54,11 +61,14 @@ MAX_BASKET_LINES: Final = 50
 # Long enough for a worker to hold every line and commit, short enough that a worker that died
 # mid-basket keeps its units from sale only briefly.
 BASKET_HOLD_TTL_S: Final = 30
-# A committed basket's decision is deleted once its worker settled every hold; this only bounds
-# the keys of workers that died before that, and of aborted baskets.
-BASKET_DECISION_TTL_S: Final = 24 * 3600
+# An aborted basket's decision stays this long, refusing a commit still on its way (a commit's
+# resends end within seconds). A committed one has no expiry: its worker deletes it once every
+# hold is settled (a worker that dies first leaves it behind: the sweeper may still need it).
+ABORTED_DECISION_TTL_S: Final = 24 * 3600
 # Plans that lost a part to another order between reading the levels and holding it.
 PLAN_ATTEMPTS: Final = 3
+CONTENDED_RETRY_AFTER_S: Final = 0.1
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,12 +187,10 @@ class PartHolder:
             levels[product_id] = levels_in(raw)
         return levels
 
-    async def hold(
-        self, owner_id: str, allocation: Allocation
-    ) -> tuple[list[HeldPart], list[tuple[str, int]]]:
-        """Hold every part; returns the holds and, if some part was taken meanwhile, those
-        parts (every hold is then given back already)."""
-        now_ms = _now_ms()
+    async def hold(self, owner_id: str, allocation: Allocation) -> list[HeldPart] | None:
+        """Hold every part; None when another order took a part meanwhile (every hold is then
+        given back already)."""
+        at_ms = clock.now_ms()
         parts = [
             (HeldPart(new_id(keys.partition_of_product(p.product_id)), p.product_id), p)
             for p in allocation.parts
@@ -191,7 +199,7 @@ class PartHolder:
         results = await self.runner.run_all(
             [
                 commands.hold_stock(
-                    held.hold_id, p.product_id, p.warehouse_id, p.quantity, now_ms, ttl_ms, owner_id
+                    held.hold_id, p.product_id, p.warehouse_id, p.quantity, at_ms, ttl_ms, owner_id
                 )
                 for held, p in parts
             ]
@@ -199,18 +207,22 @@ class PartHolder:
         holds = [held for held, _ in parts]
         failed = [r for r in results if not isinstance(r, HeldStock)]
         if not failed:
-            return holds, []
-        # Holds whose outcome is unknown are settled too: one made after all is then given back
-        # by the sweeper, as its owner was never committed.
+            return holds
+        # The owner will never be committed (its caller mints a new one to try again): every
+        # hold goes back, those whose outcome is unknown too (one made after all is then given
+        # back by the sweeper, as its owner has no decision).
         await self.settle(owner_id, holds, "abort")
-        taken = [
-            (p.product_id, p.quantity)
-            for (_, p), r in zip(parts, results, strict=True)
-            if isinstance(r, OutOfStock)
-        ]
-        if len(taken) == len(failed):
-            return holds, taken
+        if all(isinstance(r, OutOfStock) for r in failed):
+            return None
         _raise_first(r for r in failed if not isinstance(r, OutOfStock))
+
+    async def contended(self, lines: Sequence[tuple[str, int]], customer: Point) -> DomainError:
+        """What to answer after PLAN_ATTEMPTS plans lost a part to other orders: the lines
+        nothing can fill now, if any, else that the stock moves too fast to place it now."""
+        allocation = await self.plan(lines, customer)
+        if isinstance(allocation, Shortfall):
+            return short_of(lines, allocation)
+        return Overloaded(CONTENDED_RETRY_AFTER_S)
 
     async def settle(
         self, owner_id: str, holds: Sequence[HeldPart], settlement: HoldSettlement
@@ -224,13 +236,34 @@ class PartHolder:
         )
         return not any(isinstance(r, BaseException) for r in results)
 
-    async def settle_committed(self, owner_id: str, holds: Sequence[HeldPart]) -> None:
-        """Keep the holds of a committed owner sold, then forget its decision: once every hold
-        is settled it has no one left to tell."""
+    async def commit(
+        self, owner_id: str, holds: Sequence[HeldPart], command: scripts.Command[R]
+    ) -> R | None:
+        """Run the owner's commit (it writes the owner's decision `committed` with its effect)
+        and settle the holds by what it did: kept sold when it committed; given back when it
+        refused, and the refusal raised (None when it refused because the owner was aborted
+        first: plan again). A commit whose outcome is not known here (no reply, a cancelled
+        task) leaves the holds to the sweeper, which settles them by the decision."""
+        try:
+            committed = await self.runner.run(command)
+        except OutcomeUnknown:
+            raise
+        except BasketAborted:
+            await self.settle(owner_id, holds, "abort")
+            return None
+        except NOT_WRITTEN:
+            await self.settle(owner_id, holds, "abort")
+            raise
+        await self._settle_committed(owner_id, holds)
+        return committed
+
+    async def _settle_committed(self, owner_id: str, holds: Sequence[HeldPart]) -> None:
+        """Keep the holds sold, then forget the decision: once every hold is settled it has no
+        one left to tell."""
         if await self.settle(owner_id, holds, "commit"):
             partition = partition_of_id(owner_id)
             assert partition is not None  # minted here
-            # Committed whatever happens here: a decision left behind only waits for its expiry.
+            # Committed whatever happens here: a decision left behind only takes its key's room.
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self.runner.redis.delete(keys.basket_decision(partition, owner_id))
 
@@ -256,21 +289,22 @@ class BasketPlacer:
         if placed_before is not None:
             return placed_before
         lines = [(line.product_id, line.quantity) for line in request.lines]
-        short: Sequence[tuple[str, int]] = ()
         for _ in range(PLAN_ATTEMPTS):
             allocation = await self._parts.plan(lines, request.customer)
             if isinstance(allocation, Shortfall):
-                quantity = dict(lines)
-                raise BasketOutOfStock([(p, quantity[p]) for p in allocation.product_ids])
+                raise short_of(lines, allocation)
+            # A new ID per attempt: the holds of an attempt given up on can never be committed.
             order_id = new_id(_basket_partition(request), owner_tag=request.owner_tag, basket=True)
-            held, taken = await self._parts.hold(order_id, allocation)
-            if taken:
-                short = taken
+            holds = await self._parts.hold(order_id, allocation)
+            if holds is None:
                 continue  # another order took a part meanwhile: plan again
-            confirmation = await self._commit(order_id, request, allocation, held)
-            if confirmation is not None:
-                return confirmation
-        raise BasketOutOfStock(short)
+            try:
+                placed = await self._commit(order_id, request, allocation, holds)
+            except BasketDuplicate as first:
+                return await self._replay(first.order_id)
+            if placed is not None:
+                return placed
+        raise await self._parts.contended(lines, request.customer)
 
     async def _placed_under_key(self, request: BasketRequest) -> BasketConfirmation | None:
         key = request.idempotency_key
@@ -301,58 +335,49 @@ class BasketPlacer:
     ) -> BasketConfirmation | None:
         """None when the sweeper aborted the basket first (its holds had expired): plan again."""
         directory = self._parts.warehouses.directory
-        record = _record(request, allocation, directory, _now_ms())
+        record = _record(request, allocation, directory, clock.now_ms())
+        command = commands.commit_basket(
+            order_id, record, request.fingerprint(), self._idempotency_ttl_s
+        )
         try:
-            committed = await self._runner.run(
-                commands.commit_basket(
-                    order_id,
-                    record,
-                    request.fingerprint(),
-                    self._idempotency_ttl_s,
-                    BASKET_DECISION_TTL_S,
-                )
-            )
+            committed = await self._parts.commit(order_id, holds, command)
         except OutcomeUnknown as unknown:
-            # Committed or not, the sweeper settles its holds by the decision once they expire.
             raise unknown.about(order_id) from unknown
-        except BasketAborted:
-            await self._parts.settle(order_id, holds, "abort")
-            return None
-        except BaseException:
-            await self._parts.settle(order_id, holds, "abort")
-            raise
-        if isinstance(committed, BasketDuplicate):
-            await self._parts.settle(order_id, holds, "abort")
-            return await self._replay(committed.order_id)
-        await self._parts.settle_committed(order_id, holds)
-        return BasketConfirmation(basket_of(order_id, committed), replayed=False)
+        return (
+            None if committed is None else BasketConfirmation(basket_of(order_id, committed), False)
+        )
 
 
 async def settle_expired_basket_holds(
     runner: scripts.ScriptRunner, holds: Sequence[tuple[str, str, str]]
 ) -> int:
-    """The sweeper's part: for these expired (hold ID, product ID, basket ID) holds, decide each
-    basket (lua/resolve_basket.lua), then keep or give back its holds by that decision. Returns
-    how many holds gave their units back."""
-    basket_ids = sorted({basket_id for _, _, basket_id in holds})
+    """The sweeper's part: for these expired (hold ID, product ID, owner ID) holds, decide each
+    owner (lua/resolve_basket.lua), then keep or give back its holds by that decision. An owner
+    whose Redis does not answer now waits for the next sweep; the others go on. Returns how
+    many holds gave their units back."""
+    owner_ids = sorted({owner_id for _, _, owner_id in holds})
     decisions = await runner.run_all(
-        [commands.resolve_basket(b, BASKET_DECISION_TTL_S) for b in basket_ids]
+        [commands.resolve_basket(owner, ABORTED_DECISION_TTL_S) for owner in owner_ids]
     )
-    decided: dict[str, HoldSettlement] = {}
-    for basket_id, decision in zip(basket_ids, decisions, strict=True):
-        if isinstance(decision, BaseException):
-            raise decision
-        decided[basket_id] = "commit" if decision == "committed" else "abort"
+    decided: dict[str, HoldSettlement] = {
+        owner: "commit" if decision == "committed" else "abort"
+        for owner, decision in zip(owner_ids, decisions, strict=True)
+        if not isinstance(decision, BaseException)
+    }
     settled = await runner.run_all(
         [
-            commands.settle_basket_hold(hold_id, product_id, basket_id, decided[basket_id])
-            for hold_id, product_id, basket_id in holds
+            commands.settle_basket_hold(hold_id, product_id, owner, decided[owner])
+            for hold_id, product_id, owner in holds
+            if owner in decided
         ]
     )
-    for result in settled:
-        if isinstance(result, BaseException):
-            raise result
-    return sum(1 for result in settled if result is not None)
+    return sum(1 for result in settled if isinstance(result, int))
+
+
+def short_of(lines: Sequence[tuple[str, int]], shortfall: Shortfall) -> BasketOutOfStock:
+    """The refusal naming the lines no set of warehouses can fill, with their quantities."""
+    quantity = dict(lines)
+    return BasketOutOfStock([(p, quantity[p]) for p in shortfall.product_ids])
 
 
 def shipments_of(
@@ -406,7 +431,3 @@ def _raise_first(errors: Iterable[BaseException]) -> NoReturn:
     if isinstance(error, OutcomeUnknown):
         raise StoreUnavailable(error.cause) from error
     raise error
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -255,10 +255,11 @@ def hold_stock(
     quantity: int,
     now_ms: int,
     ttl_ms: int,
-    basket_id: str = "",
+    owner_id: str = "",
 ) -> scripts.Command[HeldStock]:
     """Take `quantity` units at one named warehouse until `now_ms + ttl_ms`; the hold ID is the
-    operation ID. `basket_id`: the hold is that basket's line (lua/commit_basket.lua)."""
+    operation ID. `owner_id`: the hold is part of that basket (or a shipment's re-route), and
+    its owner's decision says whether it stays sold (lua/settle_basket_hold.lua)."""
     partition = keys.partition_of_product(product_id)
 
     def decode(reply: Any) -> HeldStock:
@@ -280,7 +281,7 @@ def hold_stock(
             keys.hold_expiries(partition),
             keys.operation(partition, hold_id),
         ],
-        [hold_id, product_id, warehouse_id, quantity, now_ms, ttl_ms, OPERATION_TTL_S, basket_id],
+        [hold_id, product_id, warehouse_id, quantity, now_ms, ttl_ms, OPERATION_TTL_S, owner_id],
         decode,
     )
 
@@ -342,13 +343,25 @@ class BasketAborted(Exception):
     placed, and its holds go back."""
 
 
-@dataclass(frozen=True, slots=True)
-class BasketDuplicate:
+class BasketDuplicate(Exception):
     """Another request under the same idempotency key, for the same basket, was committed
-    first: that basket is the answer."""
+    first: that basket is the answer, and this one's holds go back."""
 
-    order_id: str
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"basket {order_id!r} was placed under this key first")
+        self.order_id = order_id
 
+
+# What a reply (or Redis refusing a command before it ran) says was not applied: the scripts
+# check everything before their first write, so a refusal wrote nothing. Any other failure
+# leaves the outcome unknown.
+NOT_WRITTEN: Final = (
+    DomainError,
+    StaleCopy,
+    BasketAborted,
+    BasketDuplicate,
+    scripts.ScriptRefused,
+)
 
 BasketDecision = Literal["committed", "aborted"]
 HoldSettlement = Literal["commit", "abort"]
@@ -359,15 +372,14 @@ def commit_basket(
     record: BasketRecord,
     fingerprint: str,
     idempotency_ttl_s: int,
-    decision_ttl_s: int,
-) -> scripts.Command[BasketRecord | BasketDuplicate]:
+) -> scripts.Command[BasketRecord]:
     """Commit a basket whose lines are all held; the result is its record as stored (a resend
     gets the record the first send wrote)."""
     partition = _order_partition(order_id)
     record_key = keys.basket(partition, order_id)
     idem = record.idempotency_key
 
-    def decode(reply: Any) -> BasketRecord | BasketDuplicate:
+    def decode(reply: Any) -> BasketRecord:
         match reply:
             case ["ok", stored]:
                 return decode_basket_record(stored)
@@ -376,7 +388,7 @@ def commit_basket(
             case ["key_conflict"]:
                 raise IdempotencyKeyReused(idem)
             case ["duplicate", other]:
-                return BasketDuplicate(str(other))
+                raise BasketDuplicate(str(other))
         raise UnexpectedReply("commit_basket", reply)
 
     return scripts.Command(
@@ -392,7 +404,6 @@ def commit_basket(
             encode_basket_record(record),
             f"{order_id}|{fingerprint}" if idem else "",
             idempotency_ttl_s,
-            decision_ttl_s,
         ],
         decode,
     )
@@ -419,7 +430,7 @@ def resolve_basket(order_id: str, decision_ttl_s: int) -> scripts.Command[Basket
 
 
 def settle_basket_hold(
-    hold_id: str, product_id: str, basket_id: str, settlement: HoldSettlement
+    hold_id: str, product_id: str, owner_id: str, settlement: HoldSettlement
 ) -> scripts.Command[int | None]:
     """Keep (`commit`) or give back (`abort`) one line hold of a decided basket; the result is
     the warehouse's new level when units went back, else None."""
@@ -441,7 +452,7 @@ def settle_basket_hold(
             keys.hold_expiries(partition),
             keys.stock(partition, product_id),
         ],
-        [hold_id, settlement, basket_id],
+        [hold_id, settlement, owner_id],
         decode,
     )
 
@@ -531,10 +542,10 @@ def cancel_basket(
 
 
 def return_basket_units(
-    order_id: str, warehouse_id: str, product_id: str, quantity: int, mark_ttl_s: int
+    order_id: str, part: int, warehouse_id: str, product_id: str, quantity: int, mark_ttl_s: int
 ) -> scripts.Command[int | None]:
-    """Give one part of a cancelled basket back, once; the result is the warehouse's new level,
-    or None when the part was given back before."""
+    """Give part number `part` of a cancelled basket back, once; the result is the warehouse's
+    new level, or None when the part was given back before."""
     partition = keys.partition_of_product(product_id)
 
     def decode(reply: Any) -> int | None:
@@ -550,7 +561,7 @@ def return_basket_units(
         [
             keys.stream(partition),
             keys.stock(partition, product_id),
-            keys.basket_part_returned(partition, order_id, warehouse_id, product_id),
+            keys.basket_part_returned(partition, order_id, part),
         ],
         [product_id, warehouse_id, quantity, mark_ttl_s],
         decode,
@@ -565,7 +576,6 @@ def reroute_shipment(
     planned_seq: int,
     reason: str,
     now_ms: int,
-    decision_ttl_s: int,
     copy: ArchivedCopy | None = None,
 ) -> scripts.Command[BasketRecord]:
     """Move the shipment at `from_warehouse_id` to the shipments `moved_to`, whose lines are
@@ -605,7 +615,6 @@ def reroute_shipment(
             reason,
             msgspec.json.encode(shipments),
             planned_seq,
-            decision_ttl_s,
             msgspec.json.encode(lifecycle.PROGRESS),
             *_copy_args(copy),
         ],

@@ -16,13 +16,9 @@ async def fulfill(orders: LiveOrders, order_id: str, warehouse_id: str) -> Order
     order = await orders.get(order_id)
     if order is None:
         raise OrderNotFound(order_id)
-    steps: tuple[str, ...] = lifecycle.FULFILMENT_STEPS
-    if order.status == "confirmed":
-        remaining = lifecycle.FULFILMENT_STEPS
-    elif order.status in steps[:-1]:  # picked or packed earlier: finish the walk
-        remaining = lifecycle.FULFILMENT_STEPS[steps.index(order.status) + 1 :]
-    else:
-        raise InvalidTransition(order_id, order.status, steps[-1])
+    remaining = lifecycle.fulfilment_steps_from(order.status)
+    if remaining is None:
+        raise InvalidTransition(order_id, order.status, lifecycle.FULFILMENT_STEPS[-1])
     # Each step re-checks status and warehouse inside Redis: a concurrent cancel or a second
     # fulfil between two steps makes this one stop with the error, never skip a state.
     for step in remaining:

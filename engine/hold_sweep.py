@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from engine import commands, keys, scripts
+from engine import clock, commands, keys, scripts
 from engine.baskets import settle_expired_basket_holds
 
 RELEASE_BATCH: Final = 256  # expired holds released per partition per script call
@@ -21,7 +21,7 @@ async def release_expired_holds(
     """Return the units of every expired hold to stock: rounds of up to RELEASE_BATCH holds per
     partition, all partitions in one pipeline per step, until none is left or `budget_s` is
     spent (the next sweep goes on from there). Returns how many holds were released."""
-    now = int(time.time() * 1000) if now_ms is None else now_ms
+    now = clock.now_ms() if now_ms is None else now_ms
     give_up_at = time.monotonic() + budget_s
     released = 0
     while True:
@@ -44,13 +44,13 @@ async def _release_round(runner: scripts.ScriptRunner, now: int) -> tuple[int, b
         return 0, False
     pipe = redis.pipeline(transaction=False)
     for partition, hold_id in found:
-        pipe.hmget(keys.hold(partition, hold_id), "product", "basket")
+        pipe.hmget(keys.hold(partition, hold_id), "product", "owner")
     fields: list[list[str | None]] = list(await pipe.execute())
     per_partition: dict[int, list[tuple[str, str | None]]] = {}
     of_baskets: list[tuple[str, str, str]] = []
-    for (partition, hold_id), (product, basket) in zip(found, fields, strict=True):
-        if basket and product:
-            of_baskets.append((hold_id, product, basket))
+    for (partition, hold_id), (product, owner) in zip(found, fields, strict=True):
+        if owner and product:
+            of_baskets.append((hold_id, product, owner))
         else:
             per_partition.setdefault(partition, []).append((hold_id, product))
     batch = [

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from engine import commands, keys, scripts
+from engine import clock, commands, keys, scripts
 from engine.errors import HoldNotFound, UnknownProduct
 from engine.ids import new_id, new_operation_id, partition_of_id
 
@@ -77,7 +76,7 @@ class Inventory:
         hold_id = new_id(keys.partition_of_product(product_id), owner_tag=owner_tag)
         held = await self._runner.run(
             commands.hold_stock(
-                hold_id, product_id, warehouse_id, quantity, _now_ms(), HOLD_TTL_S * 1000
+                hold_id, product_id, warehouse_id, quantity, clock.now_ms(), HOLD_TTL_S * 1000
             )
         )
         return Hold(hold_id, held.level, datetime.fromtimestamp(held.expires_ms / 1000, UTC))
@@ -93,7 +92,3 @@ class Inventory:
         return await self._runner.run(
             commands.release_hold(new_operation_id(), hold_id, str(product_id))
         )
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -72,9 +72,10 @@ def basket_returns(partition: int, order_id: str) -> str:
     return f"basketreturn:{TAGS[partition]}:{order_id}"
 
 
-def basket_part_returned(partition: int, order_id: str, warehouse_id: str, product_id: str) -> str:
-    """Marks one part of a cancelled basket as given back, in its product's partition."""
-    return f"basketreturned:{TAGS[partition]}:{order_id}:{warehouse_id}:{product_id}"
+def basket_part_returned(partition: int, order_id: str, part: int) -> str:
+    """Marks part number `part` of a cancelled basket (its place in the basket's returns) as
+    given back, in its product's partition."""
+    return f"basketreturned:{TAGS[partition]}:{order_id}:{part}"
 
 
 def basket_idempotency(partition: int, idempotency_key: str) -> str:

@@ -52,6 +52,15 @@ STUCK_AFTER_S: Final[Mapping[OrderStatus, int]] = {
 }
 
 
+def fulfilment_steps_from(status: str) -> tuple[OrderStatus, ...] | None:
+    """The fulfilment steps left from `status`: all of them from confirmed, the rest when a
+    walk was interrupted half way; None when shipping is behind it or out of its reach."""
+    walk: tuple[str, ...] = ("confirmed", *FULFILMENT_STEPS[:-1])
+    if status not in walk:
+        return None
+    return FULFILMENT_STEPS[walk.index(status) :]
+
+
 def can_move(current: str, target: str) -> bool:
     return target in TRANSITIONS.get(current, frozenset())  # type: ignore[call-overload]
 

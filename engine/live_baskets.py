@@ -15,14 +15,13 @@ sweep (`return_units_of_cancelled_baskets`) finishes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
 import msgspec
 
-from engine import commands, keys, lifecycle, scripts
-from engine.baskets import BASKET_DECISION_TTL_S, Basket, basket_of
+from engine import clock, commands, keys, lifecycle, scripts
+from engine.baskets import Basket, basket_of
 from engine.commands import ArchivedCopy, StaleCopy
 from engine.errors import OrderNotFound, OutcomeUnknown
 from engine.ids import is_basket_id, new_operation_id, partition_of_id
@@ -35,8 +34,11 @@ LOCATE_ATTEMPTS: Final = 3
 # gives its units back.
 RETURNS_GRACE_MS: Final = 10_000
 RETURNS_PER_SWEEP: Final = 256
-# Long past any sweep that could send a part again: a part is marked given back this long.
-RETURNED_MARK_TTL_S: Final = BASKET_DECISION_TTL_S
+# A part is marked given back this long: far past any send of it by the worker (seconds) or by
+# a sweep that read the basket's parts before the worker cleared them. Only a sweep stopped for
+# longer, with a worker that died between giving the parts back and clearing them, would give
+# them back again.
+RETURNED_MARK_TTL_S: Final = 7 * 24 * 3600
 
 BuildBasketChange = Callable[[ArchivedCopy | None], scripts.Command[BasketRecord]]
 _PARTS: Final = msgspec.json.Decoder(list[tuple[str, str, int]])
@@ -64,7 +66,7 @@ class LiveBaskets:
             return decode_basket_record(raw), None
         if self._archive is None:
             return None
-        read_ms = _now_ms()  # before the read: the copy is at least this fresh
+        read_ms = clock.now_ms()  # before the read: the copy is at least this fresh
         archived = await self._archive.basket_record(order_id)
         return None if archived is None else (archived, ArchivedCopy(archived, read_ms))
 
@@ -85,7 +87,7 @@ class LiveBaskets:
                 order_id,
                 target,
                 lifecycle.allowed_from(target),
-                _now_ms(),
+                clock.now_ms(),
                 warehouse_id=warehouse_id,
                 reason=reason,
                 copy=copy,
@@ -99,12 +101,13 @@ class LiveBaskets:
         if basket is None:
             raise OrderNotFound(order_id)
         shipment = next((s for s in basket.shipments if s.warehouse_id == warehouse_id), None)
-        steps = lifecycle.FULFILMENT_STEPS
-        walk: tuple[str, ...] = ("confirmed", *steps[:-1])
-        if shipment is None or shipment.status not in walk:
+        remaining = None if shipment is None else lifecycle.fulfilment_steps_from(shipment.status)
+        if remaining is None:
             # Let the script refuse it, in its words: not this warehouse's, or past shipping.
-            return await self.step(order_id, steps[-1], warehouse_id=warehouse_id)
-        for step in steps[walk.index(shipment.status) :]:
+            return await self.step(
+                order_id, lifecycle.FULFILMENT_STEPS[-1], warehouse_id=warehouse_id
+            )
+        for step in remaining:
             basket = await self.step(order_id, step, warehouse_id=warehouse_id)
         return basket
 
@@ -112,7 +115,8 @@ class LiveBaskets:
         """Cancel a basket none of whose shipments started; every line's units go back."""
         operation_id = new_operation_id()
         cancelled = await self.change(
-            order_id, lambda copy: commands.cancel_basket(operation_id, order_id, _now_ms(), copy)
+            order_id,
+            lambda copy: commands.cancel_basket(operation_id, order_id, clock.now_ms(), copy),
         )
         parts = [
             (shipment.warehouse_id, line.product_id, line.quantity)
@@ -151,7 +155,7 @@ async def return_units_of_cancelled_baskets(
     """The sweep's part: give back the units of baskets cancelled more than RETURNS_GRACE_MS ago
     whose worker did not finish (each part once, whoever sent it first). Returns how many
     baskets it finished."""
-    now = _now_ms() if now_ms is None else now_ms
+    now = clock.now_ms() if now_ms is None else now_ms
     redis = runner.redis
     finished = 0
     for partition in range(keys.PARTITIONS):
@@ -177,7 +181,10 @@ async def _return_parts(
     """Give the parts back and, once all are, forget the basket's pending returns; False when
     some part could not be given back now."""
     results = await runner.run_all(
-        [commands.return_basket_units(order_id, w, p, q, RETURNED_MARK_TTL_S) for w, p, q in parts]
+        [
+            commands.return_basket_units(order_id, i, w, p, q, RETURNED_MARK_TTL_S)
+            for i, (w, p, q) in enumerate(parts)
+        ]
     )
     if any(isinstance(result, BaseException) for result in results):
         return False
@@ -188,7 +195,3 @@ async def _return_parts(
     pipe.delete(keys.basket_returns(partition, order_id))
     await pipe.execute()
     return True
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -12,11 +12,10 @@ twice without applying it twice.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol, TypeVar
 
-from engine import commands, lifecycle, scripts
+from engine import clock, commands, lifecycle, scripts
 from engine.commands import ArchivedCopy, StaleCopy
 from engine.errors import OrderNotFound, OutcomeUnknown
 from engine.ids import is_basket_id, new_operation_id, partition_of_id
@@ -72,7 +71,7 @@ class LiveOrders:
             return decode_record(raw), None
         if self._archive is None:
             return None
-        read_ms = _now_ms()  # before the read: the copy is at least this fresh
+        read_ms = clock.now_ms()  # before the read: the copy is at least this fresh
         archived = await self._archive.record(order_id)
         return None if archived is None else (archived, ArchivedCopy(archived, read_ms))
 
@@ -86,7 +85,7 @@ class LiveOrders:
         return await self.change(
             order_id,
             lambda record, copy: commands.cancel_order(
-                operation_id, order_id, record.product_id, _now_ms(), copy
+                operation_id, order_id, record.product_id, clock.now_ms(), copy
             ),
         )
 
@@ -114,7 +113,7 @@ class LiveOrders:
                 order_id,
                 target,
                 sources,
-                _now_ms(),
+                clock.now_ms(),
                 reason=reason,
                 warehouse_id=warehouse_id,
                 expected_seq=expected_seq,
@@ -143,7 +142,3 @@ class LiveOrders:
                 raise unknown.about(order_id) from unknown
             return updated.to_order(order_id)
         raise OutcomeUnknown("the order kept moving between Redis and PostgreSQL", order_id)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

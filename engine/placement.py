@@ -10,12 +10,11 @@ decided for that ID instead of placing it again.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Final
 
-from engine import commands, keys, scripts
+from engine import clock, commands, keys, scripts
 from engine.batching import Deliver, MicroBatcher
 from engine.commands import ArchivedCopy, Attempt, PlaceOutcome, StockBeyondRings
 from engine.delivery import delivery_days
@@ -123,7 +122,7 @@ class OrderPlacer:
         order_id = new_id(partition, owner_tag=request.owner_tag)
         attempt = Attempt(order_id, partition, request, ((warehouse_id, delivery_days(km)),))
         command = commands.place_from_hold(
-            int(time.time() * 1000), attempt, hold_id, self._idempotency_ttl_s
+            clock.now_ms(), attempt, hold_id, self._idempotency_ttl_s
         )
         try:
             outcome = await self.runner.run(command)
@@ -139,7 +138,7 @@ class OrderPlacer:
         """Move an order its warehouse cannot fulfil to the nearest other warehouse with the
         stock (every known warehouse is a candidate, ring walk first), atomically in Redis."""
         operation_id = new_operation_id()
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
 
         def move(record: OrderRecord, copy: ArchivedCopy | None) -> scripts.Command[OrderRecord]:
             candidates = self._reroute_candidates(record, from_warehouse_id)
@@ -180,9 +179,7 @@ class OrderPlacer:
         except TimeoutError:
             raise Overloaded(MAX_QUEUE_WAIT_S) from None
         try:
-            command = commands.place_orders(
-                int(time.time() * 1000), [attempt], self._idempotency_ttl_s
-            )
+            command = commands.place_orders(clock.now_ms(), [attempt], self._idempotency_ttl_s)
             (outcome,) = await self.runner.run(command)
         finally:
             self._unbatched_slots.release()
@@ -199,7 +196,7 @@ class OrderPlacer:
             for idx in by_partition.values()
             for start in range(0, len(idx), ORDERS_PER_SCRIPT_CALL)
         ]
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         calls = [
             commands.place_orders(now_ms, [attempts[i] for i in group], self._idempotency_ttl_s)
             for group in groups

@@ -3,8 +3,8 @@
 -- the shipment of the named warehouse, or every shipment that may take the step when none is
 -- named (the carrier's callback). The basket's own status becomes its least advanced shipment's,
 -- so it is shipped when every shipment is. Rewrites the record and appends a `basket.changed`
--- event. Stock is never touched: the units left it when the basket was placed. Safe to send
--- twice (operation ID).
+-- event per shipment moved. Stock is never touched: the units left it when the basket was
+-- placed. Safe to send twice (operation ID).
 --
 -- KEYS[1] the partition's event stream, KEYS[2] the basket's record key, KEYS[3] the operation key
 -- ARGV: orderId, target status, now ms, reason ('' = none), warehouseId ('' = every shipment
@@ -38,23 +38,26 @@ if not record then return {'not_found'} end
 local allowed = {}
 for i = 10, #ARGV do allowed[ARGV[i]] = true end
 
-local named, moved = false, 0
+local named, moved = false, {}
 for _, shipment in ipairs(record[BASKET.shipments]) do
   if wid == '' or shipment[SHIPMENT.warehouse] == wid then
     named = true
     if allowed[shipment[SHIPMENT.status]] then
       shipment[SHIPMENT.status] = target
-      moved = moved + 1
+      moved[#moved + 1] = shipment[SHIPMENT.warehouse]
     elseif wid ~= '' then
       return {'bad_state', shipment[SHIPMENT.status]}
     end
   end
 end
 if not named then return {'wrong_warehouse', wid} end
-if moved == 0 then return {'bad_state', record[BASKET.status]} end
+if #moved == 0 then return {'bad_state', record[BASKET.status]} end
 
 record[BASKET.status] = least_advanced(record, progress)
 local encoded = save_record(record_key, record)
-redis.call('XADD', stream, '*', 'type', 'basket.changed', 'order_id', order_id, 'record', encoded,
-  'at_ms', now_ms, 'warehouse', wid, 'reason', reason)
+-- One event per shipment that moved, each naming it: its history row and its notice say which.
+for _, moved_wid in ipairs(moved) do
+  redis.call('XADD', stream, '*', 'type', 'basket.changed', 'order_id', order_id,
+    'record', encoded, 'at_ms', now_ms, 'warehouse', moved_wid, 'reason', reason)
+end
 return remember_operation(op_key, op_ttl_s, {'ok', encoded})

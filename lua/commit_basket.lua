@@ -13,7 +13,7 @@
 -- key, KEYS[4] its idempotency key (the record key when none)
 -- ARGV[1] order ID, ARGV[2] the record (engine/records.py, BasketRecord) as JSON text,
 -- ARGV[3] the idempotency key's answer `orderId|fingerprint` ('' when none), ARGV[4] idempotency
--- TTL s, ARGV[5] decision TTL s
+-- TTL s
 -- Returns {'ok', record} | {'aborted'} | {'key_conflict'} | {'duplicate', orderId} (another
 -- request under the same key and with the same basket was committed first)
 
@@ -21,10 +21,8 @@
 
 local stream, record_key, decision_key, idem_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local order_id, record, answer = ARGV[1], ARGV[2], ARGV[3]
-local idem_ttl_s, decision_ttl_s = whole_number(ARGV[4]), whole_number(ARGV[5])
-if not idem_ttl_s or idem_ttl_s < 1 or not decision_ttl_s or decision_ttl_s < 1 then
-  return bad_argument('ttl')
-end
+local idem_ttl_s = whole_number(ARGV[4])
+if not idem_ttl_s or idem_ttl_s < 1 then return bad_argument('ttl') end
 
 local written = redis.call('GET', record_key)
 if written then return {'ok', written} end
@@ -40,6 +38,7 @@ if answer ~= '' then
 end
 
 redis.call('SET', record_key, record)
-redis.call('SET', decision_key, 'committed', 'EX', decision_ttl_s)
+-- No expiry: the worker deletes it once every hold is settled; until then the sweeper needs it.
+redis.call('SET', decision_key, 'committed')
 redis.call('XADD', stream, '*', 'type', 'basket.confirmed', 'order_id', order_id, 'record', record)
 return {'ok', record}

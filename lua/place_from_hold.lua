@@ -35,7 +35,7 @@ local seen = o[4] ~= '' and redis.call('GET', idem_key)
 if seen then return answer_for_key(seen, o[5]) end
 
 -- A basket's line hold is its basket's (lua/settle_basket_hold.lua), never an order's to take.
-local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity', 'expires_ms', 'basket')
+local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity', 'expires_ms', 'owner')
 if not h[1] or h[5] then return {'hold_unavailable', 'gone'} end
 if (tonumber(h[4]) or 0) <= now_ms then return {'hold_unavailable', 'expired'} end
 if h[1] ~= o[2] then return {'hold_unavailable', 'other_product'} end

@@ -21,7 +21,7 @@ local replay = replayed_operation(op_key)
 if replay then return replay end
 
 -- A basket's line hold is its basket's to settle (lua/settle_basket_hold.lua), never a client's.
-local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity', 'basket')
+local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity', 'owner')
 if not h[1] or h[1] ~= product_id or h[4] then return {'not_found'} end
 local quantity = whole_number(h[3])
 if not quantity or not whole_number(redis.call('HGET', stock_key, h[2]) or '0') then

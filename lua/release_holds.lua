@@ -4,9 +4,9 @@
 -- stock version, forget the hold and append a `stock.changed` event for the inventory writer.
 -- The caller found the candidates (ZRANGEBYSCORE) and names their keys, as Redis Cluster wants
 -- every key a script touches declared; each is checked again here, so a hold is released once
--- and the script is safe to send twice. A basket's hold is left alone: whether its units go back
--- depends on its basket's decision (lua/settle_basket_hold.lua). It runs at maxmemory too (allow-oom): it frees the
--- holds, and units must not stay held because Redis is full.
+-- and the script is safe to send twice. A hold with an owner (a basket's) is left alone: whether
+-- its units go back depends on its owner's decision (lua/settle_basket_hold.lua). It runs at maxmemory too
+-- (allow-oom): it frees the holds, and units must not stay held because Redis is full.
 --
 -- KEYS[1] the partition's event stream, KEYS[2] the partition's hold-expiry sorted set,
 -- KEYS[1 + 2i] hold i's hash, KEYS[2 + 2i] its product's stock hash
@@ -25,7 +25,7 @@ for i = 2, #ARGV do
   local hold_id, hold_key, stock_key = ARGV[i], KEYS[2 * i - 1], KEYS[2 * i]
   local expires = redis.call('ZSCORE', expiries, hold_id)
   if expires and tonumber(expires) <= now_ms then
-    local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity', 'basket')
+    local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity', 'owner')
     if h[4] then
       h = nil
     elseif h[1] then

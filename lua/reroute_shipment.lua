@@ -12,8 +12,8 @@
 -- decision key
 -- ARGV: orderId, reporting warehouseId, now ms, reason, the new shipments as JSON
 --   [[warehouseId, etaDays, [[productId, quantity]...]]...], the record's seq the plan was made
---   from, decision TTL s, the lifecycle's statuses in order (JSON array), the basket's copy from
---   PostgreSQL ('' = none), when it was read (ms)
+--   from, the lifecycle's statuses in order (JSON array), the basket's copy from PostgreSQL
+--   ('' = none), when it was read (ms)
 -- Returns {'ok', record} | {'not_found'} | {'bad_state', status} | {'wrong_warehouse', warehouseId}
 --   | {'moved_on', seq} | {'aborted'} | {'stale_copy'}
 
@@ -23,18 +23,16 @@
 
 local stream, record_key, decision_key = KEYS[1], KEYS[2], KEYS[3]
 local order_id, from_wid, reason = ARGV[1], ARGV[2], ARGV[4]
-local now_ms, planned_seq, decision_ttl_s = whole_number(ARGV[3]), whole_number(ARGV[6]), whole_number(ARGV[7])
-local moved_to, progress = cjson.decode(ARGV[5]), cjson.decode(ARGV[8])
-if not now_ms or not planned_seq or not decision_ttl_s or decision_ttl_s < 1 then
-  return bad_argument('now, seq or ttl')
-end
+local now_ms, planned_seq = whole_number(ARGV[3]), whole_number(ARGV[6])
+local moved_to, progress = cjson.decode(ARGV[5]), cjson.decode(ARGV[7])
+if not now_ms or not planned_seq then return bad_argument('now or seq') end
 if type(moved_to) ~= 'table' or #moved_to == 0 or type(progress) ~= 'table' then
   return bad_argument('shipments or progress')
 end
 
 local decided = redis.call('GET', decision_key)
 if decided == 'aborted' then return {'aborted'} end
-local record, refused = read_or_restore(record_key, ARGV[9], ARGV[10])
+local record, refused = read_or_restore(record_key, ARGV[8], ARGV[9])
 if refused then return {refused} end
 if not record then return {'not_found'} end
 if decided == 'committed' then return {'ok', cjson.encode(record)} end
@@ -77,7 +75,9 @@ for _, shipment in ipairs(kept) do
 end
 record[BASKET.eta_days] = latest
 local encoded = save_record(record_key, record)
-redis.call('SET', decision_key, 'committed', 'EX', decision_ttl_s)
+-- No expiry: a re-route has no record to fall back on, so its decision stays until the worker
+-- settled every hold and deletes it.
+redis.call('SET', decision_key, 'committed')
 redis.call('XADD', stream, '*', 'type', 'basket.changed', 'order_id', order_id, 'record', encoded,
   'at_ms', now_ms, 'warehouse', from_wid, 'reason', reason)
 return {'ok', encoded}

@@ -6,20 +6,22 @@
 --
 -- KEYS[1] the partition's event stream, KEYS[2] the hold hash, KEYS[3] the partition's
 -- hold-expiry sorted set, KEYS[4] the hold's product's stock hash
--- ARGV[1] hold ID, ARGV[2] 'commit' | 'abort', ARGV[3] the basket's order ID
+-- ARGV[1] hold ID, ARGV[2] 'commit' | 'abort', ARGV[3] its owner (a basket's or re-route's ID)
 -- Returns {'kept'} | {'returned', level} | {'gone'}
 
 --- @include "includes/stock"
 
 local stream, hold_key, expiries, stock_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local hold_id, outcome, basket_id = ARGV[1], ARGV[2], ARGV[3]
+local hold_id, outcome, owner_id = ARGV[1], ARGV[2], ARGV[3]
 if outcome ~= 'commit' and outcome ~= 'abort' then return bad_argument('outcome') end
 
-local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity', 'basket')
-if not h[1] or h[4] ~= basket_id then
+local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity', 'owner')
+if not h[1] then
   redis.call('ZREM', expiries, hold_id)
   return {'gone'}
 end
+-- Another owner's hold: not this caller's to settle (its expiry entry stays for the sweeper).
+if h[4] ~= owner_id then return {'gone'} end
 local quantity = whole_number(h[3])
 if not quantity or not whole_number(redis.call('HGET', stock_key, h[2]) or '0') then
   return bad_argument('hold ' .. hold_id)

@@ -77,10 +77,6 @@ SHIPMENT_AUTOMATIC: Final[dict[str, tuple[str, str]]] = {
         "Order delivered",
         "Your order {order}: the shipment from warehouse {warehouse} was delivered.",
     ),
-    "cancelled": (
-        "Order cancelled",
-        "Your order {order}: the shipment from warehouse {warehouse} was cancelled.",
-    ),
     "rerouted": (
         "Order re-routed",
         "Your order {order}: what warehouse {warehouse} was to send now ships from another"

@@ -14,12 +14,12 @@ import random
 
 from engine import scripts
 from engine.baskets import BasketLine, BasketPlacer, BasketRequest
-from engine.errors import BasketOutOfStock
+from engine.errors import BasketOutOfStock, Overloaded
 from engine.live_baskets import LiveBaskets
 from engine.warehouses import FixedWarehouses, WarehouseDirectory
 from stores.redis import connect_redis
 from stores.settings import load_settings
-from tests.test_baskets import PARIS, PRODUCTS, WAREHOUSES
+from tests.basket_shop import PARIS, PRODUCTS, WAREHOUSES
 
 CONCURRENT_BASKETS = 16
 
@@ -41,7 +41,7 @@ async def main() -> None:
         while True:
             lines = rng.sample(PRODUCTS, rng.randint(1, 5))
             request = BasketRequest(tuple(BasketLine(p, rng.randint(1, 4)) for p in lines), PARIS)
-            with contextlib.suppress(BasketOutOfStock):  # the stock ran out: the next may fit
+            with contextlib.suppress(BasketOutOfStock, Overloaded):  # nothing placed: try the next
                 await placer.place(request)
 
     await asyncio.gather(*(place_forever(random.Random(i)) for i in range(CONCURRENT_BASKETS)))

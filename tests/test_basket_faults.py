@@ -9,14 +9,15 @@ import asyncio
 import random
 
 from engine.baskets import BasketPlacer
-from engine.errors import BasketOutOfStock, OutcomeUnknown, StoreUnavailable
+from engine.errors import BasketOutOfStock, OutcomeUnknown, Overloaded, StoreUnavailable
 from engine.hold_sweep import release_expired_holds
 from engine.live_baskets import LiveBaskets
 from engine.warehouses import FixedWarehouses, WarehouseDirectory
 from stores.redis import TRANSIENT_ERRORS, RedisClient, connect_redis
 from stores.settings import Settings
+from tests.basket_shop import PRODUCTS, WAREHOUSES
 from tests.conftest import runner_for, scan_keys
-from tests.test_baskets import PRODUCTS, WAREHOUSES, assert_ledger, basket, stock
+from tests.test_baskets import assert_ledger, basket, stock
 from tests.test_exactly_once import proxied
 
 HOLD_TTL_S = 1
@@ -51,7 +52,7 @@ async def test_cut_replies_leave_every_basket_told_and_the_ledger_whole(
             except OutcomeUnknown as lost:
                 assert lost.subject_id is not None  # the client is told which basket to look up
                 unknown.add(lost.subject_id)
-            except (BasketOutOfStock, StoreUnavailable, *TRANSIENT_ERRORS):
+            except (BasketOutOfStock, Overloaded, StoreUnavailable, *TRANSIENT_ERRORS):
                 refused += 1  # nothing placed (a lost read answers 503 store_unavailable)
 
         await asyncio.gather(*(one(i) for i in range(120)))

@@ -21,8 +21,9 @@ from engine.live_baskets import (
 )
 from engine.warehouses import FixedWarehouses, WarehouseDirectory
 from stores.redis import RedisClient
+from tests.basket_shop import WAREHOUSES
 from tests.conftest import runner_for
-from tests.test_baskets import WAREHOUSES, basket, holds_left, levels_now, placer_for, stock
+from tests.test_baskets import basket, holds_left, levels_now, placer_for, stock
 
 START = {("sku-0", "paris"): 3, ("sku-1", "lyon"): 3, ("sku-2", "lille"): 3}
 
@@ -94,7 +95,8 @@ async def test_a_cancel_whose_worker_died_is_finished_by_the_sweep(redis: RedisC
     assert await return_units_of_cancelled_baskets(runner, sweep_at) == 1
     assert await return_units_of_cancelled_baskets(runner, sweep_at) == 0
     # The dead worker's own return, arriving late, gives nothing back a second time.
-    late = await runner.run(commands.return_basket_units(order_id, "lyon", "sku-1", 2, 60))
+    # Its parts in order: Paris's sku-0, Lille's sku-2, Lyon's sku-1 (nearest shipment first).
+    late = await runner.run(commands.return_basket_units(order_id, 2, "lyon", "sku-1", 2, 60))
     assert late is None
     assert await levels_now(redis, ["sku-0", "sku-1", "sku-2"]) == Counter(START)
     partition = keys.partition_of_product("sku-0")

@@ -464,7 +464,7 @@ async def test_a_persisted_basket_leaves_redis_after_the_hot_window(
     order_id = new_id(PARTITION, basket=True)
     runner = runner_for(redis)
     # The real script: it writes the record under keys.basket and appends basket.confirmed.
-    await runner.run(commands.commit_basket(order_id, basket_record(), "fp", 60, 60))
+    await runner.run(commands.commit_basket(order_id, basket_record(), "fp", 60))
     key = keys.basket(PARTITION, order_id)
     assert await redis.ttl(key) == -1  # not persisted yet: stays
     await persist_all(redis, pg)

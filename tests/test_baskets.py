@@ -15,40 +15,32 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from engine import commands, keys
+from engine import commands, keys, scripts
 from engine.baskets import (
-    BASKET_DECISION_TTL_S,
     BasketLine,
     BasketPlacer,
     BasketRequest,
 )
 from engine.commands import BasketAborted
-from engine.errors import BasketOutOfStock, IdempotencyKeyReused, UnknownProduct
+from engine.errors import BasketOutOfStock, IdempotencyKeyReused, Overloaded, UnknownProduct
 from engine.events import BasketConfirmed, decode_event
 from engine.hold_sweep import release_expired_holds
 from engine.ids import is_basket_id, new_id
 from engine.inventory import Inventory
 from engine.live_baskets import LiveBaskets
 from engine.records import decode_basket_record
-from engine.warehouses import FixedWarehouses, Warehouse, WarehouseDirectory
-from geo.distance import Point
+from engine.warehouses import FixedWarehouses, WarehouseDirectory
 from stores.redis import RedisClient
 from stores.settings import Settings
+from tests.basket_shop import PARIS, PRODUCTS, WAREHOUSES
 from tests.conftest import runner_for, scan_keys, store_env
 
-PARIS = Point(48.8566, 2.3522)
-WAREHOUSES = [
-    Warehouse("paris", "Paris", PARIS),
-    Warehouse("lyon", "Lyon", Point(45.7640, 4.8357)),
-    Warehouse("lille", "Lille", Point(50.6292, 3.0573)),
-    Warehouse("madrid", "Madrid", Point(40.4168, -3.7038)),
-]
-# Products in at least 3 partitions, so a basket spans hash slots.
-PRODUCTS = [f"sku-{i}" for i in range(8)]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -207,11 +199,11 @@ async def test_two_hundred_concurrent_baskets_oversell_nothing(redis: RedisClien
         request = basket(*((p, rng.randint(1, 6)) for p in lines))
         try:
             return await placers[i % len(placers)].place(request)
-        except BasketOutOfStock as short:
-            return short
+        except (BasketOutOfStock, Overloaded) as refused:  # nothing placed
+            return refused
 
     results = await asyncio.gather(*(one(i) for i in range(200)))
-    placed = [r for r in results if not isinstance(r, BasketOutOfStock)]
+    placed = [r for r in results if not isinstance(r, BasketOutOfStock | Overloaded)]
     assert placed and len(placed) < 200  # the stock ran out for some: the race was real
     for confirmation in placed:
         whole: Counter[str] = Counter()
@@ -249,7 +241,7 @@ async def test_holds_of_a_worker_that_died_before_its_commit_go_back(
         await redis.get(keys.basket(keys.partition_of_product("sku-0"), placed.basket.order_id))
     )
     with pytest.raises(BasketAborted):
-        await runner.run(commands.commit_basket(order_id, record, "", 60, BASKET_DECISION_TTL_S))
+        await runner.run(commands.commit_basket(order_id, record, "", 60))
 
 
 async def test_holds_of_a_worker_that_died_after_its_commit_stay_sold(
@@ -280,7 +272,7 @@ async def test_holds_of_a_worker_that_died_after_its_commit_stay_sold(
                     order_id,
                 )
             )
-    await runner.run(commands.commit_basket(order_id, record, "", 60, BASKET_DECISION_TTL_S))
+    await runner.run(commands.commit_basket(order_id, record, "", 60))
     assert await release_expired_holds(runner, now_ms + 1_001) == 0  # kept, none given back
     assert await holds_left(redis) == 0
     await assert_ledger(redis, start)
@@ -310,4 +302,39 @@ async def test_a_worker_killed_mid_basket_leaves_the_stock_whole_after_the_sweep
     await asyncio.sleep(1.1)  # past every hold's expiry
     await release_expired_holds(runner_for(redis))
     assert await sold_by_baskets(redis)  # it placed some before it died
+    await assert_ledger(redis, start)
+
+
+class CancelledAfterCommitting:
+    """A runner whose basket commit runs in Redis, after which its task is cancelled before the
+    reply is read (a worker shut down mid-request): the outcome is unknown to the worker."""
+
+    def __init__(self, runner: scripts.ScriptRunner) -> None:
+        self._runner = runner
+        self.redis = runner.redis
+
+    async def run(self, command: scripts.Command[Any]) -> Any:
+        result = await self._runner.run(command)
+        if command.script is scripts.COMMIT_BASKET:
+            raise asyncio.CancelledError
+        return result
+
+    async def run_all(self, commands: Sequence[scripts.Command[Any]]) -> list[Any]:
+        return await self._runner.run_all(commands)
+
+
+async def test_a_commit_whose_reply_never_came_keeps_its_units_sold(redis: RedisClient) -> None:
+    """The worker cannot tell whether its commit ran: it gives nothing back, and the sweep,
+    finding the basket committed, keeps every hold sold."""
+    start = {("sku-0", "paris"): 5, ("sku-1", "lyon"): 5}
+    await stock(redis, start)
+    runner = CancelledAfterCommitting(runner_for(redis))
+    directory = FixedWarehouses(WarehouseDirectory(WAREHOUSES))
+    placer = BasketPlacer(runner, directory, LiveBaskets(runner_for(redis), None).get, hold_ttl_s=1)  # type: ignore[arg-type]
+    with pytest.raises(asyncio.CancelledError):
+        await placer.place(basket(("sku-0", 2), ("sku-1", 3)))
+    assert len(await scan_keys(redis, "basket:*")) == 1
+    assert await holds_left(redis) > 0  # left to the sweeper, not given back
+    await asyncio.sleep(1.1)
+    assert await release_expired_holds(runner_for(redis)) == 0  # kept, none given back
     await assert_ledger(redis, start)

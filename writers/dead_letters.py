@@ -11,7 +11,6 @@ letter is the original entry's fields plus the `dl_*` fields below.
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any, Final
 
 import msgspec
 
-from engine import keys
+from engine import clock, keys
 from engine.events import order_ids_of
 from stores.redis import RedisClient
 from stores.streams import DEAD_LETTER_STREAMS, entry_id_order
@@ -165,7 +164,7 @@ async def move(redis: RedisClient, group: str, failures: Sequence[tuple[Failure,
     every XADD to succeed (a second round trip): in one pipeline, an XADD refused (say, Redis at its
     memory limit) would not stop its XACK, and the entry would be gone."""
     originals = await _originals(redis, [f.key for f, _ in failures])
-    now_ms = int(time.time() * 1000)
+    now_ms = clock.now_ms()
     present = [(f, n) for f, n in failures if f.key in originals]
     pipe = redis.pipeline(transaction=False)
     for failure, deliveries in present:

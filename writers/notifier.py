@@ -76,10 +76,6 @@ def _notice_changes(event: object) -> list[tuple[str, str]]:
 
 
 def _basket_moved(order_id: str, record: BasketRecord) -> list[tuple[str, str]]:
-    """A step of no one shipment: the whole basket cancelled (one notice), or every shipment that
-    could take a step took it (a carrier's callback, lua/basket_step.lua), which the record does
-    not single out: each shipment's notice. One that went out before does not go out again: its
-    job, or else its sent markers, carry the same notice ID."""
-    if record.status == "cancelled":
-        return [(order_id, "cancelled")]
-    return [(order_id, shipment_event(s.status, s.warehouse_id)) for s in record.shipments]
+    """A step of no one shipment: the whole basket cancelled (lua/cancel_basket.lua), one notice.
+    Every shipment's own step names its warehouse (lua/basket_step.lua appends one event each)."""
+    return [(order_id, "cancelled")] if record.status == "cancelled" else []

@@ -22,14 +22,13 @@ statements, and the one-product path pays nothing for them.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
 import asyncpg
 
-from engine import commands
+from engine import clock, commands
 from engine.delivery import estimated_delivery
 from engine.errors import InvalidTransition, OrderNotFound, OutcomeUnknown, StoreFull
 from engine.events import (
@@ -286,7 +285,7 @@ class OrdersWriter:
         for row in rows:
             order_id = row["order_id"]
             command = commands.cancel_order(
-                f"duplicate-{order_id}", order_id, row["product_id"], int(time.time() * 1000)
+                f"duplicate-{order_id}", order_id, row["product_id"], clock.now_ms()
             )
             try:
                 await self._runner.run(command)

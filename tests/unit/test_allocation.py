@@ -253,7 +253,7 @@ def test_the_greedy_drops_a_warehouse_later_picks_make_redundant() -> None:
 
 
 def test_past_the_search_budget_the_greedy_decides(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(allocation, "EXACT_SEARCH_MAX_SETS", 0)
+    monkeypatch.setattr(allocation, "EXACT_SEARCH_MAX_LINE_CHECKS", 0)
     lines = [("a", 1)]
     levels = {"a": {"w1": 1}}
     answer = allocate(lines, levels, {"w1": 1.0})

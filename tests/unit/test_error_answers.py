@@ -73,6 +73,8 @@ ANSWERS: list[tuple[BaseException, int, str, dict[str, str]]] = [
     (redis_errors.OutOfMemoryError("OOM"), 503, "store_full", {"Retry-After": "1"}),
     (redis_errors.ConnectionError("gone"), 503, "store_unavailable", {"Retry-After": "1"}),
     (redis_errors.TimeoutError("slow"), 503, "store_unavailable", {"Retry-After": "1"}),
+    (redis_errors.ClusterDownError("down"), 503, "store_unavailable", {"Retry-After": "1"}),
+    (redis_errors.TryAgainError("moving"), 503, "store_unavailable", {"Retry-After": "1"}),
     (asyncpg.CannotConnectNowError("starting"), 503, "store_unavailable", {"Retry-After": "1"}),
     (ConnectionRefusedError(), 503, "store_unavailable", {"Retry-After": "1"}),
     (CircuitOpen("postgres", 4.0), 503, "store_unavailable", {"Retry-After": "1"}),

@@ -141,3 +141,20 @@ async def test_a_step_with_a_stale_sequence_number_is_refused() -> None:
     await orders.transition(order_id, "picking")
     with pytest.raises(OrderMovedOn):
         await orders.transition(order_id, "failed", expected_seq=1)
+
+
+@pytest.mark.parametrize(
+    ("status", "steps"),
+    [
+        ("confirmed", ("picking", "packed", "shipped")),
+        ("picking", ("packed", "shipped")),
+        ("packed", ("shipped",)),
+        ("shipped", None),
+        ("cancelled", None),
+        ("failed", None),
+    ],
+)
+def test_fulfilment_resumes_where_the_walk_stopped(
+    status: str, steps: tuple[str, ...] | None
+) -> None:
+    assert lifecycle.fulfilment_steps_from(status) == steps
