@@ -107,23 +107,25 @@ def place_orders(
     """One call for attempts of one partition; one outcome per attempt, in order. An attempt
     whose order ID is already recorded gets what was decided for it then."""
     partition = attempts[0].partition
-    script_keys = [keys.stream(partition)]
+    stream = keys.stream(partition)
+    script_keys = [stream]
     orders: list[tuple[object, ...]] = []
     for attempt in attempts:
         request = attempt.request
-        order_key = keys.order(partition, attempt.order_id)
         idem = request.idempotency_key
         script_keys += [
             keys.stock(partition, request.product_id),
-            order_key,
-            keys.idempotency(partition, request.product_id, idem) if idem else order_key,
+            keys.order(partition, attempt.order_id),
+            # Without a key the script never reads this one: any key of the slot stands in, and
+            # the shortest one at hand keeps the call small.
+            keys.idempotency(partition, request.product_id, idem) if idem else stream,
         ]
         orders.append(_wire_order(attempt))
 
     def decode(reply: Any) -> list[PlaceOutcome]:
         if not isinstance(reply, list) or len(reply) != len(attempts):
             raise UnexpectedReply("place_orders", reply)
-        return [_place_outcome(a, one) for a, one in zip(attempts, reply, strict=True)]
+        return [_place_outcome(a, one, now_ms) for a, one in zip(attempts, reply, strict=True)]
 
     args: list[scripts.Arg] = [now_ms, idempotency_ttl_s, msgspec.json.encode(orders)]
     return scripts.Command(scripts.PLACE_ORDERS, script_keys, args, decode)
@@ -160,7 +162,7 @@ def place_from_hold(
         match reply:
             case ["hold_unavailable", why]:
                 return HoldUnavailable(hold_id, str(why))
-        return _place_outcome(attempt, reply)
+        return _place_outcome(attempt, reply, now_ms)
 
     return scripts.Command(
         scripts.PLACE_FROM_HOLD,
@@ -177,17 +179,16 @@ def place_from_hold(
     )
 
 
-def _place_outcome(attempt: Attempt, reply: Any) -> PlaceOutcome:
+def _place_outcome(attempt: Attempt, reply: Any, now_ms: int) -> PlaceOutcome:
+    """`now_ms`: the call's, which a confirmation it made was created at."""
     request = attempt.request
     match reply:
+        case str() if reply.startswith("placed|"):
+            _, warehouse_id, days = reply.split("|")
+            return _confirmation(attempt.order_id, warehouse_id, int(days), now_ms, False)
         case ["ok", order_id, warehouse_id, days, created_ms, replayed, _seq]:
-            created = int(created_ms)
-            return Confirmation(
-                order_id=str(order_id),
-                warehouse_id=str(warehouse_id),
-                estimated_delivery=estimated_delivery(created, int(days)),
-                created_at=datetime.fromtimestamp(created / 1000, UTC),
-                replayed=bool(int(replayed)),
+            return _confirmation(
+                str(order_id), str(warehouse_id), int(days), int(created_ms), bool(int(replayed))
             )
         case ["far", *warehouse_ids]:
             return StockBeyondRings([str(w) for w in warehouse_ids])
@@ -198,6 +199,18 @@ def _place_outcome(attempt: Attempt, reply: Any) -> PlaceOutcome:
         case ["key_conflict"]:
             return IdempotencyKeyReused(request.idempotency_key or "")
     raise UnexpectedReply("place_orders", reply)
+
+
+def _confirmation(
+    order_id: str, warehouse_id: str, days: int, created_ms: int, replayed: bool
+) -> Confirmation:
+    return Confirmation(
+        order_id=order_id,
+        warehouse_id=warehouse_id,
+        estimated_delivery=estimated_delivery(created_ms, days),
+        created_at=datetime.fromtimestamp(created_ms / 1000, UTC),
+        replayed=replayed,
+    )
 
 
 # --- stock: lua/set_stock.lua, lua/hold.lua, lua/release_holds.lua ---

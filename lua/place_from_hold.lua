@@ -10,7 +10,8 @@
 -- KEYS[6] the partition's hold-expiry sorted set
 -- ARGV[1] now ms, ARGV[2] idempotency TTL s, ARGV[3] the order as lua/place_orders.lua takes one
 --   (its one candidate is the hold's warehouse), ARGV[4] the hold ID
--- Returns {'ok', orderId, warehouseId, deliveryDays, createdMs, replayed, seq} | {'key_conflict'}
+-- Returns 'placed|warehouseId|deliveryDays' (as lua/place_orders.lua) |
+--   {'ok', orderId, warehouseId, deliveryDays, createdMs, replayed, seq} | {'key_conflict'}
 --   | {'hold_unavailable', why} (why: gone, expired, other_product, other_warehouse, too_few)
 
 --- @include "includes/order_record"
@@ -55,4 +56,4 @@ redis.call('ZREM', expiries, hold_id)
 local encoded = write_new_record(order_key, o, wid, days, now_ms)
 remember_answer(idem_key, idem_ttl_s, o, wid, days, now_ms)
 append_confirmed(stream, {confirmed_part(o[1], encoded, left)})
-return confirmed_reply(o[1], wid, days, now_ms)
+return confirmed_reply(wid, days)

@@ -20,7 +20,9 @@
 --    [warehouseId...] nearest first, [deliveryDays...] of each]
 --
 -- Returns one reply per order:
+--   'placed|warehouseId|deliveryDays'  placed by this call (created now, seq 1)
 --   {'ok', orderId, warehouseId, deliveryDays, createdMs, replayed (1 = idempotency key), seq}
+--                                      placed before: a resend, or a retry under its key
 --   {'far', warehouseId...}  stock only at warehouses that were not candidates
 --   {'out_of_stock'} | {'unknown_product'} | {'key_conflict'}
 -- or the error `BADARG ...` with nothing written.
@@ -116,7 +118,7 @@ for i, o in ipairs(orders) do
         local stored = remember_answer(idem_key, idem_ttl_s, o, wid, days, now_ms)
         if stored ~= '' then keys_used[idem_key] = stored end
         confirmed[#confirmed + 1] = confirmed_part(o[1], encoded, left)
-        replies[i] = confirmed_reply(o[1], wid, days, now_ms)
+        replies[i] = confirmed_reply(wid, days)
       end
     else
       local recorded = read_record(order_key)

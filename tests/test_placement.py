@@ -18,6 +18,7 @@ from engine.events import OrdersConfirmed, decode_event
 from engine.inventory import Inventory
 from engine.orders import Confirmation, OrderRequest
 from engine.placement import OrderPlacer
+from engine.records import OrderRecord, decode_record
 from engine.warehouses import FixedWarehouses, Warehouse, WarehouseDirectory
 from geo.distance import Point, great_circle_km
 from geo.rings import RESOLUTION, RING_MAX_K
@@ -181,3 +182,32 @@ async def test_a_warehouse_created_after_start_is_found_by_reloading(redis: Redi
     await Inventory(runner_for(redis)).change("sku", "nice", "set", 1, "t")
     assert (await placer.place(OrderRequest("sku", 1, PARIS))).warehouse_id == "nice"
     assert warehouses.directory is fresh
+
+
+async def test_the_record_written_is_the_order_exactly(redis: RedisClient, batched: bool) -> None:
+    """lua/includes/confirm_order.lua spells the record out: it must read back as the order,
+    free-text idempotency key (quotes, backslashes, non-ASCII) and location digits included."""
+    await Inventory(runner_for(redis)).change("sku.1:a", "paris", "set", 5, "t")
+    placer = make_placer(redis, [Warehouse("paris", "Paris", PARIS)], batched)
+    where = Point(48.856613, 2.352222)
+    key = 'shop "7" \\ käse'
+    for idempotency_key in (None, key):
+        placed = await placer.place(OrderRequest("sku.1:a", 2, where, idempotency_key))
+        partition = keys.partition_of_product("sku.1:a")
+        raw = await redis.get(keys.order(partition, placed.order_id))
+        assert decode_record(raw) == OrderRecord(
+            "sku.1:a",
+            "paris",
+            2,
+            "confirmed",
+            placed_days(placed),
+            int(placed.created_at.timestamp() * 1000),
+            where.lat,
+            where.lon,
+            idempotency_key or "",
+            1,
+        )
+
+
+def placed_days(placed: Confirmation) -> int:
+    return (placed.estimated_delivery - placed.created_at.date()).days

@@ -27,9 +27,13 @@ end
 -- the check that keeps a resend harmless part of the write. Returns the record as written, or
 -- nil and the record found (the order was placed by an earlier send: take no stock for it).
 local function write_new_record(order_key, o, wid, days, now_ms)
-  local record = new_record(o[2], wid, whole_number(o[3]), days, now_ms, o[6], o[7], o[4])
-  record[RECORD.seq] = 1
-  local encoded = cjson.encode(record)
+  -- new_record's fields in RECORD's order, spelled out rather than built and encoded: this runs
+  -- per order. Product and warehouse IDs are plain ASCII (the API's ID pattern), the quantity
+  -- and days are checked numbers, the location is the caller's digits as text: only the
+  -- idempotency key, free text, needs JSON's escaping.
+  local idem = o[4] == '' and '""' or cjson.encode(o[4])
+  local encoded = '["' .. o[2] .. '","' .. wid .. '",' .. o[3] .. ',"confirmed",' .. days .. ','
+    .. now_ms .. ',"' .. o[6] .. '","' .. o[7] .. '",' .. idem .. ',1]'
   if redis.call('SET', order_key, encoded, 'NX') then return encoded, nil end
   return nil, read_record(order_key)
 end
@@ -43,8 +47,10 @@ local function remember_answer(idem_key, idem_ttl_s, o, wid, days, now_ms)
   return stored
 end
 
-local function confirmed_reply(order_id, wid, days, now_ms)
-  return {'ok', order_id, wid, days, now_ms, 0, 1}
+-- A new confirmation's answer, `placed|warehouseId|deliveryDays`: its order ID, time (the call's
+-- now) and seq (1) are the caller's already, so only what was decided travels back.
+local function confirmed_reply(wid, days)
+  return 'placed|' .. wid .. '|' .. days
 end
 
 -- One order's part of the `orders.confirmed` event: [orderId, record, level]. The order ID

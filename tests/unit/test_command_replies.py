@@ -64,6 +64,25 @@ def test_place_orders_decodes_one_outcome_per_attempt() -> None:
     )
 
 
+def test_an_order_placed_by_the_call_comes_back_as_what_was_decided() -> None:
+    """`placed|warehouse|days`: the order ID, its time (the call's) and seq are the caller's."""
+    (outcome,) = commands.place_orders(CREATED_MS, [attempt()]).decode(["placed|w-lyon|3"])
+    assert outcome == Confirmation(
+        order_id=ORDER_ID,
+        warehouse_id="w-lyon",
+        estimated_delivery=date(2023, 11, 17),
+        created_at=datetime.fromtimestamp(CREATED_MS / 1000, UTC),
+        replayed=False,
+    )
+
+
+def test_an_order_without_a_key_names_no_key_of_its_own() -> None:
+    keys_sent = commands.place_orders(CREATED_MS, [attempt(), attempt("key-1")]).keys
+    stream = keys_sent[0]
+    assert keys_sent[3] == stream  # the stand-in: never read without a key
+    assert keys_sent[6] != stream and "key-1" in keys_sent[6]
+
+
 def test_place_orders_sends_the_fingerprint_only_under_an_idempotency_key() -> None:
     command = commands.place_orders(CREATED_MS, [attempt(), attempt("key-1")])
     orders = command.args[2]
