@@ -10,7 +10,7 @@ import msgspec
 from litestar import Controller, post
 from litestar.params import JSONBody
 
-from api.orders import BasketItem
+from api.orders import ShipmentView
 from api.state import Services
 from api.types import Injected, OrderId, Reason, WarehouseId
 from engine.fulfillment import fulfill
@@ -44,20 +44,13 @@ class ReportUnfulfillable(msgspec.Struct, rename="camel", forbid_unknown_fields=
     reason: Reason = "units damaged or missing"
 
 
-class ShipmentRerouted(msgspec.Struct, rename="camel"):
-    warehouse_id: str
-    status: str
-    items: list[BasketItem]
-    estimated_delivery: date
-
-
 class OrderRerouted(msgspec.Struct, rename="camel", omit_defaults=True):
     order_id: str
     status: str
     # Where it ships from now; a basket's re-routed lines may go to several: see `shipments`.
     warehouse_id: str | None
     estimated_delivery: date
-    shipments: list[ShipmentRerouted] | None = None  # a basket's, all of them, after the move
+    shipments: list[ShipmentView] | None = None  # a basket's, all of them, after the move
 
 
 class FulfillmentController(Controller):
@@ -116,15 +109,7 @@ class FulfillmentController(Controller):
                 basket.status,
                 None,
                 basket.estimated_delivery,
-                [
-                    ShipmentRerouted(
-                        s.warehouse_id,
-                        s.status,
-                        [BasketItem(line.product_id, line.quantity) for line in s.items],
-                        s.estimated_delivery,
-                    )
-                    for s in basket.shipments
-                ],
+                [ShipmentView.of(s) for s in basket.shipments],
             )
         order = await services.order_placer.reroute(data.order_id, data.warehouse_id, data.reason)
         log.info(

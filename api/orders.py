@@ -19,7 +19,14 @@ from api.metrics import Metrics
 from api.state import Services
 from api.types import ID_PATTERN, AnyIdPath, Injected, Location, OrderId, ProductId
 from engine.allocation import AllocationRule
-from engine.baskets import MAX_BASKET_LINES, Basket, BasketLine, BasketPlacer, BasketRequest
+from engine.baskets import (
+    MAX_BASKET_LINES,
+    Basket,
+    BasketLine,
+    BasketPlacer,
+    BasketRequest,
+    Shipment,
+)
 from engine.errors import HoldUnavailable, OrderNotFound
 from engine.ids import is_basket_id
 from engine.orders import MAX_ORDER_QUANTITY, Order, OrderRequest
@@ -115,6 +122,15 @@ class ShipmentView(msgspec.Struct, rename="camel"):
     items: list[BasketItem]
     estimated_delivery: date
 
+    @classmethod
+    def of(cls, shipment: Shipment) -> ShipmentView:
+        return cls(
+            shipment.warehouse_id,
+            shipment.status,
+            _items(shipment.items),
+            shipment.estimated_delivery,
+        )
+
 
 class BasketView(msgspec.Struct, rename="camel", omit_defaults=True):
     """A basket as GET /orders/{orderId} shows it: its lines and where each ships from."""
@@ -135,10 +151,7 @@ class BasketView(msgspec.Struct, rename="camel", omit_defaults=True):
             order_id=basket.order_id,
             status=basket.status,
             items=_items(basket.lines),
-            shipments=[
-                ShipmentView(s.warehouse_id, s.status, _items(s.items), s.estimated_delivery)
-                for s in basket.shipments
-            ],
+            shipments=[ShipmentView.of(s) for s in basket.shipments],
             allocation=basket.rule,
             customer_location=Location(basket.customer.lat, basket.customer.lon),
             estimated_delivery=basket.estimated_delivery,

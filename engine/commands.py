@@ -71,6 +71,23 @@ def _copy_args(copy: ArchivedCopy | None) -> list[scripts.Arg]:
     return [encode_record(record), copy.read_ms]
 
 
+def _raise_order_refusal(reply: Any, order_id: str, wanted: str, warehouse_id: str = "") -> None:
+    """Raise the named error for a refusal any command on an order (or a basket) may answer:
+    not in a status `wanted` may follow, another warehouse's, changed since it was read, not
+    found, or its archived copy too old. Returns for any other reply."""
+    match reply:
+        case ["bad_state", status]:
+            raise InvalidTransition(order_id, str(status), wanted)
+        case ["wrong_warehouse", _holder]:
+            raise WrongWarehouse(order_id, warehouse_id)
+        case ["moved_on", seq]:
+            raise OrderMovedOn(order_id, int(seq))
+        case ["not_found"]:
+            raise OrderNotFound(order_id)
+        case ["stale_copy"]:
+            raise StaleCopy(order_id)
+
+
 class UnexpectedReply(Exception):
     """A script answered something its command does not know: a bug, never a domain answer."""
 
@@ -489,14 +506,7 @@ def basket_step(
         match reply:
             case ["ok", record]:
                 return decode_basket_record(record)
-            case ["bad_state", status]:
-                raise InvalidTransition(order_id, str(status), target)
-            case ["wrong_warehouse", _named]:
-                raise WrongWarehouse(order_id, warehouse_id)
-            case ["not_found"]:
-                raise OrderNotFound(order_id)
-            case ["stale_copy"]:
-                raise StaleCopy(order_id)
+        _raise_order_refusal(reply, order_id, target, warehouse_id)
         raise UnexpectedReply("basket_step", reply)
 
     return scripts.Command(
@@ -532,12 +542,7 @@ def cancel_basket(
         match reply:
             case ["ok", record]:
                 return decode_basket_record(record)
-            case ["bad_state", status]:
-                raise InvalidTransition(order_id, str(status), "cancelled")
-            case ["not_found"]:
-                raise OrderNotFound(order_id)
-            case ["stale_copy"]:
-                raise StaleCopy(order_id)
+        _raise_order_refusal(reply, order_id, "cancelled")
         raise UnexpectedReply("cancel_basket", reply)
 
     return scripts.Command(
@@ -599,18 +604,9 @@ def reroute_shipment(
         match reply:
             case ["ok", record]:
                 return decode_basket_record(record)
-            case ["bad_state", status]:
-                raise InvalidTransition(order_id, str(status), "re-routed")
-            case ["wrong_warehouse", _named]:
-                raise WrongWarehouse(order_id, from_warehouse_id)
-            case ["moved_on", seq]:
-                raise OrderMovedOn(order_id, int(seq))
             case ["aborted"]:
                 raise BasketAborted(reroute_id)
-            case ["not_found"]:
-                raise OrderNotFound(order_id)
-            case ["stale_copy"]:
-                raise StaleCopy(order_id)
+        _raise_order_refusal(reply, order_id, "re-routed", from_warehouse_id)
         raise UnexpectedReply("reroute_shipment", reply)
 
     shipments = [[s.warehouse_id, s.eta_days, s.items] for s in moved_to]
@@ -659,12 +655,7 @@ def cancel_order(
         match reply:
             case ["ok", record, _level]:
                 return decode_record(record)
-            case ["bad_state", status]:
-                raise InvalidTransition(order_id, str(status), "cancelled")
-            case ["not_found"]:
-                raise OrderNotFound(order_id)
-            case ["stale_copy"]:
-                raise StaleCopy(order_id)
+        _raise_order_refusal(reply, order_id, "cancelled")
         raise UnexpectedReply("cancel", reply)
 
     return scripts.Command(
@@ -700,16 +691,7 @@ def transition_order(
         match reply:
             case ["ok", record]:
                 return decode_record(record)
-            case ["bad_state", status]:
-                raise InvalidTransition(order_id, str(status), target)
-            case ["wrong_warehouse", _holder]:
-                raise WrongWarehouse(order_id, warehouse_id)
-            case ["moved_on", seq]:
-                raise OrderMovedOn(order_id, int(seq))
-            case ["not_found"]:
-                raise OrderNotFound(order_id)
-            case ["stale_copy"]:
-                raise StaleCopy(order_id)
+        _raise_order_refusal(reply, order_id, target, warehouse_id)
         raise UnexpectedReply("transition", reply)
 
     return scripts.Command(
@@ -754,14 +736,7 @@ def reroute_order(
                 return decode_record(updated)
             case ["out_of_stock"]:
                 raise OutOfStock(record.product_id, record.quantity)
-            case ["bad_state", status]:
-                raise InvalidTransition(order_id, str(status), "re-routed")
-            case ["wrong_warehouse", _holder]:
-                raise WrongWarehouse(order_id, from_warehouse_id)
-            case ["not_found"]:
-                raise OrderNotFound(order_id)
-            case ["stale_copy"]:
-                raise StaleCopy(order_id)
+        _raise_order_refusal(reply, order_id, "re-routed", from_warehouse_id)
         raise UnexpectedReply("reroute", reply)
 
     ranked = [[w for w, _ in candidates], [d for _, d in candidates]]

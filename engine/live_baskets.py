@@ -25,6 +25,7 @@ from engine.baskets import Basket, basket_of
 from engine.commands import ArchivedCopy, StaleCopy
 from engine.errors import OrderNotFound, OutcomeUnknown
 from engine.ids import is_basket_id, new_operation_id, partition_of_id
+from engine.live_orders import locate_record
 from engine.orders import OrderStatus
 from engine.records import BasketRecord, decode_basket_record
 
@@ -61,14 +62,13 @@ class LiveBaskets:
         partition = partition_of_id(order_id)
         if partition is None or not is_basket_id(order_id):
             return None
-        raw = await self._runner.redis.get(keys.basket(partition, order_id))
-        if raw is not None:
-            return decode_basket_record(raw), None
-        if self._archive is None:
-            return None
-        read_ms = clock.now_ms()  # before the read: the copy is at least this fresh
-        archived = await self._archive.basket_record(order_id)
-        return None if archived is None else (archived, ArchivedCopy(archived, read_ms))
+        archive = self._archive
+        return await locate_record(
+            self._runner.redis,
+            keys.basket(partition, order_id),
+            decode_basket_record,
+            None if archive is None else lambda: archive.basket_record(order_id),
+        )
 
     async def get(self, order_id: str) -> Basket | None:
         located = await self.locate(order_id)

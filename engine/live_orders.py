@@ -21,7 +21,7 @@ from engine.errors import OrderNotFound, OutcomeUnknown
 from engine.ids import is_basket_id, new_operation_id, partition_of_id
 from engine.keys import order as order_key
 from engine.orders import Order, OrderStatus
-from engine.records import OrderRecord, decode_record
+from engine.records import BasketRecord, OrderRecord, decode_record
 
 # A copy refused as stale, or a record that left Redis between reading it and changing it: read
 # again, a bounded number of times.
@@ -53,6 +53,27 @@ class OrderArchive(Protocol):
     async def record(self, order_id: str) -> OrderRecord | None: ...
 
 
+RecordT = TypeVar("RecordT", OrderRecord, BasketRecord)
+
+
+async def locate_record(
+    redis: RecordReads,
+    key: str,
+    decode: Callable[[str | bytes], RecordT],
+    read_archived: Callable[[], Awaitable[RecordT | None]] | None,
+) -> tuple[RecordT, ArchivedCopy | None] | None:
+    """A record from Redis under `key`, else the copy `read_archived` finds in PostgreSQL with
+    when it was read (a command on it carries both); None when it exists nowhere."""
+    raw = await redis.get(key)
+    if raw is not None:
+        return decode(raw), None
+    if read_archived is None:
+        return None
+    read_ms = clock.now_ms()  # before the read: the copy is at least this fresh
+    archived = await read_archived()
+    return None if archived is None else (archived, ArchivedCopy(archived, read_ms))
+
+
 class LiveOrders:
     def __init__(self, runner: CommandRunner, archive: OrderArchive | None) -> None:
         """`archive=None`: orders are looked for in Redis only (tools and tests without
@@ -66,14 +87,13 @@ class LiveOrders:
         partition = partition_of_id(order_id)
         if partition is None or is_basket_id(order_id):  # not a one-product order's ID
             return None
-        raw = await self._runner.redis.get(order_key(partition, order_id))
-        if raw is not None:
-            return decode_record(raw), None
-        if self._archive is None:
-            return None
-        read_ms = clock.now_ms()  # before the read: the copy is at least this fresh
-        archived = await self._archive.record(order_id)
-        return None if archived is None else (archived, ArchivedCopy(archived, read_ms))
+        archive = self._archive
+        return await locate_record(
+            self._runner.redis,
+            order_key(partition, order_id),
+            decode_record,
+            None if archive is None else lambda: archive.record(order_id),
+        )
 
     async def get(self, order_id: str) -> Order | None:
         located = await self.locate(order_id)
