@@ -22,15 +22,13 @@ import msgspec
 
 from engine import clock, commands, keys, lifecycle, scripts
 from engine.baskets import Basket, basket_of
-from engine.commands import ArchivedCopy, StaleCopy
-from engine.errors import OrderNotFound, OutcomeUnknown
+from engine.commands import ArchivedCopy
+from engine.errors import OrderNotFound
 from engine.ids import is_basket_id, new_operation_id, partition_of_id
-from engine.live_orders import locate_record
+from engine.live_orders import change_located, locate_record
 from engine.orders import OrderStatus
 from engine.records import BasketRecord, decode_basket_record
 
-# A copy refused as stale, or a record that left Redis meanwhile: read again, this many times.
-LOCATE_ATTEMPTS: Final = 3
 # A cancelled basket still pending this long after its cancellation lost its worker: the sweep
 # gives its units back.
 RETURNS_GRACE_MS: Final = 10_000
@@ -130,23 +128,14 @@ class LiveBaskets:
     async def change(self, order_id: str, build: BuildBasketChange) -> Basket:
         """Run the command `build` makes (given the archived copy when the basket left Redis),
         wherever the basket is."""
-        for _ in range(LOCATE_ATTEMPTS):
-            located = await self.locate(order_id)
-            if located is None:
-                raise OrderNotFound(order_id)
-            _, copy = located
-            try:
-                updated = await self._runner.run(build(copy))
-            except StaleCopy:
-                continue
-            except OrderNotFound:
-                if copy is None and self._archive is not None:
-                    continue  # it left Redis just now: read it from PostgreSQL
-                raise
-            except OutcomeUnknown as unknown:
-                raise unknown.about(order_id) from unknown
-            return basket_of(order_id, updated)
-        raise OutcomeUnknown("the basket kept moving between Redis and PostgreSQL", order_id)
+        updated = await change_located(
+            order_id,
+            self.locate,
+            self._runner.run,
+            lambda _, copy: build(copy),
+            self._archive is not None,
+        )
+        return basket_of(order_id, updated)
 
 
 async def return_units_of_cancelled_baskets(

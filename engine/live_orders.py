@@ -74,6 +74,35 @@ async def locate_record(
     return None if archived is None else (archived, ArchivedCopy(archived, read_ms))
 
 
+async def change_located(
+    order_id: str,
+    locate: Callable[[str], Awaitable[tuple[RecordT, ArchivedCopy | None] | None]],
+    run: Callable[[scripts.Command[RecordT]], Awaitable[RecordT]],
+    build: Callable[[RecordT, ArchivedCopy | None], scripts.Command[RecordT]],
+    archived: bool,
+) -> RecordT:
+    """Run the command `build` makes from a record located by `locate` (and its archived copy,
+    when it left Redis), reading it again, a bounded number of times, when the copy was too
+    old or the record left Redis meanwhile (`archived`: there is a PostgreSQL to read it from).
+    The result is the record after the command."""
+    for _ in range(LOCATE_ATTEMPTS):
+        located = await locate(order_id)
+        if located is None:
+            raise OrderNotFound(order_id)
+        record, copy = located
+        try:
+            return await run(build(record, copy))
+        except StaleCopy:
+            continue  # the copy was read too long ago: read it again
+        except OrderNotFound:
+            if copy is None and archived:
+                continue  # it left Redis just now: read it from PostgreSQL
+            raise
+        except OutcomeUnknown as unknown:
+            raise unknown.about(order_id) from unknown
+    raise OutcomeUnknown("the order kept moving between Redis and PostgreSQL", order_id)
+
+
 class LiveOrders:
     def __init__(self, runner: CommandRunner, archive: OrderArchive | None) -> None:
         """`archive=None`: orders are looked for in Redis only (tools and tests without
@@ -145,20 +174,7 @@ class LiveOrders:
         """Run the command `build` makes from the order's record (and its archived copy, when
         it left Redis), wherever the order is. `build` is called again, with the same
         operation ID inside, when the record must be read again."""
-        for _ in range(LOCATE_ATTEMPTS):
-            located = await self.locate(order_id)
-            if located is None:
-                raise OrderNotFound(order_id)
-            record, copy = located
-            try:
-                updated = await self._runner.run(build(record, copy))
-            except StaleCopy:
-                continue  # the copy was read too long ago: read it again
-            except OrderNotFound:
-                if copy is None and self._archive is not None:
-                    continue  # it left Redis just now: read it from PostgreSQL
-                raise
-            except OutcomeUnknown as unknown:
-                raise unknown.about(order_id) from unknown
-            return updated.to_order(order_id)
-        raise OutcomeUnknown("the order kept moving between Redis and PostgreSQL", order_id)
+        updated = await change_located(
+            order_id, self.locate, self._runner.run, build, self._archive is not None
+        )
+        return updated.to_order(order_id)
