@@ -13,7 +13,7 @@ from typing import Final
 
 from notify.jobs import Notices
 from stores.redis import connect_sync_redis
-from stores.settings import Settings, load_settings
+from stores.settings import Settings, settings_for_a_command
 from telemetry.pipes import run_for_a_pipe
 
 
@@ -60,10 +60,7 @@ def run(settings: Settings, action: str) -> int:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
-    try:
-        settings = load_settings()
-    except ValueError as invalid:
-        raise SystemExit(f"invalid setting: {invalid}") from invalid
+    settings = settings_for_a_command()
     return run(settings, args.action)
 
 

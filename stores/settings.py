@@ -80,6 +80,15 @@ DEFAULT_MONGO_URL: Final = "mongodb://127.0.0.1:27017/"
 DEFAULT_MONGO_DB: Final = "fulfillment"
 
 
+def settings_for_a_command() -> Settings:
+    """The settings of a command-line tool (`python -m writers`, `python -m notify`): a setting
+    it cannot read ends the command with its reason (exit code 1) instead of a traceback."""
+    try:
+        return load_settings()
+    except ValueError as invalid:
+        raise SystemExit(f"invalid setting: {invalid}") from invalid
+
+
 def load_settings() -> Settings:
     cluster = os.environ.get("REDIS_CLUSTER", "0") == "1"
     return Settings(

@@ -33,7 +33,7 @@ from stores.postgres import TRANSIENT_ERRORS as POSTGRES_TRANSIENT_ERRORS
 from stores.postgres import apply_schema, connect_postgres
 from stores.redis import TRANSIENT_ERRORS as REDIS_TRANSIENT_ERRORS
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
-from stores.settings import Settings, load_settings
+from stores.settings import Settings, settings_for_a_command
 from stores.streams import CONSUMER_GROUPS, PARTITION_STREAMS, create_groups, dead_letter_count
 from telemetry.logs import configure_json_logging
 from telemetry.pipes import run_for_a_pipe
@@ -372,10 +372,7 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
-    try:
-        settings = load_settings()
-    except ValueError as invalid:
-        raise SystemExit(f"invalid setting: {invalid}") from invalid
+    settings = settings_for_a_command()
     if args.command == "status":
         return run_loop(print_status(settings, args.interval, args.json))
     if args.command == "dead-letters":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from notify.__main__ import ACTIONS, parse_args
+from notify.__main__ import ACTIONS, main, parse_args
 
 
 def test_the_actions_are_the_worker_the_failed_list_and_replay() -> None:
@@ -19,3 +19,12 @@ def test_anything_else_is_a_usage_error(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         parse_args(argv)
     assert exited.value.code == 2
+
+
+def test_a_setting_it_cannot_read_ends_the_command_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_WAIT_REPLICAS", "two")
+    with pytest.raises(SystemExit) as exited:
+        main(["failed"])
+    assert str(exited.value.code).startswith("invalid setting:")
