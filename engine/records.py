@@ -105,6 +105,11 @@ class BasketRecord(msgspec.Struct, array_like=True, frozen=True):
     seq: int
     rule: AllocationRule  # which rule chose the warehouses
 
+    def status_at(self, warehouse_id: str) -> str | None:
+        """The status of the shipment from `warehouse_id`; None when the basket has none there
+        (its shipment was re-routed away: lua/reroute_shipment.lua names the warehouse it left)."""
+        return next((s.status for s in self.shipments if s.warehouse_id == warehouse_id), None)
+
 
 _basket_decoder = msgspec.json.Decoder(BasketRecord, strict=False)
 

@@ -14,7 +14,8 @@ it is queued, sent, retrying or failed, from rq's job and the sent markers.
 
 A basket's shipments move one by one: a step of one shipment is its own event, the status and the
 shipment's warehouse (`shipment_event`: `notice_{order}_shipped-{warehouse}`), so each shipment
-gets its own shipped, delivered, cancelled or re-routed notice, and the notice names its warehouse.
+gets its own shipped, delivered or re-routed notice, and the notice names its warehouse (a
+cancelled basket gets one notice, as an order does).
 """
 
 from __future__ import annotations

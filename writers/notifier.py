@@ -67,10 +67,9 @@ def _notice_changes(event: object) -> list[tuple[str, str]]:
         case BasketChanged(order_id=order_id, record=record, warehouse=""):
             return _basket_moved(order_id, record)
         case BasketChanged(order_id=order_id, record=record, warehouse=warehouse_id):
-            moved = [s.status for s in record.shipments if s.warehouse_id == warehouse_id]
-            # A named shipment the record no longer holds was re-routed (lua/reroute_shipment.lua
-            # names the warehouse it left): its lines now ship from others.
-            status = moved[0] if moved else "rerouted"
+            # A named shipment the record no longer holds was re-routed: its lines now ship
+            # from others.
+            status = record.status_at(warehouse_id) or "rerouted"
             return [(order_id, shipment_event(status, warehouse_id))]
     return []
 

@@ -354,24 +354,24 @@ def _staging_row(event_id: str, event: OrderConfirmed) -> StagingRow:
 
 
 async def _apply_changes(conn: asyncpg.Connection, changes: Sequence[StreamEntry]) -> set[str]:
-    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+    changed = []
     for entry in changes:
         event = entry.event
         assert isinstance(event, OrderChange)
         record = event.record
-        row = (
-            event.order_id,
-            record.seq,
-            record.status,
-            record.warehouse_id,
-            estimated_delivery(record.created_ms, record.eta_days),
-            _utc(event.at_ms),
-            entry.entry_id,
-            _reason(event),
+        changed.append(
+            (
+                event.order_id,
+                record.seq,
+                record.status,
+                record.warehouse_id,
+                estimated_delivery(record.created_ms, record.eta_days),
+                _utc(event.at_ms),
+                entry.entry_id,
+                _reason(event),
+            )
         )
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    rows = await conn.fetch(APPLY_CHANGES, *columns)
+    rows = await conn.fetch(APPLY_CHANGES, *_columns(changed, 8))
     return {row["event_id"] for row in rows}
 
 
@@ -440,16 +440,15 @@ def basket_row(event: BasketConfirmed) -> BasketRow:
     )
 
 
-def basket_state_row(event: BasketEvent) -> BasketStateRow:
-    """What a newer event changes in the basket's `orders` row."""
+def basket_state_row(event: BasketChanged) -> BasketStateRow:
+    """What a newer change sets in the basket's `orders` row."""
     record = event.record
-    at_ms = event.at_ms if isinstance(event, BasketChanged) else record.created_ms
     return (
         event.order_id,
         record.seq,
         record.status,
         estimated_delivery(record.created_ms, record.eta_days),
-        _utc(at_ms),
+        _utc(event.at_ms),
     )
 
 
@@ -484,11 +483,11 @@ def step_row(event_id: str, event: BasketEvent) -> StepRow:
         return (event.order_id, "confirmed", _utc(record.created_ms), event_id, None, None)
     status, reason = record.status, event.reason or None
     if event.warehouse:
-        moved = [s.status for s in record.shipments if s.warehouse_id == event.warehouse]
-        if moved:
-            status = moved[0]
+        moved = record.status_at(event.warehouse)
+        if moved is None:
+            reason = _rerouted_from(event.warehouse, reason)
         else:
-            reason = f"re-routed from {event.warehouse}" + (f": {reason}" if reason else "")
+            status = moved
     return (event.order_id, status, _utc(event.at_ms), event_id, reason, event.warehouse or None)
 
 
@@ -505,10 +504,15 @@ def _reason(event: OrderChange) -> str | None:
     """Why the order moved, when a person should know (a failure, a re-route); else None."""
     match event:
         case OrderRerouted(from_warehouse=origin, reason=why):
-            return f"re-routed from {origin}: {why}"
+            return _rerouted_from(origin, why)
         case OrderStatusChanged(reason=why):
             return why or None
     return None
+
+
+def _rerouted_from(origin: str, why: str | None) -> str:
+    """A re-route's history reason, for an order and a basket's shipment alike."""
+    return f"re-routed from {origin}" + (f": {why}" if why else "")
 
 
 def _utc(ms: int) -> datetime:
