@@ -45,10 +45,8 @@ SELECT o.quantity, o.status, o.estimated_delivery, o.created_at, o.customer_lat,
         FROM shipments s WHERE s.order_id = o.order_id) AS shipments
 FROM orders o WHERE o.order_id = $1::uuid AND o.product_id IS NULL
 """
+# warehouse_id: the shipment a basket's step was about (NULL for any other step).
 SELECT_HISTORY: Final = """
-SELECT status, at FROM order_status_history WHERE order_id = $1::uuid
-"""
-SELECT_BASKET_HISTORY: Final = """
 SELECT status, at, warehouse_id FROM order_status_history WHERE order_id = $1::uuid
 """
 
@@ -119,23 +117,20 @@ class OrderArchive:
     async def history(self, order_id: str, breaker: Breaker) -> list[tuple[str, datetime]] | None:
         """Every status the order went through and when, oldest first; None when PostgreSQL
         cannot be reached (or `breaker` is open on it): reading an order must not depend on it."""
-        rows = await self._history_rows(SELECT_HISTORY, order_id, breaker)
-        if rows is None:
-            return None
-        changes = [(row["status"], row["at"]) for row in rows]
-        # Steps of one fulfilment can share a millisecond: the lifecycle order breaks the tie.
-        return sorted(changes, key=lambda change: (change[1], lifecycle.progress(change[0])))
+        steps = await self.basket_history(order_id, breaker)
+        return None if steps is None else [(status, at) for status, at, _ in steps]
 
     async def basket_history(
         self, order_id: str, breaker: Breaker
     ) -> list[tuple[str, datetime, str | None]] | None:
-        """As `history`, for a basket: each step with the warehouse of the shipment it was
-        about (None for a step of the whole basket)."""
-        rows = await self._history_rows(SELECT_BASKET_HISTORY, order_id, breaker)
+        """As `history`, with the warehouse of the shipment each step was about (a basket's;
+        None for a step of the whole basket, and for every step of a one-product order)."""
+        rows = await self._history_rows(SELECT_HISTORY, order_id, breaker)
         if rows is None:
             return None
         steps = [(row["status"], row["at"], row["warehouse_id"]) for row in rows]
-        return sorted(steps, key=lambda step: (step[1], _progress(step[0])))
+        # Steps of one fulfilment can share a millisecond: the lifecycle order breaks the tie.
+        return sorted(steps, key=lambda step: (step[1], lifecycle.progress(step[0])))
 
     async def _history_rows(self, query: str, order_id: str, breaker: Breaker) -> list[Any] | None:
         """The history query's rows; None when PostgreSQL cannot be reached."""
@@ -152,9 +147,3 @@ class OrderArchive:
         except TRANSIENT_ERRORS:
             log.warning("status history of %s unavailable: PostgreSQL unreachable", order_id)
             return None
-
-
-def _progress(status: str) -> int:
-    """A step's place in the lifecycle, for ties; a status the lifecycle does not name (one of
-    a basket's own, should it get any) after all that it does, rather than an error."""
-    return lifecycle.progress(status) if status in lifecycle.PROGRESS else len(lifecycle.PROGRESS)
