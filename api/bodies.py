@@ -230,20 +230,24 @@ class ChoiceDecoder:
         )
 
     def decode(self, raw: bytes) -> Any:
-        chosen = next(
-            (decoder for keys, decoder in self.others if any(key in raw for key in keys)),
-            self.first,
-        )
+        chosen = self._probe(raw)
+        if chosen is self.first:
+            return chosen.decode(raw)
         try:
             return chosen.decode(raw)
-        except ValidationException:
-            if chosen is self.first:
-                raise
+        except ValidationException as refused:
             try:
                 return self.first.decode(raw)
             except ValidationException:
-                pass
-            raise
+                raise refused from None  # answered in the words of the kind the probe chose
+
+    def _probe(self, raw: bytes) -> BodyDecoder:
+        # Plain loops, not generators: this runs on every order.
+        for keys, decoder in self.others:
+            for key in keys:
+                if key in raw:
+                    return decoder
+        return self.first
 
 
 def _required_keys(struct_type: Any) -> frozenset[str]:
