@@ -279,7 +279,6 @@ class BasketPlacer:
         hold_ttl_s: int = BASKET_HOLD_TTL_S,
     ) -> None:
         """`find`: where a retry finds the basket placed before (engine.live_baskets)."""
-        self._runner = runner
         self._parts = PartHolder(runner, warehouses, hold_ttl_s)
         self._find = find
         self._idempotency_ttl_s = idempotency_ttl_s
@@ -310,7 +309,7 @@ class BasketPlacer:
         key = request.idempotency_key
         if not key:
             return None
-        seen = await self._runner.redis.get(
+        seen = await self._parts.runner.redis.get(
             keys.basket_idempotency(_basket_partition(request), key)
         )
         if seen is None:
