@@ -27,10 +27,7 @@ local quantity = whole_number(h[3])
 if not quantity or not whole_number(redis.call('HGET', stock_key, h[2]) or '0') then
   return bad_argument('hold ' .. hold_id)
 end
-local level = redis.call('HINCRBY', stock_key, h[2], quantity)
-bump_stock_version(stock_key)
+local level = give_back(stream, stock_key, h[1], h[2], quantity, 'hold released')
 redis.call('DEL', hold_key)
 redis.call('ZREM', expiries, hold_id)
-redis.call('XADD', stream, '*', 'type', 'stock.changed', 'product', h[1], 'warehouse', h[2],
-  'level', level, 'reason', 'hold released')
 return remember_operation(op_key, op_ttl_s, {'ok', level})

@@ -41,10 +41,7 @@ local released = 0
 for _, d in ipairs(due) do
   local hold_id, hold_key, stock_key, h = d[1], d[2], d[3], d[4]
   if h[1] then
-    local level = redis.call('HINCRBY', stock_key, h[2], whole_number(h[3]))
-    bump_stock_version(stock_key)
-    redis.call('XADD', stream, '*', 'type', 'stock.changed', 'product', h[1], 'warehouse', h[2],
-      'level', level, 'reason', 'hold expired')
+    give_back(stream, stock_key, h[1], h[2], whole_number(h[3]), 'hold expired')
     released = released + 1
   end
   redis.call('DEL', hold_key)

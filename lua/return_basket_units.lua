@@ -24,9 +24,6 @@ if not whole_number(redis.call('HGET', stock_key, wid) or '0') then
   return bad_argument('stock level of ' .. wid)
 end
 
-local level = redis.call('HINCRBY', stock_key, wid, quantity)
-bump_stock_version(stock_key)
-redis.call('XADD', stream, '*', 'type', 'stock.changed', 'product', product_id, 'warehouse', wid,
-  'level', level, 'reason', 'basket cancelled')
+local level = give_back(stream, stock_key, product_id, wid, quantity, 'basket cancelled')
 redis.call('SET', mark_key, '1', 'EX', mark_ttl_s)
 return {'returned', level}

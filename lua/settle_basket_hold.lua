@@ -29,8 +29,4 @@ end
 redis.call('DEL', hold_key)
 redis.call('ZREM', expiries, hold_id)
 if outcome == 'commit' then return {'kept'} end
-local level = redis.call('HINCRBY', stock_key, h[2], quantity)
-bump_stock_version(stock_key)
-redis.call('XADD', stream, '*', 'type', 'stock.changed', 'product', h[1], 'warehouse', h[2],
-  'level', level, 'reason', 'basket released')
-return {'returned', level}
+return {'returned', give_back(stream, stock_key, h[1], h[2], quantity, 'basket released')}
