@@ -1,7 +1,9 @@
 """Prometheus metrics of one API process, exposed on GET /metrics.
 
 Counters the requests update (order outcomes, placement latency, responses per status class)
-live in this process only: with several API processes, each is its own scrape target. The
+live in this process only: with several API processes, each is its own scrape target. They are
+plain numbers (RequestCounts), made into metric families at scrape time: prometheus_client's own
+counters take a lock per increment, and the order path counts three times per order. The
 gauges of shared state (stream backlog, writer progress, dead letters, failed notices, Redis
 memory per node) are read from the stores at scrape time, so every process reports the same
 values for them.
@@ -12,14 +14,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
 from litestar import Response, get
 from litestar.types import Message, Scope
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from redis.asyncio import RedisCluster
@@ -90,6 +98,55 @@ class StoreReading:
     duplicate_orders: int | None  # orders that repeated an idempotency key (None: PG unreachable)
     notification_failures: int
     redis_memory: list[NodeMemory]  # every node that answered
+
+
+class RequestCounts(Collector):
+    """What the request path counts, as plain numbers. Every update comes from the event loop's
+    one thread, so none needs a lock; collect() reads them at scrape time."""
+
+    def __init__(self) -> None:
+        self.orders = dict.fromkeys(ORDER_OUTCOMES, 0)
+        self.responses = [0] * len(STATUS_CLASSES)
+        self.low_stock = 0
+        # One count per bucket of PLACEMENT_BUCKETS_S, then one past the last bound (+Inf).
+        self.placements = [0] * (len(PLACEMENT_BUCKETS_S) + 1)
+        self.placement_sum_s = 0.0
+        self._created = time.time()
+
+    def observe_placement(self, seconds: float) -> None:
+        # A bucket counts the values at or below its bound (Prometheus' `le`).
+        self.placements[bisect_left(PLACEMENT_BUCKETS_S, seconds)] += 1
+        self.placement_sum_s += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        created = self._created
+        orders = CounterMetricFamily("orders", "POST /orders by outcome", labels=["outcome"])
+        for outcome, count in self.orders.items():
+            orders.add_metric([outcome], count, created=created)
+        yield orders
+        cumulative, buckets = 0, []
+        for bound, count in zip((*PLACEMENT_BUCKETS_S, float("inf")), self.placements, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+        placement = HistogramMetricFamily(
+            "placement_seconds",
+            "Time in OrderPlacer.place (BasketPlacer.place for a basket), every outcome",
+        )
+        placement.add_metric([], buckets, self.placement_sum_s, created)
+        yield placement
+        responses = CounterMetricFamily(
+            "http_responses", "HTTP responses by status class", labels=["status_class"]
+        )
+        for status_class, count in zip(STATUS_CLASSES, self.responses, strict=True):
+            responses.add_metric([status_class], count, created=created)
+        yield responses
+        # No product label: products are unbounded, and the log line names each one.
+        yield CounterMetricFamily(
+            "low_stock_changes",
+            "Stock changes that left a level at or below its product's threshold",
+            value=self.low_stock,
+            created=created,
+        )
 
 
 class StoreCollector(Collector):
@@ -184,46 +241,33 @@ class EngineCollector(Collector):
 
 class Metrics:
     """One registry per application, so tests (and several apps in one process) do not share
-    counts. The labelled children are made once here: the hot path only calls inc()."""
+    counts."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        orders = Counter("orders", "POST /orders by outcome", ["outcome"], registry=self.registry)
-        self.orders = {outcome: orders.labels(outcome) for outcome in ORDER_OUTCOMES}
-        self.placement_seconds = Histogram(
-            "placement_seconds",
-            "Time in OrderPlacer.place (BasketPlacer.place for a basket), every outcome",
-            buckets=PLACEMENT_BUCKETS_S,
-            registry=self.registry,
-        )
-        responses = Counter(
-            "http_responses",
-            "HTTP responses by status class",
-            ["status_class"],
-            registry=self.registry,
-        )
-        self._responses = [responses.labels(status_class) for status_class in STATUS_CLASSES]
-        # No product label: products are unbounded, and the log line names each one.
-        self._low_stock = Counter(
-            "low_stock_changes",
-            "Stock changes that left a level at or below its product's threshold",
-            registry=self.registry,
-        )
+        self._counts = RequestCounts()
+        self.registry.register(self._counts)
         self._stores = StoreCollector()
         self.registry.register(self._stores)
         self._engine = EngineCollector()
         self.registry.register(self._engine)
         self._stores_read_at = -STORE_CACHE_S
 
-    def order_failed(self, exc: BaseException) -> str:
+    def order_placed(self, replayed: bool, placement_s: float) -> None:
+        counts = self._counts
+        counts.orders["replayed" if replayed else "confirmed"] += 1
+        counts.observe_placement(placement_s)
+
+    def order_failed(self, exc: BaseException, placement_s: float) -> str:
         """Count a failed placement; returns its outcome label (for the log line)."""
         outcome = ORDER_FAILURES.get(type(exc), "error")
-        self.orders[outcome].inc()
+        self._counts.orders[outcome] += 1
+        self._counts.observe_placement(placement_s)
         return outcome
 
     def count_low_stock(self, _: StockChange) -> None:
         """The live stock feed's low-stock hook (api/stock_feed.py)."""
-        self._low_stock.inc()
+        self._counts.low_stock += 1
 
     async def count_response(self, message: Message, _: Scope) -> None:
         """Litestar's before_send hook: sees every response, error handlers' included."""
@@ -233,7 +277,7 @@ class Metrics:
     def count_status(self, status: int) -> None:
         """One response by its status class (also for api.order_intake, which Litestar skips)."""
         if 100 <= status < 600:
-            self._responses[status // 100 - 1].inc()
+            self._counts.responses[status // 100 - 1] += 1
 
     async def refresh(self, services: Services) -> None:
         self._engine.services = services

@@ -5,6 +5,7 @@ carrier's delivery callback."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date, datetime
 from typing import Annotated, Any, Final
 
@@ -228,11 +229,11 @@ async def _place_one(
     )
     if data.reservation_id is not None and not caller_may_touch(caller, data.reservation_id):
         raise HoldUnavailable(data.reservation_id, "gone")  # another's hold: as if gone
+    started = time.perf_counter()
     try:
-        with metrics.placement_seconds.time():
-            confirmation = await order_placer.place(order)
+        confirmation = await order_placer.place(order)
     except Exception as exc:
-        outcome = metrics.order_failed(exc)
+        outcome = metrics.order_failed(exc, time.perf_counter() - started)
         # No order ID exists for a refused order (the engine's is never stored): the request
         # identifies it. Successes are not logged: one line per order is too hot.
         log.info(
@@ -246,8 +247,8 @@ async def _place_one(
             },
         )
         raise
+    metrics.order_placed(confirmation.replayed, time.perf_counter() - started)
     body = OrderPlaced(confirmation.order_id, "confirmed", confirmation.estimated_delivery)
-    metrics.orders["replayed" if confirmation.replayed else "confirmed"].inc()
     return Placed(body, confirmation.replayed)
 
 
@@ -264,11 +265,11 @@ async def _place_basket(
         idempotency_key=idempotency_key,
         owner_tag=None if caller is None else caller.owner_tag,
     )
+    started = time.perf_counter()
     try:
-        with metrics.placement_seconds.time():
-            confirmation = await baskets.place(request)
+        confirmation = await baskets.place(request)
     except Exception as exc:
-        outcome = metrics.order_failed(exc)
+        outcome = metrics.order_failed(exc, time.perf_counter() - started)
         log.info(
             "basket not placed: %s",
             outcome,
@@ -290,7 +291,7 @@ async def _place_basket(
         ],
         allocation=basket.rule,
     )
-    metrics.orders["replayed" if confirmation.replayed else "confirmed"].inc()
+    metrics.order_placed(confirmation.replayed, time.perf_counter() - started)
     return Placed(body, confirmation.replayed)
 
 
