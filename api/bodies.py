@@ -281,7 +281,15 @@ def check_media_type(content_type: tuple[str, dict[str, str]]) -> None:
 
 def check_content_type(header: str) -> None:
     """check_media_type for a raw Content-Type header, parsed as Litestar's requests parse it."""
-    check_media_type(parse_content_header(header))
+    if header not in _ACCEPTED_CONTENT_TYPES:
+        check_media_type(parse_content_header(header))
+        # Clients send one header value over and over: parse each accepted one once.
+        if len(_ACCEPTED_CONTENT_TYPES) < _ACCEPTED_CONTENT_TYPES_MAX:
+            _ACCEPTED_CONTENT_TYPES.add(header)
+
+
+_ACCEPTED_CONTENT_TYPES: set[str] = set()
+_ACCEPTED_CONTENT_TYPES_MAX: Final = 64
 
 
 class StrictJsonRequest(Request[Any, Any, Any]):

@@ -56,3 +56,6 @@ def test_delivery_days_one_handling_day_then_one_per_started_500_km(km: float, d
 def test_estimated_delivery_counts_utc_calendar_days() -> None:
     late_on_new_years_eve_ms = 1_704_067_199_000  # 2023-12-31 23:59:59 UTC
     assert estimated_delivery(late_on_new_years_eve_ms, 2) == date(2024, 1, 2)
+    assert estimated_delivery(late_on_new_years_eve_ms + 999, 2) == date(2024, 1, 2)
+    assert estimated_delivery(late_on_new_years_eve_ms + 1_000, 2) == date(2024, 1, 3)
+    assert estimated_delivery(0, 0) == date(1970, 1, 1)
