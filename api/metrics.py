@@ -132,7 +132,7 @@ class RequestCounts(Collector):
             "placement_seconds",
             "Time in OrderPlacer.place (BasketPlacer.place for a basket), every outcome",
         )
-        placement.add_metric([], buckets, self.placement_sum_s, created)
+        placement.add_metric([], buckets, self.placement_sum_s)
         yield placement
         responses = CounterMetricFamily(
             "http_responses", "HTTP responses by status class", labels=["status_class"]

@@ -13,9 +13,12 @@ from engine.errors import Overloaded
 
 def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = generate_latest(registry).decode()
+    families = list(text_string_to_metric_families(text))
+    # Scraped series carry no timestamp of their own: Prometheus stamps them at scrape time.
+    assert all(sample.timestamp is None for family in families for sample in family.samples)
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
+        for family in families
         for sample in family.samples
         if not sample.name.endswith("_created")
     }
