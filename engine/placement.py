@@ -78,9 +78,9 @@ class OrderPlacer:
     def first_attempt(self, request: OrderRequest) -> Attempt:
         """A new order ID and the warehouses within the ring walk, nearest first."""
         partition = partition_of_product(request.product_id)
-        ranked = self._warehouses.directory.nearest_first(request.customer)
+        candidates = self._warehouses.directory.candidates(request.customer)
         order_id = new_id(partition, owner_tag=request.owner_tag)
-        return Attempt(order_id, partition, request, _with_days(ranked))
+        return Attempt(order_id, partition, request, candidates)
 
     async def place(self, request: OrderRequest) -> Confirmation:
         if request.hold_id is not None:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
+from engine.delivery import delivery_days
 from geo.distance import Point
-from geo.rings import RankedSite, RingIndex
+from geo.rings import RING_CACHE_CELLS, RankedSite, RingIndex, cell_of
+
+# (warehouse_id, delivery days) of the warehouses an order may take its units from, nearest first.
+Candidates = tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +29,7 @@ class WarehouseDirectory:
         self.version = version
         self._by_id = {w.warehouse_id: w for w in warehouses}
         self._index = RingIndex({w.warehouse_id: w.location for w in self._by_id.values()})
+        self._candidates_in_cell = lru_cache(maxsize=RING_CACHE_CELLS)(self._fixed_candidates)
 
     def __contains__(self, warehouse_id: object) -> bool:
         return warehouse_id in self._by_id
@@ -40,6 +46,28 @@ class WarehouseDirectory:
     def nearest_first(self, customer: Point) -> list[RankedSite]:
         """Warehouses within the ring walk: nearest ring first, exact distance inside a ring."""
         return self._index.ranked(customer)
+
+    def candidates(self, customer: Point) -> Candidates:
+        """nearest_first's warehouses with the delivery days of each: an order's candidates."""
+        cell = cell_of(customer)
+        fixed = self._candidates_in_cell(cell)
+        if fixed is not None:
+            return fixed
+        return tuple(
+            (site_id, delivery_days(km)) for site_id, km in self._index.ranked(customer, cell)
+        )
+
+    def _fixed_candidates(self, cell: str) -> Candidates | None:
+        """The candidates of every point of `cell`, when the ranking and each warehouse's days
+        are the same all over the cell (most cells): an order from it then computes no distance."""
+        fixed = self._index.fixed_ranking(cell)
+        if fixed is None:
+            return None
+        candidates = tuple((site_id, delivery_days(least_km)) for site_id, least_km, _ in fixed)
+        for (_, days), (_, _, most_km) in zip(candidates, fixed, strict=True):
+            if delivery_days(most_km) != days:
+                return None
+        return candidates
 
     def by_distance(self, customer: Point, warehouse_ids: Iterable[str]) -> list[RankedSite]:
         """Known warehouses among `warehouse_ids`, by exact distance (for those past the rings)."""

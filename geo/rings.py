@@ -12,6 +12,7 @@ the same ring the walk gives everyone, so a site 30 km away across a pentagon is
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from math import acos, asin, ceil, cos, radians, sin, sqrt
@@ -37,6 +38,11 @@ COS_RING_REACH: Final = cos(RING_REACH_KM / EARTH_RADIUS_KM)
 
 # (site_id, exact distance in km): plain tuples, since every order builds a list of them.
 RankedSite = tuple[str, float]
+# (site_id, least km, most km): a site's distance from any point of a cell, bounded.
+BoundedSite = tuple[str, float, float]
+# Added to a cell's radius: the farthest point of a cell from its centre is one of its vertices,
+# this covers the rounding of the distances measured to them.
+CELL_RADIUS_MARGIN_KM: Final = 0.5
 
 
 def cell_of(point: Point) -> str:
@@ -60,6 +66,11 @@ class _Site(NamedTuple):
     cos_lat: float
 
 
+def _site_at(site_id: str, lat_lon: tuple[float, float]) -> _Site:
+    lat, lon = radians(lat_lon[0]), radians(lat_lon[1])
+    return _Site(site_id, lat, lon, cos(lat))
+
+
 class _Cell(NamedTuple):
     """A cell holding sites, with its centre as a unit vector (for the reach test)."""
 
@@ -80,10 +91,7 @@ class RingIndex:
     """Immutable index of sites by H3 cell; build a new one when the sites change."""
 
     def __init__(self, sites: Mapping[str, Point]) -> None:
-        self._sites = {
-            site_id: _Site(site_id, radians(p.lat), radians(p.lon), cos(radians(p.lat)))
-            for site_id, p in sites.items()
-        }
+        self._sites = {site_id: _site_at(site_id, (p.lat, p.lon)) for site_id, p in sites.items()}
         self._by_cell: dict[str, list[_Site]] = {}
         for site_id, point in sorted(sites.items()):
             self._by_cell.setdefault(cell_of(point), []).append(self._sites[site_id])
@@ -92,6 +100,7 @@ class RingIndex:
         ]
         # Walking rings is costly in h3; customers cluster in few cells, so cache.
         self._rings_of_cell = lru_cache(maxsize=RING_CACHE_CELLS)(self._rings)
+        self.fixed_ranking = lru_cache(maxsize=RING_CACHE_CELLS)(self._fixed_ranking)
 
     def __contains__(self, site_id: object) -> bool:
         return site_id in self._sites
@@ -142,12 +151,33 @@ class RingIndex:
             by_ring.setdefault(k, []).extend(self._by_cell[cell])
         return tuple(tuple(by_ring[k]) for k in sorted(by_ring))
 
-    def ranked(self, customer: Point) -> list[RankedSite]:
-        """Sites within RING_MAX_K rings, nearest ring first, exact distance inside a ring."""
+    def _fixed_ranking(self, cell: str) -> tuple[BoundedSite, ...] | None:
+        """What ranked() gives every point of `cell`, when that is one answer: the sites in
+        their order with the bounds of their distance from any point of the cell; None when two
+        sites of one ring could come in either order, depending on where in the cell."""
+        lat, lon = (radians(degrees) for degrees in h3.cell_to_latlng(cell))
+        cos_lat = cos(lat)
+        radius_km = CELL_RADIUS_MARGIN_KM + max(
+            _km(lat, lon, cos_lat, _site_at("", vertex)) for vertex in h3.cell_to_boundary(cell)
+        )
+        fixed: list[BoundedSite] = []
+        for sites in self._rings_of_cell(cell):
+            ring = sorted((_km(lat, lon, cos_lat, s), s.site_id) for s in sites)
+            for (km, _), (next_km, _) in itertools.pairwise(ring):
+                if next_km - km <= 2 * radius_km:  # their distances' ranges overlap
+                    return None
+            fixed.extend(
+                (site_id, max(0.0, km - radius_km), km + radius_km) for km, site_id in ring
+            )
+        return tuple(fixed)
+
+    def ranked(self, customer: Point, cell: str | None = None) -> list[RankedSite]:
+        """Sites within RING_MAX_K rings, nearest ring first, exact distance inside a ring.
+        `cell`: the customer's, when the caller has it already."""
         lat, lon = radians(customer.lat), radians(customer.lon)
         cos_lat = cos(lat)
         ranked: list[RankedSite] = []
-        for sites in self._rings_of_cell(cell_of(customer)):
+        for sites in self._rings_of_cell(cell or cell_of(customer)):
             if len(sites) == 1:  # the common case: no tie to break
                 ranked.append((sites[0].site_id, _km(lat, lon, cos_lat, sites[0])))
             else:
