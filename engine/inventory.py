@@ -13,7 +13,9 @@ from engine.errors import HoldNotFound, UnknownProduct
 from engine.ids import new_id, new_operation_id, partition_of_id
 
 HOLD_TTL_S: Final = 15 * 60
-VERSION_FIELD: Final = "_v"  # the stock hash's version counter, bumped by every change
+# Stock hashes written before the partition's stream ordered the stock kept a version counter in
+# this field (lua/includes/stock.lua); it is no warehouse.
+LEGACY_VERSION_FIELD: Final = "_v"
 
 StockChange = Literal["set", "adjust"]
 
@@ -32,8 +34,8 @@ class Hold:
 
 
 def levels_in(stock_hash: Mapping[Any, Any]) -> dict[str, int]:
-    """A product's stock hash as levels per warehouse (its version field left out)."""
-    return {str(w): int(level) for w, level in stock_hash.items() if w != VERSION_FIELD}
+    """A product's stock hash as levels per warehouse."""
+    return {str(w): int(level) for w, level in stock_hash.items() if w != LEGACY_VERSION_FIELD}
 
 
 class Inventory:

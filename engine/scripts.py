@@ -88,6 +88,7 @@ BASKET_STEP: Final = LuaScript.load("basket_step")
 CANCEL_BASKET: Final = LuaScript.load("cancel_basket")
 RETURN_BASKET_UNITS: Final = LuaScript.load("return_basket_units")
 REROUTE_SHIPMENT: Final = LuaScript.load("reroute_shipment")
+READ_STOCK: Final = LuaScript.load("read_stock")
 ALL_SCRIPTS: Final = (
     PLACE_ORDERS,
     PLACE_FROM_HOLD,
@@ -106,6 +107,7 @@ ALL_SCRIPTS: Final = (
     CANCEL_BASKET,
     RETURN_BASKET_UNITS,
     REROUTE_SHIPMENT,
+    READ_STOCK,
 )
 
 

@@ -41,7 +41,6 @@ ORDERS_PER_SHARED_ENTRY: Final = 8
 LOAD_STOCK: Final = """
 local fields = {}
 for i = 1, #ARGV do fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = '1000' end
-fields[#fields + 1] = '_v'; fields[#fields + 1] = '1'
 for _, key in ipairs(KEYS) do redis.call('HSET', key, unpack(fields)) end
 return #KEYS
 """

@@ -32,7 +32,6 @@ if not whole_number(redis.call('HGET', stock_key, wid) or '0') then
 end
 
 local level = redis.call('HINCRBY', stock_key, wid, qty)
-bump_stock_version(stock_key)
 record[RECORD.status] = 'cancelled'
 local encoded = save_record(order_key, record)
 redis.call('XADD', stream, '*', 'type', 'order.cancelled', 'order_id', order_id, 'record', encoded,

@@ -33,7 +33,6 @@ if not current then return bad_argument('stock level of ' .. wid) end
 if current < quantity then return {'out_of_stock', current} end
 
 local level = redis.call('HINCRBY', stock_key, wid, -quantity)
-bump_stock_version(stock_key)
 local expires_ms = now_ms + ttl_ms
 redis.call('HSET', hold_key, 'product', product_id, 'warehouse', wid, 'quantity', quantity,
   'expires_ms', expires_ms)

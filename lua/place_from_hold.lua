@@ -49,7 +49,6 @@ if not level then return bad_argument('stock level of ' .. wid) end
 
 local left = level
 if held > qty then left = redis.call('HINCRBY', stock_key, wid, held - qty) end
-bump_stock_version(stock_key)
 redis.call('DEL', hold_key)
 redis.call('ZREM', expiries, hold_id)
 -- The order ID was read above, in this same call: the record is new.

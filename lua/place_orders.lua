@@ -12,7 +12,7 @@
 -- applied; a stock level that is not a whole number counts as no stock at that warehouse.
 --
 -- KEYS[1]            the partition's event stream
--- KEYS[2 + 3*(i-1)]  order i: stock hash (field per warehouse -> its level; `_v` version)
+-- KEYS[2 + 3*(i-1)]  order i: stock hash (field per warehouse -> its level)
 -- KEYS[3 + 3*(i-1)]  order i: order key (its record, includes/order_record.lua)
 -- KEYS[4 + 3*(i-1)]  order i: idempotency key (any key of the partition when the order has none)
 -- ARGV[1] now in ms, ARGV[2] idempotency TTL in s, ARGV[3] the orders as a JSON array of
@@ -72,7 +72,7 @@ local function stocked_elsewhere(stock_key, qty, candidates)
   local flat = redis.call('HGETALL', stock_key)
   for j = 1, #flat, 2 do
     local wid = flat[j]
-    if wid ~= VERSION_FIELD and not candidates[wid] and (tonumber(flat[j + 1]) or 0) >= qty then
+    if wid ~= LEGACY_VERSION_FIELD and not candidates[wid] and (tonumber(flat[j + 1]) or 0) >= qty then
       found[#found + 1] = wid
     end
   end
@@ -92,7 +92,7 @@ end
 -- Phase 2: decide and write, in arrival order. An order already recorded under its ID (a resend
 -- after a lost reply) is answered what was decided then, and takes nothing: its record is found
 -- by the SET NX that would write it, or read when no warehouse is picked or its key answers.
-local versioned, keys_used, confirmed = {}, {}, {}
+local keys_used, confirmed = {}, {}
 for i, o in ipairs(orders) do
   local stock_key, order_key, idem_key = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
   local qty, idem, ids, days_of = o[3], o[4], o[8], o[9]
@@ -114,7 +114,6 @@ for i, o in ipairs(orders) do
       else
         local left = redis.call('HINCRBY', stock_key, wid, -qty)
         stock[wid] = left
-        versioned[stock_key] = true
         local stored = remember_answer(idem_key, idem_ttl_s, o, wid, days, now_ms)
         if stored ~= '' then keys_used[idem_key] = stored end
         confirmed[#confirmed + 1] = confirmed_part(o[1], encoded, left)
@@ -128,7 +127,4 @@ for i, o in ipairs(orders) do
 end
 
 append_confirmed(stream, confirmed)
--- The stock version moves once per product per call: the inventory writer only needs to know
--- that a product changed, and mirrors its whole current stock.
-for stock_key in pairs(versioned) do bump_stock_version(stock_key) end
 return replies

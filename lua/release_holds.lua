@@ -1,7 +1,7 @@
 #!lua flags=allow-oom
 -- Return the units of expired holds (POST /inventory/reserve) to stock, atomically per partition:
--- for each hold whose expiry has passed, add its units back at its warehouse, bump the product's
--- stock version, forget the hold and append a `stock.changed` event for the inventory writer.
+-- for each hold whose expiry has passed, add its units back at its warehouse, forget the hold and
+-- append a `stock.changed` event for the inventory writer.
 -- The caller found the candidates (ZRANGEBYSCORE) and names their keys, as Redis Cluster wants
 -- every key a script touches declared; each is checked again here, so a hold is released once
 -- and the script is safe to send twice. A hold with an owner (a basket's) is left alone: whether

@@ -50,7 +50,6 @@ end
 for j = 1, #ids do
   if ids[j] ~= from_wid and levels[j] and whole_number(levels[j]) >= qty then
     local level = redis.call('HINCRBY', stock_key, ids[j], -qty)
-    bump_stock_version(stock_key)
     record[RECORD.warehouse], record[RECORD.status], record[RECORD.eta_days] = ids[j], 'confirmed', days_of[j]
     local encoded = save_record(order_key, record)
     redis.call('XADD', stream, '*', 'type', 'order.rerouted', 'order_id', order_id,

@@ -1,10 +1,9 @@
 #!lua flags=allow-oom
 -- Give one part of a cancelled basket back to stock (lua/cancel_basket.lua wrote the parts
--- down): add its units at its warehouse, bump the product's stock version, append a
--- `stock.changed` event, and mark the part returned, so the worker and the sweep can both send it
--- and it counts once. The mark outlives by far any sweep that could still send the part
--- (engine/live_baskets.py, RETURNED_MARK_TTL_S). It runs at maxmemory too (allow-oom): units
--- must not stay lost because Redis is full.
+-- down): add its units at its warehouse, append a `stock.changed` event, and mark the part
+-- returned, so the worker and the sweep can both send it and it counts once. The mark outlives
+-- by far any sweep that could still send the part (engine/live_baskets.py, RETURNED_MARK_TTL_S).
+-- It runs at maxmemory too (allow-oom): units must not stay lost because Redis is full.
 --
 -- KEYS[1] the partition's event stream, KEYS[2] the product's stock hash, KEYS[3] the part's
 -- returned mark

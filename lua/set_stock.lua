@@ -1,13 +1,13 @@
 #!lua
 -- Set or adjust the level of one product at one warehouse (operator restock/adjust),
--- bump the product's stock version and append a `stock.changed` event for the inventory writer.
+-- and append a `stock.changed` event for the inventory writer.
 -- Safe to send twice: a second run with the same operation ID answers the first one's reply (an
 -- adjustment applied twice would create or destroy units).
 --
 -- KEYS[1] the partition's event stream, KEYS[2] the product's stock hash, KEYS[3] the operation key
 -- ARGV: productId, warehouseId, mode ('set' | 'adjust'), amount (the new level to set, the delta
 --   to adjust by), reason, operation TTL s
--- Returns {'ok', level, version} or {'negative', level} when an adjustment would go < 0.
+-- Returns {'ok', level} or {'negative', level} when an adjustment would go < 0.
 
 --- @include "includes/stock"
 --- @include "includes/operation"
@@ -17,7 +17,7 @@ local product_id, wid, mode, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local amount, op_ttl_s = whole_number(ARGV[4]), whole_number(ARGV[6])
 if mode ~= 'set' and mode ~= 'adjust' then return bad_argument('mode') end
 if not amount or (mode == 'set' and amount < 0) then return bad_argument('amount') end
-if wid == VERSION_FIELD or wid == '' then return bad_argument('warehouse') end
+if wid == LEGACY_VERSION_FIELD or wid == '' then return bad_argument('warehouse') end
 if not op_ttl_s or op_ttl_s < 1 then return bad_argument('ttl') end
 
 local replay = replayed_operation(op_key)
@@ -30,7 +30,6 @@ if mode == 'adjust' then level = current + amount end
 if level < 0 then return {'negative', current} end
 
 redis.call('HSET', stock_key, wid, level)
-local version = redis.call('HINCRBY', stock_key, VERSION_FIELD, 1)
 redis.call('XADD', stream, '*', 'type', 'stock.changed', 'product', product_id, 'warehouse', wid,
   'level', level, 'reason', reason)
-return remember_operation(op_key, op_ttl_s, {'ok', level, version})
+return remember_operation(op_key, op_ttl_s, {'ok', level})

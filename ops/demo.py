@@ -16,6 +16,7 @@ from typing import Any, Final
 import httpx
 
 from engine import keys
+from engine.inventory import levels_in
 from loadtest.catalog import CITIES, WAREHOUSES
 from stores.mongo import INVENTORY, connect_mongo
 from stores.postgres import connect_postgres
@@ -103,12 +104,7 @@ async def show_stores(order_ids: list[str]) -> None:
             "version",
             doc and doc["version"],
         )
-        print(
-            "Redis   stock     sku-000:",
-            {k: int(v) for k, v in sorted(live.items()) if k != "_v"},
-            "version",
-            live.get("_v"),
-        )
+        print("Redis   stock     sku-000:", dict(sorted(levels_in(live).items())))
     finally:
         await pg.close()
         await mongo_client.close()

@@ -423,7 +423,7 @@ async def test_a_basket_the_engine_moves_reaches_postgres_as_redis_holds_it(
     await baskets.cancel(kept.order_id)
     consumers = [
         GroupConsumer(redis, orders_writer(redis, pg), "t", config=FAST),
-        GroupConsumer(redis, InventoryWriter(redis, mongo), "t", config=FAST),
+        GroupConsumer(redis, InventoryWriter(runner_for(redis), mongo), "t", config=FAST),
     ]
     await drain(redis, consumers)
 
@@ -506,7 +506,7 @@ async def test_the_inventory_writer_acks_basket_entries(
         confirmed_fields(order_id, confirmed),
         changed_fields(order_id, with_shipment(confirmed, 0, status="shipped"), 1, "1"),
     )
-    writer = InventoryWriter(redis, mongo)
+    writer = InventoryWriter(runner_for(redis), mongo)
     assert await writer.persist(await all_entries(redis)) == []
     await drain(redis, [GroupConsumer(redis, writer, "t", config=FAST)])
     report = await redis.xpending(keys.stream(PARTITION), INVENTORY_GROUP)

@@ -57,7 +57,7 @@ async def drain(redis: RedisClient, pg: asyncpg.Pool, mongo: MongoDatabase) -> N
             GroupConsumer(
                 redis, OrdersWriter(pg, runner_for(redis), HOT_WINDOW_S), "t", config=FAST
             ),
-            GroupConsumer(redis, InventoryWriter(redis, mongo), "t", config=FAST),
+            GroupConsumer(redis, InventoryWriter(runner_for(redis), mongo), "t", config=FAST),
         ],
     )
 

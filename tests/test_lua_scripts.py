@@ -22,6 +22,7 @@ from engine.errors import (
 )
 from engine.events import OrdersConfirmed, decode_event
 from engine.ids import new_id
+from engine.inventory import LEGACY_VERSION_FIELD, Inventory, StockLevel, levels_in
 from engine.orders import Confirmation, OrderRequest
 from engine.records import OrderRecord, decode_record
 from geo.distance import Point
@@ -183,7 +184,7 @@ async def test_confirmation_records_the_order_and_appends_one_event(
         "type": "orders.confirmed",
         "orders": f'[["{order.order_id}",{record},3]]',
     }
-    assert await redis.hget(STOCK, "_v") == "2"  # set_stock was version 1
+    assert await redis.hlen(STOCK) == 1  # the level alone: the stream orders the stock
 
 
 async def test_one_event_carries_every_order_a_call_confirmed(
@@ -237,12 +238,41 @@ async def confirmed_orders(redis: RedisClient) -> list[str]:
     ]
 
 
-async def test_the_version_moves_once_per_product_per_call(
+async def test_every_stock_change_moves_the_position_read_with_the_stock(
     runner: scripts.ScriptRunner, redis: RedisClient
 ) -> None:
+    """lua/read_stock.lua: the inventory writer keeps the state read at the larger position, so
+    each change must move it, and a call that changed nothing must not."""
+
+    async def read() -> commands.StockSnapshot:
+        return await runner.run(commands.read_stock(P, ["sku", "never-stocked"]))
+
+    assert await read() == commands.StockSnapshot(0, {})  # no stream yet
     await set_stock(runner, "w1", 5)
-    await place_orders(runner, *(attempt(1, [("w1", 1)]) for _ in range(3)))
-    assert await redis.hget(STOCK, "_v") == "2"
+    snapshots = [await read()]
+    await place_orders(runner, attempt(2, [("w1", 1)]))
+    snapshots.append(await read())
+    await place_orders(runner, attempt(9, [("w1", 1)]))  # refused: nothing changed
+    assert await read() == snapshots[-1]
+    hold_id = new_id(P)
+    await runner.run(commands.hold_stock(hold_id, "sku", "w1", 1, NOW_MS, 60_000))
+    snapshots.append(await read())
+    await runner.run(commands.release_hold("op-release", hold_id, "sku"))
+    snapshots.append(await read())
+    assert [s.hashes for s in snapshots] == [{"sku": {"w1": level}} for level in "5323"]
+    positions = [s.position for s in snapshots]
+    assert positions == sorted(set(positions))  # strictly increasing
+    (last_id, _), *_ = await redis.xrevrange(STREAM, count=1)
+    assert positions[-1] == commands.stream_position(last_id)
+
+
+def test_a_stream_position_keeps_the_order_of_entry_ids() -> None:
+    ids = ["0-0", "0-1", "1-0", "1699999999999-1048575", "1700000000000-0", "1700000000000-7"]
+    assert [commands.stream_position(i) for i in ids] == sorted(
+        commands.stream_position(i) for i in ids
+    )
+    with pytest.raises(ValueError, match="sequence"):
+        commands.stream_position("1700000000000-1048576")
 
 
 async def test_set_and_adjust_stock_never_go_negative_and_apply_once(
@@ -357,12 +387,13 @@ async def test_a_bad_order_in_a_batch_leaves_the_whole_call_unapplied(
     runner: scripts.ScriptRunner, redis: RedisClient, bad: OrderRequest
 ) -> None:
     await set_stock(runner, "w1", 10)
+    events = await redis.xlen(STREAM)
     good = attempt(1, [("w1", 1)])
     wrong = Attempt(new_id(P), P, bad, (("w1", 1),))
     with pytest.raises(scripts.ScriptRefused):
         await place_orders(runner, good, wrong)
     assert await redis.hget(STOCK, "w1") == "10"
-    assert await redis.hget(STOCK, "_v") == "1"
+    assert await redis.xlen(STREAM) == events
     assert not await redis.exists(keys.order(P, good.order_id))
 
 
@@ -398,3 +429,19 @@ async def test_scripts_are_reloaded_after_the_cache_is_flushed(
     else:
         await redis.script_flush()
     assert await set_stock(runner, "w1", 1) == 1
+
+
+async def test_a_legacy_version_field_is_no_warehouse(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    """Stock hashes written before the stream ordered the stock keep a `_v` counter: it never
+    counts as stock, nor can a warehouse take its name."""
+    await set_stock(runner, "w1", 1)
+    await redis.hset(STOCK, LEGACY_VERSION_FIELD, "7")
+    (refused,) = await place_orders(runner, attempt(5, [("w1", 1)]))
+    assert isinstance(refused, OutOfStock)  # not 'far' at a warehouse named `_v`
+    assert await Inventory(runner).levels("sku") == [StockLevel("w1", 1)]
+    snapshot = await runner.run(commands.read_stock(P, ["sku"]))
+    assert levels_in(snapshot.hashes["sku"]) == {"w1": 1}
+    with pytest.raises(scripts.ScriptRefused):
+        await runner.run(commands.set_stock("op-v", "sku", LEGACY_VERSION_FIELD, 3, "t"))

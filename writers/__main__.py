@@ -199,7 +199,12 @@ async def serve(
                 batch_orders=config.batch_orders * INVENTORY_BATCH_FACTOR,
             )
             consumers.append(
-                GroupConsumer(redis, InventoryWriter(redis, db), name, config=inventory_config)
+                GroupConsumer(
+                    redis,
+                    InventoryWriter(script_runner(redis, settings), db),
+                    name,
+                    config=inventory_config,
+                )
             )
         if only in (None, "notifier"):
             notifier = NotifierWriter(Notices(notice_redis))
@@ -257,7 +262,7 @@ async def run_replay(
                 runner = script_runner(redis, settings)
                 writers.append(OrdersWriter(pool, runner, settings.order_hot_window_s))
             elif name == "inventory":
-                writers.append(InventoryWriter(redis, db))
+                writers.append(InventoryWriter(script_runner(redis, settings), db))
             else:
                 writers.append(NotifierWriter(Notices(notice_redis)))
         starts = await _replay_starts(redis, stream, [w.group for w in writers], from_id)

@@ -1,7 +1,9 @@
 """The inventory writer: mirrors each product's live stock from Redis into MongoDB's `inventory`.
 
 Events only say *which* products changed. For those, the writer reads the current stock hash
-from Redis and writes it whole, guarded by the hash's version so a document only moves forward.
+from Redis and writes it whole, guarded by its version so a document only moves forward. The
+version is where the product's partition stream stood when the hash was read, read in the same
+step (lua/read_stock.lua): every stock change appends to that stream as it happens.
 Many changes of one product in a batch become one write, and replays or out-of-order batches
 (two consumers, a claimed batch) can never move a document back.
 
@@ -26,7 +28,7 @@ from bson.errors import InvalidDocument
 from pymongo import errors as mongo_errors
 from pymongo.asynchronous.collection import AsyncCollection
 
-from engine import keys
+from engine import commands, keys
 from engine.events import (
     BasketChanged,
     BasketConfirmed,
@@ -35,9 +37,9 @@ from engine.events import (
     OrdersConfirmed,
     UnknownEvent,
 )
-from engine.inventory import VERSION_FIELD
+from engine.inventory import levels_in
+from engine.scripts import ScriptRunner
 from stores.mongo import INVENTORY, TRANSIENT_ERRORS, MongoDatabase
-from stores.redis import RedisClient
 from stores.streams import INVENTORY_GROUP
 from writers.consumer import StreamEntry
 
@@ -83,9 +85,13 @@ class InventoryWriter:
     permanent_errors: Final = PERMANENT_ERRORS
 
     def __init__(
-        self, redis: RedisClient, db: MongoDatabase, *, updates_in_flight: int = UPDATES_IN_FLIGHT
+        self,
+        runner: ScriptRunner,
+        db: MongoDatabase,
+        *,
+        updates_in_flight: int = UPDATES_IN_FLIGHT,
     ) -> None:
-        self._redis = redis
+        self._runner = runner
         self._inventory: AsyncCollection[InventoryDoc] = db[INVENTORY]
         self._gate = asyncio.Semaphore(updates_in_flight)
         self._mirrored: dict[str, int] = {}
@@ -127,16 +133,21 @@ class InventoryWriter:
         return {doc["_id"]: int(doc.get("version", 0)) async for doc in cursor}
 
     async def _current_stock(self, products: Sequence[str]) -> list[InventoryDoc]:
-        pipe = self._redis.pipeline(transaction=False)
+        by_partition: dict[int, list[str]] = {}
         for product in products:
-            pipe.hgetall(keys.stock(keys.partition_of_product(product), product))
-        hashes = await pipe.execute()
+            by_partition.setdefault(keys.partition_of_product(product), []).append(product)
+        reads = [commands.read_stock(p, ids) for p, ids in sorted(by_partition.items())]
         now = datetime.now(UTC)
-        return [
-            _inventory_doc(product, stock, now)
-            for product, stock in zip(products, hashes, strict=True)
-            if stock  # a stock hash is never deleted; an empty one means the product never was
-        ]
+        docs: list[InventoryDoc] = []
+        for snapshot in await self._runner.run_all(reads):
+            if isinstance(snapshot, BaseException):
+                raise snapshot
+            # A stock hash is never deleted; a product without one never was.
+            docs += [
+                _inventory_doc(product, stock, snapshot.position, now)
+                for product, stock in snapshot.hashes.items()
+            ]
+        return docs
 
     async def _update_older(self, docs: Sequence[InventoryDoc]) -> list[InventoryDoc]:
         """Guarded updates; returns the documents whose update matched nothing."""
@@ -167,15 +178,16 @@ class InventoryWriter:
         return []
 
 
-def _inventory_doc(product: str, stock: dict[str, str], now: datetime) -> InventoryDoc:
-    levels = sorted(
-        ({"warehouseId": w, "quantity": int(lv)} for w, lv in stock.items() if w != VERSION_FIELD),
-        key=lambda level: str(level["warehouseId"]),
-    )
+def _inventory_doc(
+    product: str, stock: dict[str, str], version: int, now: datetime
+) -> InventoryDoc:
+    levels = [
+        {"warehouseId": w, "quantity": level} for w, level in sorted(levels_in(stock).items())
+    ]
     return {
         "_id": product,
         "productId": product,
         "stockLevels": levels,
-        "version": int(stock.get(VERSION_FIELD, 0)),
+        "version": version,
         "updatedAt": now,
     }

@@ -1,17 +1,14 @@
--- Stock levels: one hash per product, a field per warehouse holding its level, and a
--- version field that every change moves (the inventory writer mirrors a product when it moved).
-local VERSION_FIELD = '_v'
+-- Stock levels: one hash per product, a field per warehouse holding its level. Every script that
+-- changes a level appends an event to the partition's stream in the same call: the stream's last
+-- entry ID orders the product's states (lua/read_stock.lua, for the inventory writer).
+-- Hashes written before that kept a version counter in this field; it is no warehouse.
+local LEGACY_VERSION_FIELD = '_v'
 
-local function bump_stock_version(stock_key)
-  redis.call('HINCRBY', stock_key, VERSION_FIELD, 1)
-end
-
--- Units back in stock at a warehouse (a released hold, a cancelled basket's part): the level,
--- the version, and a `stock.changed` event saying why, for the inventory writer. Returns the
--- new level. The caller checked the level is a whole number.
+-- Units back in stock at a warehouse (a released hold, a cancelled basket's part): the level and
+-- a `stock.changed` event saying why, for the inventory writer. Returns the new level. The
+-- caller checked the level is a whole number.
 local function give_back(stream, stock_key, product_id, wid, quantity, reason)
   local level = redis.call('HINCRBY', stock_key, wid, quantity)
-  bump_stock_version(stock_key)
   redis.call('XADD', stream, '*', 'type', 'stock.changed', 'product', product_id,
     'warehouse', wid, 'level', level, 'reason', reason)
   return level
