@@ -98,9 +98,9 @@ class UnexpectedReply(Exception):
 # --- placing orders: lua/place_orders.lua ---
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One order on its way to `lua/place_orders.lua`: its ID, the warehouses to try in order."""
+class Attempt(msgspec.Struct, frozen=True, gc=False):
+    """One order on its way to `lua/place_orders.lua`: its ID, the warehouses to try in order.
+    A struct, as engine.orders' per-order value objects are."""
 
     order_id: str
     partition: int

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Final, Literal
 
+import msgspec
+
 from geo.distance import Point
 
 MAX_ORDER_QUANTITY: Final = 1_000
@@ -21,8 +23,9 @@ OrderStatus = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class OrderRequest:
+# The value objects made for every order placed are msgspec structs: built several times faster
+# than frozen dataclasses, and holding no reference cycles, so the collector need not track them.
+class OrderRequest(msgspec.Struct, frozen=True, gc=False):
     product_id: str
     quantity: int
     customer: Point
@@ -35,8 +38,7 @@ class OrderRequest:
         return f"{self.product_id}|{self.quantity}|{self.customer.lat:.6f}|{self.customer.lon:.6f}"
 
 
-@dataclass(frozen=True, slots=True)
-class Confirmation:
+class Confirmation(msgspec.Struct, frozen=True, gc=False):
     order_id: str
     warehouse_id: str
     estimated_delivery: date
