@@ -232,32 +232,33 @@ def _confirmation(
 
 # --- stock: lua/set_stock.lua, lua/hold.lua, lua/release_holds.lua, lua/read_stock.lua ---
 
-# A stream entry ID's sequence number stays below this within one millisecond: one partition's
-# stream gets one entry per script call, far fewer than a million a millisecond.
-_SEQUENCES_PER_MS: Final = 1 << 20
-
-
 @dataclass(frozen=True, slots=True)
 class StockSnapshot:
-    """Stock hashes of one partition's products, read in one step with where its stream stood."""
+    """Stock hashes of one partition's products, read in one step with how far its stream was."""
 
-    position: int  # the stream's last entry ID as one number: a later change has a larger one
+    # Entries ever added to the partition's stream: a later stock change has a larger count.
+    position: int
+    last_entry_id: str  # the stream's last entry ID then: every event up to it is in the hashes
     hashes: dict[str, dict[str, str]]  # product -> its stock hash; products without one left out
 
 
 def read_stock(partition: int, product_ids: Sequence[str]) -> scripts.Command[StockSnapshot]:
-    """The products' stock (all of `partition`) and the position that orders it."""
+    """The products' stock and the position that orders it; every product must be of
+    `partition` (one script call reads one slot)."""
+    strays = [p for p in product_ids if keys.partition_of_product(p) != partition]
+    if strays:
+        raise ValueError(f"products {strays} are not of partition {partition}")
 
     def decode(reply: Any) -> StockSnapshot:
-        if not isinstance(reply, list) or len(reply) != 1 + len(product_ids):
+        if not isinstance(reply, list) or len(reply) != 2 + len(product_ids):
             raise UnexpectedReply("read_stock", reply)
-        last_id, *flat_hashes = reply
+        added, last_id, *flat_hashes = reply
         hashes = {
             product_id: dict(zip(flat[::2], flat[1::2], strict=True))
             for product_id, flat in zip(product_ids, flat_hashes, strict=True)
             if flat
         }
-        return StockSnapshot(stream_position(str(last_id)), hashes)
+        return StockSnapshot(int(added), str(last_id), hashes)
 
     return scripts.Command(
         scripts.READ_STOCK,
@@ -265,14 +266,6 @@ def read_stock(partition: int, product_ids: Sequence[str]) -> scripts.Command[St
         [],
         decode,
     )
-
-
-def stream_position(entry_id: str) -> int:
-    """A stream entry ID (`ms-seq`) as one integer of the same order."""
-    ms, seq = entry_id.split("-")
-    if int(seq) >= _SEQUENCES_PER_MS:
-        raise ValueError(f"stream entry ID {entry_id}: sequence past {_SEQUENCES_PER_MS - 1}")
-    return int(ms) * _SEQUENCES_PER_MS + int(seq)
 
 
 def set_stock(

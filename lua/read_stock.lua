@@ -1,19 +1,22 @@
 #!lua flags=no-writes
--- Read the stock of some products of one partition and where the partition's event stream
--- stands, in one step. Every script that changes a level appends to that stream in the same
--- call, so the stream's last entry ID orders the states read: a later change has a larger one.
--- The inventory writer keeps the newest state in MongoDB by it.
+-- Read the stock of some products of one partition and how far the partition's event stream has
+-- come, in one step. Every script that changes a level appends to that stream in the same call,
+-- so the count of entries ever added to it orders the states read: a later change has a larger
+-- count, whatever the clocks did (entry IDs follow the clock) and whatever was trimmed or deleted
+-- since. The inventory writer keeps the newest state in MongoDB by it.
 --
 -- KEYS[1] the partition's event stream, KEYS[2..] the products' stock hashes
--- Returns {lastEntryId ('0-0' before the stream's first entry), {field, value, ...} per hash}.
+-- Returns {entriesAdded, lastEntryId, {field, value, ...} per hash}; 0 and '0-0' before the
+-- stream's first entry.
 
-local last = '0-0'
+local added, last = 0, '0-0'
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
   for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then last = info[i + 1]; break end
+    if info[i] == 'entries-added' then added = info[i + 1]
+    elseif info[i] == 'last-generated-id' then last = info[i + 1] end
   end
 end
-local reply = {last}
-for i = 2, #KEYS do reply[i] = redis.call('HGETALL', KEYS[i]) end
+local reply = {added, last}
+for i = 2, #KEYS do reply[i + 1] = redis.call('HGETALL', KEYS[i]) end
 return reply

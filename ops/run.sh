@@ -96,8 +96,8 @@ if [ "${REDIS_TOPOLOGY:-single}" = cluster ]; then
     export REDIS_CLUSTER=1 REDIS_WAIT_REPLICAS=1
     export REDIS_URL="redis://127.0.0.1:${CLUSTER_BASE_PORT:-7000}/0"
     export QUEUE_REDIS_URL="redis://127.0.0.1:${REDIS_PORT:-6379}/0"
-    # Its own MongoDB database: the inventory documents carry the stock version of the Redis
-    # deployment they mirror, and the single Redis's versions are not the cluster's.
+    # Its own MongoDB database: the inventory documents' versions count the entries of the Redis
+    # deployment's streams they mirror, and the single Redis's counts are not the cluster's.
     export MONGO_DB="${CLUSTER_MONGO_DB:-fulfillment_cluster}"
 fi
 

@@ -2,7 +2,8 @@
 
 `warehouses`: one document per warehouse, `_id` = warehouseId, with name, lat, lon.
 `inventory`: one document per product, `_id` = productId, with `stockLevels`
-([{warehouseId, quantity}]) and `version`, the Redis stock version it mirrors.
+([{warehouseId, quantity}]) and `version`: how many entries the product's partition stream had
+when the stock was read (lua/read_stock.lua), which orders the states it mirrors.
 """
 
 from __future__ import annotations

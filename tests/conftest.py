@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from redis.asyncio import RedisCluster
 
-from engine import scripts
+from engine import keys, scripts
 from stores.mongo import MongoDatabase, connect_mongo
 from stores.postgres import apply_schema, connect_postgres
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
@@ -127,3 +127,13 @@ async def mongo(settings: Settings) -> AsyncIterator[MongoDatabase]:
 def runner_for(client: RedisClient, settings: Settings = TEST_SETTINGS) -> scripts.ScriptRunner:
     """How the engine sends its scripts, as a process built from `settings` does."""
     return scripts.script_runner(client, settings)
+
+
+def product_in_partition_of(product: str) -> str:
+    """Another product ID whose stock lives in `product`'s partition (the same stream and slot)."""
+    partition = keys.partition_of_product(product)
+    return next(
+        other
+        for i in range(1_000)
+        if keys.partition_of_product(other := f"{product}-{i}") == partition
+    )

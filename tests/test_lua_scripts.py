@@ -27,7 +27,7 @@ from engine.orders import Confirmation, OrderRequest
 from engine.records import OrderRecord, decode_record
 from geo.distance import Point
 from stores.redis import RedisClient
-from tests.conftest import runner_for
+from tests.conftest import product_in_partition_of, runner_for
 
 P = keys.partition_of_product("sku")
 STREAM = keys.stream(P)
@@ -242,12 +242,15 @@ async def test_every_stock_change_moves_the_position_read_with_the_stock(
     runner: scripts.ScriptRunner, redis: RedisClient
 ) -> None:
     """lua/read_stock.lua: the inventory writer keeps the state read at the larger position, so
-    each change must move it, and a call that changed nothing must not."""
+    each change must move it, a call that changed nothing must not, and neither may trimming or
+    deleting entries (the writers trim; the last entry may be deleted)."""
+
+    never_stocked = product_in_partition_of("sku")
 
     async def read() -> commands.StockSnapshot:
-        return await runner.run(commands.read_stock(P, ["sku", "never-stocked"]))
+        return await runner.run(commands.read_stock(P, ["sku", never_stocked]))
 
-    assert await read() == commands.StockSnapshot(0, {})  # no stream yet
+    assert await read() == commands.StockSnapshot(0, "0-0", {})  # no stream yet
     await set_stock(runner, "w1", 5)
     snapshots = [await read()]
     await place_orders(runner, attempt(2, [("w1", 1)]))
@@ -263,16 +266,19 @@ async def test_every_stock_change_moves_the_position_read_with_the_stock(
     positions = [s.position for s in snapshots]
     assert positions == sorted(set(positions))  # strictly increasing
     (last_id, _), *_ = await redis.xrevrange(STREAM, count=1)
-    assert positions[-1] == commands.stream_position(last_id)
+    assert snapshots[-1].last_entry_id == last_id
+    await redis.xdel(STREAM, last_id)
+    assert await read() == snapshots[-1]
+    await redis.xtrim(STREAM, maxlen=0)
+    assert await read() == snapshots[-1]
+    await set_stock(runner, "w1", 7)
+    assert (await read()).position > positions[-1]
 
 
-def test_a_stream_position_keeps_the_order_of_entry_ids() -> None:
-    ids = ["0-0", "0-1", "1-0", "1699999999999-1048575", "1700000000000-0", "1700000000000-7"]
-    assert [commands.stream_position(i) for i in ids] == sorted(
-        commands.stream_position(i) for i in ids
-    )
-    with pytest.raises(ValueError, match="sequence"):
-        commands.stream_position("1700000000000-1048576")
+def test_reading_stock_takes_the_products_of_one_partition_only() -> None:
+    other = next(f"sku-{i}" for i in range(100) if keys.partition_of_product(f"sku-{i}") != P)
+    with pytest.raises(ValueError, match="partition"):
+        commands.read_stock(P, ["sku", other])
 
 
 async def test_set_and_adjust_stock_never_go_negative_and_apply_once(

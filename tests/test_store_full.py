@@ -205,8 +205,8 @@ async def place_round(http: Client, ledger: Ledger) -> tuple[int, int]:
 
 
 async def redis_state(redis: RedisClient) -> dict[str, Any]:
-    """Everything a write would change: stock levels with their version, stream lengths, order
-    records, idempotency keys, holds."""
+    """Everything a write would change: stock levels, stream lengths, order records, idempotency
+    keys, holds."""
     return {
         "stock": [
             await redis.hgetall(keys.stock(keys.partition_of_product(p), p)) for p in PRODUCTS
@@ -293,7 +293,7 @@ async def test_orders_are_refused_whole_at_the_limit_and_taken_again_once_memory
     await memory_limit.hold_full()
 
     # A refused batch changes nothing: the scripts are refused before they run, so not even a
-    # stock version moves.
+    # stream entry is added.
     before = await redis_state(redis)
     assert await place_round(client, ledger) == (0, ROUND_ORDERS)
     assert await redis_state(redis) == before

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import pytest
 from engine import commands, keys
 from engine.events import (
     OrdersConfirmed,
+    OrderStatusChanged,
     StockChanged,
     UnknownEvent,
     decode_event,
@@ -49,7 +51,7 @@ from stores.streams import (
     trim_streams,
     writer_backlog,
 )
-from tests.conftest import runner_for, store_env
+from tests.conftest import product_in_partition_of, runner_for, store_env
 from writers.consumer import ConsumerConfig, GroupConsumer, StreamEntry
 from writers.inventory import InventoryWriter
 from writers.orders import OrdersWriter
@@ -422,6 +424,51 @@ def status_command(settings: Settings) -> str:
         check=True,
     )
     return done.stdout
+
+
+# --- the MongoDB mirror's order ---
+
+
+async def test_the_mirror_never_takes_an_older_read_and_replaces_a_legacy_version(
+    redis: RedisClient, mongo: MongoDatabase
+) -> None:
+    """MongoDB keeps the state read at the larger position: a document from a later read (here a
+    version past any position) is never overwritten by an earlier one; one written by a writer
+    that ordered by the stock hash's old `_v` counter (small numbers) is replaced."""
+    await stock_products(redis, ["sku-ahead", "sku-legacy"], 10)
+    at = datetime.now(UTC)
+    ahead = {"_id": "sku-ahead", "productId": "sku-ahead", "stockLevels": [], "version": 10**15}
+    legacy = {"_id": "sku-legacy", "productId": "sku-legacy", "stockLevels": [], "version": 1}
+    await mongo[INVENTORY].insert_many([{**ahead, "updatedAt": at}, {**legacy, "updatedAt": at}])
+    await InventoryWriter(runner_for(redis), mongo).mirror(["sku-ahead", "sku-legacy"])
+    docs = {doc["_id"]: doc async for doc in mongo[INVENTORY].find({})}
+    assert (docs["sku-ahead"]["version"], docs["sku-ahead"]["stockLevels"]) == (10**15, [])
+    assert docs["sku-legacy"]["version"] > 1
+    assert len(docs["sku-legacy"]["stockLevels"]) == len(WAREHOUSES)
+
+
+async def test_events_mongodb_already_holds_and_lifecycle_steps_write_nothing(
+    redis: RedisClient, pg: asyncpg.Pool, mongo: MongoDatabase
+) -> None:
+    """Other products of the partition move its stream on, so every read of a product finds a
+    larger position: what keeps a product from being written again is that MongoDB already holds
+    a state read after its last event (a batch repeated, or events spanning batches), and that a
+    lifecycle step moves no stock."""
+    neighbour = product_in_partition_of("sku")
+    await stock_products(redis, ["sku", neighbour], 10)
+    [(_, placed)] = await place_orders(redis, ["sku"], 1)
+    writer = InventoryWriter(runner_for(redis), mongo)
+    entries = await all_entries(redis)
+    await writer.persist(entries)
+    mirrored = await mongo[INVENTORY].find_one({"_id": "sku"})
+    await place_orders(redis, [neighbour], 1)
+    await LiveOrders(runner_for(redis), None).transition(placed.order_id, "picking")
+    newer = [e for e in await all_entries(redis) if e.key not in {old.key for old in entries}]
+    assert {type(e.event) for e in newer} == {OrdersConfirmed, OrderStatusChanged}
+    await writer.persist(entries + newer)
+    assert await mongo[INVENTORY].find_one({"_id": "sku"}) == mirrored
+    neighbour_doc = await mongo[INVENTORY].find_one({"_id": neighbour})
+    assert neighbour_doc is not None and neighbour_doc["version"] > mirrored["version"]
 
 
 # --- trimming ---

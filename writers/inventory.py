@@ -1,9 +1,9 @@
 """The inventory writer: mirrors each product's live stock from Redis into MongoDB's `inventory`.
 
-Events only say *which* products changed. For those, the writer reads the current stock hash
-from Redis and writes it whole, guarded by its version so a document only moves forward. The
-version is where the product's partition stream stood when the hash was read, read in the same
-step (lua/read_stock.lua): every stock change appends to that stream as it happens.
+Events only say *which* products' stock changed. For those, the writer reads the current stock
+hash from Redis and writes it whole, guarded by its version so a document only moves forward. The
+version is how many entries the product's partition stream had when the hash was read, read in
+the same step (lua/read_stock.lua): every stock change appends to that stream as it happens.
 Many changes of one product in a batch become one write, and replays or out-of-order batches
 (two consumers, a claimed batch) can never move a document back.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from bson.errors import InvalidDocument
 from pymongo import errors as mongo_errors
@@ -30,17 +30,19 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from engine import commands, keys
 from engine.events import (
-    BasketChanged,
-    BasketConfirmed,
     Event,
     MalformedEvent,
+    OrderCancelled,
+    OrderRerouted,
     OrdersConfirmed,
+    StockChanged,
+    StockHeld,
     UnknownEvent,
 )
 from engine.inventory import levels_in
 from engine.scripts import ScriptRunner
 from stores.mongo import INVENTORY, TRANSIENT_ERRORS, MongoDatabase
-from stores.streams import INVENTORY_GROUP
+from stores.streams import INVENTORY_GROUP, entry_id_order
 from writers.consumer import StreamEntry
 
 UPDATES_IN_FLIGHT: Final = 8
@@ -67,16 +69,24 @@ PERMANENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
 InventoryDoc = dict[str, Any]
 
 
+class _Mirrored(NamedTuple):
+    """What MongoDB is known to hold for a product: the state read at `version`, which holds every
+    event of its partition's stream up to the entry ID `through`."""
+
+    version: int
+    through: tuple[int, int]
+
+
 def _products(event: Event | UnknownEvent | MalformedEvent) -> set[str]:
     """The products whose stock the event moved (their whole stock is mirrored, not the event)."""
     match event:
         case OrdersConfirmed():
             return event.products
-        # A basket's units move in its lines' own events, each in its product's partition
-        # (stock.held; stock.changed when units go back): the basket's events move none.
-        case BasketConfirmed() | BasketChanged() | UnknownEvent() | MalformedEvent():
-            return set()
-    return {event.product}
+        case OrderCancelled() | OrderRerouted() | StockChanged() | StockHeld():
+            return {event.product}
+    # A lifecycle step moves no stock (lua/transition.lua). A basket's units move in its lines'
+    # own events, each in its product's partition (stock.held; stock.changed when units go back).
+    return set()
 
 
 class InventoryWriter:
@@ -94,20 +104,33 @@ class InventoryWriter:
         self._runner = runner
         self._inventory: AsyncCollection[InventoryDoc] = db[INVENTORY]
         self._gate = asyncio.Semaphore(updates_in_flight)
-        self._mirrored: dict[str, int] = {}
+        self._mirrored: dict[str, _Mirrored] = {}
 
     async def persist(self, entries: Sequence[StreamEntry]) -> list[StreamEntry]:
-        products = sorted({product for entry in entries for product in _products(entry.event)})
+        last_event: dict[str, tuple[int, int]] = {}
+        for entry in entries:
+            at = entry_id_order(entry.entry_id)
+            for product in _products(entry.event):
+                last_event[product] = max(at, last_event.get(product, at))
+        # A product whose last event here MongoDB already holds (a state read after it, by an
+        # earlier batch) needs no write: under a backlog, most of a batch's products.
+        products = sorted(p for p, at in last_event.items() if not self._holds(p, at))
         if products:
             await self.mirror(products)
         return []
 
+    def _holds(self, product: str, event_at: tuple[int, int]) -> bool:
+        mirrored = self._mirrored.get(product)
+        return mirrored is not None and mirrored.through >= event_at
+
     async def mirror(self, products: Sequence[str]) -> None:
         """Write the current Redis stock of `products` to MongoDB, never moving a document back."""
+        read = await self._current_stock(products)
         docs = [
             doc
-            for doc in await self._current_stock(products)
-            if self._mirrored.get(doc["_id"], -1) < doc["version"]
+            for doc, _ in read
+            if doc["_id"] not in self._mirrored
+            or self._mirrored[doc["_id"]].version < doc["version"]
         ]
         unmatched = await self._update_older(docs)
         if unmatched:
@@ -118,36 +141,43 @@ class InventoryWriter:
             # Inserted meanwhile by another consumer, maybe at an older version: update again.
             # Documents are never deleted, so one not matched now is already as new.
             await self._update_older(raced)
-        self._remember(docs)
+        # Each is now in MongoDB, or an even newer state is (a guard refused it).
+        self._remember(read)
 
-    def _remember(self, docs: Sequence[InventoryDoc]) -> None:
-        """Versions MongoDB is known to hold, so a product whose events span several batches is
+    def _remember(self, read: Sequence[tuple[InventoryDoc, tuple[int, int]]]) -> None:
+        """What MongoDB is known to hold, so a product whose events span several batches is
         written once. Bounded: forgetting only costs a redundant (guarded) update."""
-        if len(self._mirrored) + len(docs) > MIRRORED_VERSIONS_MAX:
+        if len(self._mirrored) + len(read) > MIRRORED_VERSIONS_MAX:
             self._mirrored.clear()
-        for doc in docs:
-            self._mirrored[doc["_id"]] = doc["version"]
+        for doc, through in read:
+            known = self._mirrored.get(doc["_id"])
+            if known is None or known.version < doc["version"]:
+                self._mirrored[doc["_id"]] = _Mirrored(doc["version"], through)
 
     async def _stored_versions(self, products: Sequence[str]) -> dict[str, int]:
         cursor = self._inventory.find({"_id": {"$in": list(products)}}, {"version": 1})
         return {doc["_id"]: int(doc.get("version", 0)) async for doc in cursor}
 
-    async def _current_stock(self, products: Sequence[str]) -> list[InventoryDoc]:
+    async def _current_stock(
+        self, products: Sequence[str]
+    ) -> list[tuple[InventoryDoc, tuple[int, int]]]:
+        """Each product's document as Redis holds it now, with the last stream entry ID it holds."""
         by_partition: dict[int, list[str]] = {}
         for product in products:
             by_partition.setdefault(keys.partition_of_product(product), []).append(product)
         reads = [commands.read_stock(p, ids) for p, ids in sorted(by_partition.items())]
         now = datetime.now(UTC)
-        docs: list[InventoryDoc] = []
+        read: list[tuple[InventoryDoc, tuple[int, int]]] = []
         for snapshot in await self._runner.run_all(reads):
             if isinstance(snapshot, BaseException):
                 raise snapshot
+            through = entry_id_order(snapshot.last_entry_id)
             # A stock hash is never deleted; a product without one never was.
-            docs += [
-                _inventory_doc(product, stock, snapshot.position, now)
+            read += [
+                (_inventory_doc(product, stock, snapshot.position, now), through)
                 for product, stock in snapshot.hashes.items()
             ]
-        return docs
+        return read
 
     async def _update_older(self, docs: Sequence[InventoryDoc]) -> list[InventoryDoc]:
         """Guarded updates; returns the documents whose update matched nothing."""

@@ -3,6 +3,8 @@ expanded, and each declaring itself with `#!lua`."""
 
 from __future__ import annotations
 
+import re
+
 from engine import scripts
 
 
@@ -20,3 +22,16 @@ def test_every_loaded_script_is_whole() -> None:
     for script in scripts.ALL_SCRIPTS:
         assert script.source.startswith("#!lua"), script.name
         assert "@include" not in script.source, script.name
+
+
+def test_every_script_that_writes_a_level_appends_to_the_stream() -> None:
+    """The inventory writer orders a product's states by how many entries its partition's stream
+    had when it read them (lua/read_stock.lua): a script that changed a level without appending
+    would leave MongoDB a state it never replaces. A coarse check, per script: the tests of each
+    script check the branches."""
+    writes_a_level = re.compile(r"redis\.call\('(HINCRBY|HSET)', stock_key")
+    writers = [s for s in scripts.ALL_SCRIPTS if writes_a_level.search(s.source)]
+    assert {s.name for s in writers} >= {"place_orders", "set_stock", "hold", "cancel", "reroute"}
+    for script in writers:
+        appends = re.findall(r"redis\.call\('XADD', stream\b", script.source)
+        assert appends, f"{script.name}.lua changes a level and appends nothing"
