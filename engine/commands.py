@@ -232,6 +232,7 @@ def _confirmation(
 
 # --- stock: lua/set_stock.lua, lua/hold.lua, lua/release_holds.lua, lua/read_stock.lua ---
 
+
 @dataclass(frozen=True, slots=True)
 class StockSnapshot:
     """Stock hashes of one partition's products, read in one step with how far its stream was."""

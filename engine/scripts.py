@@ -63,6 +63,11 @@ class LuaScript:
         source = expand_includes((LUA_DIR / f"{name}.lua").read_text())
         return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
 
+    @property
+    def read_only(self) -> bool:
+        """Declared so to Redis (`#!lua flags=no-writes`): it writes nothing."""
+        return self.source.startswith("#!lua flags=no-writes")
+
 
 def expand_includes(source: str) -> str:
     def piece(match: re.Match[str]) -> str:
@@ -282,7 +287,8 @@ class ScriptRunner:
                 "EVALSHA", command.script.sha, len(command.keys), *command.keys, *command.args
             )
         acks = self.acks
-        if acks is None or not commands:
+        # Reads have no writes for replicas to acknowledge.
+        if acks is None or all(command.script.read_only for command in commands):
             return list(await pipe.execute(raise_on_error=False))
         if isinstance(redis, RedisCluster):
             # A cluster pipeline keeps each node's commands in order on one connection, so a

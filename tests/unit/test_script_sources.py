@@ -35,3 +35,12 @@ def test_every_script_that_writes_a_level_appends_to_the_stream() -> None:
     for script in writers:
         appends = re.findall(r"redis\.call\('XADD', stream\b", script.source)
         assert appends, f"{script.name}.lua changes a level and appends nothing"
+
+
+def test_only_the_scripts_that_declare_no_writes_count_as_reads() -> None:
+    """The runner sends no WAIT for replicas after a pipeline of reads (engine/scripts.py)."""
+    reads = {s.name for s in scripts.ALL_SCRIPTS if s.read_only}
+    assert reads == {"read_stock"}
+    for script in scripts.ALL_SCRIPTS:
+        if script.name not in reads:
+            assert "no-writes" not in script.source.splitlines()[0], script.name
