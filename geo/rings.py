@@ -100,7 +100,6 @@ class RingIndex:
         ]
         # Walking rings is costly in h3; customers cluster in few cells, so cache.
         self._rings_of_cell = lru_cache(maxsize=RING_CACHE_CELLS)(self._rings)
-        self.fixed_ranking = lru_cache(maxsize=RING_CACHE_CELLS)(self._fixed_ranking)
 
     def __contains__(self, site_id: object) -> bool:
         return site_id in self._sites
@@ -151,10 +150,11 @@ class RingIndex:
             by_ring.setdefault(k, []).extend(self._by_cell[cell])
         return tuple(tuple(by_ring[k]) for k in sorted(by_ring))
 
-    def _fixed_ranking(self, cell: str) -> tuple[BoundedSite, ...] | None:
+    def fixed_ranking(self, cell: str) -> tuple[BoundedSite, ...] | None:
         """What ranked() gives every point of `cell`, when that is one answer: the sites in
         their order with the bounds of their distance from any point of the cell; None when two
-        sites of one ring could come in either order, depending on where in the cell."""
+        sites of one ring could come in either order, depending on where in the cell. Not cached
+        here: its caller keeps what it makes of it per cell (engine/warehouses.py)."""
         lat, lon = (radians(degrees) for degrees in h3.cell_to_latlng(cell))
         cos_lat = cos(lat)
         radius_km = CELL_RADIUS_MARGIN_KM + max(

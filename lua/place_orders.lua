@@ -72,7 +72,8 @@ local function stocked_elsewhere(stock_key, qty, candidates)
   local flat = redis.call('HGETALL', stock_key)
   for j = 1, #flat, 2 do
     local wid = flat[j]
-    if wid ~= LEGACY_VERSION_FIELD and not candidates[wid] and (tonumber(flat[j + 1]) or 0) >= qty then
+    local level = tonumber(flat[j + 1]) or 0
+    if wid ~= LEGACY_VERSION_FIELD and not candidates[wid] and level >= qty then
       found[#found + 1] = wid
     end
   end

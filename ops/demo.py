@@ -101,7 +101,7 @@ async def show_stores(order_ids: list[str]) -> None:
         print(
             "MongoDB inventory sku-000:",
             doc and doc["stockLevels"],
-            "read after stream entry",
+            "version (stream entries added when read)",
             doc and doc["version"],
         )
         print("Redis   stock     sku-000:", dict(sorted(levels_in(live).items())))

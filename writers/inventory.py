@@ -126,12 +126,7 @@ class InventoryWriter:
     async def mirror(self, products: Sequence[str]) -> None:
         """Write the current Redis stock of `products` to MongoDB, never moving a document back."""
         read = await self._current_stock(products)
-        docs = [
-            doc
-            for doc, _ in read
-            if doc["_id"] not in self._mirrored
-            or self._mirrored[doc["_id"]].version < doc["version"]
-        ]
+        docs = [doc for doc, _ in read if self._is_news(doc)]
         unmatched = await self._update_older(docs)
         if unmatched:
             # Not matched: missing, or already as new (another consumer, or an earlier batch
@@ -150,9 +145,13 @@ class InventoryWriter:
         if len(self._mirrored) + len(read) > MIRRORED_VERSIONS_MAX:
             self._mirrored.clear()
         for doc, through in read:
-            known = self._mirrored.get(doc["_id"])
-            if known is None or known.version < doc["version"]:
+            if self._is_news(doc):
                 self._mirrored[doc["_id"]] = _Mirrored(doc["version"], through)
+
+    def _is_news(self, doc: InventoryDoc) -> bool:
+        """Read at a later position than what MongoDB is known to hold for its product."""
+        known = self._mirrored.get(doc["_id"])
+        return known is None or known.version < doc["version"]
 
     async def _stored_versions(self, products: Sequence[str]) -> dict[str, int]:
         cursor = self._inventory.find({"_id": {"$in": list(products)}}, {"version": 1})

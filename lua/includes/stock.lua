@@ -1,6 +1,7 @@
 -- Stock levels: one hash per product, a field per warehouse holding its level. Every script that
--- changes a level appends an event to the partition's stream in the same call: the stream's last
--- entry ID orders the product's states (lua/read_stock.lua, for the inventory writer).
+-- changes a level appends an event to the partition's stream in the same call: the count of
+-- entries ever added to the stream orders the product's states (lua/read_stock.lua, for the
+-- inventory writer).
 -- Hashes written before that kept a version counter in this field; it is no warehouse.
 local LEGACY_VERSION_FIELD = '_v'
 
