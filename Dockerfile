@@ -30,4 +30,4 @@ USER app
 EXPOSE 8000
 # Shell form so API_WORKERS can be set at run time. docker-compose.yml keeps it at 1: each API
 # process must be its own Prometheus target (README, "Metrics and alerts").
-CMD granian --interface asgi --host 0.0.0.0 --port 8000 --workers "${API_WORKERS:-1}" --loop uvloop api.app:app
+CMD python -m api --host 0.0.0.0 --port 8000 --workers "${API_WORKERS:-1}"

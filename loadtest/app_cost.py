@@ -1,7 +1,7 @@
 """The API's own CPU per order, apart from the HTTP server: the app (`api.app`) called straight
 through ASGI by concurrent callers, placing the benchmark's spread orders in a Redis of its own.
 
-A diagnostic for the request path, not a figure the targets use: production runs behind granian,
+A diagnostic for the request path, not a figure the targets use: production runs behind uvicorn,
 whose share the benchmark's API rows include, and that share moves with the machine's load and the
 batches the load makes. This one holds still enough to tell whether a change made the Python path
 cheaper (README, "Where the API's time goes"): run it on the old and on the new code, alternating.
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=CALLERS)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    # The event loop the API's workers run (granian --loop uvloop).
+    # The event loop the API's workers run (python -m api).
     figures = uvloop.run(measure(args.orders, args.callers, args.runs))
     runs = ", ".join(f"{us:.1f}" for us in figures)
     print(f"CPU per order: median {statistics.median(figures):.1f} us (runs: {runs})")

@@ -69,8 +69,8 @@ def report_lines(single: BasketRun, baskets: Sequence[BasketRun], machine: str) 
     orders they are compared with."""
     seconds = round(single.seconds)
     return [
-        "One API worker started as the API rows above start theirs (granian, one process, uvloop, "
-        "`api.app:app`, the bench's settings), on a Redis of its own (AOF everysec, as the stack "
+        "One API worker started as the API rows above start theirs (`python -m api`: uvicorn, one "
+        "process, uvloop, the bench's settings), on a Redis of its own (AOF everysec, as the stack "
         "runs it) stocked with the bench's catalogue: 10,000 products, 10^9 units of each at every "
         "one of the 8 warehouses, so no line runs short and every basket ships whole from its "
         "nearest warehouse. Each row is a fresh worker driven closed loop by wrk -t1 -c64 "

@@ -93,7 +93,7 @@ UNITS: Final = 10**9  # per product and warehouse: no run sells out
 WRK_CONNECTIONS: Final = 64
 WARMUP_S: Final = 2
 LATENCY_WARMUP_S: Final = 6
-# A granian worker, or nginx and its workers, until they answer: for the expected durations.
+# An API worker, or nginx and its workers, until they answer: for the expected durations.
 START_S: Final = 3
 # In this order; workers and swarm before writers, whose first step drains what the API runs left.
 PARTS: Final = (
@@ -287,12 +287,18 @@ async def sql_point(rate: float, seconds: int) -> curves.Point:
 
 
 async def peak(
-    what: str, app: str, port: int, env: dict[str, str], bodies: Path, seconds: int
+    what: str,
+    app: str,
+    port: int,
+    env: dict[str, str],
+    bodies: Path,
+    seconds: int,
+    serve: processes.ServeApp = processes.asgi_worker,
 ) -> dict[str, Any]:
     """The closed-loop peak of one fresh worker of `app`, after WARMUP_S of the same load."""
     expected_s = START_S + WARMUP_S + seconds
     async with progress.step(f"{what}: wrk -t1 -c{WRK_CONNECTIONS}, {seconds} s", expected_s):
-        with processes.asgi_worker(app, port, env) as worker:
+        with serve(app, port, env) as worker:
             await wrk(f"{worker.url}/orders", bodies, WARMUP_S)
             return await wrk(f"{worker.url}/orders", bodies, seconds)
 
@@ -420,6 +426,15 @@ async def measure_api(
     spread_bodies = bodies["spread"]
     noop_app = "loadtest.noop_app:app"
     noop = await peak("no-op handler", noop_app, NOOP_PORT, {}, spread_bodies, seconds)
+    noop_granian = await peak(
+        "no-op handler on granian",
+        noop_app,
+        NOOP_PORT,
+        {},
+        spread_bodies,
+        seconds,
+        serve=processes.granian_worker,
+    )
     spread = await peak("API, spread traffic", API_APP, API_PORT, env, spread_bodies, seconds)
     results.figures["api_per_s"] = spread["rate"]
     # Right after the peak it is a share of, while this Redis is still small (see measure_engine).
@@ -435,11 +450,19 @@ async def measure_api(
     )
     f = results.figures
     f.update(noop_per_s=noop["rate"], flash_per_s=flash["rate"], evalsha_per_s=single["rate"])
+    f.update(noop_granian_per_s=noop_granian["rate"])
     results.add(
         Row(
-            "No-op Litestar POST handler (reference)",
+            "No-op Litestar POST handler on the API's server, uvicorn (reference)",
             f"{noop['rate']:,.0f} /s",
-            "brief's machine: ~22,000 /s",
+            "brief's machine: ~22,000 /s on granian",
+        )
+    )
+    results.add(
+        Row(
+            "The same no-op handler on granian (the brief's server)",
+            f"{noop_granian['rate']:,.0f} /s",
+            f"the API = {spread['rate'] / noop_granian['rate']:.2f}x this",
         )
     )
     results.add(

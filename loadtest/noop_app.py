@@ -1,5 +1,6 @@
-"""The reference point of the benchmark: Litestar + msgspec on granian, a POST handler that
-decodes the same order body and does nothing else. The API is reported as a ratio to it."""
+"""The reference point of the benchmark: Litestar + msgspec, a POST handler that decodes the same
+order body and does nothing else, served as the API is (and on granian, the brief's server). The
+API is reported as a ratio to it."""
 
 from __future__ import annotations
 

@@ -152,29 +152,38 @@ def _http_ok(url: str) -> bool:
         return bool(response.status == 200)
 
 
+# Starts one worker serving an app (module:attribute) on a port, with this environment.
+ServeApp = Callable[[str, int, dict[str, str]], contextlib.AbstractContextManager[Server]]
+
+
 @contextlib.contextmanager
 def asgi_worker(app: str, port: int, env: dict[str, str]) -> Iterator[Server]:
-    """One granian worker (one process, uvloop) serving `app` on 127.0.0.1:port."""
-    log = BENCH_DIR / f"granian-{port}.log"
-    cmd = [
-        str(VENV_BIN / "granian"),
-        "--interface",
-        "asgi",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--loop",
-        "uvloop",
-        "--no-ws",
-        app,
-    ]
+    """One worker serving `app` on 127.0.0.1:port, started as production starts the API's
+    (`python -m api`: one process, its server and settings)."""
+    cmd = [sys.executable, "-m", "api", "--port", str(port), "--app", app]
+    with _served(cmd, app, port, env, "api") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def granian_worker(app: str, port: int, env: dict[str, str]) -> Iterator[Server]:
+    """One granian worker (one process, uvloop) serving `app` on 127.0.0.1:port: the brief's
+    server, for the benchmark's reference row only; the API does not run on it."""
+    cmd = [str(VENV_BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--workers", "1", "--loop", "uvloop", "--no-ws", app]
+    with _served(cmd, app, port, env, "granian") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _served(
+    cmd: list[str], app: str, port: int, env: dict[str, str], what: str
+) -> Iterator[Server]:
+    log = BENCH_DIR / f"{what}-{port}.log"
     base = f"http://127.0.0.1:{port}"
     probe = f"{base}/healthz" if app == API_APP else f"{base}/schema/openapi.json"
     with child(cmd, log, env) as proc:
-        _wait(lambda: _http_ok(probe), f"granian {app}", log, proc)
+        _wait(lambda: _http_ok(probe), f"{what} {app}", log, proc)
         yield Server(base, proc.pid)
 
 

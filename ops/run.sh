@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the whole system locally: stack up, then the API (granian) and the writers in the
+# Run the whole system locally: stack up, then the API (python -m api) and the writers in the
 # background, then the demo (ops/demo.py) against the API.
 #
 #   ops/run.sh          start (what is already running is left alone) and run the demo
@@ -104,17 +104,15 @@ fi
 API_WORKERS="${API_WORKERS:-1}"
 API_NAME=api
 if [ "$API_WORKERS" -gt 1 ]; then
-    # One process per worker, so the gateway (not granian) balances them and sees each one fail.
+    # One process per worker, so the gateway (not the server) balances them and sees each one fail.
     for ((i = 1; i <= API_WORKERS; i++)); do
-        start "api-$i" "$ROOT/.venv/bin/granian" --interface asgi --host 127.0.0.1 \
-            --port "$((API_PORT + i))" --workers 1 --loop uvloop api.app:app
+        start "api-$i" "$ROOT/.venv/bin/python" -m api --port "$((API_PORT + i))"
     done
     API_BASE_PORT="$API_PORT" bash "$ROOT/ops/gateway.sh" start "$API_WORKERS"
     API_PORT="${GATEWAY_PORT:-8080}"
     API_NAME=api-1  # the start-up check below watches the first worker
 else
-    start api "$ROOT/.venv/bin/granian" --interface asgi --host 127.0.0.1 --port "$API_PORT" \
-        --workers 1 --loop uvloop api.app:app
+    start api "$ROOT/.venv/bin/python" -m api --port "$API_PORT"
 fi
 export API_URL="http://127.0.0.1:$API_PORT"
 start writers "$ROOT/.venv/bin/python" -m writers

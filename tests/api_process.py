@@ -1,6 +1,6 @@
-"""A real API process for the tests that need one (a paused Redis, the schema fuzzer): one
-granian worker on a free loopback port, its output in a log file, stopped with its process
-group however the test ends."""
+"""A real API process for the tests that need one (a paused Redis, the schema fuzzer, the gateway,
+the live stock stream): one worker started as production starts it (`python -m api`), on a
+loopback port, stopped with its process group however the test ends."""
 
 from __future__ import annotations
 
@@ -11,18 +11,26 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 
 
+def api_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port)]
+
+
 @contextlib.contextmanager
-def granian_api(env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    granian = str(Path(sys.executable).parent / "granian")
-    command = [granian, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
+def api_process(
+    env: dict[str, str], port: int, log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The worker's output goes to `log`, or nowhere."""
+    with contextlib.ExitStack() as stack:
+        out: IO[bytes] | int = (
+            stack.enter_context(log.open("wb")) if log is not None else subprocess.DEVNULL
+        )
         process = subprocess.Popen(
-            [*command, "--workers", "1", "api.app:app"],
+            api_command(port),
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -32,10 +40,17 @@ def granian_api(env: dict[str, str], port: int, log: Path) -> Iterator[subproces
     try:
         yield process
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to its process group, SIGKILL if it is still there after 15 s."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -95,17 +95,20 @@ def test_dockerfile_build_steps_pass_in_a_clean_virtualenv(tmp_path: Path) -> No
             pytest.fail(f"the replay does not know {step.keyword}: teach it before using it")
     assert any("pip install" in run for run in replayed)
 
-    # What the containers run resolves in that environment: granian's app, and each
-    # `python -m` module with everything it imports (nothing connects at import).
+    # What the containers run resolves in that environment: each `python -m` module with
+    # everything it imports (nothing connects at import), and for the API the app it serves and
+    # the loop and HTTP parser it runs them on.
     python = str(venv / "bin" / "python")
     for name, service in app_services().items():
         argv = service_command(service)
-        if argv[0] == "granian":
-            assert (venv / "bin" / "granian").exists()
-            module, _, attribute = argv[-1].partition(":")
-            code = f"import {module}; {module}.{attribute}"
-        else:
-            code = f"import {option(argv, '-m')}.__main__"
+        module = option(argv, "-m")
+        code = f"import {module}.__main__"
+        if module == "api":
+            code += (
+                "; import importlib, uvloop, httptools"
+                "; module, _, name = api.__main__.APP.partition(':')"
+                "; getattr(importlib.import_module(module), name)"
+            )
         result = subprocess.run(
             [python, "-c", code], cwd=workdir, env=env, capture_output=True, text=True, check=False
         )

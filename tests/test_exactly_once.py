@@ -8,8 +8,8 @@ reply. What the clients were told is then checked against what Redis holds, foun
 every order key, so an order nobody heard of is caught too.
 
 The API runs in this event loop (httpx's ASGI transport), so the proxy, the clients and the app
-share one loop and the clients really are concurrent. The pause test runs a real granian process
-instead: its memory is measured from outside.
+share one loop and the clients really are concurrent. The pause test runs a real API process
+instead (`python -m api`): its memory is measured from outside.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from engine.records import OrderRecord, decode_record
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
-from tests.api_process import granian_api
+from tests.api_process import api_process
 from tests.conftest import scan_keys, store_env
 from tests.notice_servers import free_port
 from tests.tcp_proxy import TcpProxy
@@ -689,7 +689,7 @@ async def wait_healthy(http: Http, process: subprocess.Popen[bytes], log: Path) 
 
 
 def tree_rss_bytes(root: int) -> int:
-    """Resident memory of a process and all its descendants (granian forks its workers)."""
+    """Resident memory of a process and all its descendants (a server may fork its workers)."""
     children: defaultdict[int, list[int]] = defaultdict(list)
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -847,7 +847,7 @@ async def test_paused_redis_sheds_load_in_time_and_places_nothing_it_refused(
     }
     limits = httpx.Limits(max_connections=PAUSE_CLIENTS + 8)
     timeout = httpx.Timeout(PAUSE_CLIENT_TIMEOUT_S)
-    with granian_api(env, port, log) as process:
+    with api_process(env, port, log) as process:
         async with Http(
             base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=timeout
         ) as http:

@@ -1,8 +1,8 @@
 """The API fuzzed from its own OpenAPI schema: schemathesis generates valid and invalid requests
 for every operation the served schema lists (bodies, path, query and header parameters, wrong
-methods, missing or wrong API keys) against a real API process (granian, keys configured), and
-checks every answer: never a 5xx, every status and body declared by the schema, invalid input
-refused, valid input accepted, the key enforced.
+methods, missing or wrong API keys) against a real API process (`python -m api`, keys
+configured), and checks every answer: never a 5xx, every status and body declared by the schema,
+invalid input refused, valid input accepted, the key enforced.
 
 Bounded: a fixed number of examples per operation and a time budget (FUZZ_MAX_EXAMPLES,
 FUZZ_MAX_TIME_S); the seed is fixed so a run is repeatable (FUZZ_SEED to explore others).
@@ -26,7 +26,7 @@ import pytest
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
-from tests.api_process import granian_api
+from tests.api_process import api_process
 from tests.conftest import store_env
 from tests.notice_servers import free_port
 
@@ -71,7 +71,7 @@ def api(
     env = {**store_env(settings), "API_KEYS": json.dumps(API_KEYS), "API_KEYS_FILE": ""}
     log = tmp_path / "api.log"
     base = f"http://127.0.0.1:{port}"
-    with granian_api(env, port, log) as process:
+    with api_process(env, port, log) as process:
         deadline = time.monotonic() + START_TIMEOUT_S
         while call(base, "GET", "/healthz") != 200:
             assert process.poll() is None, f"the API exited: {log.read_text()[-2000:]}"

@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ import pytest
 
 from engine.ids import new_id
 from stores.settings import Settings
+from tests.api_process import api_command
 from tests.conftest import TEST_SETTINGS, store_env
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -108,11 +108,9 @@ def gateway_on(port: int, directory: Path, **env: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def api_workers(settings: Settings, base_port: int) -> Iterator[list[subprocess.Popen[bytes]]]:
-    granian = str(Path(sys.executable).parent / "granian")
-    command = [granian, "--interface", "asgi", "--host", "127.0.0.1", "--workers", "1"]
     workers = [
         subprocess.Popen(
-            [*command, "--port", str(base_port + i), "api.app:app"],
+            api_command(base_port + i),
             cwd=ROOT,
             env=store_env(settings),
             stdout=subprocess.DEVNULL,

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +21,7 @@ from engine.stock_changes import LowStockThresholds, StockChange
 from stores.mongo import MongoDatabase
 from stores.redis import RedisClient
 from stores.settings import Settings
+from tests.api_process import api_process
 from tests.conftest import runner_for, store_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,17 +39,7 @@ def api(settings: Settings, redis: RedisClient, mongo: MongoDatabase) -> Iterato
         **store_env(settings),
         "LOW_STOCK_THRESHOLD": "3",
     }
-    granian = str(Path(sys.executable).parent / "granian")
-    args = ["--interface", "asgi", "--host", "127.0.0.1", "--port", str(API_PORT), "--workers", "1"]
-    server = subprocess.Popen(
-        [granian, *args, "api.app:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    with api_process(env, API_PORT):
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -63,9 +50,6 @@ def api(settings: Settings, redis: RedisClient, mongo: MongoDatabase) -> Iterato
             assert time.monotonic() < deadline, "the API did not start"
             time.sleep(0.1)
         yield
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(10)
 
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, str]]:

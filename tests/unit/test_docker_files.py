@@ -91,30 +91,48 @@ def test_dockerfile_reads_its_dependencies_from_pyproject() -> None:
 
 
 def test_compose_commands_are_ones_the_code_has() -> None:
+    import api.__main__
     import notify.__main__
     import writers.__main__
 
-    parsers = {"writers": writers.__main__.parse_args, "notify": notify.__main__.parse_args}
+    parsers = {
+        "api": api.__main__.parse_args,
+        "writers": writers.__main__.parse_args,
+        "notify": notify.__main__.parse_args,
+    }
     for name, service in app_services().items():
-        argv = service_command(service)
-        if argv[0] == "granian":
-            module, _, attribute = argv[-1].partition(":")
-            path = ROOT / Path(*module.split(".")).with_suffix(".py")
-            tree = ast.parse(path.read_text())
-            assigned = {
-                t.id
-                for node in tree.body
-                if isinstance(node, ast.Assign)
-                for t in node.targets
-                if isinstance(t, ast.Name)
-            }
-            assert attribute in assigned, f"{name}: {module} has no module-level {attribute}"
-            continue
+        argv = shell_defaults(service_command(service), service.get("environment", {}))
         assert argv[:2] == ["python", "-m"], f"{name}: {argv}"
         module = argv[2]
         assert (ROOT / module / "__main__.py").exists(), f"{name}: no module {module}"
         assert module in parsers, f"{name}: add a check of {module}'s arguments here"
-        parsers[module](argv[3:])  # argparse exits on arguments it does not know
+        args = parsers[module](argv[3:])  # argparse exits on arguments it does not know
+        if module == "api":
+            assert_module_level(args.app)
+
+
+def shell_defaults(argv: list[str], environment: dict[str, Any]) -> list[str]:
+    """The image's CMD is shell form: `${NAME:-default}` as the service's environment sets it."""
+    expanded = []
+    for word in argv:
+        found = re.fullmatch(r"\$\{(\w+):-([^}]*)\}", word)
+        expanded.append(str(environment.get(found[1], found[2])) if found else word)
+    return expanded
+
+
+def assert_module_level(app: str) -> None:
+    """`module:attribute` names a module-level assignment, read without importing the module."""
+    module, _, attribute = app.partition(":")
+    path = ROOT / Path(*module.split(".")).with_suffix(".py")
+    tree = ast.parse(path.read_text())
+    assigned = {
+        t.id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
+    assert attribute in assigned, f"{module} has no module-level {attribute}"
 
 
 def test_compose_ports_are_the_ones_the_processes_listen_on() -> None:
