@@ -61,6 +61,11 @@ class Subscription:
 
     async def next(self, timeout_s: float) -> FeedItem | None:
         """The next item, or None after timeout_s without one."""
+        # What is queued already is taken at once: wait_for runs its awaitable as a task of its
+        # own, one loop turn per item, and a backlog of changes then drains at one per turn of a
+        # loop that is busy placing orders.
+        with contextlib.suppress(asyncio.QueueEmpty):
+            return self.queue.get_nowait()
         try:
             return await asyncio.wait_for(self.queue.get(), timeout_s)
         except TimeoutError:
