@@ -498,6 +498,16 @@ async def measure_api(
             results.notes.append(f"wrk counted {run['errors']} errors/non-2xx in a run: {run}")
 
 
+def refused_by(run: dict[str, Any]) -> dict[str, int]:
+    """A ratedriver run's orders that were not confirmed: per status answered, then the requests
+    that got no answer (a transport error or timeout) and those never sent (too many in flight)."""
+    statuses = run["status_counts"].items()
+    found = {f"answered {status}": int(n) for status, n in statuses if status != "201"}
+    found["without an answer"] = int(run["errors"])
+    found["dropped by the driver"] = int(run["dropped"])
+    return found
+
+
 async def measure_latency(results: Results, settings: Settings, bodies: Path, seconds: int) -> None:
     """Open loop on one warmed worker: at half the peak while one client watches the live stock
     stream of the most popular product, then at shares of the peak without it (its tailer decodes
@@ -950,6 +960,7 @@ async def measure_soak(results: Results, quick: bool, rate: float, plot: Path) -
         samples=samples,
         confirmed=confirmed,
         refused=int(run["sent"]) - confirmed,
+        refused_by=refused_by(run),
         p99_ms=float(run["latency_ms"]["p99"]),
         persisted=persisted,
         drain_s=max(drained.values()),

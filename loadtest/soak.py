@@ -192,6 +192,7 @@ class SoakResult:
     samples: list[Sample]
     confirmed: int  # 201 answers
     refused: int  # every other answer, and requests that got none
+    refused_by: dict[str, int]  # of those: per status answered, and those without an answer
     p99_ms: float
     persisted: int  # PostgreSQL after the writers drained
     drain_s: float
@@ -293,7 +294,7 @@ def report_lines(soak: SoakResult, plot_name: str) -> list[str]:
         "| what | measured |",
         "|---|---|",
         f"| orders confirmed (201) / refused or unanswered | {soak.confirmed:,} / {soak.refused:,} "
-        f"(p99 {soak.p99_ms:.1f} ms) |",
+        f"{_refused_text(soak.refused_by)}(p99 {soak.p99_ms:.1f} ms) |",
         f"| PostgreSQL after the drain ({soak.drain_s:.1f} s) | {soak.persisted:,} orders: "
         f"{'every confirmed order' if soak.persisted == soak.confirmed else 'NOT every order'} |",
         f"| Redis used_memory, empty (stock of 10,001 products x 8 warehouses, scripts) | "
@@ -373,3 +374,9 @@ def samples_csv(samples: Sequence[Sample]) -> str:
     rows = [",".join(fields)]
     rows += [",".join(str(getattr(s, f)) for f in fields) for s in samples]
     return "\n".join(rows) + "\n"
+
+
+def _refused_text(refused_by: dict[str, int]) -> str:
+    """`(31 answered 503, 2 without an answer) `, or nothing when every order was confirmed."""
+    parts = [f"{n:,} {why}" for why, n in sorted(refused_by.items()) if n]
+    return f"({', '.join(parts)}) " if parts else ""
