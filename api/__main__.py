@@ -15,6 +15,8 @@ from typing import Final
 
 import uvicorn
 
+from telemetry.logs import configure_json_logging
+
 APP: Final = "api.app:app"
 # Longer than the gateway keeps an idle connection to a worker (keepalive_timeout in
 # ops/gateway/nginx.conf.template): the gateway, not the worker, closes an idle connection, so it
@@ -45,6 +47,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    # The server's own lines (start, stop, a request it could not parse) as JSON, like the app's.
+    configure_json_logging()
     uvicorn.run(
         args.app,
         host=args.host,
@@ -55,7 +59,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         ws="none",
         lifespan="on",
         access_log=False,
+        log_config=None,
         server_header=False,
+        # Nothing reads the client's address; the gateway's X-Forwarded-For need not be parsed.
+        proxy_headers=False,
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )

@@ -11,8 +11,10 @@ from typing import Any, Final
 import msgspec
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is emitted.
+# uvicorn adds its message again with terminal colours (`color_message`): not worth a field.
 _STANDARD_ATTRS: Final = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "color_message"}
 )
 _encoder: Final = msgspec.json.Encoder(enc_hook=str)  # an odd extra value becomes its str()
 
