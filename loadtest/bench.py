@@ -1025,6 +1025,7 @@ def parse_args() -> argparse.Namespace:
     unknown = set(args.parts.split(",")) - set(PARTS)
     if unknown:
         raise SystemExit(f"--parts: unknown {','.join(sorted(unknown))}")
+    args.report.parent.mkdir(parents=True, exist_ok=True)  # its plots are written beside it
     for tool in ("wrk", "go", "redis-server"):
         if shutil.which(tool) is None:
             raise SystemExit(
