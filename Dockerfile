@@ -28,6 +28,7 @@ RUN useradd --system --uid 10001 app
 USER app
 
 EXPOSE 8000
-# Shell form so API_WORKERS can be set at run time. docker-compose.yml keeps it at 1: each API
-# process must be its own Prometheus target (README, "Metrics and alerts").
-CMD python -m api --host 0.0.0.0 --port 8000 --workers "${API_WORKERS:-1}"
+# Shell form so API_WORKERS can be set at run time; `exec` so the server, not the shell, is the
+# container's first process and gets `docker stop`'s SIGTERM (a shell would drop it). Compose keeps
+# API_WORKERS at 1: each API process must be its own Prometheus target (README, "Metrics and alerts").
+CMD exec python -m api --host 0.0.0.0 --port 8000 --workers "${API_WORKERS:-1}"

@@ -15,7 +15,7 @@ from typing import Final
 
 import uvicorn
 
-from telemetry.logs import configure_json_logging
+from telemetry.logs import json_logging_config
 
 APP: Final = "api.app:app"
 # Longer than the gateway keeps an idle connection to a worker (keepalive_timeout in
@@ -47,8 +47,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    # The server's own lines (start, stop, a request it could not parse) as JSON, like the app's.
-    configure_json_logging()
     uvicorn.run(
         args.app,
         host=args.host,
@@ -59,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         ws="none",
         lifespan="on",
         access_log=False,
-        log_config=None,
+        # The server's own lines (start, stop, a request it could not parse) as JSON like the
+        # app's, set up in every worker process it starts.
+        log_config=json_logging_config(),
         server_header=False,
         # Nothing reads the client's address; the gateway's X-Forwarded-For need not be parsed.
         proxy_headers=False,

@@ -1026,6 +1026,10 @@ def parse_args() -> argparse.Namespace:
     if unknown:
         raise SystemExit(f"--parts: unknown {','.join(sorted(unknown))}")
     args.report.parent.mkdir(parents=True, exist_ok=True)  # its plots are written beside it
+    if "api" in args.parts.split(",") and not (processes.VENV_BIN / "granian").exists():
+        raise SystemExit(
+            "granian, for the no-op reference on the brief's server: pip install -e '.[dev]'"
+        )
     for tool in ("wrk", "go", "redis-server"):
         if shutil.which(tool) is None:
             raise SystemExit(

@@ -19,13 +19,15 @@ from typing import Final
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.__main__ import APP
+
 ROOT: Final = Path(__file__).resolve().parent.parent
 BENCH_DIR: Final = ROOT / ".stack" / "bench"
 VENV_BIN: Final = Path(sys.executable).parent
 START_TIMEOUT_S: Final = 30.0
 STOP_TIMEOUT_S: Final = 10.0
 GATEWAY_SH: Final = ROOT / "ops" / "gateway.sh"
-API_APP: Final = "api.app:app"
+API_APP: Final = APP  # what the API's workers serve
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ so a log shipper indexes order IDs and groups without parsing free text."""
 from __future__ import annotations
 
 import logging
-import sys
+import logging.config
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -37,10 +37,25 @@ class JsonFormatter(logging.Formatter):
         return _encoder.encode(line).decode()
 
 
+def json_logging_config(level: int = logging.INFO) -> dict[str, Any]:
+    """A `logging.config.dictConfig` for one JSON-lines handler on stderr at the root: for a
+    server that configures logging itself in every process it starts (uvicorn's log_config)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        # Names, not objects: a server pickles this to hand it to the workers it spawns.
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": level},
+    }
+
+
 def configure_json_logging(level: int = logging.INFO) -> None:
     """Replace the root handlers with one JSON-lines handler on stderr. Idempotent."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    logging.config.dictConfig(json_logging_config(level))

@@ -5,13 +5,13 @@ loopback port, stopped with its process group however the test ends."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Final
+
+from loadtest.processes import stop
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 
@@ -41,16 +41,3 @@ def api_process(
         yield process
     finally:
         stop(process)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to its process group, SIGKILL if it is still there after 15 s."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()

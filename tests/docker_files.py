@@ -99,7 +99,9 @@ def service_command(service: dict[str, Any]) -> list[str]:
     """The service's argv: its compose command, or the image's CMD (shell form, split)."""
     command = service.get("command")
     if command is None:
-        return shlex.split(instruction("CMD").args)
+        argv = shlex.split(instruction("CMD").args)
+        assert argv[0] == "exec", "a shell-form CMD must exec its server, or SIGTERM stops at sh"
+        return argv[1:]
     return list(command) if isinstance(command, list) else shlex.split(command)
 
 

@@ -227,3 +227,10 @@ def test_grafana_provisions_the_dashboard_on_that_prometheus() -> None:
         for target in panel.get("targets", [])
     } | {panel["datasource"]["uid"] for panel in dashboard["panels"] if "datasource" in panel}
     assert used == {source["uid"]}
+
+
+def test_the_api_outlasts_its_graceful_shutdown_before_a_kill() -> None:
+    from api.__main__ import GRACEFUL_SHUTDOWN_S
+
+    grace = str(compose()["services"]["api"]["stop_grace_period"])
+    assert grace.endswith("s") and int(grace[:-1]) > GRACEFUL_SHUTDOWN_S
