@@ -33,9 +33,10 @@ from telemetry.logs import configure_json_logging
 MAX_BODY_BYTES: Final = 16 * 1024  # the largest legitimate body is well under 1 KiB
 # Python's collector passes over its young generation every 700 net allocations. A request makes
 # hundreds of objects that reference counting frees before it ends, so at that pace the passes
-# walk in-flight requests again and again and find next to no garbage; rarer passes leave the
-# cycles a worker makes uncollected a little longer, a small amount beside the worker's size.
-# Measured: README, "Where the API's time goes".
+# walk in-flight requests again and again and find next to no garbage. Here the young generation
+# is passed over every 50,000, the middle one every 50 of those passes and the oldest every 100 of
+# the middle's: the cycles a worker makes wait a little longer, a small amount beside its size.
+# Measured: README, "The collector's young generation".
 GC_THRESHOLDS: Final = (50_000, 50, 100)
 SCHEMA_PATH: Final = "/schema"
 log = logging.getLogger(__name__)
