@@ -72,7 +72,12 @@ class MicroBatcher(Generic[T, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append(_Queued(item, future))
         self._schedule()
-        return await future
+        try:
+            return await future
+        finally:
+            # A failed future holds its exception, whose traceback holds this frame and so the
+            # future: without this, every refused order would leave a cycle for the collector.
+            del future
 
     def _schedule(self) -> None:
         if not self._queue:

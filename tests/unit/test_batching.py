@@ -4,6 +4,8 @@ bounded queue refuses (Overloaded) instead of growing while Redis is slow."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Sequence
 
 import pytest
@@ -130,3 +132,24 @@ async def test_an_early_delivery_answers_before_the_batch_ends() -> None:
     gate.set()
     with pytest.raises(ValueError, match="second"):
         await second
+
+
+class Refused(Exception):
+    """What the sender answers for an item it refuses."""
+
+
+async def test_an_item_refused_by_the_sender_is_freed_without_the_collector() -> None:
+    async def refuse(items: list[int], deliver: Deliver[int]) -> Sequence[int | BaseException]:
+        return [Refused() for _ in items]
+
+    refusing = MicroBatcher(refuse, max_items=8, max_in_flight=1, max_queued=8, max_wait_s=1.0)
+    gc.disable()  # a reference cycle would keep the error until a pass: none may run meanwhile
+    try:
+        try:
+            await refusing.submit(1)
+        except Refused as refused:
+            error = weakref.ref(refused)
+        await asyncio.sleep(0)  # the batch's own task ends
+        assert error() is None
+    finally:
+        gc.enable()
