@@ -31,11 +31,10 @@ from stores.settings import Settings, load_settings
 from telemetry.logs import configure_json_logging
 
 MAX_BODY_BYTES: Final = 16 * 1024  # the largest legitimate body is well under 1 KiB
-# Python's collector passes over its young generation every 700 net allocations. A request makes
-# hundreds of objects that reference counting frees before it ends, so at that pace the passes
-# walk in-flight requests again and again and find next to no garbage. Here the young generation
-# is passed over every 50,000, the middle one every 50 of those passes and the oldest every 100 of
-# the middle's: the cycles a worker makes wait a little longer, a small amount beside its size.
+# Python's collector runs a pass whenever enough new objects are still alive, and in a busy worker
+# they are alive because their requests are in flight: each pass walks those requests' objects and
+# finds almost no garbage, since reference counting frees them when the request ends. A serving
+# worker runs the passes far less often; what waits longer is only the cycles it leaves.
 # Measured: README, "The collector's young generation".
 GC_THRESHOLDS: Final = (50_000, 50, 100)
 SCHEMA_PATH: Final = "/schema"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator
 from datetime import date
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from api.app import MAX_BODY_BYTES, create_app
+from api.app import GC_THRESHOLDS, MAX_BODY_BYTES, create_app
 from engine import keys
 from engine.orders import MAX_ORDER_QUANTITY
 from stores.mongo import MongoDatabase
@@ -36,6 +37,16 @@ async def client(
             )
             assert put.status_code == 200
         yield test_client
+
+
+async def test_the_app_serves_with_the_serving_collector_and_gives_it_back(
+    settings: Settings, redis: RedisClient
+) -> None:
+    before = gc.get_threshold()
+    async with AsyncTestClient(create_app(settings)) as serving:
+        assert (await serving.get("/healthz")).status_code == 200
+        assert gc.get_threshold() == GC_THRESHOLDS
+    assert gc.get_threshold() == before != GC_THRESHOLDS
 
 
 def order_body(quantity: int = 1, location: dict[str, float] = PARIS) -> dict[str, Any]:
