@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from api.__main__ import GRACEFUL_SHUTDOWN_S
 from tests.docker_files import (
     ROOT,
     app_services,
@@ -230,7 +231,5 @@ def test_grafana_provisions_the_dashboard_on_that_prometheus() -> None:
 
 
 def test_the_api_outlasts_its_graceful_shutdown_before_a_kill() -> None:
-    from api.__main__ import GRACEFUL_SHUTDOWN_S
-
     grace = str(compose()["services"]["api"]["stop_grace_period"])
     assert grace.endswith("s") and int(grace[:-1]) > GRACEFUL_SHUTDOWN_S
