@@ -368,6 +368,9 @@ SQL
     for db in fulfillment fulfillment_test; do
         psql_app -d "$db" -f "$ROOT/ops/schema.sql" || die "applying ops/schema.sql to $db failed"
     done
+    # FerretDB's lookups by _id need an index its own does not give (see the file).
+    psql_app -d ferretdb -f "$ROOT/ops/ferretdb_id_index.sql" >/dev/null \
+        || die "applying ops/ferretdb_id_index.sql to ferretdb failed"
 }
 
 pg_down() {
