@@ -185,7 +185,7 @@ async def postgres_bytes(postgres: asyncpg.Connection) -> PostgresBytes:
 @dataclass(frozen=True, slots=True)
 class SoakResult:
     rate: float  # orders/s asked of the driver
-    products: int  # the orders go to this many most popular products
+    products: int  # the catalogue the orders are drawn from, by popularity
     load_s: float
     window_s: int
     baseline_bytes: int  # used_memory with the stock seeded and no order
@@ -282,12 +282,11 @@ def report_lines(soak: SoakResult, plot_name: str) -> list[str]:
         "Redis of its own (AOF everysec); the notice jobs go to another Redis "
         "(`QUEUE_REDIS_URL`), with no notice worker running. Sampled every "
         f"{SAMPLE_INTERVAL_S:.0f} s; judged from {start_s} s on ({len(steady)} samples). "
-        "The rate is fixed, not half the API's peak: beside the writers, the stores and the "
-        "driver on these 2 cores one API worker takes ~1,000 orders/s at most. The orders go to "
-        f"the {soak.products:,} most popular products, so that the FerretDB mirror (one write per "
-        "distinct product per batch) keeps its batches short: over 10,000 products its batches "
-        "last minutes and the streams measure FerretDB, not the hot window (README, Performance "
-        "and scaling).",
+        "The rate is fixed, not half the API's peak: the soak is about the state a steady rate "
+        "leaves, well below what one API worker takes beside the writers, the stores and the "
+        "driver on these 2 cores (the writers row of the targets). The orders are "
+        f"drawn from the whole catalogue of {soak.products:,} products by popularity, as in the "
+        "API rows.",
         "",
         f"![Redis memory and hot orders over the soak]({plot_name})",
         "",
