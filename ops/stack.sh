@@ -369,7 +369,7 @@ SQL
         psql_app -d "$db" -f "$ROOT/ops/schema.sql" || die "applying ops/schema.sql to $db failed"
     done
     # FerretDB's lookups by _id need an index its own does not give (see the file).
-    psql_app -d ferretdb -f "$ROOT/ops/ferretdb_id_index.sql" >/dev/null \
+    psql_app -d ferretdb -f "$ROOT/ops/ferretdb_id_index.sql" \
         || die "applying ops/ferretdb_id_index.sql to ferretdb failed"
 }
 

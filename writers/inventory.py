@@ -47,11 +47,11 @@ from writers.consumer import StreamEntry
 
 UPDATES_IN_FLIGHT: Final = 8
 # The inventory writer's cost is one document write per distinct product in a batch, not per
-# order, and FerretDB manages few such writes per second (README, "The MongoDB mirror"), so it
-# reads batches this many times larger than the orders writer: the busier the stream, the more
-# orders each write covers, and under a sustained peak MongoDB trails Redis by one batch rather
-# than falling behind. Not more: a read's replies hold Redis for every other client while it
-# builds them (writers/consumer.py, BATCH_ORDERS).
+# order, and a write to FerretDB costs far more than a row to PostgreSQL, so it reads batches this
+# many times larger than the orders writer: the busier the stream, the more orders each write
+# covers, and under a sustained peak MongoDB trails Redis by one batch rather than falling behind.
+# Not more: a read's replies hold Redis for every other client while it builds them
+# (writers/consumer.py, BATCH_ORDERS).
 INVENTORY_BATCH_FACTOR: Final = 2
 MIRRORED_VERSIONS_MAX: Final = 500_000
 DUPLICATE_KEY: Final = 11000
