@@ -641,8 +641,12 @@ PY
 }
 
 fdb_alive_and_listening() {
-    fdb_pid >/dev/null || { show_log "$FDB_DIR/ferretdb.log"; die "FerretDB exited during start-up"; }
-    port_open "$MONGO_PORT"
+    # Alive, not fdb_pid: right after the fork the child may not have exec'd FerretDB yet, and its
+    # command line is still this script's. Once the port is open it has, and fdb_pid must agree.
+    local pid
+    pid="$(cat "$FDB_DIR/ferretdb.pid" 2>/dev/null)"
+    kill -0 "$pid" 2>/dev/null || { show_log "$FDB_DIR/ferretdb.log"; die "FerretDB exited during start-up"; }
+    port_open "$MONGO_PORT" && fdb_pid >/dev/null
 }
 
 fdb_start() {
