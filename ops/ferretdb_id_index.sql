@@ -13,25 +13,37 @@
 -- constant updates keep long. A real MongoDB needs none of this (docker-compose.yml).
 -- FerretDB's own metadata tables (`_ferretdb_...`) are small and looked up otherwise: left alone.
 
-CREATE OR REPLACE FUNCTION ferretdb_index_id_lookups() RETURNS event_trigger
+-- Gives one table the index, when it is a collection's (a permanent table with a jsonb `_jsonb`,
+-- not FerretDB's metadata) and has no GIN index yet.
+CREATE OR REPLACE FUNCTION ferretdb_index_id_lookup(collection regclass) RETURNS void
 LANGUAGE plpgsql AS $$
-DECLARE
-    created record;
 BEGIN
-    FOR created IN
-        SELECT c.objid, c.object_identity
-        FROM pg_event_trigger_ddl_commands() c
-        JOIN pg_class t ON t.oid = c.objid
+    IF EXISTS (
+        SELECT FROM pg_class t
         JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = '_jsonb'
             AND a.atttypid = 'jsonb'::regtype
-        WHERE c.command_tag = 'CREATE TABLE' AND c.object_type = 'table'
+        WHERE t.oid = collection AND t.relkind = 'r' AND t.relpersistence = 'p'
             AND t.relname NOT LIKE '\_ferretdb\_%'
-    LOOP
+    ) AND NOT EXISTS (
+        SELECT FROM pg_index x
+        JOIN pg_class i ON i.oid = x.indexrelid
+        JOIN pg_am m ON m.oid = i.relam
+        WHERE x.indrelid = collection AND m.amname = 'gin'
+    ) THEN
         EXECUTE format(
             'CREATE INDEX ON %s USING gin ((_jsonb -> ''_id'') jsonb_path_ops) WITH (fastupdate = off)',
-            created.object_identity
+            collection
         );
-    END LOOP;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ferretdb_index_id_lookups() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ferretdb_index_id_lookup(objid)
+    FROM pg_event_trigger_ddl_commands()
+    WHERE command_tag = 'CREATE TABLE' AND object_type = 'table';
 END
 $$;
 
@@ -45,19 +57,8 @@ END
 $$;
 
 -- Collections made before the trigger existed.
-SELECT format(
-    'CREATE INDEX ON %s USING gin ((_jsonb -> ''_id'') jsonb_path_ops) WITH (fastupdate = off)',
-    t.oid::regclass
-)
-FROM pg_class t
-JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = '_jsonb' AND a.atttypid = 'jsonb'::regtype
-WHERE t.relkind = 'r'
-    AND t.relpersistence = 'p'
-    AND t.relname NOT LIKE '\_ferretdb\_%'
-    AND NOT EXISTS (
-        SELECT FROM pg_index x
-        JOIN pg_class i ON i.oid = x.indexrelid
-        JOIN pg_am m ON m.oid = i.relam
-        WHERE x.indrelid = t.oid AND m.amname = 'gin'
-    )
-\gexec
+DO $$
+BEGIN
+    PERFORM ferretdb_index_id_lookup(oid) FROM pg_class WHERE relkind = 'r';
+END
+$$;

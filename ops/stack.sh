@@ -640,12 +640,11 @@ client.admin.command("ping")
 PY
 }
 
+# $1: the pid just started. Alive, not fdb_pid: right after the fork the child may not have
+# exec'd FerretDB yet, and its command line is still this script's. Once the port is open it has,
+# and fdb_pid must agree.
 fdb_alive_and_listening() {
-    # Alive, not fdb_pid: right after the fork the child may not have exec'd FerretDB yet, and its
-    # command line is still this script's. Once the port is open it has, and fdb_pid must agree.
-    local pid
-    pid="$(cat "$FDB_DIR/ferretdb.pid" 2>/dev/null)"
-    kill -0 "$pid" 2>/dev/null || { show_log "$FDB_DIR/ferretdb.log"; die "FerretDB exited during start-up"; }
+    kill -0 "$1" 2>/dev/null || { show_log "$FDB_DIR/ferretdb.log"; die "FerretDB exited during start-up"; }
     port_open "$MONGO_PORT" && fdb_pid >/dev/null
 }
 
@@ -663,8 +662,9 @@ fdb_start() {
         --state-dir="$FDB_DIR" \
         --log-level=warn \
         </dev/null >>"$FDB_DIR/ferretdb.log" 2>&1 &
-    echo $! >"$FDB_DIR/ferretdb.pid"
-    wait_until "FerretDB (TCP)" 30 "$FDB_DIR/ferretdb.log" fdb_alive_and_listening
+    local pid=$!
+    echo "$pid" >"$FDB_DIR/ferretdb.pid"
+    wait_until "FerretDB (TCP)" 30 "$FDB_DIR/ferretdb.log" fdb_alive_and_listening "$pid"
     wait_until "FerretDB (MongoDB ping)" 30 "$FDB_DIR/ferretdb.log" mongo_ping
 }
 
