@@ -52,7 +52,8 @@ if held > qty then left = redis.call('HINCRBY', stock_key, wid, held - qty) end
 redis.call('DEL', hold_key)
 redis.call('ZREM', expiries, hold_id)
 -- The order ID was read above, in this same call: the record is new.
-local encoded = write_new_record(order_key, o, wid, days, now_ms)
-remember_answer(idem_key, idem_ttl_s, o, wid, days, now_ms)
+local now_text = whole_text(now_ms)
+local encoded = write_new_record(order_key, o, wid, days, now_text)
+remember_answer(idem_key, idem_ttl_s, o, wid, days, now_text)
 append_confirmed(stream, {confirmed_part(o[1], encoded, left)})
 return confirmed_reply(wid, days)

@@ -36,15 +36,13 @@ local orders = cjson.decode(ARGV[3])
 local stream = KEYS[1]
 if not now_ms or not idem_ttl_s or idem_ttl_s < 1 then return bad_argument('now or ttl') end
 if type(orders) ~= 'table' or #KEYS ~= 1 + 3 * #orders then return bad_argument('keys') end
+local now_text = whole_text(now_ms)
 
--- Phase 1, reads only: check every order, and read every level this call can take from. A level
--- that is not a whole number is treated as no stock there (HINCRBY would fail on it mid-call).
--- Checks are inlined: this loop runs for every candidate of every order.
-local replies, levels = {}, {}
+-- Phase 1: check every order before the first write. Checks are inlined: this loop runs for
+-- every candidate of every order.
 for i, o in ipairs(orders) do
-  local stock_key, order_key = KEYS[3 * i - 1], KEYS[3 * i]
   local qty, ids, days_of = o[3], o[8], o[9]
-  if type(qty) ~= 'number' or qty < 1 or qty % 1 ~= 0 then
+  if type(qty) ~= 'number' or qty < 1 or qty >= WHOLE_LIMIT or qty % 1 ~= 0 then
     return bad_argument('quantity of order ' .. i)
   end
   if type(ids) ~= 'table' or type(days_of) ~= 'table' or #ids ~= #days_of then
@@ -52,19 +50,26 @@ for i, o in ipairs(orders) do
   end
   for j = 1, #days_of do
     local days = days_of[j]
-    if type(days) ~= 'number' or days % 1 ~= 0 then
+    if type(days) ~= 'number' or days % 1 ~= 0 or days <= -WHOLE_LIMIT or days >= WHOLE_LIMIT then
       return bad_argument('delivery days of order ' .. i)
     end
   end
-  if #ids > 0 then
-    local stock = levels[stock_key]
-    if not stock then stock = {}; levels[stock_key] = stock end
-    local read = redis.call('HMGET', stock_key, unpack(ids))
-    for j = 1, #ids do
-      local level = tonumber(read[j])
-      if level and level % 1 == 0 and stock[ids[j]] == nil then stock[ids[j]] = level end
-    end
+end
+
+-- The level at a warehouse, read once per call and then kept as this call changes it; false
+-- when it is not a whole number, which counts as no stock there (HINCRBY would fail on it).
+-- Read when an order reaches that candidate, not before: most orders stop at their first.
+local levels = {}
+local function level_at(stock_key, wid)
+  local stock = levels[stock_key]
+  if not stock then stock = {}; levels[stock_key] = stock end
+  local level = stock[wid]
+  if level == nil then
+    level = tonumber(redis.call('HGET', stock_key, wid))
+    if not level or level % 1 ~= 0 then level = false end
+    stock[wid] = level
   end
+  return level
 end
 
 local function stocked_elsewhere(stock_key, qty, candidates)
@@ -93,7 +98,7 @@ end
 -- Phase 2: decide and write, in arrival order. An order already recorded under its ID (a resend
 -- after a lost reply) is answered what was decided then, and takes nothing: its record is found
 -- by the SET NX that would write it, or read when no warehouse is picked or its key answers.
-local keys_used, confirmed = {}, {}
+local replies, keys_used, confirmed = {}, {}, {}
 for i, o in ipairs(orders) do
   local stock_key, order_key, idem_key = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
   local qty, idem, ids, days_of = o[3], o[4], o[8], o[9]
@@ -103,19 +108,20 @@ for i, o in ipairs(orders) do
     local recorded = answered_this_order(seen, o[1]) and read_record(order_key)
     replies[i] = recorded and answer_for_record(o[1], recorded) or answer_for_key(seen, o[5])
   else
-    local stock, pick = levels[stock_key] or {}, nil
+    local pick = nil
     for j = 1, #ids do
-      if stock[ids[j]] and stock[ids[j]] >= qty then pick = j; break end
+      local level = level_at(stock_key, ids[j])
+      if level and level >= qty then pick = j; break end
     end
     if pick then
       local wid, days = ids[pick], days_of[pick]
-      local encoded, recorded = write_new_record(order_key, o, wid, days, now_ms)
+      local encoded, recorded = write_new_record(order_key, o, wid, days, now_text)
       if recorded then
         replies[i] = answer_for_record(o[1], recorded)
       else
         local left = redis.call('HINCRBY', stock_key, wid, -qty)
-        stock[wid] = left
-        local stored = remember_answer(idem_key, idem_ttl_s, o, wid, days, now_ms)
+        levels[stock_key][wid] = left
+        local stored = remember_answer(idem_key, idem_ttl_s, o, wid, days, now_text)
         if stored ~= '' then keys_used[idem_key] = stored end
         confirmed[#confirmed + 1] = confirmed_part(o[1], encoded, left)
         replies[i] = confirmed_reply(wid, days)

@@ -387,6 +387,8 @@ async def test_reroute_moves_the_order_once(
     [
         OrderRequest("sku", 0, CUSTOMER),
         OrderRequest("sku", -3, CUSTOMER),
+        # A Lua number holds every whole number up to 2^53 only.
+        OrderRequest("sku", 2**53, CUSTOMER),
     ],
 )
 async def test_a_bad_order_in_a_batch_leaves_the_whole_call_unapplied(
@@ -403,16 +405,32 @@ async def test_a_bad_order_in_a_batch_leaves_the_whole_call_unapplied(
     assert not await redis.exists(keys.order(P, good.order_id))
 
 
+async def test_delivery_days_beyond_whole_numbers_leave_the_call_unapplied(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "w1", 10)
+    events = await redis.xlen(STREAM)
+    good, wrong = attempt(1, [("w1", 1)]), attempt(1, [("w2", 1), ("w1", 2**53)])
+    with pytest.raises(scripts.ScriptRefused):
+        await place_orders(runner, good, wrong)
+    assert await redis.hget(STOCK, "w1") == "10"
+    assert await redis.xlen(STREAM) == events
+    assert not await redis.exists(keys.order(P, good.order_id))
+
+
 async def test_a_corrupt_level_counts_as_no_stock_and_is_never_changed(
     runner: scripts.ScriptRunner, redis: RedisClient
 ) -> None:
     await set_stock(runner, "w1", 10)
     await redis.hset(STOCK, "w2", "lots")
     good = attempt(1, [("w1", 1)])
-    placed, refused = await place_orders(runner, good, attempt(1, [("w2", 1)]))
+    placed, refused, past_it = await place_orders(
+        runner, good, attempt(1, [("w2", 1)]), attempt(1, [("w2", 1), ("w1", 2)])
+    )
     assert isinstance(placed, Confirmation) and placed.warehouse_id == "w1"
     assert isinstance(refused, StockBeyondRings | OutOfStock)
-    assert await redis.hmget(STOCK, ["w1", "w2"]) == ["9", "lots"]
+    assert isinstance(past_it, Confirmation) and past_it.warehouse_id == "w1"
+    assert await redis.hmget(STOCK, ["w1", "w2"]) == ["8", "lots"]
     with pytest.raises(scripts.ScriptRefused):
         await runner.run(commands.adjust_stock("op-x", "sku", "w2", 1, "t"))
     with pytest.raises(scripts.ScriptRefused):
