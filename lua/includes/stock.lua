@@ -15,21 +15,21 @@ local function give_back(stream, stock_key, product_id, wid, quantity, reason)
   return level
 end
 
--- `value` as a whole number Redis can add exactly (HINCRBY), or nil. Scripts check every number
--- they were given or read before their first write: Redis does not roll a script back, so an
--- error after a write would leave half a call applied.
 -- Beyond 2^53 a Lua number no longer holds every whole number.
 local WHOLE_LIMIT = 9007199254740992
 
+-- `value` as a whole number Redis can add exactly (HINCRBY), or nil. Scripts check every number
+-- they were given or read before their first write: Redis does not roll a script back, so an
+-- error after a write would leave half a call applied.
 local function whole_number(value)
   local n = tonumber(value)
   if n and n == math.floor(n) and n > -WHOLE_LIMIT and n < WHOLE_LIMIT then return n end
   return nil
 end
 
--- A whole number as text, by string.format's integer path: Lua's own number-to-text (`..`,
--- tostring) prints through '%.14g', the C library's floating-point printer, which costs more
--- and turns 15 digits or more into an exponent.
+-- A checked whole number as text, by string.format's integer path: Lua's own number-to-text
+-- (`..`, tostring) prints through '%.14g', the C library's floating-point printer, which costs
+-- more and turns 15 digits or more into an exponent.
 local function whole_text(n)
   return string.format('%d', n)
 end
