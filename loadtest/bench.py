@@ -111,7 +111,7 @@ PARTS: Final = (
 )
 # Roughly how long each part takes here, full and --quick: for the progress lines.
 PART_EXPECTED_S: Final = {
-    "engine": (60, 30),
+    "engine": (75, 40),
     "api": (130, 75),
     "workers": (30, 20),
     "swarm": (40, 25),
@@ -357,66 +357,71 @@ async def persisted_orders(settings: Settings) -> int:
 # --- the measurements ---
 
 
+@dataclass(frozen=True)
+class EngineRun:
+    orders_per_call: int
+    tiny_per_s: float  # the tiny script, on the same fresh Redis just before
+    per_s: float
+    errors: int
+    per_core: float  # orders per Redis CPU-second
+
+
 async def measure_engine(results: Results, directory: WarehouseDirectory, quick: bool) -> None:
     """Each batch size on a fresh Redis of its own (AOF everysec, as the stack runs it), right
     after the tiny script on that same Redis: a ratio then compares two loads the machine ran
-    within seconds, and no figure carries the orders the loads before it left (the AOF rewrites
-    they bring). Apart from the API's Redis, which ~1M orders would otherwise weigh on (memory,
-    AOF rewrites) in the runs after it."""
+    within seconds, and no figure carries the orders that the loads before it left (nor the AOF
+    rewrites they bring). Apart from the API's Redis too, which those orders would weigh on in
+    the runs after it."""
     orders = 100_000 if quick else 300_000
-    tiny_rates: list[float] = []
+    runs = []
     for per_call in ENGINE_ORDERS_PER_CALL:
         with processes.redis_server(ENGINE_REDIS_PORT, persistent=True) as url:
             await seed_stock(
                 url, [Warehouse(w.warehouse_id, w.name, w.location) for w in directory.all()]
             )
-            redis = connect_redis(Settings(url, False, "", "", ""))
-            try:
-                tiny_rates.append(await _measure_tiny(redis, orders))
-                await _measure_placement(
-                    results, redis, directory, orders, per_call, tiny_rates[-1]
-                )
-            finally:
-                await redis.aclose()
+            runs.append(await _engine_run(url, directory, orders, per_call))
     results.add(
         Row(
-            "Redis, tiny Lua decrement, pipeline depth 32 (before each engine row, on its Redis)",
-            " / ".join(f"{rate:,.0f}" for rate in tiny_rates) + " /s",
+            "Redis, tiny Lua decrement, pipeline depth 32",
+            " / ".join(f"{run.tiny_per_s:,.0f}" for run in runs) + " /s "
+            "(before each engine row below, on its Redis)",
             "brief's machine: ~500,000 /s",
         )
     )
+    for run in runs:
+        _add_engine_run(results, run)
 
 
-async def _measure_tiny(redis: RedisClient, orders: int) -> float:
-    await redis.script_load(engine_load.TINY_DECREMENT)
-    rate, _ = await engine_load.send_pipelined(
-        ENGINE_REDIS_PORT, engine_load.tiny_decrement_load(orders), 32
-    )
-    return rate
+async def _engine_run(
+    url: str, directory: WarehouseDirectory, orders: int, per_call: int
+) -> EngineRun:
+    redis = connect_redis(Settings(url, False, "", "", ""))
+    try:
+        await redis.script_load(engine_load.TINY_DECREMENT)
+        tiny = engine_load.tiny_decrement_load(orders)
+        tiny_per_s, _ = await engine_load.send_pipelined(ENGINE_REDIS_PORT, tiny, 32)
+        traffic = Traffic(PRODUCTS, seed=per_call)
+        load = engine_load.placement_load(directory, traffic, orders, per_call)
+        cpu_s = await redis_cpu_s(redis)
+        per_s, errors = await engine_load.send_pipelined(ENGINE_REDIS_PORT, load, 32)
+        placed = len(load.commands) * load.orders_per_command
+        per_core = placed / (await redis_cpu_s(redis) - cpu_s)
+    finally:
+        await redis.aclose()
+    return EngineRun(per_call, tiny_per_s, per_s, errors, per_core)
 
 
-async def _measure_placement(
-    results: Results,
-    redis: RedisClient,
-    directory: WarehouseDirectory,
-    orders: int,
-    per_call: int,
-    tiny_rate: float,
-) -> None:
-    load = engine_load.placement_load(directory, Traffic(PRODUCTS, seed=per_call), orders, per_call)
-    cpu_s = await redis_cpu_s(redis)
-    rate, errors = await engine_load.send_pipelined(ENGINE_REDIS_PORT, load, 32)
-    per_core = len(load.commands) * load.orders_per_command / (await redis_cpu_s(redis) - cpu_s)
-    results.figures[f"engine_{per_call}_per_s"] = rate
-    results.figures[f"engine_{per_call}_per_core"] = per_core
-    ratio = rate / tiny_rate
+def _add_engine_run(results: Results, run: EngineRun) -> None:
+    results.figures[f"engine_{run.orders_per_call}_per_s"] = run.per_s
+    results.figures[f"engine_{run.orders_per_call}_per_core"] = run.per_core
+    ratio = run.per_s / run.tiny_per_s
     results.add(
         Row(
-            f"Engine: orders placed/s, {per_call} order(s) per script call",
-            f"{rate:,.0f} /s ({errors} errors; {per_core:,.0f} per Redis CPU-second)",
-            f"{ratio:.2f}x the tiny script ({tiny_rate:,.0f} /s on the same Redis)",
+            f"Engine: orders placed/s, {run.orders_per_call} order(s) per script call",
+            f"{run.per_s:,.0f} /s ({run.errors} errors; {run.per_core:,.0f} per Redis CPU-second)",
+            f"{ratio:.2f}x the tiny script ({run.tiny_per_s:,.0f} /s on the same Redis)",
             ">= 100,000 /s (= 0.20x the brief's tiny-script figure)",
-            verdict(rate >= 100_000 or ratio >= 0.20) if per_call == 32 else "",
+            verdict(run.per_s >= 100_000 or ratio >= 0.20) if run.orders_per_call == 32 else "",
         )
     )
 

@@ -57,8 +57,8 @@ for i, o in ipairs(orders) do
 end
 
 -- The level at a warehouse, read once per call and then kept as this call changes it; false
--- when it is not a whole number, which counts as no stock there (HINCRBY would fail on it).
--- Read when an order reaches that candidate, not before: most orders stop at their first.
+-- when it does not read as a whole number, which counts as no stock there (HINCRBY would refuse
+-- it). Read when an order reaches that candidate, not before: most orders stop at their first.
 local levels = {}
 local function level_at(stock_key, wid)
   local stock = levels[stock_key]

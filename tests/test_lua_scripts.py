@@ -187,6 +187,20 @@ async def test_confirmation_records_the_order_and_appends_one_event(
     assert await redis.hlen(STOCK) == 1  # the level alone: the stream orders the stock
 
 
+async def test_numbers_are_written_in_whole_digits(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    """Lua's own number-to-text keeps 14 significant digits and then writes an exponent."""
+    await set_stock(runner, "w1", 10**15 + 1)
+    order = attempt(1, [("w1", 4)])
+    (placed,) = await place_orders(runner, order)
+    assert isinstance(placed, Confirmation)
+    record = await redis.get(keys.order(P, order.order_id))
+    ((_, event),) = await redis.xrevrange(STREAM, count=1)
+    assert event["orders"] == f'[["{order.order_id}",{record},{10**15}]]'
+    assert f",4,{NOW_MS}," in record
+
+
 async def test_one_event_carries_every_order_a_call_confirmed(
     runner: scripts.ScriptRunner, redis: RedisClient
 ) -> None:

@@ -27,9 +27,10 @@ local function whole_number(value)
   return nil
 end
 
--- A checked whole number as text, by string.format's integer path: Lua's own number-to-text
--- (`..`, tostring) prints through '%.14g', the C library's floating-point printer, which costs
--- more and turns 15 digits or more into an exponent.
+-- A checked whole number as text, by string.format's integer path (a C long: 64 bits on the
+-- 64-bit builds this runs on): Lua's own number-to-text (`..`, tostring) prints through
+-- '%.14g', the C library's floating-point printer, which costs more and turns 15 digits or more
+-- into an exponent.
 local function whole_text(n)
   return string.format('%d', n)
 end
