@@ -358,12 +358,17 @@ async def persisted_orders(settings: Settings) -> int:
 
 
 @dataclass(frozen=True)
+class Pipelined:
+    per_s: float  # orders (or tiny calls) per second on the clock
+    errors: int
+    per_core: float  # per Redis CPU-second
+
+
+@dataclass(frozen=True)
 class EngineRun:
     orders_per_call: int
-    tiny_per_s: float  # the tiny script, on the same fresh Redis just before
-    per_s: float
-    errors: int
-    per_core: float  # orders per Redis CPU-second
+    tiny: Pipelined  # the tiny script, on the same fresh Redis just before
+    placed: Pipelined
 
 
 async def measure_engine(results: Results, directory: WarehouseDirectory, quick: bool) -> None:
@@ -383,8 +388,9 @@ async def measure_engine(results: Results, directory: WarehouseDirectory, quick:
     results.add(
         Row(
             "Redis, tiny Lua decrement, pipeline depth 32",
-            " / ".join(f"{run.tiny_per_s:,.0f}" for run in runs) + " /s "
-            "(before each engine row below, on its Redis)",
+            " / ".join(f"{run.tiny.per_s:,.0f}" for run in runs) + " /s "
+            "(before each engine row below, on its Redis); per Redis CPU-second "
+            + " / ".join(f"{run.tiny.per_core:,.0f}" for run in runs),
             "brief's machine: ~500,000 /s",
         )
     )
@@ -398,30 +404,39 @@ async def _engine_run(
     redis = connect_redis(Settings(url, False, "", "", ""))
     try:
         await redis.script_load(engine_load.TINY_DECREMENT)
-        tiny = engine_load.tiny_decrement_load(orders)
-        tiny_per_s, _ = await engine_load.send_pipelined(ENGINE_REDIS_PORT, tiny, 32)
+        tiny = await _pipelined(redis, engine_load.tiny_decrement_load(orders))
         traffic = Traffic(PRODUCTS, seed=per_call)
         load = engine_load.placement_load(directory, traffic, orders, per_call)
-        cpu_s = await redis_cpu_s(redis)
-        per_s, errors = await engine_load.send_pipelined(ENGINE_REDIS_PORT, load, 32)
-        placed = len(load.commands) * load.orders_per_command
-        per_core = placed / (await redis_cpu_s(redis) - cpu_s)
+        placed = await _pipelined(redis, load)
     finally:
         await redis.aclose()
-    return EngineRun(per_call, tiny_per_s, per_s, errors, per_core)
+    return EngineRun(per_call, tiny, placed)
+
+
+async def _pipelined(redis: RedisClient, load: engine_load.PackedLoad) -> Pipelined:
+    """The load sent 32 calls in flight, with the CPU the Redis server spent on it: the tiny
+    script keeps this one Python client busier than it keeps Redis, so its rate on the clock
+    is the client's as much as Redis's."""
+    cpu_s = await redis_cpu_s(redis)
+    per_s, errors = await engine_load.send_pipelined(ENGINE_REDIS_PORT, load, 32)
+    sent = len(load.commands) * load.orders_per_command
+    return Pipelined(per_s, errors, sent / (await redis_cpu_s(redis) - cpu_s))
 
 
 def _add_engine_run(results: Results, run: EngineRun) -> None:
-    results.figures[f"engine_{run.orders_per_call}_per_s"] = run.per_s
-    results.figures[f"engine_{run.orders_per_call}_per_core"] = run.per_core
-    ratio = run.per_s / run.tiny_per_s
+    placed, tiny = run.placed, run.tiny
+    results.figures[f"engine_{run.orders_per_call}_per_s"] = placed.per_s
+    results.figures[f"engine_{run.orders_per_call}_per_core"] = placed.per_core
+    ratio = placed.per_s / tiny.per_s
     results.add(
         Row(
             f"Engine: orders placed/s, {run.orders_per_call} order(s) per script call",
-            f"{run.per_s:,.0f} /s ({run.errors} errors; {run.per_core:,.0f} per Redis CPU-second)",
-            f"{ratio:.2f}x the tiny script ({run.tiny_per_s:,.0f} /s on the same Redis)",
+            f"{placed.per_s:,.0f} /s ({placed.errors} errors; "
+            f"{placed.per_core:,.0f} per Redis CPU-second)",
+            f"{ratio:.2f}x the tiny script ({tiny.per_s:,.0f} /s on the same Redis); "
+            f"per Redis CPU-second {placed.per_core / tiny.per_core:.2f}x",
             ">= 100,000 /s (= 0.20x the brief's tiny-script figure)",
-            verdict(run.per_s >= 100_000 or ratio >= 0.20) if run.orders_per_call == 32 else "",
+            verdict(placed.per_s >= 100_000 or ratio >= 0.20) if run.orders_per_call == 32 else "",
         )
     )
 
