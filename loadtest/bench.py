@@ -378,13 +378,15 @@ async def measure_engine(results: Results, directory: WarehouseDirectory, quick:
     rewrites they bring). Apart from the API's Redis too, which those orders would weigh on in
     the runs after it."""
     orders = 100_000 if quick else 300_000
+    warehouses = [Warehouse(w.warehouse_id, w.name, w.location) for w in directory.all()]
     runs = []
     for per_call in ENGINE_ORDERS_PER_CALL:
+        # Packed before its Redis starts, so nothing but the tiny script runs between the two.
+        traffic = Traffic(PRODUCTS, seed=per_call)
+        load = engine_load.placement_load(directory, traffic, orders, per_call)
         with processes.redis_server(ENGINE_REDIS_PORT, persistent=True) as url:
-            await seed_stock(
-                url, [Warehouse(w.warehouse_id, w.name, w.location) for w in directory.all()]
-            )
-            runs.append(await _engine_run(url, directory, orders, per_call))
+            await seed_stock(url, warehouses)
+            runs.append(await _engine_run(url, load, orders, per_call))
     results.add(
         Row(
             "Redis, tiny Lua decrement, pipeline depth 32",
@@ -399,14 +401,14 @@ async def measure_engine(results: Results, directory: WarehouseDirectory, quick:
 
 
 async def _engine_run(
-    url: str, directory: WarehouseDirectory, orders: int, per_call: int
+    url: str, load: engine_load.PackedLoad, orders: int, per_call: int
 ) -> EngineRun:
+    """The tiny script, `orders` calls of it, then `load` (`per_call` orders per call)."""
     redis = connect_redis(Settings(url, False, "", "", ""))
+    tiny_load = engine_load.tiny_decrement_load(orders)
     try:
         await redis.script_load(engine_load.TINY_DECREMENT)
-        tiny = await _pipelined(redis, engine_load.tiny_decrement_load(orders))
-        traffic = Traffic(PRODUCTS, seed=per_call)
-        load = engine_load.placement_load(directory, traffic, orders, per_call)
+        tiny = await _pipelined(redis, tiny_load)
         placed = await _pipelined(redis, load)
     finally:
         await redis.aclose()
