@@ -34,6 +34,7 @@ from stores.order_archive import OrderArchive
 from stores.postgres import connect_postgres
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings
+from stores.tasks import cancel_and_wait
 from stores.warehouses import WarehouseRepository
 
 DIRECTORY_POLL_S: Final = 1.0
@@ -118,9 +119,7 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
             yield services
         finally:
             await services.stock_feed.stop()
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            await cancel_and_wait(poller)
     finally:
         await postgres.close()
         await mongo_client.close()

@@ -22,6 +22,7 @@ from engine.events import decode_event
 from engine.stock_changes import LowStockThresholds, StockChange, stock_changes_of
 from stores.redis import RedisClient
 from stores.streams import PARTITION_STREAMS, node_of
+from stores.tasks import cancel_and_wait
 
 READ_BLOCK_MS: Final = 500  # one Redis: how long one XREAD waits; below the socket timeout
 READ_COUNT_PER_STREAM: Final = 250  # entries: one holds every order of a script call
@@ -93,7 +94,8 @@ class StockFeed:
         self._thresholds = thresholds
         self._subscribers: dict[str, set[Subscription]] = {}
         self._last_ids: dict[str, str] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # the tailer: the one task that publishes
+        self._retired: set[asyncio.Task[None]] = set()  # former tailers not yet ended
         self.low_stock_count = 0  # low-stock changes seen by this worker (logs, tests)
         # Set by the app to count them in its metrics (api/metrics.py imports api/state.py, which
         # builds this feed: a callback rather than an import cycle).
@@ -119,9 +121,8 @@ class StockFeed:
         subscribers.discard(subscription)
         if not subscribers:
             del self._subscribers[subscription.product_id]
-        if not self._subscribers and self._task is not None:
-            self._task.cancel()
-            self._task = None
+        if not self._subscribers:
+            self._retire_tailer()
 
     @property
     def tailing(self) -> bool:
@@ -140,29 +141,43 @@ class StockFeed:
         for stream in PARTITION_STREAMS:
             pipe.xrevrange(stream, count=1)
         lasts = await pipe.execute()
+        if self.tailing:
+            # Another subscriber started a tailer while this one read the ends: its positions are
+            # no later than these, so it already covers this subscriber.
+            return
         self._last_ids = {
             stream: str(last[0][0]) if last else EMPTY_STREAM_ID
             for stream, last in zip(PARTITION_STREAMS, lasts, strict=True)
         }
         self._task = asyncio.create_task(self._run(), name="stock-feed")
 
+    def _retire_tailer(self) -> None:
+        """Stop the tailer. Its cancellation can be lost (stores/tasks.py says how): a retired
+        tailer also stops at its next turn and publishes nothing more, and `stop` waits for it."""
+        tailer, self._task = self._task, None
+        if tailer is not None and not tailer.done():
+            tailer.cancel()
+            self._retired.add(tailer)
+            tailer.add_done_callback(self._retired.discard)
+
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._retire_tailer()
+        for tailer in list(self._retired):
+            await cancel_and_wait(tailer)
 
     async def _run(self) -> None:
+        tailer = asyncio.current_task()
+        cluster = isinstance(self._redis, RedisCluster)
         idle_s = CLUSTER_IDLE_MIN_S
-        while True:
+        while self._task is tailer:
             try:
-                if isinstance(self._redis, RedisCluster):
-                    read = self.publish(await self._read_cluster())
+                streams = await (self._read_cluster() if cluster else self._read_single())
+                if self._task is not tailer:
+                    return  # retired while it read
+                read = self.publish(streams)
+                if cluster:
                     await asyncio.sleep(0 if read else idle_s)
                     idle_s = CLUSTER_IDLE_MIN_S if read else min(idle_s * 2, CLUSTER_IDLE_MAX_S)
-                else:
-                    self.publish(await self._read_single())
             except asyncio.CancelledError:
                 raise
             except Exception:  # Redis down or failing over: keep the positions, read again later

@@ -72,6 +72,7 @@ from stores.postgres import apply_schema, connect_postgres
 from stores.redis import RedisClient, connect_redis
 from stores.settings import Settings, load_settings
 from stores.streams import INVENTORY_GROUP, ORDERS_GROUP, writer_backlog
+from stores.tasks import cancel_and_wait
 
 REPORT: Final = processes.ROOT / "BENCHMARKS.md"
 BENCH_REDIS_PORT: Final = 6400
@@ -552,9 +553,7 @@ async def measure_latency(results: Results, settings: Settings, bodies: Path, se
             await fixed_rate(binary, url, bodies, peak_rate / 2, WARMUP_S)
             delays_ms.clear()
             watched = await fixed_rate(binary, url, bodies, peak_rate / 2, seconds)
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await cancel_and_wait(watcher)
         measure = functools.partial(ratedriver_point, binary, url, bodies)
         curve = await curves.sweep(
             "API, 1 worker", "loadtest/ratedriver", peak_rate, seconds, measure

@@ -11,6 +11,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
+from stores.tasks import cancel_and_wait
+
 TICK_S: Final = 15.0
 
 # A count that moves one way (orders confirmed so far; minus a backlog): the rate shown is how
@@ -42,9 +44,7 @@ async def step(
         yield
     finally:
         if ticker:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            await cancel_and_wait(ticker)
         say(f"{what}: ended after {duration(time.monotonic() - started)}")
 
 
