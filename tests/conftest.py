@@ -1,7 +1,7 @@
 """Fixtures on the real stores started by `ops/stack.sh up`; each test starts from empty stores.
 The fixtures connect only when a test asks for them, so the unit tier (`tests/unit`, marked `unit`
 here) runs with every store stopped. Tests marked `disruptive` (they stop or restart a shared
-server) run after all others.
+server) run after all others. A test that leaves a task running fails (`no_task_outlives_its_test`).
 
 Tests use their own Redis database (15), PostgreSQL database (`fulfillment_test`) and MongoDB
 database (`fulfillment_test`), so a running demo is left alone. With TEST_REDIS_CLUSTER=1 and
@@ -10,7 +10,9 @@ TEST_REDIS_URL pointing at a cluster node (`make test-cluster`) the same tests r
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
@@ -24,6 +26,7 @@ from stores.mongo import MongoDatabase, connect_mongo
 from stores.postgres import apply_schema, connect_postgres
 from stores.redis import RedisClient, connect_redis, connect_sync_redis
 from stores.settings import Settings
+from stores.tasks import cancel_and_wait
 
 TEST_SETTINGS = Settings(
     redis_url=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
@@ -66,6 +69,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if UNIT_TESTS in item.path.parents:
             item.add_marker(pytest.mark.unit)
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+
+
+# A task cancelled in a test's teardown may need a few turns of the loop (a disconnect) to end.
+LEFTOVER_TASK_GRACE_S: Final = 2.0
+
+
+@pytest.fixture(autouse=True)
+async def no_task_outlives_its_test() -> AsyncIterator[None]:
+    """Every test shares one event loop, and its close at the end of the run waits for every task
+    still on it: one whose cancellation is lost (stores/tasks.py) hangs the run there, far from
+    the test that left it. This fails that test instead, and ends the task so the run goes on."""
+    before = asyncio.all_tasks()
+    yield
+    this = asyncio.current_task()
+    deadline = time.monotonic() + LEFTOVER_TASK_GRACE_S
+    while left := [t for t in asyncio.all_tasks() - before if t is not this and not t.done()]:
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.wait(left, timeout=deadline - time.monotonic())
+    running = ", ".join(map(repr, left))  # where each one was, before it is ended
+    await asyncio.gather(*map(cancel_and_wait, left), return_exceptions=True)
+    assert not left, f"tasks the test left running: {running}"
 
 
 @pytest.fixture
