@@ -11,12 +11,13 @@ WORKDIR /app
 # Dependencies first, in their own layer: a code change does not reinstall them. The list is read
 # from pyproject.toml itself ([project] dependencies), so nothing here names a package or a
 # dependency that could drift from it (a hand-made package skeleton once missed notify/ and
-# telemetry/, and `pip install .` failed). tests/test_docker.py replays these steps.
-COPY pyproject.toml ./
+# telemetry/, and `pip install .` failed). Versions are those of ops/constraints.txt, the ones the
+# tests ran on. tests/test_docker.py replays these steps.
+COPY pyproject.toml ops/constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > requirements.txt \
-    && pip install -r requirements.txt \
-    && rm requirements.txt
+    && pip install -c constraints.txt -r requirements.txt \
+    && rm requirements.txt constraints.txt
 
 COPY . .
 # Editable install: the code runs from /app, so lua/*.lua stay where engine/ expects them.

@@ -183,7 +183,7 @@ ensure_ferretdb() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Python virtualenv (.venv): reinstalled only when pyproject.toml changes
+# Python virtualenv (.venv): reinstalled only when pyproject.toml or ops/constraints.txt changes
 # ---------------------------------------------------------------------------------------------
 pick_python() {
     local c
@@ -197,7 +197,7 @@ pick_python() {
 
 ensure_venv() {
     local want stamp="$VENV/.pyproject.sha256"
-    want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+    want="$(cat "$ROOT/pyproject.toml" "$ROOT/ops/constraints.txt" | sha256sum | cut -d' ' -f1)"
     if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
         return 0
     fi
@@ -212,10 +212,10 @@ ensure_venv() {
             "$py" -m venv "$VENV" || die "python -m venv failed"
         fi
     fi
-    log "pip install -e '.[dev]' (pyproject.toml changed or first install)"
+    log "pip install -e '.[dev]' at ops/constraints.txt (it or pyproject.toml changed, or first install)"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-    (cd "$ROOT" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]') \
-        || die "pip install -e '.[dev]' failed"
+    (cd "$ROOT" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        -c ops/constraints.txt -e '.[dev]') || die "pip install -e '.[dev]' failed"
     echo "$want" >"$stamp"
 }
 
