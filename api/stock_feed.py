@@ -94,8 +94,9 @@ class StockFeed:
         self._thresholds = thresholds
         self._subscribers: dict[str, set[Subscription]] = {}
         self._last_ids: dict[str, str] = {}
-        self._task: asyncio.Task[None] | None = None  # the tailer: the one task that publishes
+        self._tailer: asyncio.Task[None] | None = None  # the one task that publishes
         self._retired: set[asyncio.Task[None]] = set()  # former tailers not yet ended
+        self._stopped = False
         self.low_stock_count = 0  # low-stock changes seen by this worker (logs, tests)
         # Set by the app to count them in its metrics (api/metrics.py imports api/state.py, which
         # builds this feed: a callback rather than an import cycle).
@@ -108,8 +109,12 @@ class StockFeed:
         resolved before this returns, so a snapshot read afterwards misses no change."""
         subscription = Subscription(product_id)
         self._subscribers.setdefault(product_id, set()).add(subscription)
-        if self._task is None or self._task.done():
-            await self._start_tailing()
+        if not self.tailing:
+            try:
+                await self._start_tailing()
+            except BaseException:  # Redis down, or the client left: nobody else would remove it
+                self.unsubscribe(subscription)
+                raise
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -126,7 +131,7 @@ class StockFeed:
 
     @property
     def tailing(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._tailer is not None and not self._tailer.done()
 
     @property
     def subscriber_count(self) -> int:
@@ -141,38 +146,41 @@ class StockFeed:
         for stream in PARTITION_STREAMS:
             pipe.xrevrange(stream, count=1)
         lasts = await pipe.execute()
-        if self.tailing:
-            # Another subscriber started a tailer while this one read the ends: its positions are
-            # no later than these, so it already covers this subscriber.
+        if self.tailing or self._stopped:
+            # A tailer started while this read the ends: the subscriber was registered before,
+            # so every change that tailer hands out from now on reaches it, and what came
+            # earlier is in the levels its caller reads next.
             return
         self._last_ids = {
             stream: str(last[0][0]) if last else EMPTY_STREAM_ID
             for stream, last in zip(PARTITION_STREAMS, lasts, strict=True)
         }
-        self._task = asyncio.create_task(self._run(), name="stock-feed")
+        self._tailer = asyncio.create_task(self._run(), name="stock-feed")
 
     def _retire_tailer(self) -> None:
         """Stop the tailer. Its cancellation can be lost (stores/tasks.py says how): a retired
         tailer also stops at its next turn and publishes nothing more, and `stop` waits for it."""
-        tailer, self._task = self._task, None
+        tailer, self._tailer = self._tailer, None
         if tailer is not None and not tailer.done():
             tailer.cancel()
             self._retired.add(tailer)
             tailer.add_done_callback(self._retired.discard)
 
     async def stop(self) -> None:
+        """Ends every tailer, and keeps a subscriber that is starting one from doing so."""
+        self._stopped = True
         self._retire_tailer()
         for tailer in list(self._retired):
             await cancel_and_wait(tailer)
 
     async def _run(self) -> None:
-        tailer = asyncio.current_task()
+        this = asyncio.current_task()
         cluster = isinstance(self._redis, RedisCluster)
         idle_s = CLUSTER_IDLE_MIN_S
-        while self._task is tailer:
+        while self._tailer is this:
             try:
                 streams = await (self._read_cluster() if cluster else self._read_single())
-                if self._task is not tailer:
+                if self._tailer is not this:
                     return  # retired while it read
                 read = self.publish(streams)
                 if cluster:

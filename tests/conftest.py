@@ -73,6 +73,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # A task cancelled in a test's teardown may need a few turns of the loop (a disconnect) to end.
 LEFTOVER_TASK_GRACE_S: Final = 2.0
+LEFTOVER_TASK_END_S: Final = 5.0  # then the test fails anyway, rather than hang the run here
 
 
 @pytest.fixture(autouse=True)
@@ -88,9 +89,13 @@ async def no_task_outlives_its_test() -> AsyncIterator[None]:
         if time.monotonic() >= deadline:
             break
         await asyncio.wait(left, timeout=deadline - time.monotonic())
+    if not left:
+        return
     running = ", ".join(map(repr, left))  # where each one was, before it is ended
-    await asyncio.gather(*map(cancel_and_wait, left), return_exceptions=True)
-    assert not left, f"tasks the test left running: {running}"
+    ending = asyncio.gather(*map(cancel_and_wait, left), return_exceptions=True)
+    _, unended = await asyncio.wait({ending}, timeout=LEFTOVER_TASK_END_S)
+    refused = " (and they ignore cancellation)" if unended else ""
+    pytest.fail(f"tasks the test left running{refused}: {running}")
 
 
 @pytest.fixture
