@@ -196,7 +196,7 @@ pick_python() {
 }
 
 ensure_venv() {
-    local want stamp="$VENV/.pyproject.sha256"
+    local want stamp="$VENV/.requirements.sha256"
     want="$(cat "$ROOT/pyproject.toml" "$ROOT/ops/constraints.txt" | sha256sum | cut -d' ' -f1)"
     if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
         return 0
