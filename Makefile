@@ -6,6 +6,10 @@ SHELL := /bin/bash
 
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+# A store tier that runs past this is hung (it takes minutes): SIGINT ends it the way Ctrl-C does,
+# so pytest prints where it was and what failed, instead of CI's own limit cutting the log short.
+STORE_TIER_LIMIT_S ?= 1800
+STORE_TIER := timeout -s INT -k 60 $(STORE_TIER_LIMIT_S) $(PY) -m pytest -q tests --ignore=tests/unit
 
 .PHONY: help setup up down status test test-unit test-cluster cluster-up cluster-down run bench lint
 
@@ -41,16 +45,18 @@ test-unit:
 	exit $$rc
 
 test: test-unit up
-	@. ops/env.sh; rc=0; $(PY) -m pytest -q tests --ignore=tests/unit $(PYTEST_ARGS) || rc=$$?; \
+	@. ops/env.sh; rc=0; $(STORE_TIER) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests -> failing"; fi; \
+	if [ $$rc -eq 124 ]; then echo "make test: the store tier ran past $(STORE_TIER_LIMIT_S) s -> failing"; fi; \
 	exit $$rc
 
 # The same store tier on Redis Cluster (ports 7000-7005), including the failover test that only runs
 # there; the unit tier does not depend on the store, so `make test` runs it once.
 test-cluster: up cluster-up
 	@. ops/env.sh; rc=0; TEST_REDIS_CLUSTER=1 TEST_REDIS_URL=redis://127.0.0.1:$${CLUSTER_BASE_PORT:-7000}/0 \
-	$(PY) -m pytest -q tests --ignore=tests/unit $(PYTEST_ARGS) || rc=$$?; \
+	$(STORE_TIER) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-cluster: pytest collected no tests -> failing"; fi; \
+	if [ $$rc -eq 124 ]; then echo "make test-cluster: the store tier ran past $(STORE_TIER_LIMIT_S) s -> failing"; fi; \
 	exit $$rc
 
 cluster-up:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -311,7 +312,14 @@ class Notices:
         their backoff is over). `in_process` runs jobs without forking (tests)."""
         worker_class = SimpleWorker if in_process else Worker
         worker = worker_class([self.queue], connection=self._redis)
-        worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
+        # rq sets its own SIGINT and SIGTERM handlers and leaves them set: in a process that goes
+        # on afterwards (a test run), Ctrl-C would then ask a worker that is gone to stop.
+        handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
 
     def _data(
         self,

@@ -4,6 +4,7 @@ for an operator to replay."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import asyncpg
@@ -121,3 +122,14 @@ async def test_a_failed_notice_is_kept_and_replayed_without_resending(
     assert notices.failed() == []
     assert len(smtp_server.mailbox.messages) == 1  # not sent twice
     assert [m["reference"] for m in sms_provider.received] == [notice_id("order-2", "delivered")]
+
+
+async def test_a_worker_run_in_process_leaves_the_signal_handlers_as_it_found_them(
+    notices: Notices, channels: None
+) -> None:
+    # rq sets its own: left behind, they turned the test run's Ctrl-C (and the CI limit's SIGINT)
+    # into a request to stop a worker that had long returned.
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    notices.enqueue_automatic([("order-1", "shipped")])
+    notices.work(burst=True, in_process=True)
+    assert {signum: signal.getsignal(signum) for signum in before} == before
