@@ -6,10 +6,17 @@ SHELL := /bin/bash
 
 PY := .venv/bin/python
 PYTEST_ARGS ?=
-# A store tier that runs past this is hung (it takes minutes): SIGINT ends it the way Ctrl-C does,
-# so pytest prints where it was and what failed, instead of CI's own limit cutting the log short.
+# A tier that runs past its limit is hung (the unit tier takes seconds, a store tier minutes): it
+# gets SIGINT, as on Ctrl-C, so pytest reports what failed before CI's own limit would cut the whole
+# run off; SIGKILL a minute later if that does not end it. --foreground keeps pytest in the
+# terminal's process group, so Ctrl-C and a debugger prompt still reach it.
+UNIT_TIER_LIMIT_S ?= 600
 STORE_TIER_LIMIT_S ?= 1800
-STORE_TIER := timeout -s INT -k 60 $(STORE_TIER_LIMIT_S) $(PY) -m pytest -q tests --ignore=tests/unit
+WITHIN = timeout --foreground -s INT -k 60 $(1) $(PY) -m pytest -q
+# timeout's exit status: 124 when the limit sent SIGINT, 137 when pytest was killed (a minute after
+# that, or by something else).
+PAST_LIMIT = if [ $$rc -eq 124 ]; then echo "$(1): ran past $(2) s -> failing"; \
+	elif [ $$rc -eq 137 ]; then echo "$(1): killed (past $(2) s and SIGINT, or out of memory)"; fi
 
 .PHONY: help setup up down status test test-unit test-cluster cluster-up cluster-down run bench lint
 
@@ -40,23 +47,24 @@ status:
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 # The unit tier needs no store and no setting: it runs before the stack is even started.
 test-unit:
-	@rc=0; $(PY) -m pytest -q tests/unit -m unit || rc=$$?; \
+	@rc=0; $(call WITHIN,$(UNIT_TIER_LIMIT_S)) tests/unit -m unit || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-unit: pytest collected no tests -> failing"; fi; \
+	$(call PAST_LIMIT,make test-unit,$(UNIT_TIER_LIMIT_S)); \
 	exit $$rc
 
 test: test-unit up
-	@. ops/env.sh; rc=0; $(STORE_TIER) $(PYTEST_ARGS) || rc=$$?; \
+	@. ops/env.sh; rc=0; $(call WITHIN,$(STORE_TIER_LIMIT_S)) tests --ignore=tests/unit $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests -> failing"; fi; \
-	if [ $$rc -eq 124 ]; then echo "make test: the store tier ran past $(STORE_TIER_LIMIT_S) s -> failing"; fi; \
+	$(call PAST_LIMIT,make test,$(STORE_TIER_LIMIT_S)); \
 	exit $$rc
 
 # The same store tier on Redis Cluster (ports 7000-7005), including the failover test that only runs
 # there; the unit tier does not depend on the store, so `make test` runs it once.
 test-cluster: up cluster-up
 	@. ops/env.sh; rc=0; TEST_REDIS_CLUSTER=1 TEST_REDIS_URL=redis://127.0.0.1:$${CLUSTER_BASE_PORT:-7000}/0 \
-	$(STORE_TIER) $(PYTEST_ARGS) || rc=$$?; \
+	$(call WITHIN,$(STORE_TIER_LIMIT_S)) tests --ignore=tests/unit $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-cluster: pytest collected no tests -> failing"; fi; \
-	if [ $$rc -eq 124 ]; then echo "make test-cluster: the store tier ran past $(STORE_TIER_LIMIT_S) s -> failing"; fi; \
+	$(call PAST_LIMIT,make test-cluster,$(STORE_TIER_LIMIT_S)); \
 	exit $$rc
 
 cluster-up:
