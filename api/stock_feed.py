@@ -189,6 +189,8 @@ class StockFeed:
             except asyncio.CancelledError:
                 raise
             except Exception:  # Redis down or failing over: keep the positions, read again later
+                if self._tailer is not this:
+                    return  # retired while it read (its connection may have been closed under it)
                 log.warning("stock feed: reading the streams failed", exc_info=True)
                 await asyncio.sleep(RETRY_S)
 

@@ -86,6 +86,10 @@ class FakeStreams:
             return reply
 
 
+# Longer than any step below needs: past it, a regression fails the test instead of hanging it.
+STEP_LIMIT_S = 2.0
+
+
 def feed_on(streams: FakeStreams) -> StockFeed:
     return StockFeed(streams, LowStockThresholds(0, {}))  # type: ignore[arg-type]
 
@@ -100,7 +104,17 @@ async def test_subscribers_arriving_together_start_one_tailer() -> None:
     assert len(tailers()) == 1
     feed.unsubscribe(first)
     feed.unsubscribe(second)
+    async with asyncio.timeout(STEP_LIMIT_S):
+        await feed.stop()
+    assert tailers() == []
+
+
+async def test_a_subscriber_still_starting_a_tailer_when_the_feed_stops_starts_none() -> None:
+    feed = feed_on(FakeStreams())
+    subscribing = asyncio.create_task(feed.subscribe("sku-1"))
+    await asyncio.sleep(0)  # it is reading the streams' ends
     await feed.stop()
+    await subscribing
     assert tailers() == []
 
 
@@ -109,14 +123,16 @@ async def test_a_tailer_that_lost_its_cancellation_hands_out_nothing_and_ends() 
     feed = feed_on(streams)
     first = await feed.subscribe("sku-1")
     streams.replies.put_nowait([[PARTITION_STREAMS[0], [entry("1-0", 5)]]])
-    assert isinstance(await first.next(timeout_s=1.0), StockUpdate)
-    while streams.reads_started < 2:  # the tailer waits in its next read
-        await asyncio.sleep(0)
+    assert isinstance(await first.next(timeout_s=STEP_LIMIT_S), StockUpdate)
+    async with asyncio.timeout(STEP_LIMIT_S):
+        while streams.reads_started < 2:  # the tailer waits in its next read
+            await asyncio.sleep(0)
 
     streams.lose_cancel = [[PARTITION_STREAMS[0], [entry("2-0", 4)]]]
     feed.unsubscribe(first)
     second = await feed.subscribe("sku-1")
-    await feed.stop()
+    async with asyncio.timeout(STEP_LIMIT_S):
+        await feed.stop()
 
     assert streams.cancels_lost == 1  # the old tailer read on after its cancellation
     assert first.queue.empty() and second.queue.empty()  # and what it read went nowhere
