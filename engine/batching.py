@@ -28,9 +28,13 @@ R = TypeVar("R")
 
 # Sends a batch: returns each item's result (or the exception for it), and may hand results over
 # earlier through its `deliver(index, result)` argument, so that items whose answer is known do
-# not wait for the slowest of the batch (a node failing over, a slot being moved).
+# not wait for the slowest of the batch (a node failing over, a slot being moved). It calls
+# `release()` once what is left of the batch no longer needs one of the `max_in_flight` slots
+# (it waits on resends to a failing node or a moving slot): otherwise batches stuck there would
+# hold every slot, and orders bound elsewhere would queue behind them until refused.
 Deliver = Callable[[int, R | BaseException], None]
-SendBatch = Callable[[list[T], Deliver[R]], Awaitable[Sequence[R | BaseException]]]
+Release = Callable[[], None]
+SendBatch = Callable[[list[T], Deliver[R], Release], Awaitable[Sequence[R | BaseException]]]
 
 
 @dataclass(slots=True)
@@ -56,7 +60,8 @@ class MicroBatcher(Generic[T, R]):
         self._max_queued = max_queued
         self._max_wait_s = max_wait_s
         self._queue: deque[_Queued[T, R]] = deque()
-        self._in_flight = 0
+        self._in_flight = 0  # batches holding a slot
+        self._sending: set[asyncio.Future[None]] = set()  # batches not yet done
         self._flush_scheduled = False
         self._expiry: asyncio.TimerHandle | None = None
         self.refused = 0  # items answered Overloaded: for the metrics
@@ -112,14 +117,20 @@ class MicroBatcher(Generic[T, R]):
         if batch:
             self._in_flight += 1
             task = asyncio.ensure_future(self._run(batch))
-            task.add_done_callback(self._batch_done)
-        self._schedule()
-
-    def _batch_done(self, _task: asyncio.Future[None]) -> None:
-        self._in_flight -= 1
+            self._sending.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._sending.discard)
         self._schedule()
 
     async def _run(self, batch: list[_Queued[T, R]]) -> None:
+        in_flight = True
+
+        def release() -> None:
+            nonlocal in_flight
+            if in_flight:
+                in_flight = False
+                self._in_flight -= 1
+                self._schedule()
+
         def deliver(index: int, result: R | BaseException) -> None:
             future = batch[index].future
             if future.done():  # delivered already, or the caller went away
@@ -130,7 +141,7 @@ class MicroBatcher(Generic[T, R]):
                 future.set_result(result)
 
         try:
-            results = await self._send([queued.item for queued in batch], deliver)
+            results = await self._send([queued.item for queued in batch], deliver, release)
         except BaseException as exc:  # the whole round trip failed: every caller learns why
             for queued in batch:
                 if not queued.future.done():
@@ -138,5 +149,7 @@ class MicroBatcher(Generic[T, R]):
             if not isinstance(exc, Exception):
                 raise
             return
+        finally:
+            release()
         for index, result in enumerate(results):
             deliver(index, result)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from engine import clock, commands, keys, scripts
-from engine.batching import Deliver, MicroBatcher
+from engine.batching import Deliver, MicroBatcher, Release
 from engine.commands import ArchivedCopy, Attempt, PlaceOutcome, StockBeyondRings
 from engine.delivery import delivery_days
 from engine.errors import DomainError, HoldUnavailable, OutcomeUnknown, OutOfStock, Overloaded
@@ -186,7 +186,7 @@ class OrderPlacer:
         return outcome
 
     async def _send(
-        self, attempts: list[Attempt], deliver: Deliver[PlaceOutcome]
+        self, attempts: list[Attempt], deliver: Deliver[PlaceOutcome], release: Release
     ) -> list[PlaceOutcome | BaseException]:
         by_partition: defaultdict[int, list[int]] = defaultdict(list)
         for i, attempt in enumerate(attempts):
@@ -213,7 +213,7 @@ class OrderPlacer:
                     results[i] = result[position]
                 deliver(i, results[i])
 
-        await self.runner.run_all(calls, settle)
+        await self.runner.run_all(calls, settle, on_resending=release)
         return results
 
 

@@ -180,13 +180,17 @@ class ScriptRunner:
         return done
 
     async def run_all(
-        self, commands: Sequence[Command[Any]], on_result: ResultHook | None = None
+        self,
+        commands: Sequence[Command[Any]],
+        on_result: ResultHook | None = None,
+        on_resending: Callable[[], None] | None = None,
     ) -> list[Any]:
         """Every command's result, or the exception its reply decoded to, in order; one round
         trip per node when nothing goes wrong. A command whose reply could not be had within the
         deadline gets OutcomeUnknown. `on_result(i, result)` hears of each command as soon as
         its result is final: after a fault, those that were answered need not wait for the
-        resends of those that were not."""
+        resends of those that were not. `on_resending()` is called once the first round trip
+        is over, if calls lost in it are then sent again."""
         results: list[Any] = [None] * len(commands)
 
         def settle(i: int, reply: Any) -> None:
@@ -194,7 +198,7 @@ class ScriptRunner:
             if on_result is not None:
                 on_result(i, results[i])
 
-        await self._replies(commands, settle)
+        await self._replies(commands, settle, on_resending)
         return results
 
     @staticmethod
@@ -207,7 +211,10 @@ class ScriptRunner:
             return exc
 
     async def _replies(
-        self, commands: Sequence[Command[Any]], settle: Callable[[int, Any], None]
+        self,
+        commands: Sequence[Command[Any]],
+        settle: Callable[[int, Any], None],
+        on_resending: Callable[[], None] | None,
     ) -> None:
         """Send every command in one pipeline; settle each reply that came back. A call whose
         reply was lost to a transport fault is then sent again on its own (so one failing node
@@ -228,6 +235,8 @@ class ScriptRunner:
             log.warning(
                 "%d redis call(s) lost (%s: %s); resending", len(lost), type(fault).__name__, fault
             )
+            if on_resending is not None:
+                on_resending()
             await asyncio.gather(
                 *(self._resend(i, commands[i], got[i], give_up_at, settle) for i in lost)
             )

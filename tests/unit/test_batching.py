@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from engine.batching import Deliver, MicroBatcher
+from engine.batching import Deliver, MicroBatcher, Release
 from engine.errors import Overloaded
 
 
@@ -21,7 +21,9 @@ class SlowSender:
         self.batches: list[list[int]] = []
         self.gate = asyncio.Event()
 
-    async def __call__(self, items: list[int], deliver: Deliver[int]) -> Sequence[int]:
+    async def __call__(
+        self, items: list[int], deliver: Deliver[int], release: Release
+    ) -> Sequence[int]:
         self.batches.append(items)
         await self.gate.wait()
         return [item * 2 for item in items]
@@ -105,7 +107,7 @@ async def test_an_item_whose_caller_left_is_never_sent() -> None:
 
 
 async def test_a_failed_round_trip_reaches_every_caller_of_its_batch() -> None:
-    async def broken(items: list[int], deliver: Deliver[int]) -> Sequence[int]:
+    async def broken(items: list[int], deliver: Deliver[int], release: Release) -> Sequence[int]:
         raise ConnectionError("cut")
 
     shared: MicroBatcher[int, int] = MicroBatcher(
@@ -118,7 +120,9 @@ async def test_a_failed_round_trip_reaches_every_caller_of_its_batch() -> None:
 async def test_an_early_delivery_answers_before_the_batch_ends() -> None:
     gate = asyncio.Event()
 
-    async def partial(items: list[int], deliver: Deliver[int]) -> Sequence[int | BaseException]:
+    async def partial(
+        items: list[int], deliver: Deliver[int], release: Release
+    ) -> Sequence[int | BaseException]:
         deliver(0, 10)
         await gate.wait()
         return [99, ValueError("second")]
@@ -134,12 +138,39 @@ async def test_an_early_delivery_answers_before_the_batch_ends() -> None:
         await second
 
 
+async def test_a_released_batch_frees_its_slot_while_it_still_waits() -> None:
+    stuck = asyncio.Event()  # a resend to a moving slot, as far as this test goes
+    sent = asyncio.Event()
+
+    async def resending(
+        items: list[int], deliver: Deliver[int], release: Release
+    ) -> Sequence[int | BaseException]:
+        if items == [1]:
+            sent.set()
+            release()  # its first round trip is over: only its resend is left
+            await stuck.wait()
+        return [item * 2 for item in items]
+
+    shared: MicroBatcher[int, int] = MicroBatcher(
+        resending, max_items=10, max_in_flight=1, max_queued=10, max_wait_s=1.0
+    )
+    waiting = asyncio.ensure_future(shared.submit(1))
+    await sent.wait()
+    async with asyncio.timeout(0.5):  # the one slot is free again: not refused as Overloaded
+        assert await shared.submit(2) == 4
+    assert not waiting.done()
+    stuck.set()  # the slot has moved
+    assert await waiting == 2
+
+
 class Refused(Exception):
     """What the sender answers for an item it refuses."""
 
 
 async def test_an_item_refused_by_the_sender_is_freed_without_the_collector() -> None:
-    async def refuse(items: list[int], deliver: Deliver[int]) -> Sequence[int | BaseException]:
+    async def refuse(
+        items: list[int], deliver: Deliver[int], release: Release
+    ) -> Sequence[int | BaseException]:
         return [Refused() for _ in items]
 
     refusing = MicroBatcher(refuse, max_items=8, max_in_flight=1, max_queued=8, max_wait_s=1.0)
