@@ -67,10 +67,10 @@ LOAD_AFTER_MOVE_S: Final = 2.0
 # The moved partition's refusals, and its longest stretch without a confirmation, stay under
 # this (README, "Moving a slot under load", has the measured figures).
 REFUSED_WINDOW_BOUND_S: Final = 10.0
-# Refusals only while the slot moves (plus redis-py's ~0.4 s of TRYAGAIN resends that end in one).
+# Refusals only while the slot moves (plus the runner's resend backoff, at most 0.5 s, after it).
 REFUSALS_AFTER_MOVE_S: Final = 1.0
-# The other partitions are never refused; their orders that share a micro-batch with the moving
-# partition wait for it, so their longest stretch without a confirmation is bounded like its own.
+# The other partitions are never refused; their orders that share a round trip with a call to the
+# moving slot wait for its redirections, so their longest stretch is bounded too.
 OTHERS_GAP_BOUND_S: Final = REFUSED_WINDOW_BOUND_S
 
 
