@@ -116,21 +116,27 @@ class MicroBatcher(Generic[T, R]):
                 batch.append(queued)
         if batch:
             self._in_flight += 1
-            task = asyncio.ensure_future(self._run(batch))
+            release = self._slot_release()
+            task = asyncio.ensure_future(self._run(batch, release))
             self._sending.add(task)  # the loop keeps only a weak reference to a task
             task.add_done_callback(self._sending.discard)
+            task.add_done_callback(lambda _: release())
         self._schedule()
 
-    async def _run(self, batch: list[_Queued[T, R]]) -> None:
-        in_flight = True
+    def _slot_release(self) -> Release:
+        """Frees one batch's slot, once however often it is called."""
+        holding = True
 
         def release() -> None:
-            nonlocal in_flight
-            if in_flight:
-                in_flight = False
+            nonlocal holding
+            if holding:
+                holding = False
                 self._in_flight -= 1
                 self._schedule()
 
+        return release
+
+    async def _run(self, batch: list[_Queued[T, R]], release: Release) -> None:
         def deliver(index: int, result: R | BaseException) -> None:
             future = batch[index].future
             if future.done():  # delivered already, or the caller went away
@@ -149,7 +155,5 @@ class MicroBatcher(Generic[T, R]):
             if not isinstance(exc, Exception):
                 raise
             return
-        finally:
-            release()
         for index, result in enumerate(results):
             deliver(index, result)

@@ -33,7 +33,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import RedisCluster
 
 from engine.errors import OutcomeUnknown, StoreFull
-from stores.redis import TRANSIENT_ERRORS, RedisClient
+from stores.redis import TRANSIENT_ERRORS, RedisClient, refused_by_a_moving_slot
 from stores.settings import Settings
 
 LUA_DIR: Final = Path(__file__).resolve().parent.parent / "lua"
@@ -190,7 +190,9 @@ class ScriptRunner:
         deadline gets OutcomeUnknown. `on_result(i, result)` hears of each command as soon as
         its result is final: after a fault, those that were answered need not wait for the
         resends of those that were not. `on_resending()` is called once the first round trip
-        is over, if calls lost in it are then sent again."""
+        is over if every call lost in it was refused by a moving slot and is sent again: its
+        caller may then let go of what bounds its work in flight. Calls lost to a node that did
+        not answer keep it, so that the load is still shed."""
         results: list[Any] = [None] * len(commands)
 
         def settle(i: int, reply: Any) -> None:
@@ -225,7 +227,7 @@ class ScriptRunner:
         for i, reply in enumerate(got):
             # The call may or may not have run: resend it (the scripts dedupe). MOVED/ASK are
             # followed by the cluster client itself, TRYAGAIN/CLUSTERDOWN mean "not run", and
-            # ClusterError is the cluster client giving up after 16 redirections (a moving slot).
+            # ClusterError is the cluster client giving up after its redirections (a moving slot).
             if isinstance(reply, TRANSIENT_ERRORS):
                 lost.append(i)
             else:
@@ -235,7 +237,7 @@ class ScriptRunner:
             log.warning(
                 "%d redis call(s) lost (%s: %s); resending", len(lost), type(fault).__name__, fault
             )
-            if on_resending is not None:
+            if on_resending is not None and all(refused_by_a_moving_slot(got[i]) for i in lost):
                 on_resending()
             await asyncio.gather(
                 *(self._resend(i, commands[i], got[i], give_up_at, settle) for i in lost)

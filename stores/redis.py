@@ -39,6 +39,15 @@ TRANSIENT_ERRORS: Final[tuple[type[BaseException], ...]] = (
 )
 
 
+def refused_by_a_moving_slot(error: BaseException) -> bool:
+    """TRYAGAIN, or redis-py giving up after its redirections (`ClusterError: TTL exhausted.`;
+    not its subclass ClusterDownError): Redis answered at once and ran nothing, and a resend
+    waits only for the slot's move to end, unlike one to a node that does not answer."""
+    return isinstance(error, redis.exceptions.TryAgainError) or (
+        type(error) is redis.exceptions.ClusterError
+    )
+
+
 class HiredisPackedConnection(Connection):
     """Packs commands with hiredis's C packer.
 

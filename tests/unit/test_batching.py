@@ -163,6 +163,41 @@ async def test_a_released_batch_frees_its_slot_while_it_still_waits() -> None:
     assert await waiting == 2
 
 
+async def test_a_slot_is_freed_once_however_often_its_batch_releases_it() -> None:
+    gates = {item: asyncio.Event() for item in (1, 2, 3)}
+    sent: list[list[int]] = []
+
+    async def send(
+        items: list[int], deliver: Deliver[int], release: Release
+    ) -> Sequence[int | BaseException]:
+        sent.append(items)
+        if items == [1]:
+            release()
+            release()
+        await gates[items[0]].wait()
+        if items == [2]:
+            release()
+            raise ConnectionError("cut after its release")
+        return items
+
+    shared: MicroBatcher[int, int] = MicroBatcher(
+        send, max_items=1, max_in_flight=1, max_queued=10, max_wait_s=5.0
+    )
+    first = asyncio.ensure_future(shared.submit(1))
+    second = asyncio.ensure_future(shared.submit(2))
+    third = asyncio.ensure_future(shared.submit(3))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert sent == [[1], [2]]  # 2 took the slot 1 let go of; 3 waits for it
+    gates[2].set()
+    with pytest.raises(ConnectionError):
+        await second
+    gates[1].set()
+    gates[3].set()
+    assert await first == 1 and await third == 3
+    assert sent == [[1], [2], [3]]
+
+
 class Refused(Exception):
     """What the sender answers for an item it refuses."""
 
