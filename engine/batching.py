@@ -30,8 +30,8 @@ R = TypeVar("R")
 # earlier through its `deliver(index, result)` argument, so that items whose answer is known do
 # not wait for the slowest of the batch (a node failing over, a slot being moved). It calls
 # `release()` once what is left of the batch no longer needs one of the `max_in_flight` slots
-# (it waits on resends to a failing node or a moving slot): otherwise batches stuck there would
-# hold every slot, and orders bound elsewhere would queue behind them until refused.
+# (the order placer: it waits only on resends to a moving cluster slot): otherwise batches stuck
+# there would hold every slot, and orders bound elsewhere would queue behind them until refused.
 Deliver = Callable[[int, R | BaseException], None]
 Release = Callable[[], None]
 SendBatch = Callable[[list[T], Deliver[R], Release], Awaitable[Sequence[R | BaseException]]]
