@@ -379,7 +379,7 @@ async def measure_engine(results: Results, directory: WarehouseDirectory, quick:
     rewrites they bring). Apart from the API's Redis too, which those orders would weigh on in
     the runs after it."""
     orders = 100_000 if quick else 300_000
-    warehouses = [Warehouse(w.warehouse_id, w.name, w.location) for w in directory.all()]
+    warehouses = directory.all()
     runs = []
     for per_call in ENGINE_ORDERS_PER_CALL:
         # Packed before its Redis starts, so nothing but the tiny script runs between the two.
