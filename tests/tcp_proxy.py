@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
 
+from stores.tasks import cancel_and_wait
+
 LISTEN_HOST: Final = "127.0.0.1"
 CHUNK_BYTES: Final = 64 * 1024
 # After forwarding the chunk to cut, wait for the server's first reply byte (proof it executed
@@ -109,9 +111,8 @@ class TcpProxy:
         assert self._server is not None
         self._server.close()
         self.close_all()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A link task waits with wait_for, which can lose a cancellation (stores/tasks.py).
+        await asyncio.gather(*map(cancel_and_wait, list(self._tasks)), return_exceptions=True)
         await self._server.wait_closed()
 
     # --- what to cut -------------------------------------------------------------------------
