@@ -13,10 +13,13 @@ PYTEST_ARGS ?=
 UNIT_TIER_LIMIT_S ?= 600
 STORE_TIER_LIMIT_S ?= 1800
 WITHIN = timeout --foreground -s INT -k 60 $(1) $(PY) -m pytest -q
-# timeout's exit status: 124 when the limit sent SIGINT, 137 when pytest was killed (a minute after
-# that, or by something else).
-PAST_LIMIT = if [ $$rc -eq 124 ]; then echo "$(1): ran past $(2) s -> failing"; \
-	elif [ $$rc -eq 137 ]; then echo "$(1): killed (past $(2) s and SIGINT, or out of memory)"; fi
+# A tier's exit, said in words: pytest's 5 (it collected no tests) is a failure here, not a pass;
+# timeout's 124 when the limit sent SIGINT, 137 when pytest was killed (a minute after that, or by
+# something else).
+TIER_EXIT = if [ $$rc -eq 5 ]; then echo "$(1): pytest collected no tests -> failing"; \
+	elif [ $$rc -eq 124 ]; then echo "$(1): ran past $(2) s -> failing"; \
+	elif [ $$rc -eq 137 ]; then echo "$(1): killed (past $(2) s and SIGINT, or out of memory)"; fi; \
+	exit $$rc
 
 .PHONY: help setup up down status test test-unit test-cluster cluster-up cluster-down run bench lint
 
@@ -44,28 +47,21 @@ down:
 status:
 	bash ops/stack.sh status
 
-# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 # The unit tier needs no store and no setting: it runs before the stack is even started.
 test-unit:
 	@rc=0; $(call WITHIN,$(UNIT_TIER_LIMIT_S)) tests/unit -m unit || rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test-unit: pytest collected no tests -> failing"; fi; \
-	$(call PAST_LIMIT,make test-unit,$(UNIT_TIER_LIMIT_S)); \
-	exit $$rc
+	$(call TIER_EXIT,make test-unit,$(UNIT_TIER_LIMIT_S))
 
 test: test-unit up
 	@. ops/env.sh; rc=0; $(call WITHIN,$(STORE_TIER_LIMIT_S)) tests --ignore=tests/unit $(PYTEST_ARGS) || rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests -> failing"; fi; \
-	$(call PAST_LIMIT,make test,$(STORE_TIER_LIMIT_S)); \
-	exit $$rc
+	$(call TIER_EXIT,make test,$(STORE_TIER_LIMIT_S))
 
 # The same store tier on Redis Cluster (ports 7000-7005), including the failover test that only runs
 # there; the unit tier does not depend on the store, so `make test` runs it once.
 test-cluster: up cluster-up
 	@. ops/env.sh; rc=0; TEST_REDIS_CLUSTER=1 TEST_REDIS_URL=redis://127.0.0.1:$${CLUSTER_BASE_PORT:-7000}/0 \
 	$(call WITHIN,$(STORE_TIER_LIMIT_S)) tests --ignore=tests/unit $(PYTEST_ARGS) || rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test-cluster: pytest collected no tests -> failing"; fi; \
-	$(call PAST_LIMIT,make test-cluster,$(STORE_TIER_LIMIT_S)); \
-	exit $$rc
+	$(call TIER_EXIT,make test-cluster,$(STORE_TIER_LIMIT_S))
 
 cluster-up:
 	bash ops/stack.sh cluster-up
