@@ -77,9 +77,10 @@ class WaitingRedisCluster(RedisCluster):
     # `ClusterError: TTL exhausted.` (16 by its default, the last 8 of them after a 50 ms sleep).
     # A pipeline follows them for its refused calls one after another, before any of its replies
     # comes back: with 16, a call to a moving slot held up the other partitions' calls in its
-    # pipeline for ~0.4 s, and with every batch slot of the API so held, their orders queued until
-    # refused. Giving up sooner is safe: the engine's runner resends such a call on its own, with
-    # backoff, and the batch lets go of its slot meanwhile (engine/batching.py).
+    # pipeline long enough (README, "Moving a slot under load") that, with every batch slot of the
+    # API so held, their orders queued until refused. Giving up sooner is safe: the engine's
+    # runner resends such a call on its own, with backoff, and the batch lets go of its slot
+    # meanwhile (engine/batching.py).
     RedisClusterRequestTTL = 4
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
