@@ -43,6 +43,7 @@ from engine.records import (
     decode_record,
     encode_basket_record,
     encode_record,
+    new_record_pieces,
 )
 
 OPERATION_TTL_S: Final = scripts.OPERATION_TTL_S
@@ -124,46 +125,50 @@ def place_orders(
     """One call for attempts of one partition; one outcome per attempt, in order. An attempt
     whose order ID is already recorded gets what was decided for it then."""
     partition = attempts[0].partition
-    stream = keys.stream(partition)
-    script_keys = [stream]
-    orders: list[tuple[object, ...]] = []
+    script_keys = [keys.stream(partition)]
+    idempotency_keys: list[str] = []
     for attempt in attempts:
         request = attempt.request
-        idem = request.idempotency_key
         script_keys += [
             keys.stock(partition, request.product_id),
             keys.order(partition, attempt.order_id),
-            # Without a key the script never reads this one: any key of the slot stands in, and
-            # the shortest one at hand keeps the call small.
-            keys.idempotency(partition, request.product_id, idem) if idem else stream,
         ]
-        orders.append(_wire_order(attempt))
+        if request.idempotency_key:
+            idempotency_keys.append(
+                keys.idempotency(partition, request.product_id, request.idempotency_key)
+            )
+    orders = [_wire_order(attempt, now_ms) for attempt in attempts]
 
     def decode(reply: Any) -> list[PlaceOutcome]:
         if not isinstance(reply, list) or len(reply) != len(attempts):
             raise UnexpectedReply("place_orders", reply)
         return [_place_outcome(a, one, now_ms) for a, one in zip(attempts, reply, strict=True)]
 
-    args: list[scripts.Arg] = [now_ms, idempotency_ttl_s, msgspec.json.encode(orders)]
-    return scripts.Command(scripts.PLACE_ORDERS, script_keys, args, decode)
+    args: list[scripts.Arg] = [now_ms, idempotency_ttl_s, msgspec.msgpack.encode(orders)]
+    return scripts.Command(scripts.PLACE_ORDERS, script_keys + idempotency_keys, args, decode)
 
 
-def _wire_order(attempt: Attempt) -> tuple[object, ...]:
-    """One order as lua/place_orders.lua and lua/place_from_hold.lua take it."""
+def _wire_order(attempt: Attempt, now_ms: int) -> tuple[object, ...]:
+    """One order as lua/place_orders.lua and lua/place_from_hold.lua take it: what the script
+    reads as values, the record it would write in pieces, the candidates as one text that the
+    script reads only as far as it needs (most orders stop at their first)."""
     request = attempt.request
+    record = new_record_pieces(
+        request.product_id,
+        request.quantity,
+        now_ms,
+        request.customer.lat,
+        request.customer.lon,
+        request.idempotency_key or "",
+    )
     return (
         attempt.order_id,
-        request.product_id,
         request.quantity,
         request.idempotency_key or "",
         # Compared only under an idempotency key: not sent (nor built) for an order without one.
         request.fingerprint() if request.idempotency_key else "",
-        # As text: Lua's cjson keeps 14 significant digits, and a location must come back
-        # exactly as it was sent.
-        repr(request.customer.lat),
-        repr(request.customer.lon),
-        [warehouse_id for warehouse_id, _ in attempt.candidates],
-        [days for _, days in attempt.candidates],
+        *record,
+        ",".join(f"{warehouse_id} {days}" for warehouse_id, days in attempt.candidates),
     )
 
 
@@ -191,7 +196,13 @@ def place_from_hold(
             keys.hold(partition, hold_id),
             keys.hold_expiries(partition),
         ],
-        [now_ms, idempotency_ttl_s, msgspec.json.encode(_wire_order(attempt)), hold_id],
+        [
+            now_ms,
+            idempotency_ttl_s,
+            msgspec.msgpack.encode(_wire_order(attempt, now_ms)),
+            hold_id,
+            request.product_id,
+        ],
         decode,
     )
 
@@ -200,9 +211,9 @@ def _place_outcome(attempt: Attempt, reply: Any, now_ms: int) -> PlaceOutcome:
     """`now_ms`: the call's, which a confirmation it made was created at."""
     request = attempt.request
     match reply:
-        case str() if reply.startswith("placed|"):
-            _, warehouse_id, days = reply.split("|")
-            return _confirmation(attempt.order_id, warehouse_id, int(days), now_ms, False)
+        case int() if 1 <= reply <= len(attempt.candidates):
+            warehouse_id, days = attempt.candidates[reply - 1]
+            return _confirmation(attempt.order_id, warehouse_id, days, now_ms, False)
         case ["ok", order_id, warehouse_id, days, created_ms, replayed, _seq]:
             return _confirmation(
                 str(order_id), str(warehouse_id), int(days), int(created_ms), bool(int(replayed))

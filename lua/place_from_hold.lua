@@ -9,8 +9,9 @@
 -- KEYS[4] the idempotency key (the order key when none), KEYS[5] the hold hash,
 -- KEYS[6] the partition's hold-expiry sorted set
 -- ARGV[1] now ms, ARGV[2] idempotency TTL s, ARGV[3] the order as lua/place_orders.lua takes one
---   (its one candidate is the hold's warehouse), ARGV[4] the hold ID
--- Returns 'placed|warehouseId|deliveryDays' (as lua/place_orders.lua) |
+--   (MessagePack; its one candidate is the hold's warehouse), ARGV[4] the hold ID,
+--   ARGV[5] the order's product ID
+-- Returns 1 (placed at its one candidate, as lua/place_orders.lua answers) |
 --   {'ok', orderId, warehouseId, deliveryDays, createdMs, replayed, seq} | {'key_conflict'}
 --   | {'hold_unavailable', why} (why: gone, expired, other_product, other_warehouse, too_few)
 
@@ -21,25 +22,27 @@
 local stream, stock_key, order_key, idem_key, hold_key, expiries =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now_ms, idem_ttl_s = whole_number(ARGV[1]), whole_number(ARGV[2])
-local o, hold_id = cjson.decode(ARGV[3]), ARGV[4]
+local o, hold_id, product = cmsgpack.unpack(ARGV[3]), ARGV[4], ARGV[5]
 if not now_ms or not idem_ttl_s or idem_ttl_s < 1 then return bad_argument('now or ttl') end
-local qty = whole_number(o[3])
+if type(o) ~= 'table' then return bad_argument('order') end
+local qty = whole_number(o[2])
 if not qty or qty < 1 then return bad_argument('quantity') end
-if type(o[8]) ~= 'table' or #o[8] ~= 1 or not whole_number(o[9][1]) then
-  return bad_argument('the hold warehouse and its delivery days')
+for f = 3, 8 do
+  if type(o[f]) ~= 'string' then return bad_argument('field ' .. f .. ' of the order') end
 end
-local wid, days = o[8][1], o[9][1]
+local wid, days = string.match(o[8], '^' .. CANDIDATE .. '$')
+if not wid then return bad_argument('the hold warehouse and its delivery days') end
 
 local placed = read_record(order_key)
 if placed then return answer_for_record(o[1], placed) end
-local seen = o[4] ~= '' and redis.call('GET', idem_key)
-if seen then return answer_for_key(seen, o[5]) end
+local seen = o[3] ~= '' and redis.call('GET', idem_key)
+if seen then return answer_for_key(seen, o[4]) end
 
 -- A basket's line hold is its basket's (lua/settle_basket_hold.lua), never an order's to take.
 local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity', 'expires_ms', 'owner')
 if not h[1] or h[5] then return {'hold_unavailable', 'gone'} end
 if (tonumber(h[4]) or 0) <= now_ms then return {'hold_unavailable', 'expired'} end
-if h[1] ~= o[2] then return {'hold_unavailable', 'other_product'} end
+if h[1] ~= product then return {'hold_unavailable', 'other_product'} end
 if h[2] ~= wid then return {'hold_unavailable', 'other_warehouse'} end
 local held = whole_number(h[3])
 if not held then return bad_argument('hold quantity') end
@@ -53,7 +56,7 @@ redis.call('DEL', hold_key)
 redis.call('ZREM', expiries, hold_id)
 -- The order ID was read above, in this same call: the record is new.
 local now_text = whole_text(now_ms)
-local encoded = write_new_record(order_key, o, wid, days, now_text)
+local encoded = write_new_record(order_key, o, wid, days)
 remember_answer(idem_key, idem_ttl_s, o, wid, days, now_text)
 append_confirmed(stream, {confirmed_part(o[1], encoded, left)})
-return confirmed_reply(wid, days)
+return 1

@@ -11,18 +11,21 @@
 -- The whole call is checked before its first write, so no argument can leave part of a batch
 -- applied; a stock level that is not a whole number counts as no stock at that warehouse.
 --
--- KEYS[1]            the partition's event stream
--- KEYS[2 + 3*(i-1)]  order i: stock hash (field per warehouse -> its level)
--- KEYS[3 + 3*(i-1)]  order i: order key (its record, includes/order_record.lua)
--- KEYS[4 + 3*(i-1)]  order i: idempotency key (any key of the partition when the order has none)
--- ARGV[1] now in ms, ARGV[2] idempotency TTL in s, ARGV[3] the orders as a JSON array of
---   [orderId, productId, quantity, idempotencyKey ('' = none), fingerprint, lat, lon (as text),
---    [warehouseId...] nearest first, [deliveryDays...] of each]
+-- KEYS[1]              the partition's event stream
+-- KEYS[2i], KEYS[2i+1] order i: stock hash (field per warehouse -> its level), order key (its
+--                      record, includes/order_record.lua)
+-- then the idempotency key of each order that has one, in the orders' order
+-- ARGV[1] now in ms, ARGV[2] idempotency TTL in s, ARGV[3] the orders as a MessagePack array of
+--   [orderId, quantity, idempotencyKey ('' = none), fingerprint, recordHead, recordMiddle,
+--    recordTail, candidates]: a new record is recordHead .. warehouseId .. recordMiddle ..
+--   deliveryDays .. recordTail (includes/confirm_order.lua), candidates are
+--   'warehouseId days,warehouseId days' nearest first. MessagePack and text, not JSON arrays:
+--   every value and table made from the arguments costs the script; see BENCHMARKS.md.
 --
 -- Returns one reply per order:
---   'placed|warehouseId|deliveryDays'  placed by this call (created now, seq 1)
+--   j (a number)             placed by this call at its j-th candidate (created now, seq 1)
 --   {'ok', orderId, warehouseId, deliveryDays, createdMs, replayed (1 = idempotency key), seq}
---                                      placed before: a resend, or a retry under its key
+--                            placed before: a resend, or a retry under its key
 --   {'far', warehouseId...}  stock only at warehouses that were not candidates
 --   {'out_of_stock'} | {'unknown_product'} | {'key_conflict'}
 -- or the error `BADARG ...` with nothing written.
@@ -32,29 +35,26 @@
 --- @include "includes/confirm_order"
 
 local now_ms, idem_ttl_s = whole_number(ARGV[1]), whole_number(ARGV[2])
-local orders = cjson.decode(ARGV[3])
+local orders = cmsgpack.unpack(ARGV[3])
 local stream = KEYS[1]
 if not now_ms or not idem_ttl_s or idem_ttl_s < 1 then return bad_argument('now or ttl') end
-if type(orders) ~= 'table' or #KEYS ~= 1 + 3 * #orders then return bad_argument('keys') end
+if type(orders) ~= 'table' then return bad_argument('orders') end
 local now_text = whole_text(now_ms)
 
--- Phase 1: check every order before the first write. Checks are inlined: this loop runs for
--- every candidate of every order.
+-- Phase 1: check every order before the first write. Candidates need no check: text that does
+-- not read as one is none (includes/confirm_order.lua, CANDIDATE).
+local keyed = 0
 for i, o in ipairs(orders) do
-  local qty, ids, days_of = o[3], o[8], o[9]
+  local qty = o[2]
   if type(qty) ~= 'number' or qty < 1 or qty >= WHOLE_LIMIT or qty % 1 ~= 0 then
     return bad_argument('quantity of order ' .. i)
   end
-  if type(ids) ~= 'table' or type(days_of) ~= 'table' or #ids ~= #days_of then
-    return bad_argument('candidates of order ' .. i)
+  for f = 3, 8 do
+    if type(o[f]) ~= 'string' then return bad_argument('field ' .. f .. ' of order ' .. i) end
   end
-  for j = 1, #days_of do
-    local days = days_of[j]
-    if type(days) ~= 'number' or days % 1 ~= 0 or days <= -WHOLE_LIMIT or days >= WHOLE_LIMIT then
-      return bad_argument('delivery days of order ' .. i)
-    end
-  end
+  if o[3] ~= '' then keyed = keyed + 1 end
 end
+if #KEYS ~= 1 + 2 * #orders + keyed then return bad_argument('keys') end
 
 -- The level at a warehouse, read once per call and then kept as this call changes it; false
 -- when it does not read as a whole number, which counts as no stock there (HINCRBY would refuse
@@ -85,10 +85,10 @@ local function stocked_elsewhere(stock_key, qty, candidates)
   return found
 end
 
-local function not_placed(stock_key, qty, ids)
+local function not_placed(stock_key, qty, candidates_text)
   if redis.call('EXISTS', stock_key) == 0 then return {'unknown_product'} end
   local candidates = {}
-  for _, wid in ipairs(ids) do candidates[wid] = true end
+  for wid in string.gmatch(candidates_text, CANDIDATE) do candidates[wid] = true end
   local far = stocked_elsewhere(stock_key, qty, candidates)
   if #far == 0 then return {'out_of_stock'} end
   table.insert(far, 1, 'far')
@@ -99,23 +99,26 @@ end
 -- after a lost reply) is answered what was decided then, and takes nothing: its record is found
 -- by the SET NX that would write it, or read when no warehouse is picked or its key answers.
 local replies, keys_used, confirmed = {}, {}, {}
+local idem_at = 1 + 2 * #orders
 for i, o in ipairs(orders) do
-  local stock_key, order_key, idem_key = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
-  local qty, idem, ids, days_of = o[3], o[4], o[8], o[9]
+  local stock_key, order_key = KEYS[2 * i], KEYS[2 * i + 1]
+  local qty, idem_key = o[2], nil
+  if o[3] ~= '' then idem_at = idem_at + 1; idem_key = KEYS[idem_at] end
 
-  local seen = idem ~= '' and (keys_used[idem_key] or redis.call('GET', idem_key))
+  local seen = idem_key and (keys_used[idem_key] or redis.call('GET', idem_key))
   if seen then
     local recorded = answered_this_order(seen, o[1]) and read_record(order_key)
-    replies[i] = recorded and answer_for_record(o[1], recorded) or answer_for_key(seen, o[5])
+    replies[i] = recorded and answer_for_record(o[1], recorded) or answer_for_key(seen, o[4])
   else
-    local pick = nil
-    for j = 1, #ids do
-      local level = level_at(stock_key, ids[j])
-      if level and level >= qty then pick = j; break end
+    local pick, wid, days = nil, nil, nil
+    local j = 0
+    for candidate, candidate_days in string.gmatch(o[8], CANDIDATE) do
+      j = j + 1
+      local level = level_at(stock_key, candidate)
+      if level and level >= qty then pick, wid, days = j, candidate, candidate_days; break end
     end
     if pick then
-      local wid, days = ids[pick], days_of[pick]
-      local encoded, recorded = write_new_record(order_key, o, wid, days, now_text)
+      local encoded, recorded = write_new_record(order_key, o, wid, days)
       if recorded then
         replies[i] = answer_for_record(o[1], recorded)
       else
@@ -124,11 +127,11 @@ for i, o in ipairs(orders) do
         local stored = remember_answer(idem_key, idem_ttl_s, o, wid, days, now_text)
         if stored ~= '' then keys_used[idem_key] = stored end
         confirmed[#confirmed + 1] = confirmed_part(o[1], encoded, left)
-        replies[i] = confirmed_reply(wid, days)
+        replies[i] = pick
       end
     else
       local recorded = read_record(order_key)
-      replies[i] = recorded and answer_for_record(o[1], recorded) or not_placed(stock_key, qty, ids)
+      replies[i] = recorded and answer_for_record(o[1], recorded) or not_placed(stock_key, qty, o[8])
     end
   end
 end

@@ -419,17 +419,18 @@ async def test_a_bad_order_in_a_batch_leaves_the_whole_call_unapplied(
     assert not await redis.exists(keys.order(P, good.order_id))
 
 
-async def test_delivery_days_beyond_whole_numbers_leave_the_call_unapplied(
+async def test_a_candidate_whose_days_do_not_read_is_none(
     runner: scripts.ScriptRunner, redis: RedisClient
 ) -> None:
+    """Days of five digits or more are a caller's bug: that candidate is skipped, not a stop
+    after the call's first write, and nothing is taken for it."""
     await set_stock(runner, "w1", 10)
-    events = await redis.xlen(STREAM)
     good, wrong = attempt(1, [("w1", 1)]), attempt(1, [("w2", 1), ("w1", 2**53)])
-    with pytest.raises(scripts.ScriptRefused):
-        await place_orders(runner, good, wrong)
-    assert await redis.hget(STOCK, "w1") == "10"
-    assert await redis.xlen(STREAM) == events
-    assert not await redis.exists(keys.order(P, good.order_id))
+    placed, skipped = await place_orders(runner, good, wrong)
+    assert isinstance(placed, Confirmation) and placed.warehouse_id == "w1"
+    assert skipped == StockBeyondRings(["w1"])
+    assert await redis.hget(STOCK, "w1") == "9"
+    assert not await redis.exists(keys.order(P, wrong.order_id))
 
 
 async def test_a_corrupt_level_counts_as_no_stock_and_is_never_changed(

@@ -23,19 +23,15 @@ local function answered_this_order(seen, order_id)
   return string.sub(seen, 1, #order_id + 1) == order_id .. '|'
 end
 
--- o is the order as the engine sends it: [orderId, productId, quantity, idempotencyKey,
--- fingerprint, lat, lon, ...], its quantity and `days` checked whole numbers. Writes its record
--- unless one exists under its ID: SET NX makes the check that keeps a resend harmless part of
--- the write. Returns the record as written, or nil and the record found (the order was placed
--- by an earlier send: take no stock for it).
-local function write_new_record(order_key, o, wid, days, now_text)
-  -- new_record's fields in RECORD's order, spelled out rather than built and encoded: this runs
-  -- per order. Product and warehouse IDs are plain ASCII (the API's ID pattern), the quantity
-  -- and days are checked numbers, the location is the caller's digits as text: only the
-  -- idempotency key, free text, needs JSON's escaping.
-  local idem = o[4] == '' and '""' or cjson.encode(o[4])
-  local encoded = '["' .. o[2] .. '","' .. wid .. '",' .. whole_text(o[3]) .. ',"confirmed",'
-    .. whole_text(days) .. ',' .. now_text .. ',"' .. o[6] .. '","' .. o[7] .. '",' .. idem .. ',1]'
+-- o is the order as the engine sends it: [orderId, quantity, idempotencyKey, fingerprint,
+-- recordHead, recordMiddle, recordTail, candidates] (lua/place_orders.lua), its quantity checked;
+-- `days` is the picked candidate's delivery days, as digits. The record is the caller's pieces
+-- around the warehouse and days, which only this call decides (engine/records.py,
+-- new_record_pieces). Writes it unless one exists under its ID: SET NX makes the check that keeps
+-- a resend harmless part of the write. Returns the record as written, or nil and the record found
+-- (the order was placed by an earlier send: take no stock for it).
+local function write_new_record(order_key, o, wid, days)
+  local encoded = o[5] .. wid .. o[6] .. days .. o[7]
   if redis.call('SET', order_key, encoded, 'NX') then return encoded, nil end
   return nil, read_record(order_key)
 end
@@ -43,17 +39,18 @@ end
 -- Stores the confirmation under the order's idempotency key; returns what it stored ('' when
 -- the order has no key).
 local function remember_answer(idem_key, idem_ttl_s, o, wid, days, now_text)
-  if o[4] == '' then return '' end
-  local stored = o[1] .. '|' .. wid .. '|' .. whole_text(days) .. '|' .. now_text .. '|' .. o[5]
+  if o[3] == '' then return '' end
+  local stored = o[1] .. '|' .. wid .. '|' .. days .. '|' .. now_text .. '|' .. o[4]
   redis.call('SET', idem_key, stored, 'EX', idem_ttl_s)
   return stored
 end
 
--- A new confirmation's answer, `placed|warehouseId|deliveryDays`: its order ID, time (the call's
--- now) and seq (1) are the caller's already, so only what was decided travels back.
-local function confirmed_reply(wid, days)
-  return 'placed|' .. wid .. '|' .. whole_text(days)
-end
+-- An order's candidates, 'warehouseId days,warehouseId days' nearest first: one match per
+-- candidate (string.gmatch), its warehouse ID and its delivery days as digits. Text that does not
+-- read so is no candidate, nor are days of five digits or more (27 years: a caller's bug), so
+-- nothing in them can stop a call after its first write. IDs follow the API's ID pattern: no
+-- space, no comma.
+local CANDIDATE = '([^ ,]+) (%d%d?%d?%d?)%f[,%z]'
 
 -- One order's part of the `orders.confirmed` event: [orderId, record, level]. The order ID
 -- is one this system minted (hex and hyphens), so it is quoted as it is.

@@ -65,8 +65,9 @@ def test_place_orders_decodes_one_outcome_per_attempt() -> None:
 
 
 def test_an_order_placed_by_the_call_comes_back_as_what_was_decided() -> None:
-    """`placed|warehouse|days`: the order ID, its time (the call's) and seq are the caller's."""
-    (outcome,) = commands.place_orders(CREATED_MS, [attempt()]).decode(["placed|w-lyon|3"])
+    """The number of the candidate it was placed at: the order ID, its time (the call's), its
+    warehouse and days and its seq are the caller's."""
+    (outcome,) = commands.place_orders(CREATED_MS, [attempt()]).decode([2])
     assert outcome == Confirmation(
         order_id=ORDER_ID,
         warehouse_id="w-lyon",
@@ -76,25 +77,36 @@ def test_an_order_placed_by_the_call_comes_back_as_what_was_decided() -> None:
     )
 
 
-def test_an_order_without_a_key_names_no_key_of_its_own() -> None:
-    keys_sent = commands.place_orders(CREATED_MS, [attempt(), attempt("key-1")]).keys
-    stream = keys_sent[0]
-    assert keys_sent[3] == stream  # the stand-in: never read without a key
-    assert keys_sent[6] != stream and "key-1" in keys_sent[6]
+def test_only_orders_with_an_idempotency_key_name_one() -> None:
+    keys_sent = commands.place_orders(CREATED_MS, [attempt(), attempt("key-1"), attempt()]).keys
+    assert len(keys_sent) == 1 + 2 * 3 + 1
+    assert "key-1" in keys_sent[-1]
 
 
 def test_place_orders_sends_the_fingerprint_only_under_an_idempotency_key() -> None:
     command = commands.place_orders(CREATED_MS, [attempt(), attempt("key-1")])
     orders = command.args[2]
     assert isinstance(orders, bytes)
-    plain, keyed = msgspec.json.decode(orders)
-    assert plain[3:5] == ["", ""]
-    assert keyed[3] == "key-1" and keyed[4] == attempt("key-1").request.fingerprint()
-    assert plain[5:7] == ["48.85", "2.35"]  # the location as text: Lua keeps its digits
+    plain, keyed = msgspec.msgpack.decode(orders)
+    assert plain[2:4] == ["", ""]
+    assert keyed[2] == "key-1" and keyed[3] == attempt("key-1").request.fingerprint()
+    assert plain[7] == "w-paris 2,w-lyon 3"  # nearest first, as the script reads them
+
+
+def test_a_new_record_is_the_pieces_around_what_the_script_decides() -> None:
+    """The script writes head + warehouse + middle + days + tail: exactly encode_record's
+    record, the location's digits kept as text."""
+    command = commands.place_orders(CREATED_MS, [attempt('k"/é')])
+    (order,) = msgspec.msgpack.decode(command.args[2])
+    head, middle, tail = order[4:7]
+    written = head + "w-lyon" + middle + "3" + tail
+    expected = OrderRecord("sku-1", "w-lyon", 2, "confirmed", 3, CREATED_MS, 48.85, 2.35, 'k"/é', 1)
+    assert written.encode() == encode_record(expected)
+    assert '"48.85","2.35"' in written
 
 
 @pytest.mark.parametrize(
-    "reply", [None, "ok", [["ok"]], [["ok", ORDER_ID]], [["what"]], [["ok"], ["ok"]]]
+    "reply", [None, "ok", [["ok"]], [["ok", ORDER_ID]], [["what"]], [["ok"], ["ok"]], [0], [3]]
 )
 def test_place_orders_refuses_a_reply_it_does_not_know(reply: Any) -> None:
     with pytest.raises(UnexpectedReply):
