@@ -137,7 +137,7 @@ def place_orders(
             idempotency_keys.append(
                 keys.idempotency(partition, request.product_id, request.idempotency_key)
             )
-    orders = [_wire_order(attempt, now_ms) for attempt in attempts]
+    orders = [value for attempt in attempts for value in _wire_order(attempt, now_ms)]
 
     def decode(reply: Any) -> list[PlaceOutcome]:
         if not isinstance(reply, list) or len(reply) != len(attempts):
@@ -149,9 +149,10 @@ def place_orders(
 
 
 def _wire_order(attempt: Attempt, now_ms: int) -> tuple[object, ...]:
-    """One order as lua/place_orders.lua and lua/place_from_hold.lua take it: what the script
-    reads as values, the record it would write in pieces, the candidates as one text that the
-    script reads only as far as it needs (most orders stop at their first)."""
+    """One order's values as lua/place_orders.lua and lua/place_from_hold.lua take them (a call's
+    orders one after another in one flat array): what the script reads as values, the record it
+    would write in pieces, the candidates as one text that the script reads only as far as it
+    needs (most orders stop at their first)."""
     request = attempt.request
     record = new_record_pieces(
         request.product_id,

@@ -22,21 +22,23 @@
 local stream, stock_key, order_key, idem_key, hold_key, expiries =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now_ms, idem_ttl_s = whole_number(ARGV[1]), whole_number(ARGV[2])
-local o, hold_id, product = cmsgpack.unpack(ARGV[3]), ARGV[4], ARGV[5]
+local wire, hold_id, product = cmsgpack.unpack(ARGV[3]), ARGV[4], ARGV[5]
 if not now_ms or not idem_ttl_s or idem_ttl_s < 1 then return bad_argument('now or ttl') end
-if type(o) ~= 'table' then return bad_argument('order') end
-local qty = whole_number(o[2])
+if type(wire) ~= 'table' or #wire ~= ORDER_FIELDS then return bad_argument('order') end
+local order_id, quantity, idem, fingerprint, head, middle, tail, candidates = unpack(wire)
+local qty = whole_number(quantity)
 if not qty or qty < 1 then return bad_argument('quantity') end
-for f = 3, 8 do
-  if type(o[f]) ~= 'string' then return bad_argument('field ' .. f .. ' of the order') end
+for _, text in ipairs({order_id, idem, fingerprint, head, middle, tail, candidates}) do
+  if type(text) ~= 'string' then return bad_argument('order') end
 end
-local wid, days = string.match(o[8], '^' .. CANDIDATE .. '$')
+local wid, days = string.match(candidates, '^' .. CANDIDATE .. '$')
 if not wid then return bad_argument('the hold warehouse and its delivery days') end
+if idem == '' then idem_key = nil end
 
 local placed = read_record(order_key)
-if placed then return answer_for_record(o[1], placed) end
-local seen = o[3] ~= '' and redis.call('GET', idem_key)
-if seen then return answer_for_key(seen, o[4]) end
+if placed then return answer_for_record(order_id, placed) end
+local seen = idem_key and redis.call('GET', idem_key)
+if seen then return answer_for_key(seen, fingerprint) end
 
 -- A basket's line hold is its basket's (lua/settle_basket_hold.lua), never an order's to take.
 local h = redis.call('HMGET', hold_key, 'product', 'warehouse', 'quantity', 'expires_ms', 'owner')
@@ -56,7 +58,9 @@ redis.call('DEL', hold_key)
 redis.call('ZREM', expiries, hold_id)
 -- The order ID was read above, in this same call: the record is new.
 local now_text = whole_text(now_ms)
-local encoded = write_new_record(order_key, o, wid, days)
-remember_answer(idem_key, idem_ttl_s, o, wid, days, now_text)
-append_confirmed(stream, {confirmed_part(o[1], encoded, left)})
+local encoded = write_new_record(order_key, head, middle, tail, wid, days)
+remember_answer(idem_key, idem_ttl_s, order_id, fingerprint, wid, days, now_text)
+local confirmed = {}
+add_confirmed(confirmed, order_id, encoded, left)
+append_confirmed(stream, confirmed)
 return 1

@@ -15,12 +15,13 @@
 -- KEYS[2i], KEYS[2i+1] order i: stock hash (field per warehouse -> its level), order key (its
 --                      record, includes/order_record.lua)
 -- then the idempotency key of each order that has one, in the orders' order
--- ARGV[1] now in ms, ARGV[2] idempotency TTL in s, ARGV[3] the orders as a MessagePack array of
---   [orderId, quantity, idempotencyKey ('' = none), fingerprint, recordHead, recordMiddle,
---    recordTail, candidates]: a new record is recordHead .. warehouseId .. recordMiddle ..
---   deliveryDays .. recordTail (includes/confirm_order.lua), candidates are
---   'warehouseId days,warehouseId days' nearest first. MessagePack and text, not JSON arrays:
---   every value and table made from the arguments costs the script; see BENCHMARKS.md.
+-- ARGV[1] now in ms, ARGV[2] idempotency TTL in s, ARGV[3] the orders as one flat MessagePack
+--   array, per order: orderId, quantity, idempotencyKey ('' = none), fingerprint, recordHead,
+--   recordMiddle, recordTail, candidates (includes/confirm_order.lua, ORDER_FIELDS). A record is
+--   recordHead .. warehouseId .. recordMiddle .. deliveryDays .. recordTail; candidates are
+--   'warehouseId days,warehouseId days' nearest first. MessagePack, text and one flat array, not
+--   JSON arrays: every value and table made from the arguments costs the script (README, "Where
+--   the engine's time goes, counted").
 --
 -- Returns one reply per order:
 --   j (a number)             placed by this call at its j-th candidate (created now, seq 1)
@@ -35,26 +36,31 @@
 --- @include "includes/confirm_order"
 
 local now_ms, idem_ttl_s = whole_number(ARGV[1]), whole_number(ARGV[2])
-local orders = cmsgpack.unpack(ARGV[3])
+local wire = cmsgpack.unpack(ARGV[3])
 local stream = KEYS[1]
 if not now_ms or not idem_ttl_s or idem_ttl_s < 1 then return bad_argument('now or ttl') end
-if type(orders) ~= 'table' then return bad_argument('orders') end
+if type(wire) ~= 'table' or #wire % ORDER_FIELDS ~= 0 then return bad_argument('orders') end
+local count = #wire / ORDER_FIELDS
 local now_text = whole_text(now_ms)
 
 -- Phase 1: check every order before the first write. Candidates need no check: text that does
 -- not read as one is none (includes/confirm_order.lua, CANDIDATE).
 local keyed = 0
-for i, o in ipairs(orders) do
-  local qty = o[2]
+for i = 1, count do
+  local at = (i - 1) * ORDER_FIELDS
+  local order_id, qty, idem, fingerprint, head, middle, tail, candidates =
+    unpack(wire, at + 1, at + ORDER_FIELDS)
   if type(qty) ~= 'number' or qty < 1 or qty >= WHOLE_LIMIT or qty % 1 ~= 0 then
     return bad_argument('quantity of order ' .. i)
   end
-  for f = 3, 8 do
-    if type(o[f]) ~= 'string' then return bad_argument('field ' .. f .. ' of order ' .. i) end
+  if type(order_id) ~= 'string' or type(idem) ~= 'string' or type(fingerprint) ~= 'string'
+    or type(head) ~= 'string' or type(middle) ~= 'string' or type(tail) ~= 'string'
+    or type(candidates) ~= 'string' then
+    return bad_argument('order ' .. i)
   end
-  if o[3] ~= '' then keyed = keyed + 1 end
+  if idem ~= '' then keyed = keyed + 1 end
 end
-if #KEYS ~= 1 + 2 * #orders + keyed then return bad_argument('keys') end
+if #KEYS ~= 1 + 2 * count + keyed then return bad_argument('keys') end
 
 -- The level at a warehouse, read once per call and then kept as this call changes it; false
 -- when it does not read as a whole number, which counts as no stock there (HINCRBY would refuse
@@ -99,39 +105,43 @@ end
 -- after a lost reply) is answered what was decided then, and takes nothing: its record is found
 -- by the SET NX that would write it, or read when no warehouse is picked or its key answers.
 local replies, keys_used, confirmed = {}, {}, {}
-local idem_at = 1 + 2 * #orders
-for i, o in ipairs(orders) do
-  local stock_key, order_key = KEYS[2 * i], KEYS[2 * i + 1]
-  local qty, idem_key = o[2], nil
-  if o[3] ~= '' then idem_at = idem_at + 1; idem_key = KEYS[idem_at] end
+local idem_at = 1 + 2 * count
+for i = 1, count do
+  local at = (i - 1) * ORDER_FIELDS
+  local order_id, qty, idem, fingerprint, head, middle, tail, candidates =
+    unpack(wire, at + 1, at + ORDER_FIELDS)
+  local stock_key, order_key, idem_key = KEYS[2 * i], KEYS[2 * i + 1], nil
+  if idem ~= '' then idem_at = idem_at + 1; idem_key = KEYS[idem_at] end
 
   local seen = idem_key and (keys_used[idem_key] or redis.call('GET', idem_key))
   if seen then
-    local recorded = answered_this_order(seen, o[1]) and read_record(order_key)
-    replies[i] = recorded and answer_for_record(o[1], recorded) or answer_for_key(seen, o[4])
+    local recorded = answered_this_order(seen, order_id) and read_record(order_key)
+    replies[i] = recorded and answer_for_record(order_id, recorded) or answer_for_key(seen, fingerprint)
   else
     local pick, wid, days = nil, nil, nil
     local j = 0
-    for candidate, candidate_days in string.gmatch(o[8], CANDIDATE) do
+    for candidate, candidate_days in string.gmatch(candidates, CANDIDATE) do
       j = j + 1
       local level = level_at(stock_key, candidate)
       if level and level >= qty then pick, wid, days = j, candidate, candidate_days; break end
     end
     if pick then
-      local encoded, recorded = write_new_record(order_key, o, wid, days)
+      local encoded, recorded = write_new_record(order_key, head, middle, tail, wid, days)
       if recorded then
-        replies[i] = answer_for_record(o[1], recorded)
+        replies[i] = answer_for_record(order_id, recorded)
       else
         local left = redis.call('HINCRBY', stock_key, wid, -qty)
         levels[stock_key][wid] = left
-        local stored = remember_answer(idem_key, idem_ttl_s, o, wid, days, now_text)
+        local stored =
+          remember_answer(idem_key, idem_ttl_s, order_id, fingerprint, wid, days, now_text)
         if stored ~= '' then keys_used[idem_key] = stored end
-        confirmed[#confirmed + 1] = confirmed_part(o[1], encoded, left)
+        add_confirmed(confirmed, order_id, encoded, left)
         replies[i] = pick
       end
     else
       local recorded = read_record(order_key)
-      replies[i] = recorded and answer_for_record(o[1], recorded) or not_placed(stock_key, qty, o[8])
+      replies[i] = recorded and answer_for_record(order_id, recorded)
+        or not_placed(stock_key, qty, candidates)
     end
   end
 end

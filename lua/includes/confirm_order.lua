@@ -23,24 +23,29 @@ local function answered_this_order(seen, order_id)
   return string.sub(seen, 1, #order_id + 1) == order_id .. '|'
 end
 
--- o is the order as the engine sends it: [orderId, quantity, idempotencyKey, fingerprint,
--- recordHead, recordMiddle, recordTail, candidates] (lua/place_orders.lua), its quantity checked;
--- `days` is the picked candidate's delivery days, as digits. The record is the caller's pieces
--- around the warehouse and days, which only this call decides (engine/records.py,
--- new_record_pieces). Writes it unless one exists under its ID: SET NX makes the check that keeps
--- a resend harmless part of the write. Returns the record as written, or nil and the record found
--- (the order was placed by an earlier send: take no stock for it).
-local function write_new_record(order_key, o, wid, days)
-  local encoded = o[5] .. wid .. o[6] .. days .. o[7]
+-- The orders of a call as the engine sends them (engine/commands.py, _wire_order): one flat
+-- array, ORDER_FIELDS values per order, taken by unpack(wire, at + 1, at + ORDER_FIELDS) as
+--   orderId, quantity, idempotencyKey ('' = none), fingerprint, recordHead, recordMiddle,
+--   recordTail, candidates
+-- Flat, because every table a script makes from its arguments grows one insert at a time.
+local ORDER_FIELDS = 8
+
+-- A new order's record is the caller's pieces around the warehouse and its delivery days (as
+-- digits), which only this call decides (engine/records.py, new_record_pieces). Writes it unless
+-- one exists under its ID: SET NX makes the check that keeps a resend harmless part of the
+-- write. Returns the record as written, or nil and the record found (the order was placed by an
+-- earlier send: take no stock for it).
+local function write_new_record(order_key, head, middle, tail, wid, days)
+  local encoded = head .. wid .. middle .. days .. tail
   if redis.call('SET', order_key, encoded, 'NX') then return encoded, nil end
   return nil, read_record(order_key)
 end
 
--- Stores the confirmation under the order's idempotency key; returns what it stored ('' when
--- the order has no key).
-local function remember_answer(idem_key, idem_ttl_s, o, wid, days, now_text)
-  if o[3] == '' then return '' end
-  local stored = o[1] .. '|' .. wid .. '|' .. days .. '|' .. now_text .. '|' .. o[4]
+-- Stores the confirmation under the order's idempotency key (nil when it has none); returns
+-- what it stored ('' when none).
+local function remember_answer(idem_key, idem_ttl_s, order_id, fingerprint, wid, days, now_text)
+  if not idem_key then return '' end
+  local stored = order_id .. '|' .. wid .. '|' .. days .. '|' .. now_text .. '|' .. fingerprint
   redis.call('SET', idem_key, stored, 'EX', idem_ttl_s)
   return stored
 end
@@ -52,17 +57,26 @@ end
 -- space, no comma.
 local CANDIDATE = '([^ ,]+) (%d%d?%d?%d?)%f[,%z]'
 
--- One order's part of the `orders.confirmed` event: [orderId, record, level]. The order ID
--- is one this system minted (hex and hyphens), so it is quoted as it is.
-local function confirmed_part(order_id, encoded_record, left)
-  return '["' .. order_id .. '",' .. encoded_record .. ',' .. whole_text(left) .. ']'
+-- Adds one order's part of the call's `orders.confirmed` event, [orderId, record, level], to
+-- `parts` as pieces: the event is joined once, in append_confirmed, rather than each part first
+-- (Lua hashes every string it makes, byte by byte). The order ID is one this system minted (hex
+-- and hyphens), so it is quoted as it is.
+local function add_confirmed(parts, order_id, encoded_record, left)
+  local n = #parts
+  parts[n + 1] = n == 0 and '[["' or ',["'
+  parts[n + 2] = order_id
+  parts[n + 3] = '",'
+  parts[n + 4] = encoded_record
+  parts[n + 5] = ','
+  parts[n + 6] = whole_text(left)
+  parts[n + 7] = ']'
 end
 
 -- Appends a call's one event: every order it confirmed, in the order they were decided
 -- (engine/events.py, OrdersConfirmed).
 local function append_confirmed(stream, parts)
   if #parts > 0 then
-    redis.call('XADD', stream, '*', 'type', 'orders.confirmed',
-      'orders', '[' .. table.concat(parts, ',') .. ']')
+    parts[#parts + 1] = ']'
+    redis.call('XADD', stream, '*', 'type', 'orders.confirmed', 'orders', table.concat(parts))
   end
 end

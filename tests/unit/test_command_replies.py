@@ -87,7 +87,8 @@ def test_place_orders_sends_the_fingerprint_only_under_an_idempotency_key() -> N
     command = commands.place_orders(CREATED_MS, [attempt(), attempt("key-1")])
     orders = command.args[2]
     assert isinstance(orders, bytes)
-    plain, keyed = msgspec.msgpack.decode(orders)
+    flat = msgspec.msgpack.decode(orders)
+    plain, keyed = flat[:8], flat[8:]
     assert plain[2:4] == ["", ""]
     assert keyed[2] == "key-1" and keyed[3] == attempt("key-1").request.fingerprint()
     assert plain[7] == "w-paris 2,w-lyon 3"  # nearest first, as the script reads them
@@ -97,7 +98,7 @@ def test_a_new_record_is_the_pieces_around_what_the_script_decides() -> None:
     """The script writes head + warehouse + middle + days + tail: exactly encode_record's
     record, the location's digits kept as text."""
     command = commands.place_orders(CREATED_MS, [attempt('k"/é')])
-    (order,) = msgspec.msgpack.decode(command.args[2])
+    order = msgspec.msgpack.decode(command.args[2])
     head, middle, tail = order[4:7]
     written = head + "w-lyon" + middle + "3" + tail
     expected = OrderRecord("sku-1", "w-lyon", 2, "confirmed", 3, CREATED_MS, 48.85, 2.35, 'k"/é', 1)
