@@ -148,6 +148,17 @@ def place_orders(
     return scripts.Command(scripts.PLACE_ORDERS, script_keys + idempotency_keys, args, decode)
 
 
+# Each candidate's text, 'warehouseId days', by candidate: there are few (warehouses times the
+# delivery days they are ever at), and looking one up costs less than formatting it, for every
+# candidate of every order.
+_candidate_texts: dict[tuple[str, int], str] = {}
+
+
+def _candidate_text(candidate: tuple[str, int]) -> str:
+    text = _candidate_texts[candidate] = f"{candidate[0]} {candidate[1]}"
+    return text
+
+
 def _wire_order(attempt: Attempt, now_ms: int) -> tuple[object, ...]:
     """One order's values as lua/place_orders.lua and lua/place_from_hold.lua take them (a call's
     orders one after another in one flat array): what the script reads as values, the record it
@@ -169,7 +180,7 @@ def _wire_order(attempt: Attempt, now_ms: int) -> tuple[object, ...]:
         # Compared only under an idempotency key: not sent (nor built) for an order without one.
         request.fingerprint() if request.idempotency_key else "",
         *record,
-        ",".join(f"{warehouse_id} {days}" for warehouse_id, days in attempt.candidates),
+        ",".join([_candidate_texts.get(c) or _candidate_text(c) for c in attempt.candidates]),
     )
 
 
