@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, TypeAlias
 
 import msgspec
 
@@ -137,7 +137,7 @@ def place_orders(
             idempotency_keys.append(
                 keys.idempotency(partition, request.product_id, request.idempotency_key)
             )
-    orders = [value for attempt in attempts for value in _wire_order(attempt, now_ms)]
+    orders = [value for attempt in attempts for value in _wire_order(attempt, now_ms)]  # flat
 
     def decode(reply: Any) -> list[PlaceOutcome]:
         if not isinstance(reply, list) or len(reply) != len(attempts):
@@ -148,18 +148,32 @@ def place_orders(
     return scripts.Command(scripts.PLACE_ORDERS, script_keys + idempotency_keys, args, decode)
 
 
-# Each candidate's text, 'warehouseId days', by candidate: there are few (warehouses times the
-# delivery days they are ever at), and looking one up costs less than formatting it, for every
-# candidate of every order.
-_candidate_texts: dict[tuple[str, int], str] = {}
+# orderId, quantity, idempotencyKey, fingerprint, recordHead, recordMiddle, recordTail,
+# candidates: one order's values in a place call (lua/includes/confirm_order.lua, ORDER_FIELDS).
+WireOrder: TypeAlias = tuple[str, int, str, str, str, str, str, str]
+
+# Delivery days a candidate can carry: lua/includes/confirm_order.lua reads at most four digits.
+MAX_DELIVERY_DAYS: Final = 9999
 
 
-def _candidate_text(candidate: tuple[str, int]) -> str:
-    text = _candidate_texts[candidate] = f"{candidate[0]} {candidate[1]}"
-    return text
+class _CandidateTexts(dict[tuple[str, int], str]):
+    """Each candidate's text, 'warehouseId days', by candidate: there are few (warehouses times
+    the delivery days they are ever at), and looking one up costs less than formatting it, for
+    every candidate of every order. Checked once, when first met: the script gives each placed
+    order the number of its candidate, so every candidate must read as one there."""
+
+    def __missing__(self, candidate: tuple[str, int]) -> str:
+        warehouse_id, days = candidate
+        if not 0 <= days <= MAX_DELIVERY_DAYS or " " in warehouse_id or "," in warehouse_id:
+            raise ValueError(f"a candidate the script cannot read: {candidate!r}")
+        text = self[candidate] = f"{warehouse_id} {days}"
+        return text
 
 
-def _wire_order(attempt: Attempt, now_ms: int) -> tuple[object, ...]:
+_candidate_texts = _CandidateTexts()
+
+
+def _wire_order(attempt: Attempt, now_ms: int) -> WireOrder:
     """One order's values as lua/place_orders.lua and lua/place_from_hold.lua take them (a call's
     orders one after another in one flat array): what the script reads as values, the record it
     would write in pieces, the candidates as one text that the script reads only as far as it
@@ -180,7 +194,7 @@ def _wire_order(attempt: Attempt, now_ms: int) -> tuple[object, ...]:
         # Compared only under an idempotency key: not sent (nor built) for an order without one.
         request.fingerprint() if request.idempotency_key else "",
         *record,
-        ",".join([_candidate_texts.get(c) or _candidate_text(c) for c in attempt.candidates]),
+        ",".join([_candidate_texts[candidate] for candidate in attempt.candidates]),
     )
 
 
@@ -204,6 +218,7 @@ def place_from_hold(
             keys.stream(partition),
             keys.stock(partition, request.product_id),
             order_key,
+            # At a fixed place: without a key the order key stands in, never read then.
             keys.idempotency(partition, request.product_id, idem) if idem else order_key,
             keys.hold(partition, hold_id),
             keys.hold_expiries(partition),
@@ -223,7 +238,7 @@ def _place_outcome(attempt: Attempt, reply: Any, now_ms: int) -> PlaceOutcome:
     """`now_ms`: the call's, which a confirmation it made was created at."""
     request = attempt.request
     match reply:
-        case int() if 1 <= reply <= len(attempt.candidates):
+        case int() if type(reply) is int and 1 <= reply <= len(attempt.candidates):
             warehouse_id, days = attempt.candidates[reply - 1]
             return _confirmation(attempt.order_id, warehouse_id, days, now_ms, False)
         case ["ok", order_id, warehouse_id, days, created_ms, replayed, _seq]:

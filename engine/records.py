@@ -9,7 +9,7 @@ what an order in flight costs in memory.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeAlias
 
 import msgspec
 
@@ -24,7 +24,8 @@ EpochMs = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_999)]
 
 
 class OrderRecord(msgspec.Struct, array_like=True, frozen=True):
-    """Field order is the wire format: `lua/includes/order_record.lua` names the same fields."""
+    """Field order is the wire format: `lua/includes/order_record.lua` names the same fields, and
+    `new_record_pieces` writes a new one."""
 
     product_id: str
     warehouse_id: str
@@ -81,7 +82,7 @@ def decode_record(raw: str | bytes) -> OrderRecord:
 # A new order's record as `encode_record` writes it, but for the two fields only the script
 # decides: head + warehouse ID + middle + delivery days (digits) + tail. The caller encodes the
 # rest, so the script joins five strings instead of encoding ten fields for every order.
-NewRecordPieces = tuple[str, str, str]
+NewRecordPieces: TypeAlias = tuple[str, str, str]
 
 
 def new_record_pieces(

@@ -419,18 +419,25 @@ async def test_a_bad_order_in_a_batch_leaves_the_whole_call_unapplied(
     assert not await redis.exists(keys.order(P, good.order_id))
 
 
-async def test_a_candidate_whose_days_do_not_read_is_none(
+async def test_orders_with_and_without_keys_each_read_their_own_key(
     runner: scripts.ScriptRunner, redis: RedisClient
 ) -> None:
-    """Days of five digits or more are a caller's bug: that candidate is skipped, not a stop
-    after the call's first write, and nothing is taken for it."""
+    """Only keyed orders name a key, after every order's two keys: each keyed order must find
+    its own, whatever the orders without one between them."""
     await set_stock(runner, "w1", 10)
-    good, wrong = attempt(1, [("w1", 1)]), attempt(1, [("w2", 1), ("w1", 2**53)])
-    placed, skipped = await place_orders(runner, good, wrong)
-    assert isinstance(placed, Confirmation) and placed.warehouse_id == "w1"
-    assert skipped == StockBeyondRings(["w1"])
-    assert await redis.hget(STOCK, "w1") == "9"
-    assert not await redis.exists(keys.order(P, wrong.order_id))
+    (earlier,) = await place_orders(runner, attempt(1, [("w1", 1)], idem="k2"))
+    replies = await place_orders(
+        runner,
+        attempt(1, [("w1", 1)], idem="k1"),
+        attempt(1, [("w1", 1)]),
+        attempt(1, [("w1", 1)], idem="k2"),
+        attempt(1, [("w1", 1)]),
+        attempt(3, [("w1", 1)], idem="k1"),
+    )
+    assert [isinstance(r, Confirmation) for r in replies[:4]] == [True] * 4
+    assert replies[2].order_id == earlier.order_id and replies[2].replayed
+    assert isinstance(replies[4], IdempotencyKeyReused)
+    assert await redis.hget(STOCK, "w1") == "6"
 
 
 async def test_a_corrupt_level_counts_as_no_stock_and_is_never_changed(

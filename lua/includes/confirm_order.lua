@@ -51,10 +51,11 @@ local function remember_answer(idem_key, idem_ttl_s, order_id, fingerprint, wid,
 end
 
 -- An order's candidates, 'warehouseId days,warehouseId days' nearest first: one match per
--- candidate (string.gmatch), its warehouse ID and its delivery days as digits. Text that does not
--- read so is no candidate, nor are days of five digits or more (27 years: a caller's bug), so
--- nothing in them can stop a call after its first write. IDs follow the API's ID pattern: no
--- space, no comma.
+-- candidate (string.gmatch), its warehouse ID and its delivery days as digits (at most four:
+-- 27 years). The caller sends only candidates that read so (engine/commands.py checks each once),
+-- as a placed order is answered by its candidate's number, counted over the matches; text that
+-- did not read would be no candidate rather than an error after the call's first write. IDs
+-- follow the API's ID pattern: no space, no comma.
 local CANDIDATE = '([^ ,]+) (%d%d?%d?%d?)%f[,%z]'
 
 -- Adds one order's part of the call's `orders.confirmed` event, [orderId, record, level], to

@@ -1,19 +1,11 @@
--- The order record (engine/records.py, OrderRecord): one JSON array per order, read and written
--- through these named fields and functions only. Every write moves the record's sequence number,
+-- The order record (engine/records.py, OrderRecord): one JSON array per order, read and rewritten
+-- through these named fields and functions; a new one is written from the caller's pieces
+-- (includes/confirm_order.lua, write_new_record). Every write moves the record's sequence number,
 -- which every order event carries, so a reader can tell which of two events is newer.
 local RECORD = {
   product = 1, warehouse = 2, quantity = 3, status = 4, eta_days = 5, created_ms = 6,
   lat = 7, lon = 8, idempotency_key = 9, seq = 10,
 }
-
-local function new_record(product, warehouse, quantity, eta_days, created_ms, lat, lon, idem)
-  local record = {}
-  record[RECORD.product], record[RECORD.warehouse], record[RECORD.quantity] = product, warehouse, quantity
-  record[RECORD.status], record[RECORD.eta_days], record[RECORD.created_ms] = 'confirmed', eta_days, created_ms
-  record[RECORD.lat], record[RECORD.lon], record[RECORD.idempotency_key] = lat, lon, idem
-  record[RECORD.seq] = 0
-  return record
-end
 
 -- The record at `order_key`, or nil when the order is not (or no longer) in Redis.
 local function read_record(order_key)

@@ -107,7 +107,18 @@ def test_a_new_record_is_the_pieces_around_what_the_script_decides() -> None:
 
 
 @pytest.mark.parametrize(
-    "reply", [None, "ok", [["ok"]], [["ok", ORDER_ID]], [["what"]], [["ok"], ["ok"]], [0], [3]]
+    "candidate", [("w-lyon", 10_000), ("w-lyon", -1), ("w lyon", 2), ("w,lyon", 2)]
+)
+def test_a_candidate_the_script_cannot_read_is_never_sent(candidate: tuple[str, int]) -> None:
+    """The script answers a placed order by its candidate's number: each must read as one."""
+    request = OrderRequest("sku-1", 2, Point(48.85, 2.35))
+    with pytest.raises(ValueError):
+        commands.place_orders(CREATED_MS, [Attempt(ORDER_ID, 5, request, (candidate,))])
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [None, "ok", [["ok"]], [["ok", ORDER_ID]], [["what"]], [["ok"], ["ok"]], [0], [3], [True]],
 )
 def test_place_orders_refuses_a_reply_it_does_not_know(reply: Any) -> None:
     with pytest.raises(UnexpectedReply):
