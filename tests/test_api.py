@@ -181,6 +181,12 @@ BAD_ORDERS = [
         raw(order_body(1) | {"productId": "x" * 65}), 400, "validation_error", id="long-product"
     ),
     pytest.param(
+        raw(order_body(1) | {"productId": "sku-1\n"}),
+        400,
+        "validation_error",
+        id="newline-after-product",
+    ),
+    pytest.param(
         raw(order_body(1) | {"coupon": "FREE"}), 400, "validation_error", id="unknown-field"
     ),
     pytest.param(
