@@ -43,8 +43,9 @@ if type(wire) ~= 'table' or #wire % ORDER_FIELDS ~= 0 then return bad_argument('
 local count = #wire / ORDER_FIELDS
 local now_text = whole_text(now_ms)
 
--- Phase 1: check every order before the first write. Candidates need no check: text that does
--- not read as one is none (includes/confirm_order.lua, CANDIDATE).
+-- Phase 1: check every order before the first write. Not its candidates: the engine checks each
+-- before sending it, and text that did not read would be no candidate, not an error
+-- (includes/confirm_order.lua, CANDIDATE).
 local keyed = 0
 for i = 1, count do
   local at = (i - 1) * ORDER_FIELDS
