@@ -179,20 +179,21 @@ def _wire_order(attempt: Attempt, now_ms: int) -> WireOrder:
     would write in pieces, the candidates as one text that the script reads only as far as it
     needs (most orders stop at their first)."""
     request = attempt.request
+    idempotency_key = request.idempotency_key or ""
     record = new_record_pieces(
         request.product_id,
         request.quantity,
         now_ms,
         request.customer.lat,
         request.customer.lon,
-        request.idempotency_key or "",
+        idempotency_key,
     )
     return (
         attempt.order_id,
         request.quantity,
-        request.idempotency_key or "",
+        idempotency_key,
         # Compared only under an idempotency key: not sent (nor built) for an order without one.
-        request.fingerprint() if request.idempotency_key else "",
+        request.fingerprint() if idempotency_key else "",
         *record,
         ",".join([_candidate_texts[candidate] for candidate in attempt.candidates]),
     )

@@ -25,15 +25,9 @@ local now_ms, idem_ttl_s = whole_number(ARGV[1]), whole_number(ARGV[2])
 local wire, hold_id, product = cmsgpack.unpack(ARGV[3]), ARGV[4], ARGV[5]
 if not now_ms or not idem_ttl_s or idem_ttl_s < 1 then return bad_argument('now or ttl') end
 if type(wire) ~= 'table' or #wire ~= ORDER_FIELDS then return bad_argument('order') end
+local problem = order_problem(wire, 0)
+if problem then return bad_argument(problem .. ' of the order') end
 local order_id, qty, idem, fingerprint, head, middle, tail, candidates = unpack(wire)
-if type(qty) ~= 'number' or qty < 1 or qty >= WHOLE_LIMIT or qty % 1 ~= 0 then
-  return bad_argument('quantity')
-end
-if type(order_id) ~= 'string' or type(idem) ~= 'string' or type(fingerprint) ~= 'string'
-  or type(head) ~= 'string' or type(middle) ~= 'string' or type(tail) ~= 'string'
-  or type(candidates) ~= 'string' then
-  return bad_argument('order')
-end
 local wid, days = string.match(candidates, '^' .. CANDIDATE .. '$')
 if not wid then return bad_argument('the hold warehouse and its delivery days') end
 if idem == '' then idem_key = nil end

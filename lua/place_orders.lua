@@ -49,17 +49,9 @@ local now_text = whole_text(now_ms)
 local keyed = 0
 for i = 1, count do
   local at = (i - 1) * ORDER_FIELDS
-  local order_id, qty, idem, fingerprint, head, middle, tail, candidates =
-    unpack(wire, at + 1, at + ORDER_FIELDS)
-  if type(qty) ~= 'number' or qty < 1 or qty >= WHOLE_LIMIT or qty % 1 ~= 0 then
-    return bad_argument('quantity of order ' .. i)
-  end
-  if type(order_id) ~= 'string' or type(idem) ~= 'string' or type(fingerprint) ~= 'string'
-    or type(head) ~= 'string' or type(middle) ~= 'string' or type(tail) ~= 'string'
-    or type(candidates) ~= 'string' then
-    return bad_argument('order ' .. i)
-  end
-  if idem ~= '' then keyed = keyed + 1 end
+  local problem = order_problem(wire, at)
+  if problem then return bad_argument(problem .. ' of order ' .. i) end
+  if wire[at + ORDER_IDEMPOTENCY_KEY] ~= '' then keyed = keyed + 1 end
 end
 if #KEYS ~= 1 + 2 * count + keyed then return bad_argument('keys') end
 

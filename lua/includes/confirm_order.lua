@@ -29,6 +29,24 @@ end
 --   recordTail, candidates
 -- Flat, because every table a script makes from its arguments grows one insert at a time.
 local ORDER_FIELDS = 8
+local ORDER_IDEMPOTENCY_KEY = 3  -- its place among them
+
+-- What is wrong with the order at `at` in `wire`, or nil: checked before a call's first write
+-- (Redis does not roll a script back). Its quantity is a whole number of at least 1, every other
+-- field is text; its candidates are the engine's to check (CANDIDATE below).
+local function order_problem(wire, at)
+  local order_id, qty, idem, fingerprint, head, middle, tail, candidates =
+    unpack(wire, at + 1, at + ORDER_FIELDS)
+  if type(qty) ~= 'number' or qty < 1 or qty >= WHOLE_LIMIT or qty % 1 ~= 0 then
+    return 'quantity'
+  end
+  if type(order_id) ~= 'string' or type(idem) ~= 'string' or type(fingerprint) ~= 'string'
+    or type(head) ~= 'string' or type(middle) ~= 'string' or type(tail) ~= 'string'
+    or type(candidates) ~= 'string' then
+    return 'fields'
+  end
+  return nil
+end
 
 -- A new order's record is the caller's pieces around the warehouse and its delivery days (as
 -- digits), which only this call decides (engine/records.py, new_record_pieces). Writes it unless
