@@ -152,7 +152,7 @@ def place_orders(
 # candidates: one order's values in a place call (lua/includes/confirm_order.lua, ORDER_FIELDS).
 WireOrder: TypeAlias = tuple[str, int, str, str, str, str, str, str]
 
-# Delivery days a candidate can carry: lua/includes/confirm_order.lua reads at most four digits.
+# Delivery days a candidate can carry: lua/includes/candidates.lua reads at most four digits.
 MAX_DELIVERY_DAYS: Final = 9999
 
 
@@ -171,6 +171,12 @@ class _CandidateTexts(dict[tuple[str, int], str]):
 
 
 _candidate_texts = _CandidateTexts()
+
+
+def candidates_text(candidates: Sequence[tuple[str, int]]) -> str:
+    """(warehouse ID, delivery days) nearest first, as every script that takes candidates reads
+    them (lua/includes/candidates.lua)."""
+    return ",".join([_candidate_texts[candidate] for candidate in candidates])
 
 
 def _wire_order(attempt: Attempt, now_ms: int) -> WireOrder:
@@ -195,7 +201,7 @@ def _wire_order(attempt: Attempt, now_ms: int) -> WireOrder:
         # Compared only under an idempotency key: not sent (nor built) for an order without one.
         request.fingerprint() if idempotency_key else "",
         *record,
-        ",".join([_candidate_texts[candidate] for candidate in attempt.candidates]),
+        candidates_text(attempt.candidates),
     )
 
 
@@ -815,7 +821,6 @@ def reroute_order(
         _raise_order_refusal(reply, order_id, "re-routed", from_warehouse_id)
         raise UnexpectedReply("reroute", reply)
 
-    ranked = [[w for w, _ in candidates], [d for _, d in candidates]]
     return scripts.Command(
         scripts.REROUTE,
         [
@@ -830,7 +835,7 @@ def reroute_order(
             from_warehouse_id,
             now_ms,
             reason,
-            msgspec.json.encode(ranked),
+            candidates_text(candidates),
             OPERATION_TTL_S,
             *_copy_args(copy),
         ],

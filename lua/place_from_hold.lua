@@ -17,6 +17,7 @@
 
 --- @include "includes/order_record"
 --- @include "includes/stock"
+--- @include "includes/candidates"
 --- @include "includes/confirm_order"
 
 local stream, stock_key, order_key, idem_key, hold_key, expiries =

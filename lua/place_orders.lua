@@ -33,6 +33,7 @@
 
 --- @include "includes/order_record"
 --- @include "includes/stock"
+--- @include "includes/candidates"
 --- @include "includes/confirm_order"
 
 local now_ms, idem_ttl_s = whole_number(ARGV[1]), whole_number(ARGV[2])
@@ -45,7 +46,7 @@ local now_text = whole_text(now_ms)
 
 -- Phase 1: check every order before the first write. Not its candidates: the engine checks each
 -- before sending it, and text that did not read would be no candidate, not an error
--- (includes/confirm_order.lua, CANDIDATE).
+-- (includes/candidates.lua).
 local keyed = 0
 for i = 1, count do
   local at = (i - 1) * ORDER_FIELDS

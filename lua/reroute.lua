@@ -8,26 +8,24 @@
 -- KEYS[1] the partition's event stream, KEYS[2] the order key, KEYS[3] the product's stock hash,
 -- KEYS[4] the operation key
 -- ARGV: orderId, productId (as read before the call), reporting warehouseId, now ms, reason,
---   a JSON array [[warehouseId...] nearest first, [deliveryDays...] of each], operation TTL s,
+--   the candidates (includes/candidates.lua), operation TTL s,
 --   the order's copy from PostgreSQL ('' = none), when it was read (ms)
 -- Returns {'ok', record, level} | {'not_found'} | {'bad_state', status} |
 --   {'wrong_warehouse', warehouseId} | {'out_of_stock'} | {'stale_copy'}
 
 --- @include "includes/order_record"
 --- @include "includes/stock"
+--- @include "includes/candidates"
 --- @include "includes/operation"
 
 local stream, order_key, stock_key, op_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local order_id, product_id, from_wid, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local now_ms, op_ttl_s = whole_number(ARGV[4]), whole_number(ARGV[7])
-local candidates = cjson.decode(ARGV[6])
 if not now_ms or not op_ttl_s or op_ttl_s < 1 then return bad_argument('now or ttl') end
-local ids, days_of = candidates[1], candidates[2]
-if type(ids) ~= 'table' or type(days_of) ~= 'table' or #ids ~= #days_of then
-  return bad_argument('candidates')
-end
-for j = 1, #days_of do
-  if not whole_number(days_of[j]) then return bad_argument('delivery days') end
+local ids, days_of = {}, {}
+for wid, days in string.gmatch(ARGV[6], CANDIDATE) do
+  ids[#ids + 1] = wid
+  days_of[#ids] = tonumber(days)
 end
 
 local replay = replayed_operation(op_key)

@@ -388,10 +388,10 @@ async def test_reroute_moves_the_order_once(
     await set_stock(runner, "w3", 5)
     record = decode_record(await redis.get(keys.order(P, order.order_id)))
     move = commands.reroute_order(
-        "op-r", order.order_id, record, "w2", [("w1", 1), ("w3", 3)], "damaged", NOW_MS
+        "op-r", order.order_id, record, "w2", [("w1", 1), ("w3", 13)], "damaged", NOW_MS
     )
     moved = await runner.run(move)
-    assert (moved.warehouse_id, moved.status, moved.eta_days) == ("w3", "confirmed", 3)
+    assert (moved.warehouse_id, moved.status, moved.eta_days) == ("w3", "confirmed", 13)
     assert await runner.run(move) == moved  # resent: taken once
     assert await redis.hmget(STOCK, ["w1", "w2", "w3"]) == ["1", "2", "3"]
 

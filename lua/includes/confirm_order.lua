@@ -1,7 +1,7 @@
 -- Confirming an order, as every script that places one does it: its record written once and only
 -- once under its ID, the idempotency key's stored answer, and its part of the call's one
--- `orders.confirmed` event. Needs includes/order_record and includes/stock. `now_text` is the
--- call's now in ms as whole_text made it, once per call.
+-- `orders.confirmed` event. Needs includes/order_record, includes/stock and includes/candidates.
+-- `now_text` is the call's now in ms as whole_text made it, once per call.
 
 -- The stored answer of an idempotency key is `orderId|warehouseId|deliveryDays|createdMs|fingerprint`:
 -- the same request gets the confirmation it got then, another request under the key is refused.
@@ -33,7 +33,7 @@ local ORDER_IDEMPOTENCY_KEY = 3  -- its place among them
 
 -- What is wrong with the order at `at` in `wire`, or nil: checked before a call's first write
 -- (Redis does not roll a script back). Its quantity is a whole number of at least 1, every other
--- field is text; its candidates are the engine's to check (CANDIDATE below).
+-- field is text; its candidates are the engine's to check (includes/candidates.lua).
 local function order_problem(wire, at)
   local order_id, qty, idem, fingerprint, head, middle, tail, candidates =
     unpack(wire, at + 1, at + ORDER_FIELDS)
@@ -67,14 +67,6 @@ local function remember_answer(idem_key, idem_ttl_s, order_id, fingerprint, wid,
   redis.call('SET', idem_key, stored, 'EX', idem_ttl_s)
   return stored
 end
-
--- An order's candidates, 'warehouseId days,warehouseId days' nearest first: one match per
--- candidate (string.gmatch), its warehouse ID and its delivery days as digits (at most four:
--- 27 years). The caller sends only candidates that read so (engine/commands.py checks each once),
--- as a placed order is answered by its candidate's number, counted over the matches; text that
--- did not read would be no candidate rather than an error after the call's first write. IDs
--- follow the API's ID pattern: no space, no comma.
-local CANDIDATE = '([^ ,]+) (%d%d?%d?%d?)%f[,%z]'
 
 -- Adds one order's part of the call's `orders.confirmed` event, [orderId, record, level], to
 -- `parts` as pieces: the event is joined once, in append_confirmed, rather than each part first

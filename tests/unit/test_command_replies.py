@@ -110,10 +110,25 @@ def test_a_new_record_is_the_pieces_around_what_the_script_decides() -> None:
     "candidate", [("w-lyon", 10_000), ("w-lyon", -1), ("w lyon", 2), ("w,lyon", 2)]
 )
 def test_a_candidate_the_script_cannot_read_is_never_sent(candidate: tuple[str, int]) -> None:
-    """The script answers a placed order by its candidate's number: each must read as one."""
+    """The script answers a placed order by its candidate's number: each must read as one. A
+    re-route reads the same text, so it is refused there too."""
     request = OrderRequest("sku-1", 2, Point(48.85, 2.35))
     with pytest.raises(ValueError):
         commands.place_orders(CREATED_MS, [Attempt(ORDER_ID, 5, request, (candidate,))])
+    with pytest.raises(ValueError):
+        commands.reroute_order(
+            "op", ORDER_ID, RECORD, "w-paris", [("w-lyon", 3), candidate], "damaged", CREATED_MS
+        )
+
+
+def test_candidates_go_as_one_text_nearest_first() -> None:
+    """lua/includes/candidates.lua: 'warehouseId days,warehouseId days'."""
+    assert commands.candidates_text([("w-lyon", 3), ("w-paris", 12)]) == "w-lyon 3,w-paris 12"
+    assert commands.candidates_text([]) == ""
+    reroute = commands.reroute_order(
+        "op", ORDER_ID, RECORD, "w-paris", [("w-lyon", 3), ("w-nice", 0)], "damaged", CREATED_MS
+    )
+    assert "w-lyon 3,w-nice 0" in reroute.args
 
 
 @pytest.mark.parametrize(
