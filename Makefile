@@ -73,7 +73,8 @@ run:
 	bash ops/run.sh
 
 # wrk (closed-loop peak) and pgbench (the SQL baseline) come from Debian; Go builds the
-# fixed-rate driver. BENCH_ARGS='--quick' for a shorter run.
+# fixed-rate driver; `up` installs valgrind (the counted engine row). BENCH_ARGS='--quick' for a
+# shorter run.
 bench: up
 	@command -v wrk >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }

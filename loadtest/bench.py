@@ -9,8 +9,12 @@ plots (BENCHMARKS-latency.png, BENCHMARKS-soak.png).
                                              BENCHMARKS.md, the rest of the file stays)
     python -m loadtest.bench --parts workers,swarm --report /tmp/b/BENCHMARKS.md
                                             (a copy of the report elsewhere, plots beside it)
+    python -m loadtest.bench --parts instructions --report /tmp/b/BENCHMARKS.md
+                                            (~35 s: the engine's calls counted in Redis's
+                                             instructions, to weigh a change to a script)
 
-It starts its own Redis servers (AOF everysec like the stack), API workers, the nginx gateway, a
+It starts its own Redis servers (AOF everysec like the stack; one under valgrind's callgrind for
+the counted engine row), API workers, the nginx gateway, a
 Locust swarm, writers and a Redis Cluster on loopback, and uses the stack's PostgreSQL and MongoDB
 under `*_bench` databases (the soak under `fulfillment_soak`). Progress goes to stderr as it runs
 (loadtest/progress.py); results to stdout and the report.
@@ -40,7 +44,17 @@ from engine import keys, scripts
 from engine.inventory import Inventory
 from engine.warehouses import Warehouse, WarehouseDirectory
 from geo.distance import Point
-from loadtest import baskets, curves, engine_load, plots, processes, progress, soak, swarm
+from loadtest import (
+    baskets,
+    curves,
+    engine_load,
+    instructions,
+    plots,
+    processes,
+    progress,
+    soak,
+    swarm,
+)
 from loadtest.catalog import FLASH_PRODUCT, WAREHOUSES, Traffic, product_id
 from loadtest.cluster import cluster_scaling
 from loadtest.memory import measure_key_costs, measure_memory
@@ -100,6 +114,7 @@ START_S: Final = 3
 # In this order; workers and swarm before writers, whose first step drains what the API runs left.
 PARTS: Final = (
     "engine",
+    "instructions",
     "api",
     "workers",
     "swarm",
@@ -113,6 +128,7 @@ PARTS: Final = (
 # Roughly how long each part takes here, full and --quick: for the progress lines.
 PART_EXPECTED_S: Final = {
     "engine": (75, 40),
+    "instructions": (35, 35),
     "api": (130, 75),
     "workers": (30, 20),
     "swarm": (40, 25),
@@ -194,8 +210,9 @@ async def prepare_stores(settings: Settings) -> WarehouseDirectory:
     return WarehouseDirectory(warehouses)
 
 
-async def seed_stock(redis_url: str, warehouses: list[Warehouse]) -> None:
-    """Scripts loaded and every product stocked at every warehouse, through lua/set_stock.lua."""
+async def seed_stock(redis_url: str, warehouses: list[Warehouse], products: int = PRODUCTS) -> None:
+    """Scripts loaded and every product of the catalogue's first `products` stocked at every
+    warehouse, through lua/set_stock.lua."""
     redis = connect_redis(Settings(redis_url, False, "", "", ""))
     await scripts.load_all(redis)
     await redis.incr(keys.WAREHOUSES_VERSION_KEY)
@@ -204,7 +221,7 @@ async def seed_stock(redis_url: str, warehouses: list[Warehouse]) -> None:
     )
     levels = [
         (product, w.warehouse_id, UNITS)
-        for product in [FLASH_PRODUCT, *(product_id(r) for r in range(PRODUCTS))]
+        for product in [FLASH_PRODUCT, *(product_id(r) for r in range(products))]
         for w in warehouses
     ]
     for start in range(0, len(levels), 5_000):
@@ -424,6 +441,38 @@ async def _pipelined(redis: RedisClient, load: engine_load.PackedLoad) -> Pipeli
     per_s, errors = await engine_load.send_pipelined(ENGINE_REDIS_PORT, load, 32)
     sent = len(load.commands) * load.orders_per_command
     return Pipelined(per_s, errors, sent / (await redis_cpu_s(redis) - cpu_s))
+
+
+async def measure_instructions(results: Results, directory: WarehouseDirectory) -> None:
+    """The engine's calls at each batch size counted in Redis's instructions (loadtest/
+    instructions.py), beside the tiny script's, on one Redis stocked as the engine rows' are."""
+    loads = {
+        f"{per_call} per call": engine_load.placement_load(
+            directory, Traffic(PRODUCTS, seed=per_call), instructions.ORDERS, per_call
+        )
+        for per_call in ENGINE_ORDERS_PER_CALL
+    }
+    counts = await instructions.count_loads(
+        engine_load.tiny_decrement_load(instructions.ORDERS),
+        loads,
+        lambda url: seed_stock(url, directory.all()),
+    )
+    for per_call, counted in zip(ENGINE_ORDERS_PER_CALL, counts.loads, strict=True):
+        results.figures[f"engine_{per_call}_instructions"] = counted.per_order
+    tiny = counts.tiny_per_call
+    results.add(
+        Row(
+            "Engine, counted: Redis instructions per order (callgrind), "
+            + " / ".join(map(str, ENGINE_ORDERS_PER_CALL))
+            + " order(s) per call",
+            " / ".join(f"{counted.per_order:,.0f}" for counted in counts.loads)
+            + f"; the tiny script {counts.tiny_before.per_call:,.0f} / "
+            f"{counts.tiny_after.per_call:,.0f} per call (before / after them)",
+            "the tiny script's per call over the engine's per order: "
+            + " / ".join(f"{tiny / counted.per_order:.2f}x" for counted in counts.loads)
+            + " (user-space instructions only: no kernel, no memory stalls)",
+        )
+    )
 
 
 def _add_engine_run(results: Results, run: EngineRun) -> None:
@@ -1053,7 +1102,10 @@ def parse_args() -> argparse.Namespace:
         raise SystemExit(
             "granian, for the no-op reference on the brief's server: pip install -e '.[dev]'"
         )
-    for tool in ("wrk", "go", "redis-server"):
+    tools = ["wrk", "go", "redis-server"]
+    if "instructions" in args.parts.split(","):
+        tools += ["valgrind", "callgrind_control"]
+    for tool in tools:
         if shutil.which(tool) is None:
             raise SystemExit(
                 f"{tool} is missing: run `bash ops/stack.sh install` (make bench does)"
@@ -1121,6 +1173,9 @@ async def main() -> None:
             if "writers" in parts:
                 async with parts.step("writers"):
                     await measure_writers(results, settings, bodies["spread"], seconds)
+    if "instructions" in parts:
+        async with parts.step("instructions"):
+            await measure_instructions(results, directory)
     if "baskets" in parts:
         async with parts.step("baskets"):
             machine = f"{facts[1].removeprefix('machine: ')}; {facts[2]}"

@@ -111,14 +111,22 @@ def child(
         stop(proc)
 
 
+def redis_data_dir(port: int) -> Path:
+    return BENCH_DIR / f"redis-{port}"
+
+
 @contextlib.contextmanager
-def redis_server(port: int, *, persistent: bool, extra: tuple[str, ...] = ()) -> Iterator[str]:
-    """A fresh Redis on 127.0.0.1:port; persistent = AOF everysec, as the stack runs it."""
-    data = BENCH_DIR / f"redis-{port}"
+def redis_server(
+    port: int, *, persistent: bool, extra: tuple[str, ...] = (), wrapper: tuple[str, ...] = ()
+) -> Iterator[str]:
+    """A fresh Redis on 127.0.0.1:port, in redis_data_dir(port); persistent = AOF everysec, as
+    the stack runs it; `wrapper` runs it (a profiler and its options)."""
+    data = redis_data_dir(port)
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
     log = data / "redis.log"
     args = [
+        *wrapper,
         "redis-server",
         "--port",
         str(port),

@@ -2,7 +2,7 @@
 # Local stack for development and CI, without Docker: PostgreSQL, Redis and FerretDB
 # (MongoDB wire protocol on PostgreSQL), all on 127.0.0.1, all data under .stack/.
 #
-#   ops/stack.sh install     OS packages (nginx too: the gateway; promtool: the alert tests), FerretDB binary, .venv, data dirs, configs
+#   ops/stack.sh install     OS packages (nginx too: the gateway; promtool: the alert tests; valgrind: the counted engine row), FerretDB binary, .venv, data dirs, configs
 #   ops/stack.sh up          install + start all three + roles/databases/schema, wait until they answer
 #   ops/stack.sh down        stop all three cleanly
 #   ops/stack.sh status      one line per service; exit 0 only if all three answer
@@ -124,6 +124,8 @@ ensure_os_packages() {
     # (ops/alerts.test.yml) and `make lint` checks the rules. Debian ships it in the prometheus
     # package, whose server the policy-rc.d in apt_install keeps from starting.
     have promtool || pkgs+=(prometheus)
+    # valgrind, for the benchmark's counted engine row (loadtest/instructions.py) and its test.
+    have callgrind_control || pkgs+=(valgrind)
     # runuser/flock (util-linux), sha256sum/timeout (coreutils) are in every Debian base image.
     if [ "${#pkgs[@]}" -gt 0 ]; then
         apt_install "${pkgs[@]}"
