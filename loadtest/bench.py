@@ -10,7 +10,7 @@ plots (BENCHMARKS-latency.png, BENCHMARKS-soak.png).
     python -m loadtest.bench --parts workers,swarm --report /tmp/b/BENCHMARKS.md
                                             (a copy of the report elsewhere, plots beside it)
     python -m loadtest.bench --parts instructions --report /tmp/b/BENCHMARKS.md
-                                            (~35 s: the engine's calls counted in Redis's
+                                            (~50 s: the engine's calls counted in Redis's
                                              instructions, to weigh a change to a script)
 
 It starts its own Redis servers (AOF everysec like the stack; one under valgrind's callgrind for
@@ -43,9 +43,9 @@ import asyncpg
 from engine import keys, scripts
 from engine.inventory import Inventory
 from engine.warehouses import Warehouse, WarehouseDirectory
-from geo.distance import Point
 from loadtest import (
     baskets,
+    catalog,
     curves,
     engine_load,
     instructions,
@@ -55,7 +55,7 @@ from loadtest import (
     soak,
     swarm,
 )
-from loadtest.catalog import FLASH_PRODUCT, WAREHOUSES, Traffic, product_id
+from loadtest.catalog import FLASH_PRODUCT, Traffic, product_id
 from loadtest.cluster import cluster_scaling
 from loadtest.memory import measure_key_costs, measure_memory
 from loadtest.processes import API_APP
@@ -114,11 +114,11 @@ START_S: Final = 3
 # In this order; workers and swarm before writers, whose first step drains what the API runs left.
 PARTS: Final = (
     "engine",
-    "instructions",
     "api",
     "workers",
     "swarm",
     "writers",
+    "instructions",
     "baskets",
     "sql",
     "memory",
@@ -128,7 +128,7 @@ PARTS: Final = (
 # Roughly how long each part takes here, full and --quick: for the progress lines.
 PART_EXPECTED_S: Final = {
     "engine": (75, 40),
-    "instructions": (35, 35),
+    "instructions": (50, 50),
     "api": (130, 75),
     "workers": (30, 20),
     "swarm": (40, 25),
@@ -198,7 +198,7 @@ async def prepare_stores(settings: Settings) -> WarehouseDirectory:
     client, mongo = connect_mongo(settings)
     await mongo.drop_collection("inventory")
     await mongo.drop_collection(WAREHOUSE_COLLECTION)
-    warehouses = [Warehouse(w, name, Point(lat, lon)) for w, (name, lat, lon) in WAREHOUSES.items()]
+    warehouses = catalog.warehouses()
     await mongo[WAREHOUSE_COLLECTION].insert_many(
         [
             {"_id": w.warehouse_id, "name": w.name, "lat": w.location.lat, "lon": w.location.lon}
@@ -445,31 +445,32 @@ async def _pipelined(redis: RedisClient, load: engine_load.PackedLoad) -> Pipeli
 
 async def measure_instructions(results: Results, directory: WarehouseDirectory) -> None:
     """The engine's calls at each batch size counted in Redis's instructions (loadtest/
-    instructions.py), beside the tiny script's, on one Redis stocked as the engine rows' are."""
-    loads = {
-        f"{per_call} per call": engine_load.placement_load(
-            directory, Traffic(PRODUCTS, seed=per_call), instructions.ORDERS, per_call
+    instructions.py), each on a fresh Redis stocked as the engine rows' are, right after the tiny
+    script there."""
+    tiny = engine_load.tiny_decrement_load(instructions.ORDERS)
+    counts = [
+        await instructions.count_load(
+            tiny,
+            engine_load.placement_load(
+                directory, Traffic(PRODUCTS, seed=per_call), instructions.ORDERS, per_call
+            ),
+            lambda url: seed_stock(url, directory.all()),
         )
         for per_call in ENGINE_ORDERS_PER_CALL
-    }
-    counts = await instructions.count_loads(
-        engine_load.tiny_decrement_load(instructions.ORDERS),
-        loads,
-        lambda url: seed_stock(url, directory.all()),
-    )
-    for per_call, counted in zip(ENGINE_ORDERS_PER_CALL, counts.loads, strict=True):
-        results.figures[f"engine_{per_call}_instructions"] = counted.per_order
-    tiny = counts.tiny_per_call
+    ]
+    for per_call, count in zip(ENGINE_ORDERS_PER_CALL, counts, strict=True):
+        results.figures[f"engine_{per_call}_instructions"] = count.placed.per_order
     results.add(
         Row(
             "Engine, counted: Redis instructions per order (callgrind), "
             + " / ".join(map(str, ENGINE_ORDERS_PER_CALL))
             + " order(s) per call",
-            " / ".join(f"{counted.per_order:,.0f}" for counted in counts.loads)
-            + f"; the tiny script {counts.tiny_before.per_call:,.0f} / "
-            f"{counts.tiny_after.per_call:,.0f} per call (before / after them)",
+            " / ".join(f"{count.placed.per_order:,.0f}" for count in counts)
+            + "; the tiny script "
+            + " / ".join(f"{count.tiny.per_call:,.0f}" for count in counts)
+            + " per call (before each, on its Redis)",
             "the tiny script's per call over the engine's per order: "
-            + " / ".join(f"{tiny / counted.per_order:.2f}x" for counted in counts.loads)
+            + " / ".join(f"{count.tiny.per_call / count.placed.per_order:.2f}x" for count in counts)
             + " (user-space instructions only: no kernel, no memory stalls)",
         )
     )
@@ -1141,9 +1142,7 @@ async def main() -> None:
     results = Results()
     facts = machine_facts()
     sections: dict[str, list[str]] = {}
-    directory = WarehouseDirectory(
-        [Warehouse(w, name, Point(lat, lon)) for w, (name, lat, lon) in WAREHOUSES.items()]
-    )
+    directory = WarehouseDirectory(catalog.warehouses())
     if set(parts.names) & {"engine", "api", "workers", "swarm", "writers"}:
         with processes.redis_server(BENCH_REDIS_PORT, persistent=True) as redis_url:
             settings = bench_settings(redis_url)

@@ -8,6 +8,9 @@ import itertools
 import random
 from typing import Final
 
+from engine.warehouses import Warehouse
+from geo.distance import Point
+
 WAREHOUSES: Final = {
     "paris": ("Paris Nord", 48.95, 2.45),
     "lyon": ("Lyon Saint-Exupery", 45.72, 5.08),
@@ -32,6 +35,11 @@ CITIES: Final = [
 ]
 FLASH_PRODUCT: Final = "flash-0001"
 ZIPF_EXPONENT: Final = 1.07
+
+
+def warehouses() -> list[Warehouse]:
+    """WAREHOUSES as the engine knows them."""
+    return [Warehouse(w, name, Point(lat, lon)) for w, (name, lat, lon) in WAREHOUSES.items()]
 
 
 def product_id(rank: int) -> str:

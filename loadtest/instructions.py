@@ -7,7 +7,9 @@ repeats within about 1 %. The Redis is the one the stack runs (no symbols are ne
 under callgrind, counting only while a load runs: the engine benchmark's own calls
 (loadtest/engine_load.py), sent 32 in flight, after the bench's catalogue is stocked. What a count
 leaves out is the kernel's share (reading and writing the sockets and the AOF) and what the
-memory system costs; the timed engine rows have both.
+memory system costs; the timed engine rows have both. What it has besides the calls is Redis's own
+timers while they run (1-2 million instructions per second of the clock under callgrind on the
+bench's catalogue, a few per cent of a load's count).
 """
 
 from __future__ import annotations
@@ -49,30 +51,24 @@ class Counted:
 
 @dataclass(frozen=True)
 class Counts:
-    tiny_before: Counted
-    loads: list[Counted]
-    tiny_after: Counted
-
-    @property
-    def tiny_per_call(self) -> float:
-        """The tiny script's two counts' mean: they differ by how much a count moves in a run."""
-        return (self.tiny_before.per_call + self.tiny_after.per_call) / 2
+    tiny: Counted  # the tiny script, on the same fresh Redis just before
+    placed: Counted
 
 
-async def count_loads(
+async def count_load(
     tiny: engine_load.PackedLoad,
-    loads: dict[str, engine_load.PackedLoad],
+    load: engine_load.PackedLoad,
     seed: Callable[[str], Awaitable[None]],
 ) -> Counts:
-    """Each load's instructions in one Redis under callgrind, `seed`ed first (not counted), with
-    the tiny script before and after them."""
-    data = processes.redis_data_dir(INSTRUCTIONS_REDIS_PORT)
+    """`load`'s instructions in a fresh Redis under callgrind, `seed`ed first (not counted), right
+    after the tiny script's there: a fresh Redis per load, as the timed engine rows have, so no
+    count carries the keys an earlier load left (nor a resize of Redis's key table)."""
     wrapper = (
         "valgrind",
+        "-q",  # its errors only, on stderr
         "--tool=callgrind",
         "--instr-atstart=no",  # seeding runs at valgrind's pace, not callgrind's
-        f"--callgrind-out-file={data}/callgrind.out",
-        f"--log-file={data}/valgrind.log",
+        f"--callgrind-out-file={processes.redis_data_dir(INSTRUCTIONS_REDIS_PORT)}/callgrind.out",
     )
     with processes.redis_server(INSTRUCTIONS_REDIS_PORT, persistent=True, wrapper=wrapper) as url:
         redis = connect_redis(Settings(url, False, "", "", ""))
@@ -82,27 +78,36 @@ async def count_loads(
             pid = int((await redis.info("server"))["process_id"])
         finally:
             await redis.aclose()
-        before = await _count("tiny script", tiny, pid, data)
-        counted = [await _count(name, load, pid, data) for name, load in loads.items()]
-        return Counts(before, counted, await _count("tiny script", tiny, pid, data))
+        return Counts(await _count("tiny script", tiny, pid), await _count("placed", load, pid))
 
 
-async def _count(name: str, load: engine_load.PackedLoad, pid: int, data: Path) -> Counted:
-    before = set(data.glob("callgrind.out.*"))
-    _control("--instr=on", pid)
-    _control("--zero", pid)
+async def _count(name: str, load: engine_load.PackedLoad, pid: int) -> Counted:
+    """Counting only while `load` runs: a dump writes what was counted since the last one."""
+    dumps = processes.redis_data_dir(INSTRUCTIONS_REDIS_PORT).glob
+    before = set(dumps("callgrind.out.*"))
+    _monitor(pid, "instrumentation", "on")
+    # Counting starts from zero: callgrind's dump writes what was counted since its last dump,
+    # which instrumentation turned off and on again would leave meaningless (even negative).
+    _monitor(pid, "zero")
     _, errors = await engine_load.send_pipelined(INSTRUCTIONS_REDIS_PORT, load, DEPTH)
+    _monitor(pid, "dump", name)
+    _monitor(pid, "instrumentation", "off")
     if errors:
         raise RuntimeError(f"{name}: {errors} calls refused; a count of them would mean nothing")
-    _control(f"--dump={name}", pid)
-    _control("--instr=off", pid)
-    (dump,) = set(data.glob("callgrind.out.*")) - before
+    new = set(dumps("callgrind.out.*")) - before
+    if len(new) != 1:
+        raise RuntimeError(f"{name}: callgrind wrote {len(new)} dumps, not one")
+    instructions = _summary(new.pop())
+    if instructions <= 0:
+        raise RuntimeError(f"{name}: callgrind counted nothing; was it instrumenting?")
     calls = len(load.commands)
-    return Counted(name, _summary(dump), calls, calls * load.orders_per_command)
+    return Counted(name, instructions, calls, calls * load.orders_per_command)
 
 
-def _control(option: str, pid: int) -> None:
-    subprocess.run(["callgrind_control", option, str(pid)], check=True, capture_output=True)
+def _monitor(pid: int, *command: str) -> None:
+    """A callgrind monitor command, through vgdb: it answers once done, and exits non-zero when
+    it cannot reach the process (callgrind_control exits 0 either way)."""
+    subprocess.run(["vgdb", f"--pid={pid}", *command], check=True, capture_output=True)
 
 
 def _summary(dump: Path) -> int:

@@ -69,12 +69,21 @@ def _wait(
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited at start:\n{log.read_text()[-2000:]}")
+            raise RuntimeError(f"{what} exited at start:\n{_log_tail(log)}")
         with contextlib.suppress(OSError):
             if check():
                 return
         time.sleep(0.1)
-    raise RuntimeError(f"{what} did not start in {START_TIMEOUT_S}s:\n{log.read_text()[-2000:]}")
+    raise RuntimeError(f"{what} did not start in {START_TIMEOUT_S}s:\n{_log_tail(log)}")
+
+
+def _log_tail(log: Path) -> str:
+    """A log's end, for an error; a process that fails before it opens its log leaves none (its
+    error, or its wrapper's, went to stderr)."""
+    try:
+        return log.read_text()[-2000:]
+    except FileNotFoundError:
+        return f"(no {log}: see stderr)"
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -24,8 +24,8 @@ local now_ms, op_ttl_s = whole_number(ARGV[4]), whole_number(ARGV[7])
 if not now_ms or not op_ttl_s or op_ttl_s < 1 then return bad_argument('now or ttl') end
 local ids, days_of = {}, {}
 for wid, days in string.gmatch(ARGV[6], CANDIDATE) do
-  ids[#ids + 1] = wid
-  days_of[#ids] = tonumber(days)
+  local n = #ids + 1
+  ids[n], days_of[n] = wid, tonumber(days)
 end
 
 local replay = replayed_operation(op_key)

@@ -396,6 +396,22 @@ async def test_reroute_moves_the_order_once(
     assert await redis.hmget(STOCK, ["w1", "w2", "w3"]) == ["1", "2", "3"]
 
 
+async def test_reroute_with_no_candidate_is_out_of_stock(
+    runner: scripts.ScriptRunner, redis: RedisClient
+) -> None:
+    await set_stock(runner, "w1", 3)
+    order = attempt(1, [("w1", 1)])
+    await place_orders(runner, order)
+    stored = await redis.get(keys.order(P, order.order_id))
+    record = decode_record(stored)
+    with pytest.raises(OutOfStock):
+        await runner.run(
+            commands.reroute_order("op-n", order.order_id, record, "w1", [], "damaged", NOW_MS)
+        )
+    assert await redis.get(keys.order(P, order.order_id)) == stored
+    assert await redis.hget(STOCK, "w1") == "2"
+
+
 @pytest.mark.parametrize(
     "bad",
     [

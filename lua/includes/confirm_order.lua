@@ -1,7 +1,7 @@
 -- Confirming an order, as every script that places one does it: its record written once and only
 -- once under its ID, the idempotency key's stored answer, and its part of the call's one
--- `orders.confirmed` event. Needs includes/order_record, includes/stock and includes/candidates.
--- `now_text` is the call's now in ms as whole_text made it, once per call.
+-- `orders.confirmed` event. Needs includes/order_record and includes/stock. `now_text` is the
+-- call's now in ms as whole_text made it, once per call.
 
 -- The stored answer of an idempotency key is `orderId|warehouseId|deliveryDays|createdMs|fingerprint`:
 -- the same request gets the confirmation it got then, another request under the key is refused.
