@@ -36,8 +36,6 @@ async def test_a_load_is_counted_alone_after_the_tiny_script() -> None:
     # Each count is of its own load: placing an order does far more than a decrement.
     assert 0 < eight.tiny.per_call < eight.placed.per_order
     assert 0 < one.tiny.per_call < one.placed.per_order
-    # The same tiny load on two fresh servers: a count repeats (within a few per cent).
-    assert one.tiny.instructions == pytest.approx(eight.tiny.instructions, rel=0.1)
 
 
 async def test_a_load_redis_refuses_is_not_counted() -> None:
