@@ -128,11 +128,11 @@ PARTS: Final = (
 # Roughly how long each part takes here, full and --quick: for the progress lines.
 PART_EXPECTED_S: Final = {
     "engine": (75, 40),
-    "instructions": (50, 50),
     "api": (130, 75),
     "workers": (30, 20),
     "swarm": (40, 25),
     "writers": (60, 45),
+    "instructions": (50, 50),
     "baskets": (60, 40),
     "sql": (80, 45),
     "memory": (150, 45),
@@ -1105,7 +1105,7 @@ def parse_args() -> argparse.Namespace:
         )
     tools = ["wrk", "go", "redis-server"]
     if "instructions" in args.parts.split(","):
-        tools += ["valgrind", "callgrind_control"]
+        tools += ["valgrind", "vgdb"]
     for tool in tools:
         if shutil.which(tool) is None:
             raise SystemExit(

@@ -125,7 +125,7 @@ ensure_os_packages() {
     # package, whose server the policy-rc.d in apt_install keeps from starting.
     have promtool || pkgs+=(prometheus)
     # valgrind, for the benchmark's counted engine row (loadtest/instructions.py) and its test.
-    have callgrind_control || pkgs+=(valgrind)
+    have vgdb || pkgs+=(valgrind)
     # runuser/flock (util-linux), sha256sum/timeout (coreutils) are in every Debian base image.
     if [ "${#pkgs[@]}" -gt 0 ]; then
         apt_install "${pkgs[@]}"

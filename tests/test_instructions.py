@@ -28,11 +28,12 @@ def placement_load(orders: int, per_call: int) -> engine_load.PackedLoad:
 
 async def test_a_load_is_counted_alone_after_the_tiny_script() -> None:
     tiny = engine_load.tiny_decrement_load(64)
-    eight = await instructions.count_load(tiny, placement_load(64, 8), seed)
+    eight_per_call = placement_load(64, 8)
+    eight = await instructions.count_load(tiny, eight_per_call, seed)
     one = await instructions.count_load(tiny, placement_load(16, 1), seed)
 
     assert (eight.tiny.calls, eight.tiny.orders) == (64, 64)
-    assert (eight.placed.calls, eight.placed.orders) == (len(placement_load(64, 8).commands), 64)
+    assert (eight.placed.calls, eight.placed.orders) == (len(eight_per_call.commands), 64)
     # Each count is of its own load: placing an order does far more than a decrement.
     assert 0 < eight.tiny.per_call < eight.placed.per_order
     assert 0 < one.tiny.per_call < one.placed.per_order
