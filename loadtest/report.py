@@ -15,7 +15,7 @@ from typing import Final
 
 import msgspec
 
-from loadtest import curves
+from loadtest import curves, host_cpu
 from loadtest.processes import BENCH_DIR
 
 TARGET_ORDERS_PER_S: Final = 100_000
@@ -29,7 +29,8 @@ SWARM: Final = "Swarm"
 SOAK: Final = "Soak"
 MEMORY: Final = "Memory"
 SCALING: Final = "Scaling to 100,000 orders/s"
-SECTION_ORDER: Final = (LATENCY, BASKETS, SWARM, SOAK, MEMORY, SCALING)
+MACHINE: Final = "The machine during the run"
+SECTION_ORDER: Final = (LATENCY, BASKETS, SWARM, SOAK, MEMORY, SCALING, MACHINE)
 # Drawn from the stored figures of every part, not only those of the run that writes them.
 DERIVED_SECTIONS: Final = (LATENCY, SCALING)
 
@@ -100,11 +101,13 @@ def latency_lines(stored: Stored, plot_name: str) -> list[str]:
         f"{curves.SETTLE_S} s at its rate; latency counted from each request's scheduled time, "
         "so a queue is charged to the system. The API: one worker, `loadtest/ratedriver` "
         "(Go, 512 requests in flight at most; one scheduled past that is dropped and counted), "
-        "spread traffic. The SQL baseline: one transaction per order, pgbench with 32 clients "
-        "and `-R` (a fixed rate), latencies from its per-transaction log. Both share the 2 cores "
-        "with their load generator.",
+        "spread traffic. The no-op handler (the API's reference for its peak): one worker, the "
+        "same driver and bodies, at shares of its own peak, right after the API's curve: what "
+        "this machine gives a worker that does nothing. The SQL baseline: one transaction per "
+        "order, pgbench with 32 clients and `-R` (a fixed rate), latencies from its "
+        "per-transaction log. Each shares the 2 cores with its load generator.",
         "",
-        f"![Throughput against latency, API and SQL baseline]({plot_name})",
+        f"![Throughput against latency, API, no-op handler and SQL baseline]({plot_name})",
         "",
         *curves.table_lines(list(stored.curves.values())),
     ]
@@ -179,6 +182,25 @@ def redrawn(results: Results, whole: bool) -> frozenset[str]:
 
 def cores_for(per_core: float, rate: float = TARGET_ORDERS_PER_S) -> int:
     return math.ceil(rate / per_core)
+
+
+def machine_lines(parts: Sequence[tuple[str, host_cpu.Span]]) -> list[str]:
+    """Each part's share of the CPUs' time that was busy, idle and stolen by the host."""
+    lines = [
+        "What this machine's CPUs did while each part ran (/proc/stat, all cores): busy, idle, "
+        "and stolen by the host (its hypervisor ran something else while this virtual machine "
+        "had work). Stolen time slows whatever runs then and shows in no process's CPU time: "
+        "a part with a share of it stolen ran on a slower machine than the parts without.",
+        "",
+        "| part | duration | busy | idle | stolen by the host |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {span.seconds:,.0f} s | {span.busy:.0%} | {span.idle:.0%} | "
+        f"{span.stolen:.1%} |"
+        for name, span in parts
+    ]
+    return lines
 
 
 def scaling_lines(figures: dict[str, float]) -> list[str]:
