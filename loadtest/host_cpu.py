@@ -25,7 +25,7 @@ class Sample:
 @dataclass(frozen=True)
 class Span:
     seconds: float
-    busy: float  # shares of the CPUs' time over the span: busy + idle + stolen = 1
+    busy: float  # shares of the CPUs' time over the span: busy + idle + stolen = 1 (or all 0)
     idle: float
     stolen: float
 
@@ -37,8 +37,11 @@ def sample() -> Sample:
 
 
 def span(before: Sample, after: Sample) -> Span:
+    """The shares between two samples; all 0 when no counter moved (samples a tick apart)."""
     moved = [b - a for a, b in zip(before.ticks, after.ticks, strict=True)]
-    total = sum(moved) or 1
-    idle = sum(moved[i] for i in _IDLE) / total
-    stolen = moved[_STEAL] / total
-    return Span(after.at_s - before.at_s, 1 - idle - stolen, idle, stolen)
+    seconds, total = after.at_s - before.at_s, sum(moved)
+    if not total:
+        return Span(seconds, 0.0, 0.0, 0.0)
+    idle = sum(moved[i] for i in _IDLE)
+    stolen = moved[_STEAL]
+    return Span(seconds, (total - idle - stolen) / total, idle / total, stolen / total)

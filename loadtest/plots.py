@@ -73,7 +73,9 @@ def throughput_latency(curves: Sequence[Curve], path: Path) -> None:
     highest = max(p.p99_ms for curve in curves for p in curve.points)
     axis.set_ylim(top=max(highest, P99_TARGET_MS) * 4)
     axis.set_xlim(left=0)
-    axis.set_xlabel("orders/s achieved (open loop, offered at a share of each system's peak)")
+    axis.set_xlabel(
+        "orders (requests)/s achieved (open loop, offered at a share of each system's peak)"
+    )
     axis.set_title(
         "Throughput against latency: " + " vs ".join(c.system for c in curves),
         fontsize=10,

@@ -32,7 +32,7 @@ SCALING: Final = "Scaling to 100,000 orders/s"
 MACHINE: Final = "The machine during the run"
 SECTION_ORDER: Final = (LATENCY, BASKETS, SWARM, SOAK, MEMORY, SCALING, MACHINE)
 # Drawn from the stored figures of every part, not only those of the run that writes them.
-DERIVED_SECTIONS: Final = (LATENCY, SCALING)
+DERIVED_SECTIONS: Final = (LATENCY, SCALING, MACHINE)
 
 
 @dataclass
@@ -44,11 +44,19 @@ class Row:
     verdict: str = ""
 
 
+class PartMachine(msgspec.Struct, frozen=True):
+    """What the CPUs did while one part of the benchmark ran, and when it started."""
+
+    started: str  # UTC, to the minute
+    span: host_cpu.Span
+
+
 @dataclass
 class Results:
     rows: list[Row] = field(default_factory=list)
     figures: dict[str, float] = field(default_factory=dict)
     curves: dict[str, curves.Curve] = field(default_factory=dict)
+    machine: dict[str, PartMachine] = field(default_factory=dict)  # by part, in the order run
     notes: list[str] = field(default_factory=list)
 
     def add(self, row: Row) -> None:
@@ -65,6 +73,7 @@ class Stored(msgspec.Struct):
 
     figures: dict[str, float] = msgspec.field(default_factory=dict)
     curves: dict[str, curves.Curve] = msgspec.field(default_factory=dict)
+    machine: dict[str, PartMachine] = msgspec.field(default_factory=dict)
 
 
 def figures_file(report: Path) -> Path:
@@ -75,7 +84,8 @@ def figures_file(report: Path) -> Path:
 
 
 def remember(results: Results, report: Path) -> Stored:
-    """This run's figures and curves over those stored for `report`, stored again, and returned."""
+    """This run's figures, curves and machine spans over those stored for `report`, stored
+    again, and returned."""
     path = figures_file(report)
     stored = Stored()
     if path.exists():
@@ -85,6 +95,7 @@ def remember(results: Results, report: Path) -> Stored:
             stored = Stored()
     stored.figures.update(results.figures)
     stored.curves.update(results.curves)
+    stored.machine.update(results.machine)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(msgspec.json.encode(stored))
     return stored
@@ -93,23 +104,37 @@ def remember(results: Results, report: Path) -> Stored:
 # --- sections drawn from the stored figures ---
 
 
+# The systems of the throughput-latency section, in the order the table and the plot show them,
+# each with how it was driven.
+CURVE_SYSTEMS: Final = {
+    "api": "The API: one worker, `loadtest/ratedriver` (Go, 512 requests in flight at most; one "
+    "scheduled past that is dropped and counted), spread traffic.",
+    "noop": "The no-op handler (the API's reference for its peak): one worker, the same driver "
+    "and bodies, at shares of its own peak, right after the API's curve: what this machine "
+    "gives a worker that does nothing.",
+    "sql": "The SQL baseline: one transaction per order, pgbench with 32 clients and `-R` (a "
+    "fixed rate), latencies from its per-transaction log.",
+}
+
+
+def ordered_curves(stored: Stored) -> list[curves.Curve]:
+    return [stored.curves[name] for name in CURVE_SYSTEMS if name in stored.curves]
+
+
 def latency_lines(stored: Stored, plot_name: str) -> list[str]:
+    shown = ordered_curves(stored)
     return [
         "Each system driven open loop at "
         + ", ".join(f"{share:.0%}" for share in curves.SHARES)
         + " of the peak it reached closed loop just before, each point after "
         f"{curves.SETTLE_S} s at its rate; latency counted from each request's scheduled time, "
-        "so a queue is charged to the system. The API: one worker, `loadtest/ratedriver` "
-        "(Go, 512 requests in flight at most; one scheduled past that is dropped and counted), "
-        "spread traffic. The no-op handler (the API's reference for its peak): one worker, the "
-        "same driver and bodies, at shares of its own peak, right after the API's curve: what "
-        "this machine gives a worker that does nothing. The SQL baseline: one transaction per "
-        "order, pgbench with 32 clients and `-R` (a fixed rate), latencies from its "
-        "per-transaction log. Each shares the 2 cores with its load generator.",
+        "so a queue is charged to the system. "
+        + " ".join(text for name, text in CURVE_SYSTEMS.items() if name in stored.curves)
+        + " Each shares the 2 cores with its load generator.",
         "",
-        f"![Throughput against latency, API, no-op handler and SQL baseline]({plot_name})",
+        f"![Throughput against latency: {', '.join(c.system for c in shown)}]({plot_name})",
         "",
-        *curves.table_lines(list(stored.curves.values())),
+        *curves.table_lines(shown),
     ]
 
 
@@ -175,6 +200,7 @@ def redrawn(results: Results, whole: bool) -> frozenset[str]:
         for name, measured in (
             (LATENCY, bool(results.curves)),
             (SCALING, bool(results.figures.keys() & SCALING_FIGURES)),
+            (MACHINE, bool(results.machine)),
         )
         if measured
     )
@@ -184,7 +210,7 @@ def cores_for(per_core: float, rate: float = TARGET_ORDERS_PER_S) -> int:
     return math.ceil(rate / per_core)
 
 
-def machine_lines(parts: Sequence[tuple[str, host_cpu.Span]]) -> list[str]:
+def machine_lines(machine: dict[str, PartMachine]) -> list[str]:
     """Each part's share of the CPUs' time that was busy, idle and stolen by the host."""
     lines = [
         "What this machine's CPUs did while each part ran (/proc/stat, all cores): busy, idle, "
@@ -192,14 +218,15 @@ def machine_lines(parts: Sequence[tuple[str, host_cpu.Span]]) -> list[str]:
         "had work). Stolen time slows whatever runs then and shows in no process's CPU time: "
         "a part with a share of it stolen ran on a slower machine than the parts without.",
         "",
-        "| part | duration | busy | idle | stolen by the host |",
-        "|---|---|---|---|---|",
+        "| part | started | duration | busy | idle | stolen by the host |",
+        "|---|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {name} | {span.seconds:,.0f} s | {span.busy:.0%} | {span.idle:.0%} | "
-        f"{span.stolen:.1%} |"
-        for name, span in parts
-    ]
+    for name, part in machine.items():
+        span = part.span
+        lines.append(
+            f"| {name} | {part.started} UTC | {span.seconds:,.0f} s | {span.busy:.0%} | "
+            f"{span.idle:.0%} | {span.stolen:.1%} |"
+        )
     return lines
 
 

@@ -1,7 +1,8 @@
 """The benchmark's judged ratios without a store: each ratio is taken within its own round (a
 load against the reference run just before it) and the median of the rounds is judged, so one
 round the machine slowed moves one ratio, not the verdict; and what the CPUs did during each part
-(busy, idle, stolen by the host) is read from /proc/stat's counters and lands in BENCHMARKS.md."""
+(busy, idle, stolen by the host) is read from /proc/stat's counters and lands in BENCHMARKS.md,
+kept per part across runs of some parts."""
 
 from __future__ import annotations
 
@@ -11,18 +12,42 @@ from typing import Any
 import pytest
 
 from loadtest import host_cpu
-from loadtest.bench import ApiRound, EnginePair, EngineRun, Pipelined
-from loadtest.report import MACHINE, Results, machine_lines, write_report
+from loadtest.bench import ApiRound, ApiSummary, EnginePair, EngineRun, Pipelined
+from loadtest.report import (
+    MACHINE,
+    PartMachine,
+    Results,
+    machine_lines,
+    redrawn,
+    remember,
+    write_report,
+)
 
 
 def wrk_run(rate: float) -> dict[str, Any]:
-    return {"rate": rate, "p50_ms": 1.0, "p99_ms": 2.0, "errors": 0}
+    return {"rate": rate, "p50_ms": 1.0, "p99_ms": rate / 1_000, "errors": 0}
 
 
-def test_an_api_round_sets_the_api_against_the_references_of_its_own_round() -> None:
-    slowed = ApiRound(noop=wrk_run(5_000), batched=wrk_run(6_000), single=wrk_run(2_000))
-    assert slowed.noop_ratio() == pytest.approx(1.2)
-    assert slowed.batching_ratio() == pytest.approx(3.0)
+def api_round(noop: float, batched: float, single: float, flash: float) -> ApiRound:
+    return ApiRound(wrk_run(noop), wrk_run(batched), wrk_run(single), wrk_run(flash))
+
+
+def test_the_api_is_judged_by_the_median_of_ratios_taken_within_each_round() -> None:
+    rounds = [
+        api_round(noop=9_000, batched=8_000, single=4_000, flash=8_000),
+        # The machine slowed for this round's reference only: its ratio alone is off.
+        api_round(noop=5_000, batched=8_500, single=2_000, flash=7_650),
+        api_round(noop=10_000, batched=7_000, single=3_500, flash=7_700),
+    ]
+    summary = ApiSummary.of(rounds)
+    assert rounds[1].noop_ratio() == pytest.approx(1.7)
+    assert summary.noop_ratio == pytest.approx(8_000 / 9_000)
+    assert summary.batching_ratio == pytest.approx(2.0)
+    assert summary.flash_ratio == pytest.approx(1.0)
+    # The API's own figures are those of its median round, the references' their medians.
+    assert summary.typical is rounds[0]
+    assert summary.per_s == 8_000
+    assert (summary.noop_per_s, summary.single_per_s, summary.flash_per_s) == (9_000, 3_500, 7_700)
 
 
 def test_an_engine_run_judges_the_median_of_its_pairs() -> None:
@@ -53,23 +78,34 @@ def test_a_span_splits_the_cpus_time_into_busy_idle_and_stolen() -> None:
     assert span.busy == pytest.approx(410 / 900)
 
 
+def test_a_span_in_which_no_counter_moved_claims_nothing() -> None:
+    same = host_cpu.Sample(1.0, (5, 0, 5, 5, 0, 0, 0, 0))
+    assert host_cpu.span(same, same) == host_cpu.Span(0.0, 0.0, 0.0, 0.0)
+
+
 def test_a_sample_reads_this_machines_counters() -> None:
     first = host_cpu.sample()
     second = host_cpu.sample()
     assert len(first.ticks) == 8
     assert all(b >= a for a, b in zip(first.ticks, second.ticks, strict=True))
-    span = host_cpu.span(first, second)
-    assert span.busy + span.idle + span.stolen == pytest.approx(1.0)
 
 
-def test_the_machine_section_lists_each_part(tmp_path: Path) -> None:
-    spans = [
-        ("engine", host_cpu.Span(32.4, 0.58, 0.42, 0.0)),
-        ("api", host_cpu.Span(167.0, 0.6, 0.25, 0.15)),
-    ]
+def test_a_run_of_some_parts_keeps_the_other_parts_machine_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("loadtest.report.BENCH_DIR", tmp_path)
     report = tmp_path / "BENCHMARKS.md"
-    write_report(report, Results(), [], {MACHINE: machine_lines(spans)}, "make bench")
+    whole = Results()
+    whole.machine["engine"] = PartMachine("2026-11-27 21:37", host_cpu.Span(32.4, 0.58, 0.42, 0))
+    whole.machine["api"] = PartMachine("2026-11-27 21:38", host_cpu.Span(300, 0.6, 0.25, 0.15))
+    remember(whole, report)
+    api_again = Results()
+    api_again.machine["api"] = PartMachine("2026-11-27 22:30", host_cpu.Span(290, 0.7, 0.3, 0))
+    assert MACHINE in redrawn(api_again, whole=False)
+    stored = remember(api_again, report)
+    write_report(report, Results(), [], {MACHINE: machine_lines(stored.machine)}, "make bench")
     text = report.read_text()
     assert f"## {MACHINE}" in text
-    assert "| engine | 32 s | 58% | 42% | 0.0% |" in text
-    assert "| api | 167 s | 60% | 25% | 15.0% |" in text
+    assert "| engine | 2026-11-27 21:37 UTC | 32 s | 58% | 42% | 0.0% |" in text
+    assert "| api | 2026-11-27 22:30 UTC | 290 s | 70% | 30% | 0.0% |" in text
+    assert "21:38" not in text
