@@ -23,6 +23,8 @@ READING: Final = (
     "What the figures mean, where each missed target's time goes and what would close it: "
     "README.md, section Performance and scaling."
 )
+# Among the facts above the Targets table, once a run of some parts has replaced rows.
+ROWS_REPLACED: Final = "- rows replaced since by runs of some parts:"
 LATENCY: Final = "Throughput and latency"
 BASKETS: Final = "Baskets"
 SWARM: Final = "Swarm"
@@ -318,7 +320,8 @@ def update_report(
 ) -> None:
     """A run of some parts only: its rows replace the rows of the same name in the Targets table
     (new ones are added at its end) and its sections replace theirs, each marked with this run's
-    command and date; the rest of BENCHMARKS.md stays as the full run left it."""
+    command and date, and the run is named beside the full run's date; the rest of BENCHMARKS.md
+    stays as the full run left it."""
     lines = path.read_text().split("\n")
     for row in results.rows:
         same = [i for i, line in enumerate(lines) if line.startswith(f"| {row.what} |")]
@@ -326,6 +329,8 @@ def update_report(
             lines[same[0]] = format_row(row)
         else:
             lines.insert(_end_of_targets(lines), format_row(row))
+    if results.rows:
+        _say_rows_replaced(lines, f"`{command}` ({date})")
     for name, body in sections.items():
         marked = [_marking(name, command, date), ""]
         heading = f"## {name}"
@@ -337,6 +342,16 @@ def update_report(
             at = _section_insert_at(lines, name)
             lines[at:at] = [heading, "", *marked, *body, ""]
     path.write_text("\n".join(lines))
+
+
+def _say_rows_replaced(lines: list[str], run: str) -> None:
+    """Names the run among the facts above the Targets table: the full run's date no longer
+    dates every row."""
+    named = [i for i, line in enumerate(lines) if line.startswith(ROWS_REPLACED)]
+    if named:
+        lines[named[0]] += f"; {run}"
+    else:
+        lines.insert(lines.index("## Targets") - 1, f"{ROWS_REPLACED} {run}")
 
 
 def _marking(section: str, command: str, date: str) -> str:

@@ -18,6 +18,7 @@ from loadtest.report import (
     BASKETS,
     DERIVED_SECTIONS,
     LATENCY,
+    ROWS_REPLACED,
     SCALING,
     SWARM,
     Results,
@@ -121,7 +122,9 @@ def test_a_baskets_run_adds_its_row_and_section_and_leaves_the_rest(tmp_path: Pa
     command = "python -m loadtest.bench --parts baskets"
     update_report(report, results, {BASKETS: ["the table"]}, command, "2026-11-26 13:45 UTC")
     after = report.read_text().split("\n")
-    assert after[6:8] == [
+    run = f"`{command}` (2026-11-26 13:45 UTC)"
+    assert after[:4] == ["# Benchmarks", f"{ROWS_REPLACED} {run}", "", "## Targets"]
+    assert after[7:9] == [
         before[6],
         "| API: confirmed baskets/s per worker, 1 / 3 / 10 lines | 900 /s |  |  |  |",
     ]
@@ -130,11 +133,17 @@ def test_a_baskets_run_adds_its_row_and_section_and_leaves_the_rest(tmp_path: Pa
     assert f"Measured by `{command}` on 2026-11-26 13:45 UTC" in after[baskets_at + 2]
     assert "the curve" in after and "the swarm" in after
     assert [line for line in after if line not in before] == [
-        after[7],
+        after[1],
+        after[8],
         f"## {BASKETS}",
         after[baskets_at + 2],
         "the table",
     ]
+    # A second run of some parts is named beside the first.
+    update_report(report, Results([Row("x", "1")]), {}, "again", "2026-11-26 14:00 UTC")
+    assert report.read_text().split("\n")[1] == (
+        f"{ROWS_REPLACED} {run}; `again` (2026-11-26 14:00 UTC)"
+    )
 
 
 def test_a_baskets_run_leaves_the_sections_drawn_from_other_parts() -> None:
