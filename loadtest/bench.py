@@ -1256,6 +1256,11 @@ async def measure_soak(results: Results, quick: bool, rate: float, plot: Path) -
     return soak.report_lines(result, plot.name)
 
 
+def utc_minute() -> str:
+    """Now, as the report dates a run and each part: UTC, to the minute."""
+    return f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
+
+
 def machine_facts() -> list[str]:
     cpu = "unknown CPU"
     with open("/proc/cpuinfo") as info:
@@ -1268,7 +1273,7 @@ def machine_facts() -> list[str]:
         ["redis-server", "--version"], capture_output=True, text=True
     ).stdout.split()[2]
     return [
-        f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"date: {utc_minute()} UTC",
         f"machine: {os.cpu_count()} cores ({cpu}), {memory_gib:.0f} GiB, {platform.platform()}",
         f"Python {platform.python_version()}, Redis {redis_version}, everything on loopback, "
         "load generators on the same 2 cores as the servers",
@@ -1328,7 +1333,7 @@ class Parts:
         """Runs a part: announced, and what the machine's CPUs did meanwhile kept (self.machine)."""
         number = f"{self.names.index(name) + 1}/{len(self.names)}"
         async with progress.step(f"part {number}: {name}", self.expected_s(name)):
-            started, before = f"{datetime.now(UTC):%Y-%m-%d %H:%M}", host_cpu.sample()
+            started, before = utc_minute(), host_cpu.sample()
             yield
             self.machine[name] = PartMachine(started, host_cpu.span(before, host_cpu.sample()))
 
