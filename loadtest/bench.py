@@ -776,18 +776,14 @@ async def measure_latency(
             delays_ms.clear()
             watched = await fixed_rate(binary, url, bodies, peak_rate / 2, seconds)
             await cancel_and_wait(watcher)
-        measure = functools.partial(ratedriver_point, binary, url, bodies)
-        curve = await curves.sweep(
-            "API, 1 worker", "loadtest/ratedriver", peak_rate, seconds, measure
-        )
+        curve = await _swept(binary, url, bodies, "API, 1 worker", peak_rate, seconds)
     with processes.asgi_worker(NOOP_APP, NOOP_PORT, {}) as worker:
         url = f"{worker.url}/orders"
         noop_peak = peaks.noop["rate"]
         async with progress.step("no-op handler warm-up, open loop", LATENCY_WARMUP_S):
             await fixed_rate(binary, url, bodies, noop_peak / 2, LATENCY_WARMUP_S)
-        measure = functools.partial(ratedriver_point, binary, url, bodies)
-        noop_curve = await curves.sweep(
-            "no-op handler, 1 worker", "loadtest/ratedriver", noop_peak, seconds, measure
+        noop_curve = await _swept(
+            binary, url, bodies, "no-op handler, 1 worker", noop_peak, seconds
         )
     results.curves["noop"] = noop_curve
     noop_half = noop_curve.at(0.5)
@@ -818,6 +814,14 @@ async def measure_latency(
             verdict(stream_p99 < 100),
         )
     )
+
+
+async def _swept(
+    binary: Path, url: str, bodies: Path, system: str, peak_rate: float, seconds: int
+) -> curves.Curve:
+    """A worker's throughput-latency curve, driven open loop by loadtest/ratedriver."""
+    measure = functools.partial(ratedriver_point, binary, url, bodies)
+    return await curves.sweep(system, "loadtest/ratedriver", peak_rate, seconds, measure)
 
 
 @dataclass(frozen=True)
