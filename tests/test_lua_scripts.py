@@ -3,9 +3,11 @@ the edge cases of each, resends of the same operation, and arguments refused bef
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from engine import commands, keys, scripts
@@ -430,6 +432,33 @@ async def test_a_bad_order_in_a_batch_leaves_the_whole_call_unapplied(
     wrong = Attempt(new_id(P), P, bad, (("w1", 1),))
     with pytest.raises(scripts.ScriptRefused):
         await place_orders(runner, good, wrong)
+    assert await redis.hget(STOCK, "w1") == "10"
+    assert await redis.xlen(STREAM) == events
+    assert not await redis.exists(keys.order(P, good.order_id))
+
+
+QUANTITY_FIELD = 1  # of an order's values in a place call (engine/commands.py, WireOrder)
+WRONG_FIELDS = [
+    *((QUANTITY_FIELD, wrong) for wrong in ["1", True, [1], None, 1.5]),
+    *((field, wrong) for field in (0, 2, 3, 4, 5, 6, 7) for wrong in [7, False, ["a"], {"a": 1}]),
+]
+
+
+@pytest.mark.parametrize(("field", "wrong"), WRONG_FIELDS)
+async def test_an_order_field_of_the_wrong_type_leaves_the_whole_call_unapplied(
+    runner: scripts.ScriptRunner, redis: RedisClient, field: int, wrong: object
+) -> None:
+    """Every field is checked before the first write, whatever a client sends: the quantity a
+    whole number, every other field text (lua/includes/confirm_order.lua, order_problem)."""
+    await set_stock(runner, "w1", 10)
+    events = await redis.xlen(STREAM)
+    good, second = attempt(1, [("w1", 1)]), attempt(1, [("w1", 1)])
+    command = commands.place_orders(NOW_MS, [good, second])
+    wire = msgspec.msgpack.decode(command.args[2])
+    wire[len(wire) // 2 + field] = wrong  # the second order's
+    bad = dataclasses.replace(command, args=[*command.args[:2], msgspec.msgpack.encode(wire)])
+    with pytest.raises(scripts.ScriptRefused):
+        await runner.run(bad)
     assert await redis.hget(STOCK, "w1") == "10"
     assert await redis.xlen(STREAM) == events
     assert not await redis.exists(keys.order(P, good.order_id))
