@@ -72,19 +72,6 @@ local function level_at(stock_key, wid)
   return level
 end
 
--- What HINCRBY takes a quantity away by, as text made once per quantity per call: a number
--- argument to redis.call is printed through '%.17g' on every call, most orders take the same few
--- quantities, and Lua interns every string it makes.
-local taking_texts = {}
-local function taking_text(qty)
-  local text = taking_texts[qty]
-  if not text then
-    text = whole_text(-qty)
-    taking_texts[qty] = text
-  end
-  return text
-end
-
 local function stocked_elsewhere(stock_key, qty, candidates)
   local found = {}
   local flat = redis.call('HGETALL', stock_key)
@@ -137,7 +124,7 @@ for i = 1, count do
       if recorded then
         replies[i] = answer_for_record(order_id, recorded)
       else
-        local left = redis.call('HINCRBY', stock_key, wid, taking_text(qty))
+        local left = redis.call('HINCRBY', stock_key, wid, -qty)
         levels[stock_key][wid] = left
         local stored =
           remember_answer(idem_key, idem_ttl_s, order_id, fingerprint, wid, days, now_text)

@@ -29,27 +29,22 @@ end
 --   recordTail, candidates
 -- Flat, because every table a script makes from its arguments grows one insert at a time.
 local ORDER_FIELDS = 8
-local ORDER_QUANTITY, ORDER_IDEMPOTENCY_KEY = 2, 3  -- their places among them
-
--- Raises unless every text field of the order at `at` is a string. `s:len()` raises for anything
--- else (numbers and tables have no `len` method) without making a string, where `type(s)` makes
--- one per field (Lua interns every string it makes, hashing it byte by byte).
-local function text_fields_read(wire, at)
-  local order_id, _, idem, fingerprint, head, middle, tail, candidates =
-    unpack(wire, at + 1, at + ORDER_FIELDS)
-  order_id:len(); idem:len(); fingerprint:len(); head:len(); middle:len(); tail:len()
-  candidates:len()
-end
+local ORDER_IDEMPOTENCY_KEY = 3  -- its place among them
 
 -- What is wrong with the order at `at` in `wire`, or nil: checked before a call's first write
 -- (Redis does not roll a script back). Its quantity is a whole number of at least 1, every other
 -- field is text; its candidates are the engine's to check (includes/candidates.lua).
 local function order_problem(wire, at)
-  local qty = wire[at + ORDER_QUANTITY]
+  local order_id, qty, idem, fingerprint, head, middle, tail, candidates =
+    unpack(wire, at + 1, at + ORDER_FIELDS)
   if type(qty) ~= 'number' or qty < 1 or qty >= WHOLE_LIMIT or qty % 1 ~= 0 then
     return 'quantity'
   end
-  if not pcall(text_fields_read, wire, at) then return 'fields' end
+  if type(order_id) ~= 'string' or type(idem) ~= 'string' or type(fingerprint) ~= 'string'
+    or type(head) ~= 'string' or type(middle) ~= 'string' or type(tail) ~= 'string'
+    or type(candidates) ~= 'string' then
+    return 'fields'
+  end
   return nil
 end
 
