@@ -109,8 +109,10 @@ def remember(results: Results, report: Path) -> Stored:
 # The systems of the throughput-latency section, in the order the table and the plot show them,
 # each with how it was driven.
 CURVE_SYSTEMS: Final = {
-    "api": "The API: one worker, `loadtest/ratedriver` (Go, 512 requests in flight at most; one "
-    "scheduled past that is dropped and counted), spread traffic.",
+    "api": "The API: one worker, `loadtest/ratedriver` (Go, on one thread: 64 keep-alive "
+    "connections, as wrk has for the peaks, each one request at a time; requests go out at the "
+    "driver's ticks, ~1 ms apart, those due by then together; past 512 queued or on the wire, "
+    "one scheduled is dropped and counted), spread traffic.",
     "noop": "The no-op handler (the API's reference for its peak): one worker, the same driver "
     "and bodies, at shares of its own peak, right after the API's curve: what this machine "
     "gives a worker that does nothing.",
