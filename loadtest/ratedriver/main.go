@@ -8,10 +8,11 @@
 // is charged to the server (no coordinated omission). Past -in-flight requests queued or on the
 // wire, a scheduled request is dropped and counted.
 //
-// HTTP/1.1 is written and read here by hand (the status line, Content-Length, the body) on one
-// OS thread: Go's net/http client, a goroutine per request, took 80-150 us of CPU per request
-// on the benchmark's 2 cores, about as much as the server it measured (README, "The open-loop
-// driver's own cost").
+// The server holds at most -connections requests at once, as under wrk; the rest wait here,
+// charged to it. HTTP/1.1 is written and read here by hand (the status line, Content-Length, the
+// body), with Go code on one thread: this driver shares the benchmark's cores with the server it
+// measures, and Go's net/http client, a goroutine per request on several threads, spent about as
+// much CPU per request as the server did (README, "The open-loop driver's own cost").
 //
 //	ratedriver -url http://127.0.0.1:8000/orders -bodies bodies.jsonl -rate 7500 -duration 10s
 package main
@@ -35,6 +36,7 @@ import (
 	"time"
 )
 
+// As long as the net/http client it replaced allowed: an answer later than this is an error.
 const answerTimeout = 10 * time.Second
 
 type result struct {
@@ -56,9 +58,10 @@ type job struct {
 
 // tally is what one connection saw; the connections' tallies are merged at the end.
 type tally struct {
-	latencies []time.Duration
-	statuses  map[int]int64
-	errors    int64
+	latencies  []time.Duration
+	statuses   map[int]int64
+	errors     int64
+	firstError error
 }
 
 func readBodies(path string) ([][]byte, error) {
@@ -104,14 +107,16 @@ type connection struct {
 }
 
 func dial(address string) (*connection, error) {
-	conn, err := net.Dial("tcp", address)
+	conn, err := net.DialTimeout("tcp", address, answerTimeout)
 	if err != nil {
 		return nil, err
 	}
 	return &connection{conn, bufio.NewReaderSize(conn, 16<<10)}, nil
 }
 
-var errUnreadable = errors.New("an answer this driver cannot read (no Content-Length)")
+// An answer this driver does not read: a malformed status line or header, or a body without a
+// Content-Length (chunked). The servers it measures send none of these.
+var errUnreadable = errors.New("an answer this driver cannot read")
 
 // roundTrip sends one request and reads its answer whole: its status, and whether the server
 // closes the connection after it.
@@ -126,7 +131,7 @@ func (c *connection) roundTrip(request []byte) (status int, closing bool, err er
 	if err != nil {
 		return 0, false, err
 	}
-	// "HTTP/1.1 201 Created\r\n"
+	// HTTP/1.x puts the three digits of the status at bytes 9-11: "HTTP/1.1 201 Created\r\n".
 	if len(line) < 12 {
 		return 0, false, errUnreadable
 	}
@@ -139,7 +144,7 @@ func (c *connection) roundTrip(request []byte) (status int, closing bool, err er
 		if err != nil {
 			return 0, false, err
 		}
-		if len(line) <= 2 { // the blank line that ends the headers
+		if len(line) <= 2 { // "\r\n": the headers end
 			break
 		}
 		name, value, found := bytes.Cut(line, []byte(":"))
@@ -156,6 +161,9 @@ func (c *connection) roundTrip(request []byte) (status int, closing bool, err er
 			closing = bytes.EqualFold(value, []byte("close"))
 		}
 	}
+	if status == 204 || status == 304 {
+		length = 0 // no body, whatever the headers say
+	}
 	if length < 0 {
 		return 0, false, errUnreadable
 	}
@@ -163,10 +171,12 @@ func (c *connection) roundTrip(request []byte) (status int, closing bool, err er
 	return status, closing, err
 }
 
-// serve answers the jobs one at a time on one connection, dialled again after an error or a
-// server's close.
-func serve(address string, jobs <-chan job, inFlight *atomic.Int64, counted *tally) {
-	var c *connection
+// send takes jobs one at a time and sends each on its connection, dialled before the first job
+// comes and again after an error or a server's close. A request whose connection fails is
+// counted as an error and not sent again: the server may have placed its order.
+func send(address string, jobs <-chan job, inFlight *atomic.Int64, into *tally, dialled *sync.WaitGroup) {
+	c, _ := dial(address) // on failure, dialled again for the first job, which counts the error
+	dialled.Done()
 	for j := range jobs {
 		var err error
 		if c == nil {
@@ -177,8 +187,8 @@ func serve(address string, jobs <-chan job, inFlight *atomic.Int64, counted *tal
 			var closing bool
 			status, closing, err = c.roundTrip(j.request)
 			if err == nil {
-				counted.latencies = append(counted.latencies, time.Since(j.scheduled))
-				counted.statuses[status]++
+				into.latencies = append(into.latencies, time.Since(j.scheduled))
+				into.statuses[status]++
 				if closing {
 					c.conn.Close()
 					c = nil
@@ -186,7 +196,10 @@ func serve(address string, jobs <-chan job, inFlight *atomic.Int64, counted *tal
 			}
 		}
 		if err != nil {
-			counted.errors++
+			into.errors++
+			if into.firstError == nil {
+				into.firstError = err
+			}
 			if c != nil {
 				c.conn.Close()
 				c = nil
@@ -220,6 +233,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "ratedriver: -idempotency-share must be between 0 and 1")
 		os.Exit(2)
 	}
+	if *rate <= 0 || *connections < 1 || *limit < 1 {
+		fmt.Fprintln(os.Stderr, "ratedriver: -rate, -connections and -in-flight must be positive")
+		os.Exit(2)
+	}
 	parsed, err := url.Parse(*target)
 	if err != nil || parsed.Scheme != "http" || parsed.Port() == "" {
 		fmt.Fprintln(os.Stderr, "ratedriver: -url must be http://host:port/path:", err)
@@ -230,8 +247,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "ratedriver: need -bodies with at least one line:", err)
 		os.Exit(2)
 	}
-	// One thread: the scheduler and the connections wait in one poller, with no wake-ups passed
-	// between threads.
+	// Go code on one thread: the scheduler and the connections wait in one poller, and no wake-up
+	// passes between threads.
 	runtime.GOMAXPROCS(1)
 	run := rand.Uint64() // this run's keys differ from every other run's
 	heads := make([][]byte, len(bodies))
@@ -245,19 +262,22 @@ func main() {
 	jobs := make(chan job, *limit)
 	tallies := make([]tally, *connections)
 	expected := int(*rate*duration.Seconds()) / *connections + 1
-	var wg sync.WaitGroup
+	var done, dialled sync.WaitGroup
 	for i := range tallies {
-		tallies[i] = tally{make([]time.Duration, 0, expected), map[int]int64{}, 0}
-		wg.Add(1)
-		go func(counted *tally) {
-			defer wg.Done()
-			serve(parsed.Host, jobs, &inFlight, counted)
+		tallies[i] = tally{latencies: make([]time.Duration, 0, expected), statuses: map[int]int64{}}
+		done.Add(1)
+		dialled.Add(1)
+		go func(into *tally) {
+			defer done.Done()
+			send(parsed.Host, jobs, &inFlight, into, &dialled)
 		}(&tallies[i])
 	}
+	dialled.Wait() // the schedule starts on open connections, as wrk's does
 
 	interval := time.Duration(float64(time.Second) / *rate)
 	start := time.Now()
 	end := start.Add(*duration)
+	share := *keyShare
 	var sent, dropped int64
 	for ; ; sent++ {
 		scheduled := start.Add(time.Duration(sent) * interval)
@@ -273,7 +293,9 @@ func main() {
 		}
 		i := sent % int64(len(bodies))
 		next := plain[i]
-		if int64(float64(sent+1)**keyShare) > int64(float64(sent)**keyShare) {
+		// Request n carries a key when floor((n+1) x share) passes floor(n x share): exactly
+		// floor(N x share) of N requests, spread evenly.
+		if int64(float64(sent+1)*share) > int64(float64(sent)*share) {
 			key := fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", uint32(run>>32), uint16(run>>16),
 				uint16(run), uint16(sent>>48), sent&0xffffffffffff)
 			next = request(heads[i], key, bodies[i])
@@ -282,18 +304,25 @@ func main() {
 		jobs <- job{scheduled, next}
 	}
 	close(jobs)
-	wg.Wait()
+	done.Wait()
 	elapsed := time.Since(start).Seconds()
 
 	var latencies []time.Duration
 	statuses := map[int]int64{}
 	var failed int64
-	for _, counted := range tallies {
-		latencies = append(latencies, counted.latencies...)
-		for status, n := range counted.statuses {
+	var firstError error
+	for _, seen := range tallies {
+		latencies = append(latencies, seen.latencies...)
+		for status, n := range seen.statuses {
 			statuses[status] += n
 		}
-		failed += counted.errors
+		failed += seen.errors
+		if firstError == nil {
+			firstError = seen.firstError
+		}
+	}
+	if firstError != nil { // errors are counted in the report; one cause, so that they are not silent
+		fmt.Fprintf(os.Stderr, "ratedriver: %d requests without an answer, e.g.: %v\n", failed, firstError)
 	}
 	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
 	out := result{
