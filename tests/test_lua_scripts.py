@@ -414,6 +414,14 @@ async def test_reroute_with_no_candidate_is_out_of_stock(
     assert await redis.hget(STOCK, "w1") == "2"
 
 
+async def assert_unapplied(redis: RedisClient, events: int, good: Attempt) -> None:
+    """A refused call changed nothing: the stock set to 10 at w1, the stream as long as `events`,
+    and no record for the good order beside the bad one."""
+    assert await redis.hget(STOCK, "w1") == "10"
+    assert await redis.xlen(STREAM) == events
+    assert not await redis.exists(keys.order(P, good.order_id))
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -432,9 +440,7 @@ async def test_a_bad_order_in_a_batch_leaves_the_whole_call_unapplied(
     wrong = Attempt(new_id(P), P, bad, (("w1", 1),))
     with pytest.raises(scripts.ScriptRefused):
         await place_orders(runner, good, wrong)
-    assert await redis.hget(STOCK, "w1") == "10"
-    assert await redis.xlen(STREAM) == events
-    assert not await redis.exists(keys.order(P, good.order_id))
+    await assert_unapplied(redis, events, good)
 
 
 QUANTITY_FIELD = 1  # of an order's values in a place call (engine/commands.py, WireOrder)
@@ -459,9 +465,7 @@ async def test_an_order_field_of_the_wrong_type_leaves_the_whole_call_unapplied(
     bad = dataclasses.replace(command, args=[*command.args[:2], msgspec.msgpack.encode(wire)])
     with pytest.raises(scripts.ScriptRefused):
         await runner.run(bad)
-    assert await redis.hget(STOCK, "w1") == "10"
-    assert await redis.xlen(STREAM) == events
-    assert not await redis.exists(keys.order(P, good.order_id))
+    await assert_unapplied(redis, events, good)
 
 
 async def test_orders_with_and_without_keys_each_read_their_own_key(
