@@ -2,19 +2,20 @@
 
 Every place that starts an API worker starts it through here (ops/run.sh, the image, the tests,
 the benchmark), so they all run the server as production does: uvicorn on uvloop, HTTP/1.1 parsed
-by httptools, in the event loop's own thread. README ("Where the API's time goes") says why this
-server and not granian, which hands each request and its body between its own threads and the
-event loop.
+by httptools, in the event loop's own thread, with POST /orders answered by the protocol itself
+(api.order_protocol). README ("Where the API's time goes") says why this server and not granian,
+which hands each request and its body between its own threads and the event loop.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import uvicorn
 
+from api.order_protocol import OrderProtocol
 from telemetry.logs import json_logging_config
 
 APP: Final = "api.app:app"
@@ -45,27 +46,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    uvicorn.run(
-        args.app,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        loop="uvloop",
-        http="httptools",
-        ws="none",
-        lifespan="on",
-        access_log=False,
+def server_options() -> dict[str, Any]:
+    """uvicorn's settings for an API worker, all but what it serves and where."""
+    return {
+        "loop": "uvloop",
+        # httptools' protocol, POST /orders taken before ASGI when the app has that route's
+        # intake, which it finds only on the app itself (no middleware of uvicorn's around it);
+        # any other app is served as by http="httptools".
+        "http": OrderProtocol,
+        "ws": "none",
+        "lifespan": "on",
+        "access_log": False,
         # The server's own lines (start, stop, a request it could not parse) as JSON like the
         # app's, set up in every worker process it starts.
-        log_config=json_logging_config(),
-        server_header=False,
+        "log_config": json_logging_config(),
+        "server_header": False,
         # Nothing reads the client's address; the gateway's X-Forwarded-For need not be parsed.
-        proxy_headers=False,
-        timeout_keep_alive=KEEP_ALIVE_S,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-    )
+        "proxy_headers": False,
+        "timeout_keep_alive": KEEP_ALIVE_S,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    uvicorn.run(args.app, host=args.host, port=args.port, workers=args.workers, **server_options())
 
 
 if __name__ == "__main__":

@@ -60,11 +60,11 @@ class FulfillmentApi(Litestar):
 
     def __init__(self, *, api_keys: ApiKeys | None, **config: Any) -> None:
         super().__init__(**config)
-        self._order_intake = OrderIntake(self.state, api_keys, MAX_BODY_BYTES)
+        self.order_intake = OrderIntake(self.state, api_keys, MAX_BODY_BYTES)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and serves(scope):
-            await self._order_intake(scope, receive, send)
+            await self.order_intake(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -153,6 +153,12 @@ class ServedApi:
                 settings, batched=settings.api_batching, api_keys=load_api_keys(settings)
             )
         await self._app(scope, receive, send)
+
+    @property
+    def order_intake(self) -> OrderIntake | None:
+        """POST /orders' intake, for the server's protocol to answer that route itself
+        (api.order_protocol); None until the server has started the app."""
+        return self._app.order_intake if isinstance(self._app, FulfillmentApi) else None
 
 
 app = ServedApi()

@@ -1,0 +1,377 @@
+"""POST /orders answered by the HTTP protocol itself (api.order_protocol), on a real worker
+started as production starts it, over raw sockets: the same bytes as the app's ASGI front gives
+(which tests/test_order_intake.py holds to Litestar's route), and the connection behaving as for
+any request: keep-alive, pipelining, Connection: close, HTTP/1.0, 100-continue, a chunked body, a
+client that goes away before its answer, and a graceful shutdown with an order in flight. Every
+test ends with the ledger: the units taken are the units of the orders that exist."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Final
+
+import httpx
+import msgspec
+import pytest
+import uvicorn
+from redis.asyncio import RedisCluster
+
+from api.__main__ import server_options
+from api.app import MAX_BODY_BYTES, FulfillmentApi, create_app
+from api.auth import ApiKeys
+from api.order_intake import IntakeAnswer, OrderHeaders
+from engine import keys
+from stores.mongo import MongoDatabase
+from stores.redis import RedisClient
+from stores.settings import Settings
+from tests.api_process import api_process
+from tests.conftest import scan_keys, store_env
+from tests.notice_servers import free_port
+from tests.test_order_intake import KEYS, REFUSED, SHOP, body
+
+START_TIMEOUT_S: Final = 30.0
+ANSWER_TIMEOUT_S: Final = 10.0
+# Shorter than REDIS_SOCKET_TIMEOUT_S and the cluster's node timeout: the order waits, nothing
+# fails over or times out.
+PAUSE_S: Final = 0.5
+STOCK: Final = 20  # as in tests/test_order_intake.py, whose refusals include running out
+OPS: Final = {"x-api-key": "key-ops"}
+SKU_1_STOCK: Final = keys.stock(keys.partition_of_product("sku-1"), "sku-1")
+
+
+class Worker(msgspec.Struct):
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+class Answer(msgspec.Struct):
+    status: int
+    headers: list[tuple[str, str]]  # in order, names in lower case, without the date
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((value for key, value in self.headers if key == name), None)
+
+
+@pytest.fixture
+async def worker(
+    settings: Settings, redis: RedisClient, mongo: MongoDatabase, tmp_path: Path
+) -> AsyncIterator[Worker]:
+    port, log = free_port(), tmp_path / "api.log"
+    env = {**store_env(settings), "API_KEYS": json.dumps(KEYS), "API_KEYS_FILE": ""}
+    with api_process(env, port, log) as process:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, timeout=ANSWER_TIMEOUT_S) as http:
+            await _wait_healthy(http, process, log)
+            location = {"lat": 48.86, "lon": 2.35}
+            warehouse = {"warehouseId": "paris", "name": "Paris", "location": location}
+            assert (await http.post("/warehouses", json=warehouse, headers=OPS)).status_code == 201
+            put = await http.put(
+                "/inventory/sku-1/stock/paris", json={"quantity": STOCK}, headers=OPS
+            )
+            assert put.status_code == 200
+        yield Worker(port, process, log)
+    errors = [line for line in log.read_text().splitlines() if '"level":"ERROR"' in line]
+    assert not errors, "the API logged errors:\n" + "\n".join(errors[:5])
+
+
+async def _wait_healthy(
+    http: httpx.AsyncClient, process: subprocess.Popen[bytes], log: Path
+) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the API exited: {log.read_text()[-2000:]}"
+        with contextlib.suppress(httpx.HTTPError):
+            if (await http.get("/healthz")).status_code == 200:
+                return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the API did not start: {log.read_text()[-2000:]}")
+
+
+def request(
+    path: str,
+    headers: dict[str, str],
+    content: bytes,
+    *,
+    method: str = "POST",
+    version: str = "1.1",
+) -> bytes:
+    """One request's bytes, with its Content-Length unless `headers` says how the body comes."""
+    lines = [f"{method} {path} HTTP/{version}", "host: test"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if "transfer-encoding" not in headers and "content-length" not in headers:
+        lines.append(f"content-length: {len(content)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + content
+
+
+async def read_answer(reader: asyncio.StreamReader) -> Answer:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), ANSWER_TIMEOUT_S)
+    status_line, *lines = head.decode("latin-1").removesuffix("\r\n\r\n").split("\r\n")
+    version, status, _ = status_line.split(" ", 2)
+    assert version == "HTTP/1.1"
+    headers = []
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name.lower() != "date":
+            headers.append((name.lower(), value.strip()))
+    length = int(next(value for name, value in headers if name == "content-length"))
+    content = await asyncio.wait_for(reader.readexactly(length), ANSWER_TIMEOUT_S)
+    return Answer(int(status), headers, content)
+
+
+@contextlib.asynccontextmanager
+async def connection(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def exchange(port: int, raw: bytes) -> Answer:
+    async with connection(port) as (reader, writer):
+        writer.write(raw)
+        return await read_answer(reader)
+
+
+async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+    return await asyncio.wait_for(reader.read(1), ANSWER_TIMEOUT_S) == b""
+
+
+async def ledger(redis: RedisClient, worker: Worker) -> tuple[int, int]:
+    """(units taken from sku-1's stock, units of sku-1's orders that exist)."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{worker.port}") as http:
+        read = await http.get("/inventory", params={"productId": "sku-1"}, headers=SHOP)
+    level = read.json()["stockLevels"][0]["quantity"]
+    ordered = 0
+    for key in await scan_keys(redis, "order:*"):
+        record = json.loads(str(await redis.get(key)))
+        if record[0] == "sku-1":
+            ordered += record[2]
+    return STOCK - level, ordered
+
+
+# The ASGI front takes POST /orders when the protocol does not: here, a query string.
+THROUGH_ASGI: Final = "?"
+
+
+async def test_refusals_are_the_asgi_fronts(worker: Worker, redis: RedisClient) -> None:
+    for name, path, headers, content in REFUSED:
+        ours = await exchange(worker.port, request(path, headers, content))
+        theirs = await exchange(worker.port, request(path + THROUGH_ASGI, headers, content))
+        assert ours == theirs, name
+        assert 400 <= ours.status < 500, name
+    assert await ledger(redis, worker) == (0, 0)
+
+
+async def test_a_placed_order_and_its_replays_are_the_asgi_fronts(
+    worker: Worker, redis: RedisClient
+) -> None:
+    keyed = {**SHOP, "content-type": "application/json", "idempotency-key": "cart-1"}
+    placed = await exchange(worker.port, request("/orders", keyed, body(quantity=2)))
+    assert placed.status == 201
+    assert placed.headers[:2] == [
+        ("content-type", "application/json"),
+        ("content-length", str(len(placed.body))),
+    ]
+    assert placed.header("idempotent-replayed") is None
+    replays = [
+        await exchange(worker.port, request(path, keyed, body(quantity=2)))
+        for path in ("/orders", "/orders" + THROUGH_ASGI)
+    ]
+    assert replays[0] == replays[1]
+    assert replays[0].body == placed.body
+    assert replays[0].header("idempotent-replayed") == "true"
+    assert await ledger(redis, worker) == (2, 2)
+
+
+async def test_pipelined_requests_are_answered_in_order_on_one_connection(
+    worker: Worker, redis: RedisClient
+) -> None:
+    """Orders the protocol answers, an order through ASGI and another route, sent in one write:
+    each answered once, in the order sent, the connection kept open for more."""
+    sent = [
+        request("/orders", SHOP, body()),
+        request("/healthz", {}, b"", method="GET"),
+        request("/orders/", SHOP, body(quantity=2)),
+        request("/orders" + THROUGH_ASGI, SHOP, body(quantity=3)),
+        request("/orders", SHOP, body(quantity=4)),
+    ]
+    async with connection(worker.port) as (reader, writer):
+        writer.write(b"".join(sent))
+        answers = [await read_answer(reader) for _ in sent]
+        assert [a.status for a in answers] == [201, 200, 201, 201, 201]
+        writer.write(request("/orders", SHOP, body()))
+        assert (await read_answer(reader)).status == 201
+    order_ids = {json.loads(a.body)["orderId"] for a in answers if a.status == 201}
+    assert len(order_ids) == 4
+    assert await ledger(redis, worker) == (11, 11)
+
+
+@pytest.mark.parametrize(
+    ("version", "headers"),
+    [("1.1", {**SHOP, "connection": "close"}), ("1.0", SHOP)],
+    ids=["connection close", "HTTP/1.0"],
+)
+async def test_a_connection_that_ends_with_its_order_is_closed_after_the_answer(
+    worker: Worker, redis: RedisClient, version: str, headers: dict[str, str]
+) -> None:
+    async with connection(worker.port) as (reader, writer):
+        writer.write(request("/orders", headers, body(), version=version))
+        answer = await read_answer(reader)
+        assert answer.status == 201
+        assert answer.header("connection") == "close"
+        assert await closed_by_server(reader)
+    assert await ledger(redis, worker) == (1, 1)
+
+
+async def test_bodies_the_protocol_leaves_to_asgi_are_placed_as_well(
+    worker: Worker, redis: RedisClient
+) -> None:
+    async with connection(worker.port) as (reader, writer):
+        content = body(quantity=2)
+        writer.write(
+            request("/orders", {**SHOP, "expect": "100-continue"}, content)[: -len(content)]
+        )
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), ANSWER_TIMEOUT_S) == (
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+        )
+        writer.write(content)
+        assert (await read_answer(reader)).status == 201
+        chunked = body(quantity=3)
+        halves = (chunked[:10], chunked[10:])
+        framed = b"".join(b"%x\r\n%s\r\n" % (len(h), h) for h in halves) + b"0\r\n\r\n"
+        writer.write(request("/orders", {**SHOP, "transfer-encoding": "chunked"}, framed))
+        assert (await read_answer(reader)).status == 201
+    both = {**SHOP, "transfer-encoding": "chunked", "content-length": "5"}
+    async with connection(worker.port) as (reader, writer):
+        writer.write(request("/orders", both, b"5\r\n{}{}{\r\n0\r\n\r\n"))
+        refused = await asyncio.wait_for(reader.read(), ANSWER_TIMEOUT_S)
+        assert refused.startswith(b"HTTP/1.1 400 ")
+    assert await ledger(redis, worker) == (5, 5)
+
+
+async def test_orders_whose_clients_went_away_are_placed_once_and_the_worker_serves_on(
+    worker: Worker, redis: RedisClient
+) -> None:
+    """Redis paused while three clients send an order each and hang up: the orders were sent to
+    Redis, so they stand once it resumes; their answers are written to no one, and the worker
+    keeps serving."""
+    pid = await redis_pid_of_sku_1(redis)
+    with redis_paused(pid):
+        for quantity in (1, 2, 3):
+            async with connection(worker.port) as (_, writer):
+                writer.write(request("/orders", SHOP, body(quantity=quantity)))
+                await writer.drain()
+        await asyncio.sleep(PAUSE_S)
+    assert (await exchange(worker.port, request("/orders", SHOP, body(quantity=4)))).status == 201
+    taken, ordered = await ledger(redis, worker)
+    assert taken == ordered
+    assert ordered in (4, 5, 6, 7, 8, 9, 10)
+
+
+async def test_a_graceful_shutdown_answers_the_order_in_flight_then_closes(
+    worker: Worker, redis: RedisClient
+) -> None:
+    pid = await redis_pid_of_sku_1(redis)
+    async with connection(worker.port) as (reader, writer):
+        with redis_paused(pid):
+            writer.write(request("/orders", SHOP, body(quantity=2)))
+            await writer.drain()
+            await asyncio.sleep(PAUSE_S / 2)
+            worker.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(PAUSE_S / 2)
+        answer = await read_answer(reader)
+        assert answer.status == 201
+        assert answer.header("connection") == "close"
+        assert await closed_by_server(reader)
+    # uvicorn ends a graceful shutdown by raising the signal it caught again.
+    exit_status = await asyncio.to_thread(worker.process.wait, ANSWER_TIMEOUT_S)
+    assert exit_status in (0, -signal.SIGTERM)
+    order_id = json.loads(answer.body)["orderId"]
+    keys = [key for key in await scan_keys(redis, "order:*") if key.endswith(order_id)]
+    assert len(keys) == 1
+    assert await redis.hget(SKU_1_STOCK, "paris") == str(STOCK - 2)
+
+
+async def test_the_protocol_answers_the_plain_form_and_leaves_the_rest_to_asgi(
+    settings: Settings, redis: RedisClient, mongo: MongoDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which way each form of POST /orders goes, seen by the intake: the server in this process,
+    the intake's protocol entry counted."""
+    app = create_app(settings, api_keys=ApiKeys.parse(json.dumps(KEYS)))
+    assert isinstance(app, FulfillmentApi)
+    by_protocol: list[str] = []
+    answer = app.order_intake.answer
+
+    async def counted(headers: OrderHeaders, raw: bytes, path: str) -> IntakeAnswer:
+        by_protocol.append(path)
+        return await answer(headers, raw, path)
+
+    monkeypatch.setattr(app.order_intake, "answer", counted)
+    port = free_port()
+    # As `python -m api` serves, but for the logging of this process.
+    options = {**server_options(), "log_config": None, "log_level": "warning"}
+    config = uvicorn.Config(app, port=port, **options)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not serving.done(), "the server did not start"
+            await asyncio.sleep(0.05)
+        location = {"lat": 48.86, "lon": 2.35}
+        warehouse = {"warehouseId": "paris", "name": "Paris", "location": location}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            assert (await http.post("/warehouses", json=warehouse, headers=OPS)).status_code == 201
+            stocked = await http.put(
+                "/inventory/sku-1/stock/paris", json={"quantity": 9}, headers=OPS
+            )
+            assert stocked.status_code == 200
+        chunked = {**SHOP, "transfer-encoding": "chunked"}
+        framed = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body()), body())
+        forms = [
+            (request("/orders", SHOP, body()), ["/orders"]),
+            (request("/orders/", SHOP, body()), ["/orders/"]),
+            (request("/orders?", SHOP, body()), []),
+            (request("/orders", chunked, framed), []),
+            (request("/orders", SHOP, b"{" + b" " * MAX_BODY_BYTES + b"}"), []),
+        ]
+        for raw, expected in forms:
+            by_protocol.clear()
+            answered = await exchange(port, raw)
+            assert answered.status in (201, 413)
+            assert by_protocol == expected, raw[:40]
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def redis_pid_of_sku_1(redis: RedisClient) -> int:
+    """The Redis that holds sku-1's stock: on a cluster, the master of its partition."""
+    if isinstance(redis, RedisCluster):
+        node = redis.get_node_from_key(SKU_1_STOCK)
+        info = await redis.info("server", target_nodes=node)
+    else:
+        info = await redis.info("server")
+    return int(info["process_id"])
+
+
+@contextlib.contextmanager
+def redis_paused(pid: int) -> Iterator[None]:
+    """SIGSTOP for a moment, SIGCONT however the block ends."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
