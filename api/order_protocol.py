@@ -9,10 +9,15 @@ compares the two ways in), about half of the server's own work per request (READ
 API's time goes").
 
 It takes only the plain form: `POST /orders` (or `/orders/`), a Content-Length within the body
-limit, no Expect, no Upgrade, not behind a request on the same connection still being answered.
+limit, no `Expect: 100-continue`, no Upgrade, not behind a request on the same connection still
+being answered.
 Every other request, and every request when the app has no intake (the benchmark's no-op
 reference), goes to the app as uvicorn sends it, and the app's ASGI front answers POST /orders in
-any other form through the same intake.
+any other form through the same intake. The intake is found only on the app itself: a middleware
+of uvicorn's around it (`proxy_headers`, trace logging) leaves every request to ASGI, so each
+worker says once, on its first connection, which way POST /orders goes. Two of uvicorn's settings
+are not applied on this path, and `python -m api` sets neither: `limit_concurrency` and the access
+log.
 
 An exchange stands in for uvicorn's cycle while it is answered, so the connection works as for
 any request: requests pipelined behind it wait for its answer, a client that goes away is not
@@ -23,6 +28,7 @@ for its task before it stops.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any, Final, cast
 
@@ -44,8 +50,10 @@ class _NoWaiter:
 
 
 class _OrderExchange:
-    """One POST /orders as uvicorn's protocol sees its current cycle: it reads `response_complete`,
-    and sets `disconnected` (the client went away) and `keep_alive` (shutting down)."""
+    """One POST /orders, standing in for uvicorn's RequestResponseCycle as the connection's
+    current cycle. What uvicorn's protocol uses of a cycle: it reads `response_complete` (may the
+    next request start?), sets `disconnected` (the client went away), `keep_alive` (shutting
+    down: close once answered) and wakes `message_event` when the connection is lost."""
 
     __slots__ = ("body", "disconnected", "headers", "keep_alive", "path", "response_complete")
     message_event: Final = _NoWaiter()
@@ -64,7 +72,10 @@ class OrderProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         # Connections open once the app's lifespan has started, which is when it makes its intake.
         self._intake = _intake_of(self.app)
-        self._exchange: _OrderExchange | None = None  # the request being read, if it is one
+        _say_which_way(self._intake is not None)
+        # The request being read, while it is one this protocol answers; `self.cycle` is the
+        # request being answered (uvicorn's cycle or an exchange), which may be an earlier one.
+        self._exchange: _OrderExchange | None = None
 
     def on_headers_complete(self) -> None:
         self._exchange = self._order_exchange()
@@ -110,12 +121,19 @@ class OrderProtocol(HttpToolsProtocol):
         intake = cast(OrderIntake, self._intake)
         try:
             answer = await intake.answer(exchange.headers, bytes(exchange.body), exchange.path)
+            encoded = self._encoded(answer, exchange.keep_alive)
         except asyncio.CancelledError:
-            self.transport.close()  # the server's graceful shutdown ran out of time
+            log.warning("an order's answer was cut off by the server's shutdown timeout")
+            self.transport.close()
             raise
+        except Exception:
+            # The intake answers every error it knows; this is a fault of this module's own.
+            log.exception("failed to answer POST %s", exchange.path)
+            exchange.keep_alive = False
+            encoded = _INTERNAL_ERROR
         if exchange.disconnected or self.transport.is_closing():
             return  # the client went away: the order stands, as when an ASGI answer finds no one
-        self.transport.write(self._encoded(answer, exchange.keep_alive))
+        self.transport.write(encoded)
         exchange.response_complete = True
         if not exchange.keep_alive:
             self.transport.close()
@@ -131,6 +149,20 @@ class OrderProtocol(HttpToolsProtocol):
             parts.append(b"connection: close\r\n")
         parts += (b"\r\n", answer.body)
         return b"".join(parts)
+
+
+# As uvicorn answers an ASGI app that failed before its answer started.
+_INTERNAL_ERROR: Final = (
+    STATUS_LINE[500] + b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\n"
+    b"connection: close\r\n\r\nInternal Server Error"
+)
+
+
+@functools.cache
+def _say_which_way(by_protocol: bool) -> None:
+    """Once per worker (the answer is the same for each of its connections)."""
+    way = "the HTTP protocol (api.order_protocol)" if by_protocol else "the app, through ASGI"
+    log.info("POST /orders is answered by %s", way)
 
 
 def _intake_of(app: object) -> OrderIntake | None:

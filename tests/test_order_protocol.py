@@ -79,6 +79,7 @@ async def worker(
                 "/inventory/sku-1/stock/paris", json={"quantity": STOCK}, headers=OPS
             )
             assert put.status_code == 200
+        assert "POST /orders is answered by the HTTP protocol" in log.read_text()
         yield Worker(port, process, log)
     errors = [line for line in log.read_text().splitlines() if '"level":"ERROR"' in line]
     assert not errors, "the API logged errors:\n" + "\n".join(errors[:5])
@@ -276,9 +277,27 @@ async def test_orders_whose_clients_went_away_are_placed_once_and_the_worker_ser
                 await writer.drain()
         await asyncio.sleep(PAUSE_S)
     assert (await exchange(worker.port, request("/orders", SHOP, body(quantity=4)))).status == 201
-    taken, ordered = await ledger(redis, worker)
-    assert taken == ordered
-    assert ordered in (4, 5, 6, 7, 8, 9, 10)
+    assert await ledger(redis, worker) == (10, 10)
+
+
+async def test_a_graceful_shutdown_waits_for_an_order_whose_client_went_away(
+    worker: Worker, redis: RedisClient
+) -> None:
+    """Stopped while an order whose client hung up waits on a paused Redis: the worker exits
+    cleanly, logs no error, and the order stands once, its units taken."""
+    pid = await redis_pid_of_sku_1(redis)
+    with redis_paused(pid):
+        async with connection(worker.port) as (_, writer):
+            writer.write(request("/orders", SHOP, body(quantity=3)))
+            await writer.drain()
+        await asyncio.sleep(PAUSE_S / 2)
+        worker.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(PAUSE_S / 2)
+    exit_status = await asyncio.to_thread(worker.process.wait, ANSWER_TIMEOUT_S)
+    assert exit_status in (0, -signal.SIGTERM)
+    assert await redis.hget(SKU_1_STOCK, "paris") == str(STOCK - 3)
+    records = [json.loads(str(await redis.get(key))) for key in await scan_keys(redis, "order:*")]
+    assert [record[2] for record in records] == [3]
 
 
 async def test_a_graceful_shutdown_answers_the_order_in_flight_then_closes(
@@ -305,26 +324,33 @@ async def test_a_graceful_shutdown_answers_the_order_in_flight_then_closes(
     assert await redis.hget(SKU_1_STOCK, "paris") == str(STOCK - 2)
 
 
-async def test_the_protocol_answers_the_plain_form_and_leaves_the_rest_to_asgi(
+class InProcess(msgspec.Struct):
+    """The app served in this process, as `python -m api` serves it but for the logging, with
+    every call of the intake's protocol entry counted, and made to fail on demand."""
+
+    port: int
+    by_protocol: list[str]
+    failing: list[bool]
+
+
+@pytest.fixture
+async def in_process(
     settings: Settings, redis: RedisClient, mongo: MongoDatabase, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Which way each form of POST /orders goes, seen by the intake: the server in this process,
-    the intake's protocol entry counted."""
+) -> AsyncIterator[InProcess]:
     app = create_app(settings, api_keys=ApiKeys.parse(json.dumps(KEYS)))
     assert isinstance(app, FulfillmentApi)
-    by_protocol: list[str] = []
+    served = InProcess(free_port(), [], [False])
     answer = app.order_intake.answer
 
     async def counted(headers: OrderHeaders, raw: bytes, path: str) -> IntakeAnswer:
-        by_protocol.append(path)
+        served.by_protocol.append(path)
+        if served.failing[0]:
+            raise RuntimeError("a fault of the protocol's own")
         return await answer(headers, raw, path)
 
     monkeypatch.setattr(app.order_intake, "answer", counted)
-    port = free_port()
-    # As `python -m api` serves, but for the logging of this process.
     options = {**server_options(), "log_config": None, "log_level": "warning"}
-    config = uvicorn.Config(app, port=port, **options)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(app, port=served.port, **options))
     serving = asyncio.create_task(server.serve())
     try:
         while not server.started:
@@ -332,29 +358,46 @@ async def test_the_protocol_answers_the_plain_form_and_leaves_the_rest_to_asgi(
             await asyncio.sleep(0.05)
         location = {"lat": 48.86, "lon": 2.35}
         warehouse = {"warehouseId": "paris", "name": "Paris", "location": location}
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}") as http:
             assert (await http.post("/warehouses", json=warehouse, headers=OPS)).status_code == 201
-            stocked = await http.put(
-                "/inventory/sku-1/stock/paris", json={"quantity": 9}, headers=OPS
-            )
-            assert stocked.status_code == 200
-        chunked = {**SHOP, "transfer-encoding": "chunked"}
-        framed = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body()), body())
-        forms = [
-            (request("/orders", SHOP, body()), ["/orders"]),
-            (request("/orders/", SHOP, body()), ["/orders/"]),
-            (request("/orders?", SHOP, body()), []),
-            (request("/orders", chunked, framed), []),
-            (request("/orders", SHOP, b"{" + b" " * MAX_BODY_BYTES + b"}"), []),
-        ]
-        for raw, expected in forms:
-            by_protocol.clear()
-            answered = await exchange(port, raw)
-            assert answered.status in (201, 413)
-            assert by_protocol == expected, raw[:40]
+            put = await http.put("/inventory/sku-1/stock/paris", json={"quantity": 9}, headers=OPS)
+            assert put.status_code == 200
+        yield served
     finally:
         server.should_exit = True
         await serving
+
+
+async def test_the_protocol_answers_the_plain_form_and_leaves_the_rest_to_asgi(
+    in_process: InProcess,
+) -> None:
+    chunked = {**SHOP, "transfer-encoding": "chunked"}
+    framed = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body()), body())
+    forms = [
+        (request("/orders", SHOP, body()), ["/orders"]),
+        (request("/orders/", SHOP, body()), ["/orders/"]),
+        (request("/orders?", SHOP, body()), []),
+        (request("/orders", chunked, framed), []),
+        (request("/orders", SHOP, b"{" + b" " * MAX_BODY_BYTES + b"}"), []),
+    ]
+    for raw, expected in forms:
+        in_process.by_protocol.clear()
+        answered = await exchange(in_process.port, raw)
+        assert answered.status in (201, 413)
+        assert in_process.by_protocol == expected, raw[:40]
+
+
+async def test_a_fault_of_the_protocols_own_is_answered_500_and_the_connection_closed(
+    in_process: InProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    in_process.failing[0] = True
+    async with connection(in_process.port) as (reader, writer):
+        writer.write(request("/orders", SHOP, body()))
+        answer = await read_answer(reader)
+        assert (answer.status, answer.body) == (500, b"Internal Server Error")
+        assert answer.header("connection") == "close"
+        assert await closed_by_server(reader)
+    assert "failed to answer POST /orders" in caplog.text
 
 
 async def redis_pid_of_sku_1(redis: RedisClient) -> int:
