@@ -722,9 +722,13 @@ async def sample_rss(pid: int, into: RssSamples, stop: asyncio.Event) -> None:
 
 async def paused_victim(redis: RedisClient) -> int:
     """The pid of the Redis to pause: on a cluster, the master of `flash`'s partition."""
+    return await redis_pid_holding(redis, keys.stock(keys.partition_of_product("flash"), "flash"))
+
+
+async def redis_pid_holding(redis: RedisClient, key: str) -> int:
+    """The pid of the Redis that holds `key`: on a cluster, the master of its slot."""
     if isinstance(redis, RedisCluster):
-        node = redis.get_node_from_key(keys.stock(keys.partition_of_product("flash"), "flash"))
-        info = await redis.info("server", target_nodes=node)
+        info = await redis.info("server", target_nodes=redis.get_node_from_key(key))
     else:
         info = await redis.info("server")
     return int(info["process_id"])

@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
 
@@ -22,7 +20,6 @@ import httpx
 import msgspec
 import pytest
 import uvicorn
-from redis.asyncio import RedisCluster
 
 from api.__main__ import server_options
 from api.app import MAX_BODY_BYTES, FulfillmentApi, create_app
@@ -35,9 +32,9 @@ from stores.settings import Settings
 from tests.api_process import api_process
 from tests.conftest import scan_keys, store_env
 from tests.notice_servers import free_port
+from tests.test_exactly_once import redis_paused, redis_pid_holding, wait_healthy
 from tests.test_order_intake import KEYS, REFUSED, SHOP, body
 
-START_TIMEOUT_S: Final = 30.0
 ANSWER_TIMEOUT_S: Final = 10.0
 # Shorter than REDIS_SOCKET_TIMEOUT_S and the cluster's node timeout: the order waits, nothing
 # fails over or times out.
@@ -71,7 +68,7 @@ async def worker(
     with api_process(env, port, log) as process:
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base, timeout=ANSWER_TIMEOUT_S) as http:
-            await _wait_healthy(http, process, log)
+            await wait_healthy(http, process, log)
             location = {"lat": 48.86, "lon": 2.35}
             warehouse = {"warehouseId": "paris", "name": "Paris", "location": location}
             assert (await http.post("/warehouses", json=warehouse, headers=OPS)).status_code == 201
@@ -83,19 +80,6 @@ async def worker(
         yield Worker(port, process, log)
     errors = [line for line in log.read_text().splitlines() if '"level":"ERROR"' in line]
     assert not errors, "the API logged errors:\n" + "\n".join(errors[:5])
-
-
-async def _wait_healthy(
-    http: httpx.AsyncClient, process: subprocess.Popen[bytes], log: Path
-) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the API exited: {log.read_text()[-2000:]}"
-        with contextlib.suppress(httpx.HTTPError):
-            if (await http.get("/healthz")).status_code == 200:
-                return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"the API did not start: {log.read_text()[-2000:]}")
 
 
 def request(
@@ -269,7 +253,7 @@ async def test_orders_whose_clients_went_away_are_placed_once_and_the_worker_ser
     """Redis paused while three clients send an order each and hang up: the orders were sent to
     Redis, so they stand once it resumes; their answers are written to no one, and the worker
     keeps serving."""
-    pid = await redis_pid_of_sku_1(redis)
+    pid = await redis_pid_holding(redis, SKU_1_STOCK)
     with redis_paused(pid):
         for quantity in (1, 2, 3):
             async with connection(worker.port) as (_, writer):
@@ -285,7 +269,7 @@ async def test_a_graceful_shutdown_waits_for_an_order_whose_client_went_away(
 ) -> None:
     """Stopped while an order whose client hung up waits on a paused Redis: the worker exits
     cleanly, logs no error, and the order stands once, its units taken."""
-    pid = await redis_pid_of_sku_1(redis)
+    pid = await redis_pid_holding(redis, SKU_1_STOCK)
     with redis_paused(pid):
         async with connection(worker.port) as (_, writer):
             writer.write(request("/orders", SHOP, body(quantity=3)))
@@ -303,7 +287,7 @@ async def test_a_graceful_shutdown_waits_for_an_order_whose_client_went_away(
 async def test_a_graceful_shutdown_answers_the_order_in_flight_then_closes(
     worker: Worker, redis: RedisClient
 ) -> None:
-    pid = await redis_pid_of_sku_1(redis)
+    pid = await redis_pid_holding(redis, SKU_1_STOCK)
     async with connection(worker.port) as (reader, writer):
         with redis_paused(pid):
             writer.write(request("/orders", SHOP, body(quantity=2)))
@@ -398,23 +382,3 @@ async def test_a_fault_of_the_protocols_own_is_answered_500_and_the_connection_c
         assert answer.header("connection") == "close"
         assert await closed_by_server(reader)
     assert "failed to answer POST /orders" in caplog.text
-
-
-async def redis_pid_of_sku_1(redis: RedisClient) -> int:
-    """The Redis that holds sku-1's stock: on a cluster, the master of its partition."""
-    if isinstance(redis, RedisCluster):
-        node = redis.get_node_from_key(SKU_1_STOCK)
-        info = await redis.info("server", target_nodes=node)
-    else:
-        info = await redis.info("server")
-    return int(info["process_id"])
-
-
-@contextlib.contextmanager
-def redis_paused(pid: int) -> Iterator[None]:
-    """SIGSTOP for a moment, SIGCONT however the block ends."""
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
