@@ -69,17 +69,20 @@ async def worker(
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base, timeout=ANSWER_TIMEOUT_S) as http:
             await wait_healthy(http, process, log)
-            location = {"lat": 48.86, "lon": 2.35}
-            warehouse = {"warehouseId": "paris", "name": "Paris", "location": location}
-            assert (await http.post("/warehouses", json=warehouse, headers=OPS)).status_code == 201
-            put = await http.put(
-                "/inventory/sku-1/stock/paris", json={"quantity": STOCK}, headers=OPS
-            )
-            assert put.status_code == 200
+            await open_shop(http)
         assert "POST /orders is answered by the HTTP protocol" in log.read_text()
         yield Worker(port, process, log)
     errors = [line for line in log.read_text().splitlines() if '"level":"ERROR"' in line]
     assert not errors, "the API logged errors:\n" + "\n".join(errors[:5])
+
+
+async def open_shop(http: httpx.AsyncClient) -> None:
+    """A warehouse in Paris holding STOCK units of sku-1."""
+    location = {"lat": 48.86, "lon": 2.35}
+    warehouse = {"warehouseId": "paris", "name": "Paris", "location": location}
+    assert (await http.post("/warehouses", json=warehouse, headers=OPS)).status_code == 201
+    put = await http.put("/inventory/sku-1/stock/paris", json={"quantity": STOCK}, headers=OPS)
+    assert put.status_code == 200
 
 
 def request(
@@ -134,11 +137,9 @@ async def closed_by_server(reader: asyncio.StreamReader) -> bool:
     return await asyncio.wait_for(reader.read(1), ANSWER_TIMEOUT_S) == b""
 
 
-async def ledger(redis: RedisClient, worker: Worker) -> tuple[int, int]:
-    """(units taken from sku-1's stock, units of sku-1's orders that exist)."""
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{worker.port}") as http:
-        read = await http.get("/inventory", params={"productId": "sku-1"}, headers=SHOP)
-    level = read.json()["stockLevels"][0]["quantity"]
+async def ledger(redis: RedisClient) -> tuple[int, int]:
+    """(units taken from sku-1's stock, units of sku-1's orders that exist), read in Redis."""
+    level = int(str(await redis.hget(SKU_1_STOCK, "paris")))
     ordered = 0
     for key in await scan_keys(redis, "order:*"):
         record = json.loads(str(await redis.get(key)))
@@ -157,7 +158,7 @@ async def test_refusals_are_the_asgi_fronts(worker: Worker, redis: RedisClient) 
         theirs = await exchange(worker.port, request(path + THROUGH_ASGI, headers, content))
         assert ours == theirs, name
         assert 400 <= ours.status < 500, name
-    assert await ledger(redis, worker) == (0, 0)
+    assert await ledger(redis) == (0, 0)
 
 
 async def test_a_placed_order_and_its_replays_are_the_asgi_fronts(
@@ -178,7 +179,7 @@ async def test_a_placed_order_and_its_replays_are_the_asgi_fronts(
     assert replays[0] == replays[1]
     assert replays[0].body == placed.body
     assert replays[0].header("idempotent-replayed") == "true"
-    assert await ledger(redis, worker) == (2, 2)
+    assert await ledger(redis) == (2, 2)
 
 
 async def test_pipelined_requests_are_answered_in_order_on_one_connection(
@@ -201,7 +202,7 @@ async def test_pipelined_requests_are_answered_in_order_on_one_connection(
         assert (await read_answer(reader)).status == 201
     order_ids = {json.loads(a.body)["orderId"] for a in answers if a.status == 201}
     assert len(order_ids) == 4
-    assert await ledger(redis, worker) == (11, 11)
+    assert await ledger(redis) == (11, 11)
 
 
 @pytest.mark.parametrize(
@@ -218,7 +219,7 @@ async def test_a_connection_that_ends_with_its_order_is_closed_after_the_answer(
         assert answer.status == 201
         assert answer.header("connection") == "close"
         assert await closed_by_server(reader)
-    assert await ledger(redis, worker) == (1, 1)
+    assert await ledger(redis) == (1, 1)
 
 
 async def test_bodies_the_protocol_leaves_to_asgi_are_placed_as_well(
@@ -244,7 +245,7 @@ async def test_bodies_the_protocol_leaves_to_asgi_are_placed_as_well(
         writer.write(request("/orders", both, b"5\r\n{}{}{\r\n0\r\n\r\n"))
         refused = await asyncio.wait_for(reader.read(), ANSWER_TIMEOUT_S)
         assert refused.startswith(b"HTTP/1.1 400 ")
-    assert await ledger(redis, worker) == (5, 5)
+    assert await ledger(redis) == (5, 5)
 
 
 async def test_orders_whose_clients_went_away_are_placed_once_and_the_worker_serves_on(
@@ -261,7 +262,7 @@ async def test_orders_whose_clients_went_away_are_placed_once_and_the_worker_ser
                 await writer.drain()
         await asyncio.sleep(PAUSE_S)
     assert (await exchange(worker.port, request("/orders", SHOP, body(quantity=4)))).status == 201
-    assert await ledger(redis, worker) == (10, 10)
+    assert await ledger(redis) == (10, 10)
 
 
 async def test_a_graceful_shutdown_waits_for_an_order_whose_client_went_away(
@@ -340,12 +341,8 @@ async def in_process(
         while not server.started:
             assert not serving.done(), "the server did not start"
             await asyncio.sleep(0.05)
-        location = {"lat": 48.86, "lon": 2.35}
-        warehouse = {"warehouseId": "paris", "name": "Paris", "location": location}
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}") as http:
-            assert (await http.post("/warehouses", json=warehouse, headers=OPS)).status_code == 201
-            put = await http.put("/inventory/sku-1/stock/paris", json={"quantity": 9}, headers=OPS)
-            assert put.status_code == 200
+            await open_shop(http)
         yield served
     finally:
         server.should_exit = True
