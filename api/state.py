@@ -120,6 +120,7 @@ async def open_services(settings: Settings, *, batched: bool = True) -> AsyncIte
         finally:
             await services.stock_feed.stop()
             await cancel_and_wait(poller)
+            await runner.aclose()
     finally:
         await postgres.close()
         await mongo_client.close()

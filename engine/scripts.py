@@ -34,6 +34,7 @@ from redis.asyncio import RedisCluster
 
 from engine.errors import OutcomeUnknown, StoreFull
 from stores.redis import TRANSIENT_ERRORS, RedisClient, refused_by_a_moving_slot
+from stores.redis_link import Call, RedisLink
 from stores.settings import Settings
 
 LUA_DIR: Final = Path(__file__).resolve().parent.parent / "lua"
@@ -171,6 +172,14 @@ class ScriptRunner:
         self.deadline_s = deadline_s
         self.acks = acks
         self.resends = 0  # calls sent again after a fault: exported by the metrics
+        # A single server is sent its calls on lean connections of the runner's own; a cluster
+        # through redis-py's cluster pipeline, which follows the slots.
+        self._link = None if isinstance(redis, RedisCluster) else RedisLink.beside(redis)
+
+    async def aclose(self) -> None:
+        """Closes the runner's own connections (the client it was given stays open)."""
+        if self._link is not None:
+            await self._link.aclose()
 
     async def run(self, command: Command[R]) -> R:
         (result,) = await self.run_all([command])
@@ -289,28 +298,42 @@ class ScriptRunner:
         return replies
 
     async def _send(self, commands: Sequence[Command[Any]]) -> list[Any]:
-        redis = self.redis
-        pipe = redis.pipeline(transaction=False)
-        for command in commands:
-            # execute_command, not pipe.evalsha: redis-py refuses EVALSHA in cluster pipelines,
-            # yet routes it by its first key, which is all one-slot scripts need.
-            pipe.execute_command(
-                "EVALSHA", command.script.sha, len(command.keys), *command.keys, *command.args
-            )
+        calls: list[Call] = [
+            ("EVALSHA", command.script.sha, len(command.keys), *command.keys, *command.args)
+            for command in commands
+        ]
         acks = self.acks
         # Reads have no writes for replicas to acknowledge.
-        if acks is None or all(command.script.read_only for command in commands):
+        if acks is not None and all(command.script.read_only for command in commands):
+            acks = None
+        if self._link is None:
+            return await self._send_to_cluster(commands, calls, acks)
+        if acks is not None:
+            calls.append(("WAIT", acks.replicas, acks.timeout_ms))
+        replies = await self._link.call_all(calls)
+        if acks is not None:
+            _count_short(acks, replies[len(commands) :])
+        return replies[: len(commands)]
+
+    async def _send_to_cluster(
+        self, commands: Sequence[Command[Any]], calls: Sequence[Call], acks: ReplicaAcks | None
+    ) -> list[Any]:
+        cluster = self.redis
+        assert isinstance(cluster, RedisCluster)
+        pipe = cluster.pipeline(transaction=False)
+        for call in calls:
+            # execute_command, not pipe.evalsha: redis-py refuses EVALSHA in cluster pipelines,
+            # yet routes it by its first key, which is all one-slot scripts need.
+            pipe.execute_command(*call)
+        if acks is None:
             return list(await pipe.execute(raise_on_error=False))
-        if isinstance(redis, RedisCluster):
-            # A cluster pipeline keeps each node's commands in order on one connection, so a
-            # WAIT aimed at a node comes after that node's EVALSHAs (WAIT covers the writes of
-            # its own connection only).
-            owners = (redis.get_node_from_key(c.keys[0]) for c in commands)
-            nodes = {node.name: node for node in owners if node is not None}
-            for node in nodes.values():
-                pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms, target_nodes=node)
-        else:
-            pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms)
+        # A cluster pipeline keeps each node's commands in order on one connection, so a WAIT
+        # aimed at a node comes after that node's EVALSHAs (WAIT covers the writes of its own
+        # connection only).
+        owners = (cluster.get_node_from_key(command.keys[0]) for command in commands)
+        nodes = {node.name: node for node in owners if node is not None}
+        for node in nodes.values():
+            pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms, target_nodes=node)
         replies = list(await pipe.execute(raise_on_error=False))
         _count_short(acks, replies[len(commands) :])
         return replies[: len(commands)]

@@ -167,6 +167,7 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     redis = connect_redis(settings)
+    runner = script_runner(redis, settings)  # the writers' and the sweeps' script calls
     notice_redis = connect_sync_redis(settings)
     pool: asyncpg.Pool | None = None
     mongo: AsyncMongoClient[dict[str, Any]] | None = None
@@ -188,7 +189,7 @@ async def serve(
                 POSTGRES_TRANSIENT_ERRORS,
                 stop,
             )
-            writer = OrdersWriter(pool, script_runner(redis, settings), settings.order_hot_window_s)
+            writer = OrdersWriter(pool, runner, settings.order_hot_window_s)
             consumers.append(GroupConsumer(redis, writer, name, config=config))
         if only in (None, "inventory"):
             mongo, db = connect_mongo(settings)
@@ -201,7 +202,7 @@ async def serve(
             consumers.append(
                 GroupConsumer(
                     redis,
-                    InventoryWriter(script_runner(redis, settings), db),
+                    InventoryWriter(runner, db),
                     name,
                     config=inventory_config,
                 )
@@ -212,7 +213,6 @@ async def serve(
         log.info("%s: running %s", name, ", ".join(c.group for c in consumers))
         tasks = [consumer.run(stop) for consumer in consumers]
         if only is None:
-            runner = script_runner(redis, settings)
             tasks.append(
                 run_sweeps(
                     runner,
@@ -230,6 +230,7 @@ async def serve(
             await pool.close()
         if mongo is not None:
             await mongo.close()
+        await runner.aclose()
         await redis.aclose()
         notice_redis.close()
 
@@ -254,15 +255,15 @@ async def run_replay(
     notice_redis = connect_sync_redis(settings)
     pool = await _postgres_with_schema(settings) if "orders" in names else None
     mongo, db = connect_mongo(settings)
+    runner = script_runner(redis, settings)
     try:
         writers: list[Writer] = []
         for name in names:
             if name == "orders":
                 assert pool is not None
-                runner = script_runner(redis, settings)
                 writers.append(OrdersWriter(pool, runner, settings.order_hot_window_s))
             elif name == "inventory":
-                writers.append(InventoryWriter(script_runner(redis, settings), db))
+                writers.append(InventoryWriter(runner, db))
             else:
                 writers.append(NotifierWriter(Notices(notice_redis)))
         starts = await _replay_starts(redis, stream, [w.group for w in writers], from_id)
@@ -281,6 +282,7 @@ async def run_replay(
         if pool is not None:
             await pool.close()
         await mongo.close()
+        await runner.aclose()
         await redis.aclose()
         notice_redis.close()
     return 0
