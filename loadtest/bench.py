@@ -89,7 +89,7 @@ from loadtest.stock_watch import percentile, watch_stock
 from stores.mongo import WAREHOUSES as WAREHOUSE_COLLECTION
 from stores.mongo import connect_mongo
 from stores.postgres import apply_schema, connect_postgres
-from stores.redis import RedisClient, connect_redis
+from stores.redis import TRANSIENT_ERRORS, RedisClient, connect_redis
 from stores.settings import Settings, load_settings
 from stores.streams import INVENTORY_GROUP, ORDERS_GROUP, writer_backlog
 from stores.tasks import cancel_and_wait
@@ -235,9 +235,8 @@ async def seed_stock(redis_url: str, warehouses: list[Warehouse], products: int 
     redis = connect_redis(Settings(redis_url, False, "", "", ""))
     await scripts.load_all(redis)
     await redis.incr(keys.WAREHOUSES_VERSION_KEY)
-    inventory = Inventory(
-        scripts.ScriptRunner(redis, deadline_s=load_settings().command_deadline_s)
-    )
+    runner = scripts.ScriptRunner(redis, deadline_s=load_settings().command_deadline_s)
+    inventory = Inventory(runner)
     levels = [
         (product, w.warehouse_id, UNITS)
         for product in [FLASH_PRODUCT, *(product_id(r) for r in range(products))]
@@ -245,6 +244,7 @@ async def seed_stock(redis_url: str, warehouses: list[Warehouse], products: int 
     ]
     for start in range(0, len(levels), 5_000):
         await inventory.set_many(levels[start : start + 5_000], "bench seed")
+    await runner.aclose()
     await redis.aclose()
 
 
@@ -360,7 +360,14 @@ async def drain(settings: Settings, timeout_s: float) -> tuple[dict[str, float],
     largest = 0
     try:
         while time.perf_counter() - started < timeout_s:
-            groups = await writer_backlog(redis)
+            try:
+                groups = await writer_backlog(redis)
+            except TRANSIENT_ERRORS as exc:
+                # Redis did not answer within the socket timeout: a stall is told and the drain
+                # goes on, rather than the run ending with no report.
+                progress.say(f"the writers' backlog could not be read ({exc}); reading it again")
+                await asyncio.sleep(0.1)
+                continue
             largest = max(largest, sum(g.lag + g.pending for g in groups))
             for group in groups:
                 if group.lag + group.pending == 0:

@@ -97,6 +97,7 @@ async def measure_memory(products: int) -> list[str]:
 
         await asyncio.gather(*(client() for _ in range(64)))
         per_order = (await _used(redis) - before) / ORDERS_IN_FLIGHT
+        await runner.aclose()
         await redis.aclose()
     total_gib = per_level * 1_000_000 * WAREHOUSE_COUNT / 2**30
     costs = await measure_key_costs()

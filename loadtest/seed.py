@@ -36,7 +36,8 @@ async def seed_warehouses(api_url: str) -> None:
 async def seed_stock(products: int, level: int) -> None:
     settings = load_settings()
     redis = connect_redis(settings)
-    inventory = Inventory(script_runner(redis, settings))
+    runner = script_runner(redis, settings)
+    inventory = Inventory(runner)
     try:
         levels = [
             (product, warehouse_id, level)
@@ -46,6 +47,7 @@ async def seed_stock(products: int, level: int) -> None:
         for start in range(0, len(levels), LEVELS_PER_PIPELINE):
             await inventory.set_many(levels[start : start + LEVELS_PER_PIPELINE], "seed")
     finally:
+        await runner.aclose()
         await redis.aclose()
 
 

@@ -155,8 +155,23 @@ async def mongo(settings: Settings) -> AsyncIterator[MongoDatabase]:
 
 
 def runner_for(client: RedisClient, settings: Settings = TEST_SETTINGS) -> scripts.ScriptRunner:
-    """How the engine sends its scripts, as a process built from `settings` does."""
-    return scripts.script_runner(client, settings)
+    """How the engine sends its scripts, as a process built from `settings` does; closed after
+    the test (`runners_closed`)."""
+    runner = scripts.script_runner(client, settings)
+    _runners_to_close.append(runner)
+    return runner
+
+
+_runners_to_close: list[scripts.ScriptRunner] = []
+
+
+@pytest.fixture(autouse=True)
+async def runners_closed() -> AsyncIterator[None]:
+    """A runner's connections are its own (stores/redis_link.py), not its client's: they are
+    closed with it, or each test would leave them open on the loop every test shares."""
+    yield
+    while _runners_to_close:
+        await _runners_to_close.pop().aclose()
 
 
 def product_in_partition_of(product: str) -> str:

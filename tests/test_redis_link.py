@@ -19,6 +19,10 @@ import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
+from engine import keys, scripts
+from engine.inventory import Inventory
+from engine.keys import partition_of_product
+from engine.scripts import ReplicaAcks, ScriptRunner
 from stores.redis import TRANSIENT_ERRORS
 from stores.redis_link import RedisLink
 from stores.settings import Settings
@@ -44,6 +48,10 @@ async def link_beside(client: Redis) -> AsyncIterator[RedisLink]:
         yield link
     finally:
         await link.aclose()
+
+
+async def connected_clients(client: Redis) -> int:
+    return int((await client.info("clients"))["connected_clients"])
 
 
 async def redis_pid(client: Redis) -> int:
@@ -77,10 +85,12 @@ async def test_the_link_uses_the_clients_database_and_credentials(plain: Redis) 
     kwargs = plain.connection_pool.connection_kwargs
     host, port = kwargs["host"], kwargs["port"]
     try:
-        as_user = Redis(host=host, port=port, db=9, username=user, password=password)
+        as_user = Redis(
+            host=host, port=port, db=9, username=user, password=password, decode_responses=True
+        )
         async with link_beside(as_user) as link:
             assert await link.call_all([("SET", key, "in-9"), ("ACL", "WHOAMI")]) == ["OK", user]
-        assert await as_user.get(key) == b"in-9"
+        assert await as_user.get(key) == "in-9"
         await as_user.delete(key)
         await as_user.aclose()
         wrong = Redis(host=host, port=port, username=user, password="wrong")
@@ -107,15 +117,54 @@ async def test_a_paused_redis_times_out_and_its_late_reply_reaches_no_later_call
         assert await link.call_all([("ECHO", "next")]) == ["next"]
 
 
-async def test_a_cancelled_call_leaves_its_reply_to_no_one(plain: Redis) -> None:
+async def test_a_cancelled_call_closes_its_connection_and_leaves_its_reply_to_no_one(
+    plain: Redis,
+) -> None:
     async with link_beside(plain) as link:
+        assert await link.call_all([("ECHO", "warm")]) == ["warm"]  # connected and greeted
+        clients = await connected_clients(plain)
         with redis_paused(await redis_pid(plain)):
             call = asyncio.ensure_future(link.call_all([("ECHO", "abandoned")]))
             await asyncio.sleep(TIMEOUT_S / 3)
             call.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await call
+        await asyncio.sleep(0.1)  # Redis, running again, sees the connection gone
+        assert await connected_clients(plain) == clients - 1
         assert await link.call_all([("ECHO", "mine")]) == ["mine"]
+
+
+async def test_closing_the_link_closes_its_connections_and_refuses_later_calls(
+    plain: Redis,
+) -> None:
+    link = RedisLink.beside(plain)
+    clients = await connected_clients(plain)
+    await asyncio.gather(*(link.call_all([("ECHO", str(n))]) for n in range(3)))
+    assert await connected_clients(plain) == clients + 3
+    await link.aclose()
+    await asyncio.sleep(0.1)
+    assert await connected_clients(plain) == clients
+    with pytest.raises(redis_errors.ConnectionError):
+        await link.call_all([("PING",)])
+
+
+async def test_wait_for_replicas_follows_the_calls_on_a_single_redis(plain: Redis) -> None:
+    """The runner's WAIT goes on the connection that carried the writes; with no replica to
+    acknowledge them, the call is counted short and its replies still come back."""
+    acks = ReplicaAcks(replicas=1, timeout_ms=10)
+    runner = ScriptRunner(plain, deadline_s=1.0, acks=acks)
+    await scripts.load_all(plain)
+    try:
+        await Inventory(runner).set_many([("link-test-sku", "w-link", 5)], "link test")
+    finally:
+        await runner.aclose()
+    assert acks.short == 1
+    assert (
+        await plain.hget(
+            keys.stock(partition_of_product("link-test-sku"), "link-test-sku"), "w-link"
+        )
+        == "5"
+    )
 
 
 async def test_a_connection_cut_during_a_call_is_transient_and_the_next_call_reconnects(
@@ -123,7 +172,13 @@ async def test_a_connection_cut_during_a_call_is_transient_and_the_next_call_rec
 ) -> None:
     kwargs = plain.connection_pool.connection_kwargs
     async with TcpProxy((kwargs["host"], kwargs["port"])) as proxy:
-        proxied = Redis(host="127.0.0.1", port=proxy.port, db=kwargs.get("db", 0))
+        proxied = Redis(
+            host="127.0.0.1",
+            port=proxy.port,
+            db=kwargs.get("db", 0),
+            socket_timeout=TIMEOUT_S,
+            decode_responses=True,
+        )
         async with link_beside(proxied) as link:
             assert await link.call_all([("ECHO", "before")]) == ["before"]
             proxy.cut_next(b"cut-me")
