@@ -1,8 +1,8 @@
 """Script calls to a single Redis server on lean connections of their own.
 
 redis-py's asyncio client costs some 50 us of CPU per round trip however few commands it carries
-(its pipeline object, pool lock, per-read timeouts and observability hooks), which is most of an
-order's cost once the worker is not busy enough to batch (README, "One round trip's own cost").
+(its pipeline object, pool lock, per-read timeouts and observability hooks): a large share of an
+order's cost wherever a round trip carries few orders (README, "One round trip's own cost").
 A `RedisLink` sends a list of commands as one write on a connection it holds alone until their
 replies are back, and reads them with hiredis straight from the event loop's callbacks.
 
