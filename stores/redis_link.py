@@ -223,7 +223,10 @@ class RedisLink:
             connection = None
             while self._idle and connection is None:
                 candidate = self._idle.pop()
-                connection = candidate if candidate.usable else None
+                if candidate.usable:
+                    connection = candidate
+                else:  # Redis closed it while it was idle
+                    self._drop(candidate)
             if connection is None:
                 connection = await self._connect()
             try:
