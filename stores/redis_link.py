@@ -52,6 +52,7 @@ class LinkConnection(asyncio.Protocol):
         self._done: asyncio.Future[list[Any]] | None = None
         self._last_read_at = 0.0  # loop time of the last bytes read, or of the call's send
         self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()  # made by the loop's create_connection
         self.open = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -68,12 +69,11 @@ class LinkConnection(asyncio.Protocol):
         TimeoutError once no byte of them came for `timeout_s` (None: no bound). So a long call
         that Redis answers as it goes is not cut, as redis-py's socket timeout bounds each read."""
         assert self._transport is not None and self._done is None
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[list[Any]] = loop.create_future()
+        done: asyncio.Future[list[Any]] = self._loop.create_future()
         self._done, self._expected, self._replies = done, count, []
-        self._last_read_at = loop.time()
+        self._last_read_at = self._loop.time()
         if timeout_s:
-            self._timer = loop.call_later(timeout_s, self._check_quiet, timeout_s)
+            self._timer = self._loop.call_later(timeout_s, self._check_quiet, timeout_s)
         self._transport.write(packed)
         return done
 
@@ -81,15 +81,14 @@ class LinkConnection(asyncio.Protocol):
         self._timer = None
         if self._done is None:
             return
-        loop = asyncio.get_running_loop()
         quiet_until = self._last_read_at + timeout_s
-        if loop.time() < quiet_until:
-            self._timer = loop.call_at(quiet_until, self._check_quiet, timeout_s)
+        if self._loop.time() < quiet_until:
+            self._timer = self._loop.call_at(quiet_until, self._check_quiet, timeout_s)
         else:
             self._fail(redis_errors.TimeoutError(f"Timeout reading from Redis after {timeout_s} s"))
 
     def data_received(self, data: bytes) -> None:
-        self._last_read_at = asyncio.get_running_loop().time()
+        self._last_read_at = self._loop.time()
         reader, replies = self._reader, self._replies
         reader.feed(data)
         while True:

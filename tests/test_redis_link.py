@@ -28,7 +28,7 @@ from stores.redis_link import RedisLink
 from stores.settings import Settings
 from tests.notice_servers import free_port
 from tests.tcp_proxy import TcpProxy
-from tests.test_exactly_once import redis_paused
+from tests.test_exactly_once import redis_paused, redis_pid_holding
 
 TIMEOUT_S = 0.3
 
@@ -52,10 +52,6 @@ async def link_beside(client: Redis) -> AsyncIterator[RedisLink]:
 
 async def connected_clients(client: Redis) -> int:
     return int((await client.info("clients"))["connected_clients"])
-
-
-async def redis_pid(client: Redis) -> int:
-    return int((await client.info("server"))["process_id"])
 
 
 async def test_replies_come_in_order_and_error_replies_as_redis_py_raises_them(
@@ -108,7 +104,7 @@ async def test_a_paused_redis_times_out_and_its_late_reply_reaches_no_later_call
     async with link_beside(plain) as link:
         assert await link.call_all([("ECHO", "warm")]) == ["warm"]
         with (
-            redis_paused(await redis_pid(plain)),
+            redis_paused(await redis_pid_holding(plain, "any key")),
             pytest.raises(redis_errors.TimeoutError) as timed_out,
         ):
             await link.call_all([("ECHO", "late")])
@@ -123,7 +119,7 @@ async def test_a_cancelled_call_closes_its_connection_and_leaves_its_reply_to_no
     async with link_beside(plain) as link:
         assert await link.call_all([("ECHO", "warm")]) == ["warm"]  # connected and greeted
         clients = await connected_clients(plain)
-        with redis_paused(await redis_pid(plain)):
+        with redis_paused(await redis_pid_holding(plain, "any key")):
             call = asyncio.ensure_future(link.call_all([("ECHO", "abandoned")]))
             await asyncio.sleep(TIMEOUT_S / 3)
             call.cancel()
