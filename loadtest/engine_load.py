@@ -11,7 +11,7 @@ import hashlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import hiredis
 
@@ -24,6 +24,9 @@ from geo.distance import Point
 from loadtest.catalog import Traffic
 
 TINY_DECREMENT = "return redis.call('DECRBY', KEYS[1], 1)"
+TINY_DECREMENT_SHA: Final = hashlib.sha1(TINY_DECREMENT.encode()).hexdigest()
+# The tiny script's calls spread over this many keys.
+TINY_KEYS: Final = 1000
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,13 @@ def placement_load(
     return PackedLoad(commands, orders / len(commands))
 
 
-def tiny_decrement_load(count: int, keys: int = 1000) -> PackedLoad:
-    sha = hashlib.sha1(TINY_DECREMENT.encode()).hexdigest()
-    commands = [_packed(("EVALSHA", sha, 1, f"tiny:{i % keys}")) for i in range(count)]
+def tiny_decrement_load(count: int) -> PackedLoad:
+    commands = [_packed(("EVALSHA", TINY_DECREMENT_SHA, 1, tiny_key(i))) for i in range(count)]
     return PackedLoad(commands, 1.0)
+
+
+def tiny_key(n: int) -> str:
+    return f"tiny:{n % TINY_KEYS}"
 
 
 def _pack(now_ms: int, attempts: list[Attempt]) -> bytes:

@@ -28,26 +28,32 @@ def wrk_run(rate: float) -> dict[str, Any]:
     return {"rate": rate, "p50_ms": 1.0, "p99_ms": rate / 1_000, "errors": 0}
 
 
-def api_round(noop: float, batched: float, single: float, flash: float) -> ApiRound:
-    return ApiRound(wrk_run(noop), wrk_run(batched), wrk_run(single), wrk_run(flash))
+def api_round(
+    noop: float, evalsha_handler: float, batched: float, single: float, flash: float
+) -> ApiRound:
+    return ApiRound(
+        wrk_run(noop), wrk_run(evalsha_handler), wrk_run(batched), wrk_run(single), wrk_run(flash)
+    )
 
 
 def test_the_api_is_judged_by_the_median_of_ratios_taken_within_each_round() -> None:
     rounds = [
-        api_round(noop=9_000, batched=8_000, single=4_000, flash=8_000),
-        # The machine slowed for this round's reference only: its ratio alone is off.
-        api_round(noop=5_000, batched=8_500, single=2_000, flash=7_650),
-        api_round(noop=10_000, batched=7_000, single=3_500, flash=7_700),
+        api_round(noop=9_000, evalsha_handler=4_000, batched=8_000, single=4_000, flash=8_000),
+        # The machine slowed for this round's references only: their ratios alone are off.
+        api_round(noop=5_000, evalsha_handler=1_000, batched=8_500, single=2_000, flash=7_650),
+        api_round(noop=10_000, evalsha_handler=3_000, batched=7_000, single=3_500, flash=7_700),
     ]
     summary = ApiSummary.of(rounds)
     assert rounds[1].noop_ratio() == pytest.approx(1.7)
     assert summary.noop_ratio == pytest.approx(8_000 / 9_000)
+    assert summary.evalsha_handler_ratio == pytest.approx(7_000 / 3_000)
     assert summary.batching_ratio == pytest.approx(2.0)
     assert summary.flash_ratio == pytest.approx(1.0)
     # The API's own figures are those of its median round, the references' their medians.
     assert summary.typical is rounds[0]
     assert summary.per_s == 8_000
     assert (summary.noop_per_s, summary.single_per_s, summary.flash_per_s) == (9_000, 3_500, 7_700)
+    assert summary.evalsha_handler_per_s == 3_000
 
 
 def test_an_engine_run_judges_the_median_of_its_pairs() -> None:
