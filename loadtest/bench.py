@@ -98,7 +98,7 @@ REPORT: Final = processes.ROOT / "BENCHMARKS.md"
 BENCH_REDIS_PORT: Final = 6400
 ENGINE_REDIS_PORT: Final = 6402
 ENGINE_ORDERS_PER_CALL: Final = (1, 8, 32)
-# Rounds of the no-op handler, the API and the API with one EVALSHA per request; medians judged.
+# Rounds of the API and the handlers it is set against (ApiRound); medians judged.
 API_ROUNDS: Final = 3
 NOOP_APP: Final = "loadtest.noop_app:app"
 EVALSHA_APP: Final = "loadtest.evalsha_app:app"
